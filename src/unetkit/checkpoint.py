@@ -1,0 +1,204 @@
+"""Self-describing checkpoints: the one hand-over between training and prediction.
+
+A checkpoint is a dict of plain data and tensors (loadable with ``weights_only=True``)::
+
+    format, format_version, unetkit_version
+    model_config    ModelConfig as a dict: the model is rebuilt from it alone
+    preset          the preset name it started from (informational)
+    task            "multiclass" | "binary" | "regression"
+    classes         class names, index = mask value
+    palette         [[r, g, b], ...] per class
+    ignore_index    mask value excluded from losses and metrics
+    preprocessing   DataConfig as a dict: channels, normalisation, resize policy and size
+    state_dict      the model's weights (unwrapped from DDP / torch.compile at save time)
+    train_state     optional: epoch, step, optimizer / scheduler / scaler states, RNG, config
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import DataConfig, ModelConfig
+from .errors import UnetkitError
+from .files import atomic_path
+from .models.unet import UNet
+
+log = logging.getLogger(__name__)
+
+FORMAT = "unetkit-checkpoint"
+FORMAT_VERSION = 1
+TASKS = ("multiclass", "binary", "regression")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # torch.compile
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: everything needed to rebuild the model and preprocess its input."""
+
+    model_config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    classes: list[str]
+    palette: list[list[int]]
+    preprocessing: DataConfig
+    task: str = "multiclass"
+    ignore_index: int = 255
+    preset: str | None = None
+    train_state: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self, device: str | torch.device = "cpu") -> UNet:
+        """The model with its weights, in eval mode, on ``device``."""
+        model = UNet(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model.to(device).eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "unetkit_version": _version(),
+            "model_config": self.model_config.to_dict(),
+            "preset": self.preset,
+            "task": self.task,
+            "classes": list(self.classes),
+            "palette": [[int(c) for c in rgb] for rgb in self.palette],
+            "ignore_index": int(self.ignore_index),
+            "preprocessing": self.preprocessing.to_dict(),
+            "state_dict": self.state_dict,
+            "train_state": self.train_state,
+            "extra": self.extra,
+        }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def make_checkpoint(
+    model: nn.Module,
+    *,
+    classes: list[str],
+    palette: list[list[int]],
+    preprocessing: DataConfig,
+    task: str = "multiclass",
+    ignore_index: int = 255,
+    preset: str | None = None,
+    train_state: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Checkpoint:
+    """Describe ``model`` (unwrapped, weights copied to CPU) as a ``Checkpoint``."""
+    net = unwrap(model)
+    if not isinstance(net, UNet):
+        raise TypeError(f"expected a UNet, got {type(net).__name__}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+    return Checkpoint(
+        net.config,
+        state,
+        list(classes),
+        [list(map(int, p)) for p in palette],
+        preprocessing,
+        task,
+        ignore_index,
+        preset,
+        train_state,
+        dict(extra or {}),
+    )
+
+
+def _check_finite(ckpt: Checkpoint) -> None:
+    for name, t in ckpt.state_dict.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise UnetkitError(f"refusing to save a checkpoint with non-finite values in {name}")
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
+    """Atomically write ``ckpt`` to ``path`` (temp file, fsync, rename); returns the path.
+
+    Raises ``UnetkitError`` if any weight is NaN or infinite: such a file is never written.
+    A crash mid-save leaves the previous file at ``path`` intact.
+    """
+    _check_finite(ckpt)
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(ckpt.to_dict(), tmp)
+    log.debug("saved checkpoint %s", path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
+    """Load a checkpoint safely (``weights_only=True``): plain data and tensors only.
+
+    Raises ``UnetkitError`` (one line naming the file) for a missing or unreadable file, a
+    pickle that would run code, or a file that is not a unetkit checkpoint of a known version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnetkitError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnetkitError(
+            f"{path}: refused: not a plain-data checkpoint (it would run code when unpickled: "
+            f"{first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise UnetkitError(f"{path}: not a readable checkpoint ({str(exc)[:160]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UnetkitError(f"{path}: not a unetkit checkpoint (no '{FORMAT}' header)")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UnetkitError(
+            f"{path}: checkpoint format version {version} is not supported "
+            f"(this unetkit reads version {FORMAT_VERSION})"
+        )
+    try:
+        return Checkpoint(
+            model_config=ModelConfig.from_dict(data["model_config"]),
+            state_dict=data["state_dict"],
+            classes=list(data["classes"]),
+            palette=[list(p) for p in data["palette"]],
+            preprocessing=DataConfig.from_dict(data["preprocessing"]),
+            task=data.get("task", "multiclass"),
+            ignore_index=int(data.get("ignore_index", 255)),
+            preset=data.get("preset"),
+            train_state=data.get("train_state"),
+            extra=data.get("extra") or {},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnetkitError(f"{path}: malformed checkpoint ({exc})") from None
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[UNet, Checkpoint]:
+    """Rebuild the model of a checkpoint file: ``(model in eval mode, checkpoint)``."""
+    ckpt = load_checkpoint(path)
+    try:
+        return ckpt.build_model(device), ckpt
+    except RuntimeError as exc:
+        raise UnetkitError(
+            f"{path}: weights do not match the stored config ({str(exc)[:160]})"
+        ) from None

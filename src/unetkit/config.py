@@ -1,0 +1,295 @@
+"""Typed configuration: plain dataclasses with a strict ``from_dict`` and a ``to_dict``.
+
+Every run prints its resolved configuration and every checkpoint stores it, so a model can be
+rebuilt and a run resumed from plain data alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="_Config")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """Turn JSON-ish values (lists) back into the annotated type (tuples, nested configs)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0]) if len(args) == 1 else value
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(annotation)
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item) for v in value)
+    if isinstance(annotation, type) and issubclass(annotation, _Config) and isinstance(value, dict):
+        return annotation.from_dict(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+class _Config:
+    """Mixin: strict construction from dicts, conversion to plain dicts, pretty printing."""
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(names))}"
+            )
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(v, hints[k]) for k, v in data.items()})  # type: ignore[call-arg]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (dicts, lists, str, int, float, bool, None) safe for JSON and checkpoints."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def pretty(self) -> str:
+        """Indented JSON, as printed at the start of every run."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+PADDINGS = ("valid", "zeros", "reflect")
+NORMS = ("none", "batch", "group", "instance")
+ACTIVATIONS = ("relu", "leaky")
+DOWNS = ("maxpool", "avgpool", "strided")
+UPS = ("transposed", "bilinear", "nearest")
+MERGES = ("crop", "pad", "resize")
+HEADS = ("logits", "sigmoid", "pixel_shuffle")
+BLOCKS = ("double3x3", "3x3+1x1")
+
+
+@dataclass
+class ModelConfig(_Config):
+    """Everything that defines a U-Net's architecture (see ``unetkit.models.presets``).
+
+    Args:
+        in_channels: input image channels.
+        out_channels: classes (softmax logits), sigmoid channels, or image channels (restore).
+        depth: number of down-sampling steps (the paper: 4).
+        base_width: channels of the first level; level i has ``base_width * 2**i``.
+        widths: explicit per-level widths (length ``depth + 1``), overrides ``base_width``.
+        padding: ``valid`` (unpadded 3x3 convs, the paper), ``zeros`` or ``reflect``.
+        norm: normalisation after each conv (or before it when ``norm_first``).
+        norm_first: normalise before each conv (seed 003's layout).
+        groups: groups for group norm.
+        activation: ``relu`` or ``leaky``; ``leaky_slope`` its negative slope.
+        dropout: Dropout2d after every conv's activation in every block.
+        dropout_deep: Dropout2d after the deepest encoder block and the bottleneck (the paper's
+            "drop-out layers at the end of the contracting path").
+        conv_bias: bias in the 3x3 convs (off when followed by batch norm).
+        block: ``double3x3`` (two 3x3 convs) or ``3x3+1x1`` (seed 003).
+        dilation: dilation of the encoder's 3x3 convs (seed 001's simple U-Net uses 2).
+        down: ``maxpool``, ``avgpool`` or ``strided`` (3x3 stride-2 conv keeping the width).
+        down_norm: norm layer in the strided down-sampling conv.
+        up: ``transposed`` (2x2 stride-2 transposed conv), ``bilinear`` (align_corners=True) or
+            ``nearest``. ``bilinear``/``nearest`` without ``up_conv`` halve widths in the
+            decoder blocks instead (milesial's layout).
+        up_conv: kernel of a conv after the up-sampling that halves the channels (0 = none).
+            With ``transposed`` the transposed conv then keeps the width (seed 004).
+        up_bias: bias in the transposed conv (seed 000's TF deconvolution has none).
+        up_act: activation after the up-sampling (seed 001).
+        merge: how a skip meets the up-sampled map: ``crop`` the skip (the paper), ``pad`` the
+            up-sampled map (milesial; odd sizes work), ``resize`` the skip bilinearly (seed 001).
+        head: ``logits`` (softmax over classes), ``sigmoid`` (one independent channel per
+            class), ``pixel_shuffle`` (``out_channels * scale**2`` then depth-to-space).
+        head_kernel: kernel size of the final conv (1 or 3).
+        scale: pixel-shuffle factor of the ``pixel_shuffle`` head.
+        output_resize: resize the output to the input size (seed 001).
+        checkpointing: gradient checkpointing of every block while training.
+    """
+
+    in_channels: int = 1
+    out_channels: int = 2
+    depth: int = 4
+    base_width: int = 64
+    widths: tuple[int, ...] | None = None
+    padding: str = "zeros"
+    norm: str = "batch"
+    norm_first: bool = False
+    groups: int = 8
+    activation: str = "relu"
+    leaky_slope: float = 0.01
+    dropout: float = 0.0
+    dropout_deep: float = 0.0
+    conv_bias: bool = False
+    block: str = "double3x3"
+    dilation: int = 1
+    down: str = "maxpool"
+    down_norm: bool = True
+    up: str = "transposed"
+    up_conv: int = 0
+    up_bias: bool = True
+    up_act: bool = False
+    merge: str = "pad"
+    head: str = "logits"
+    head_kernel: int = 1
+    scale: int = 1
+    output_resize: bool = False
+    checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("padding", self.padding, PADDINGS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("down", self.down, DOWNS)
+        _check_choice("up", self.up, UPS)
+        _check_choice("merge", self.merge, MERGES)
+        _check_choice("head", self.head, HEADS)
+        _check_choice("block", self.block, BLOCKS)
+        for name in ("in_channels", "out_channels", "depth", "base_width", "dilation", "scale"):
+            if int(getattr(self, name)) < (0 if name == "depth" else 1):
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.widths is not None and len(self.widths) != self.depth + 1:
+            raise ValueError(
+                f"widths needs depth + 1 = {self.depth + 1} entries; got {len(self.widths)}"
+            )
+        if self.head_kernel not in (1, 3):
+            raise ValueError(f"head_kernel must be 1 or 3; got {self.head_kernel}")
+        if self.up_conv not in (0, 1, 3):
+            raise ValueError(f"up_conv must be 0, 1 or 3; got {self.up_conv}")
+        if self.head != "pixel_shuffle" and self.scale != 1:
+            raise ValueError(f"scale {self.scale} needs head='pixel_shuffle'")
+        for name in ("dropout", "dropout_deep"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}")
+
+    @property
+    def level_widths(self) -> tuple[int, ...]:
+        """Channels per level, shallow to deep (``depth + 1`` entries)."""
+        if self.widths is not None:
+            return tuple(int(w) for w in self.widths)
+        return tuple(self.base_width * 2**i for i in range(self.depth + 1))
+
+
+@dataclass
+class DataConfig(_Config):
+    """How images become tensors; stored in checkpoints as the input preprocessing.
+
+    Args:
+        channels: image channels the model expects (1 grey, 3 RGB, N stacks).
+        resize: ``letterbox`` (pad to a square, then resize), ``resize`` (stretch),
+            ``random-crop`` (train on patches of large images), ``none``.
+        size: (height, width) for letterbox / resize; patch size for random-crop.
+        mean, std: per-channel normalisation applied after scaling to [0, 1].
+        ignore_index: mask value excluded from losses and metrics.
+        binary_255: map 0/255 masks to 0/1 when loading.
+        cache: keep decoded images in memory when the dataset fits.
+    """
+
+    channels: int = 1
+    resize: str = "random-crop"
+    size: tuple[int, int] = (256, 256)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    ignore_index: int = 255
+    binary_255: bool = True
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("resize", self.resize, ("letterbox", "resize", "random-crop", "none"))
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"size must be (height, width) > 0; got {self.size}")
+
+
+@dataclass
+class AugmentConfig(_Config):
+    """Joint image + mask augmentation, run on whole batches on the training device."""
+
+    flip: bool = True
+    rot90: bool = True
+    affine: float = 0.5
+    rotate_deg: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = 0.05
+    elastic: float = 0.5
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: float = 0.1
+    noise: float = 0.02
+    blur: float = 0.1
+
+
+@dataclass
+class TrainConfig(_Config):
+    """Everything ``unetkit train`` needs; saved in RUN_DIR and in every checkpoint."""
+
+    dataset: str = ""
+    run_dir: str = ""
+    preset: str = "milesial"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    task: str = "multiclass"
+    loss: str = "ce+dice"
+    class_weights: tuple[float, ...] | str | None = None
+    weight_map: bool = False
+    w0: float = 10.0
+    sigma: float = 5.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    epochs: int = 50
+    batch_size: int = 4
+    steps_per_epoch: int = 0
+    accumulate: int = 1
+    clip_grad: float = 0.0
+    early_stop: int = 0
+    val_fraction: float = 0.2
+    val_stems: tuple[str, ...] | None = None
+    val_every: int = 1
+    save_every: int = 1
+    best_metric: str = "mean_iou"
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    workers: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    time_budget: float = 0.0
+    sync_bn: bool = False
+    tensorboard: bool = False
+    panels: int = 4
+
+
+@dataclass
+class PredictConfig(_Config):
+    """How ``unetkit predict`` turns an image of any size into a mask."""
+
+    strategy: str = "auto"
+    tile: tuple[int, int] | None = None
+    overlap: float = 0.25
+    blend: str = "gaussian"
+    batch_size: int = 4
+    tta: bool = False
+    threshold: float = 0.5
+    min_area: int = 0
+    device: str = "auto"
+    precision: str = "auto"

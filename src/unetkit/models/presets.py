@@ -1,0 +1,148 @@
+"""Named presets: each seed variant as data over ``ModelConfig`` (SPEC section 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import ModelConfig
+from .unet import UNet
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Ronneberger et al. 2015: valid 3x3 convs + ReLU, max-pool, 2x2 up-conv, crop + concat.
+    "paper": dict(
+        padding="valid",
+        norm="none",
+        conv_bias=True,
+        merge="crop",
+        dropout_deep=0.5,
+        in_channels=1,
+        out_channels=2,
+    ),
+    # github milesial/Pytorch-UNet: DoubleConv (conv-BN-ReLU x2), pad merge, odd sizes work.
+    "milesial": dict(
+        padding="zeros", norm="batch", merge="pad", up="transposed", in_channels=3, out_channels=2
+    ),
+    "milesial-bilinear": dict(
+        padding="zeros", norm="batch", merge="pad", up="bilinear", in_channels=3, out_channels=2
+    ),
+    # seed 004: reflect padding, BN, Dropout2d(0.3), LeakyReLU; strided-conv down; ConvT + 1x1.
+    "reflect": dict(
+        padding="reflect",
+        norm="batch",
+        dropout=0.3,
+        activation="leaky",
+        down="strided",
+        up="transposed",
+        up_conv=1,
+        merge="crop",
+        head_kernel=3,
+        in_channels=3,
+        out_channels=2,
+    ),
+    # seed 000 (PyTorch): conv-BN-dropout-LeakyReLU, strided down, nearest + 1x1 up, sigmoid.
+    "strided": dict(
+        padding="zeros",
+        norm="batch",
+        conv_bias=True,
+        dropout=0.3,
+        activation="leaky",
+        down="strided",
+        down_norm=False,
+        up="nearest",
+        up_conv=1,
+        merge="crop",
+        head="sigmoid",
+        head_kernel=3,
+        in_channels=3,
+        out_channels=3,
+    ),
+    # seed 000 (Keras): widths 32..512, same padding, ReLU, max-pool, transposed up, sigmoid.
+    "keras32": dict(
+        base_width=32,
+        padding="zeros",
+        norm="none",
+        conv_bias=True,
+        merge="crop",
+        head="sigmoid",
+        in_channels=1,
+        out_channels=1,
+    ),
+    # seed 000 (TF): LeakyReLU(0.2), widths 32..512, 1x1 conv to C channels at input size.
+    "restore": dict(
+        base_width=32,
+        padding="zeros",
+        norm="none",
+        conv_bias=True,
+        activation="leaky",
+        leaky_slope=0.2,
+        merge="crop",
+        up_bias=False,
+        in_channels=3,
+        out_channels=3,
+    ),
+    # ... or to C * 9 channels and depth-to-space(3): 3x super-resolution.
+    "x3": dict(
+        base_width=32,
+        padding="zeros",
+        norm="none",
+        conv_bias=True,
+        activation="leaky",
+        leaky_slope=0.2,
+        merge="crop",
+        up_bias=False,
+        head="pixel_shuffle",
+        scale=3,
+        in_channels=3,
+        out_channels=3,
+    ),
+    # seed 003 (Keras): BN before 3x3 then 1x1 convs, average pooling, light dropout, nearest up.
+    "avgpool": dict(
+        base_width=32,
+        padding="zeros",
+        norm="batch",
+        norm_first=True,
+        conv_bias=True,
+        block="3x3+1x1",
+        dropout=0.02,
+        down="avgpool",
+        up="nearest",
+        up_conv=3,
+        merge="crop",
+        in_channels=3,
+        out_channels=3,
+    ),
+    # seed 001 (simple): dilation-2 valid encoder convs, dropout deep, resize merge and output.
+    "dilated": dict(
+        padding="valid",
+        norm="none",
+        conv_bias=True,
+        dilation=2,
+        dropout_deep=0.5,
+        up_act=True,
+        merge="resize",
+        output_resize=True,
+        in_channels=3,
+        out_channels=2,
+    ),
+}
+
+
+def preset_config(name: str, **overrides: Any) -> ModelConfig:
+    """The ``ModelConfig`` of a named preset with keyword overrides.
+
+    ``num_classes`` is accepted as an alias of ``out_channels``. Raises ``ValueError`` for an
+    unknown name, listing the valid ones.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    if "num_classes" in overrides:
+        overrides["out_channels"] = overrides.pop("num_classes")
+    return ModelConfig.from_dict({**PRESETS[name], **overrides})
+
+
+def build_model(name_or_config: str | ModelConfig, **overrides: Any) -> UNet:
+    """Build a ``UNet`` from a preset name (with overrides) or from a ``ModelConfig``."""
+    if isinstance(name_or_config, ModelConfig):
+        cfg = name_or_config.replace(**overrides) if overrides else name_or_config
+        return UNet(cfg)
+    return UNet(preset_config(name_or_config, **overrides))

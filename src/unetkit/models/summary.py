@@ -1,0 +1,70 @@
+"""Human-readable summaries: the preset table and a checkpoint's description."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..checkpoint import load_checkpoint
+from .presets import PRESETS, preset_config
+from .unet import UNet
+
+
+def gflops(model: UNet, size: tuple[int, int]) -> float:
+    """Forward GFLOPs (multiply-add = 2 FLOPs) for one image, counted on the meta device."""
+    meta = UNet(model.config).to("meta").eval()
+    x = torch.empty(1, model.config.in_channels, *size, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta(x)
+    return counter.get_total_flops() / 1e9
+
+
+def preset_table(size: int = 256, **overrides) -> str:
+    """A text table: preset, parameters, output size and GFLOPs for a ``size`` x ``size`` input."""
+    rows = [("preset", "params", "in->out", f"output @ {size}", "GFLOPs", "legal near")]
+    for name in PRESETS:
+        cfg = preset_config(name, **overrides)
+        with torch.device("meta"):
+            model = UNet(cfg)
+        params = f"{model.num_parameters():,}"
+        io = f"{cfg.in_channels}->{cfg.out_channels}"
+        try:
+            out = model.output_size((size, size))
+            outs, flops, near = f"{out[0]}x{out[1]}", f"{gflops(model, (size, size)):.1f}", "-"
+        except ValueError:
+            below, above = model.legal_sizes(size)
+            outs, flops = "illegal", "-"
+            near = "/".join(str(m) for m in (below, above) if m)
+        rows.append((name, params, io, outs, flops, near))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def checkpoint_summary(path: str | Path) -> str:
+    """A text description of a checkpoint: model, classes, preprocessing, training state."""
+    ckpt = load_checkpoint(path)
+    model = ckpt.build_model()
+    lines = [
+        f"checkpoint     {path}",
+        f"preset         {ckpt.preset or '-'}",
+        f"task           {ckpt.task}",
+        f"parameters     {model.num_parameters():,}",
+        f"classes        {', '.join(f'{i}:{c}' for i, c in enumerate(ckpt.classes))}",
+        f"ignore index   {ckpt.ignore_index}",
+        f"preprocessing  {json.dumps(ckpt.preprocessing.to_dict())}",
+        f"model config   {json.dumps(ckpt.model_config.to_dict())}",
+    ]
+    ts = ckpt.train_state
+    if ts:
+        keys = ("epoch", "step", "best_metric", "best_value", "metrics")
+        summary = {k: ts[k] for k in keys if k in ts}
+        lines.append(f"training       {json.dumps(summary, default=str)}")
+    else:
+        lines.append("training       (no training state: weights only)")
+    return "\n".join(lines)
