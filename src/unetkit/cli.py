@@ -46,9 +46,7 @@ def _fail(message: str) -> None:
 # ---------------------------------------------------------------------------------------------
 @app.command("models")
 def models_cmd(
-    size: int = typer.Option(
-        256, "--size", help="Square input size for the output/GFLOPs columns."
-    ),
+    size: int = typer.Option(256, "--size", help="Square input size for the table."),
     in_channels: int = typer.Option(None, "--in-channels", help="Override input channels."),
     num_classes: int = typer.Option(None, "--num-classes", help="Override classes/outputs."),
 ) -> None:

@@ -104,7 +104,7 @@ class UNet(nn.Module):
         shrink = 0 if cfg.padding != "valid" else 1
         second = 0 if cfg.block == "3x3+1x1" else 1
         s, skips = n, []
-        for i in range(cfg.depth):
+        for _ in range(cfg.depth):
             s -= shrink * 2 * cfg.dilation * (1 + second)
             if s < 2:
                 return None
@@ -152,7 +152,7 @@ class UNet(nn.Module):
         return below, above
 
     def check_input(self, size: tuple[int, ...]) -> None:
-        """Raise ``ValueError`` naming the size and the nearest legal sizes if ``size`` is illegal."""
+        """Raise ``ValueError`` naming the size and the nearest legal sizes if illegal."""
         for axis, n in zip(("height", "width"), size):
             if self._out_len(int(n)) is None:
                 below, above = self.legal_sizes(int(n))
