@@ -77,6 +77,69 @@ def info_cmd(checkpoint: Path = typer.Argument(..., help="A unetkit checkpoint (
 # training commands (train) go below this line
 # ---------------------------------------------------------------------------------------------
 
+
+@app.command("train")
+def train_cmd(
+    dataset: Path = typer.Argument(..., help="Dataset folder (from prepare, VOC, images/+masks/)."),
+    out: Path = typer.Option(None, "-o", "--out", help="Run folder for checkpoints and logs."),
+    preset: str = typer.Option(None, "--preset", help="Model preset (see `unetkit models`)."),
+    config: Path = typer.Option(None, "--config", help="JSON file with TrainConfig fields."),
+    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder."),
+    epochs: int = typer.Option(None, "--epochs"),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    lr: float = typer.Option(None, "--lr"),
+    patch_size: int = typer.Option(None, "--patch-size", help="Training patch / resize size."),
+    resize: str = typer.Option(None, "--resize", help="random-crop | letterbox | resize | none"),
+    base_width: int = typer.Option(None, "--base-width", help="Channels of the first level."),
+    depth: int = typer.Option(None, "--depth", help="Number of down-sampling steps."),
+    task: str = typer.Option(None, "--task", help="auto | multiclass | binary | regression"),
+    loss: str = typer.Option(
+        None, "--loss", help="auto | ce | bce | dice | ce+dice | bce+dice | mse | l1"
+    ),
+    class_weights: str = typer.Option(None, "--class-weights", help="'balanced' or w0,w1,..."),
+    weight_map: bool = typer.Option(
+        None, "--weight-map/--no-weight-map", help="The paper's border weight map."
+    ),
+    weight_map_objects: str = typer.Option(
+        None, "--weight-map-objects", help="'foreground' or a class index (0 for ISBI)."
+    ),
+    optimizer: str = typer.Option(None, "--optimizer", help="adam | adamw | sgd | rmsprop"),
+    momentum: float = typer.Option(None, "--momentum"),
+    schedule: str = typer.Option(None, "--schedule", help="constant | cosine | poly | plateau"),
+    steps_per_epoch: int = typer.Option(None, "--steps-per-epoch"),
+    accumulate: int = typer.Option(None, "--accumulate", help="Gradient accumulation steps."),
+    clip_grad: float = typer.Option(None, "--clip-grad"),
+    early_stop: int = typer.Option(None, "--early-stop", help="Patience in validations."),
+    val_fraction: float = typer.Option(None, "--val-fraction"),
+    val_stems: str = typer.Option(None, "--val-stems", help="Comma-separated validation stems."),
+    val_every: int = typer.Option(None, "--val-every"),
+    save_every: int = typer.Option(None, "--save-every"),
+    time_budget: float = typer.Option(None, "--time-budget", help="Minutes; stops cleanly."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
+    workers: int = typer.Option(None, "--workers"),
+    seed: int = typer.Option(None, "--seed"),
+    deterministic: bool = typer.Option(None, "--deterministic/--no-deterministic"),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Augmentations on/off."),
+    compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    sync_bn: bool = typer.Option(None, "--sync-bn/--no-sync-bn"),
+    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard"),
+) -> None:
+    """Train a U-Net on a dataset folder; writes last.pt, best.pt, history.csv, curves.png."""
+    from .train.cli_config import build_train_config
+    from .train.fit import fit
+
+    flags = {
+        k: v
+        for k, v in locals().items()
+        if k not in ("dataset", "out", "config", "resume", "overwrite", "fit", "build_train_config")
+    }
+    cfg = build_train_config(dataset, out, config, resume, flags)
+    run_dir = fit(cfg, resume=resume is not None, overwrite=overwrite)
+    typer.echo(f"run folder: {run_dir}  (best.pt, last.pt, history.csv, curves.png, panels/)")
+
+
 # ---------------------------------------------------------------------------------------------
 # prediction commands (predict, evaluate, export) go below this line
 # ---------------------------------------------------------------------------------------------

@@ -234,18 +234,25 @@ class AugmentConfig(_Config):
 
 @dataclass
 class TrainConfig(_Config):
-    """Everything ``unetkit train`` needs; saved in RUN_DIR and in every checkpoint."""
+    """Everything ``unetkit train`` needs; saved in RUN_DIR and in every checkpoint.
+
+    ``model`` None means "the preset's config" (channels and classes filled in from the data).
+    ``task``/``loss`` ``auto``: multi-class softmax + CE + Dice, binary sigmoid + BCE + Dice for
+    sigmoid-head presets with 2 classes, image-to-image MSE for ``restore`` / ``x3``.
+    """
 
     dataset: str = ""
     run_dir: str = ""
     preset: str = "milesial"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    task: str = "multiclass"
-    loss: str = "ce+dice"
+    classes: tuple[str, ...] | None = None
+    task: str = "auto"
+    loss: str = "auto"
     class_weights: tuple[float, ...] | str | None = None
     weight_map: bool = False
+    weight_map_objects: str = "foreground"
     w0: float = 10.0
     sigma: float = 5.0
     optimizer: str = "adamw"
@@ -277,6 +284,17 @@ class TrainConfig(_Config):
     sync_bn: bool = False
     tensorboard: bool = False
     panels: int = 4
+
+    def __post_init__(self) -> None:
+        _check_choice("task", self.task, ("auto", "multiclass", "binary", "regression"))
+        _check_choice(
+            "loss", self.loss, ("auto", "ce", "bce", "dice", "ce+dice", "bce+dice", "mse", "l1")
+        )
+        for name in ("epochs", "batch_size", "accumulate", "val_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
 
 
 @dataclass

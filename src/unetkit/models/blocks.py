@@ -33,7 +33,9 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and getattr(_STATE, "recomputing", False):
-            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            # throwaway copies keep the op (and what autograd saves) identical to the forward
+            mean, var = self.running_mean.clone(), self.running_var.clone()
+            return F.batch_norm(x, mean, var, self.weight, self.bias, True, 0.1, self.eps)
         return super().forward(x)
 
 

@@ -13,6 +13,16 @@ from .blocks import ConvBlock, Down, Up, conv, merge, recomputing
 _SEARCH = 4096  # how far legal_sizes looks on each side of a requested size
 
 
+def reflect_index(n: int, before: int, after: int, device=None) -> torch.Tensor:
+    """Indices that mirror-pad a length-``n`` axis (like numpy's ``reflect``, any pad size)."""
+    idx = torch.arange(-before, n + after, device=device)
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = idx.remainder(period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
 class UNet(nn.Module):
     """U-Net (Ronneberger et al., 2015) with every seed variant as a configuration.
 
@@ -87,6 +97,32 @@ class UNet(nn.Module):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
 
+    def forward_any(self, x: torch.Tensor) -> torch.Tensor:
+        """Run on an input of any size: mirror-pad to a legal size, then crop back exactly.
+
+        ``(B, C, H, W)`` -> ``(B, out, H * scale, W * scale)``. For valid-padding models the
+        padding also supplies the missing context at the border by mirroring (the paper's
+        overlap-tile with a single tile). The padding is visible here, never inside ``forward``.
+        """
+        (h, w), s = x.shape[-2:], self.config.scale
+        (top, bottom), (left, right) = self.padding_for(h), self.padding_for(w)
+        x = x[..., reflect_index(h, top, bottom, x.device), :]
+        x = x[..., reflect_index(w, left, right, x.device)]  # (B, C, H + pads, W + pads)
+        y = self(x)
+        return y[..., : h * s, : w * s]  # (B, out, H * s, W * s)
+
+    def padding_for(self, n: int) -> tuple[int, int]:
+        """(before, after) mirror padding that makes length ``n`` legal with output >= ``n``.
+
+        Output pixel ``j`` of the padded input then corresponds to input pixel ``j``.
+        """
+        for m in range(n, n + _SEARCH):
+            out = self._out_len(m)
+            if out is not None and out >= n * self.config.scale:
+                margin = (m * self.config.scale - out) // (2 * self.config.scale)
+                return margin, m - n - margin
+        raise ValueError(f"no legal input size near {n} for this U-Net")
+
     def activate(self, outputs: torch.Tensor) -> torch.Tensor:
         """Logits to probabilities: softmax over classes, per-channel sigmoid, or identity."""
         if self.config.head == "sigmoid":
@@ -119,7 +155,7 @@ class UNet(nn.Module):
             else:
                 s //= 2
         s -= shrink * 2 * (1 + second)
-        if s < 1:
+        if s < (2 if cfg.padding == "reflect" else 1):  # reflect padding needs 2 pixels
             return None
         for skip in reversed(skips):
             s *= 2

@@ -1,0 +1,27 @@
+# Two commands do all the set-up and the work:  `make demo`  and  `make test`.
+# Both create a virtual environment in .venv (override with VENV=...) and install unetkit into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install test demo lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# CPU build of torch where there is no GPU; an already installed torch is kept
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/pytest -q
+
+demo: install
+	$(VENV)/bin/unetkit demo -o demo
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache

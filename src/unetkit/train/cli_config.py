@@ -1,0 +1,96 @@
+"""Turn ``unetkit train`` flags (+ optional JSON config, + a run being resumed) into a TrainConfig."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..config import AugmentConfig, TrainConfig
+from ..errors import UnetkitError
+from ..models.presets import preset_config
+from .resolve import RESUMABLE_CHANGES
+
+_DATA_FLAGS = ("resize",)
+_MODEL_FLAGS = ("base_width", "depth")
+_NO_AUGMENT = dict(
+    flip=False,
+    rot90=False,
+    affine=0.0,
+    elastic=0.0,
+    brightness=0.0,
+    contrast=0.0,
+    gamma=0.0,
+    noise=0.0,
+    blur=0.0,
+)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UnetkitError(f"{path}: cannot read config ({exc})") from None
+    if not isinstance(data, dict):
+        raise UnetkitError(f"{path}: a config file must hold a JSON object")
+    return data
+
+
+def build_train_config(
+    dataset: Path,
+    out: Path | None,
+    config_file: Path | None,
+    resume: Path | None,
+    flags: dict[str, Any],
+) -> TrainConfig:
+    """Defaults <- --config file <- explicit flags; with --resume, the saved run's config.
+
+    Raises:
+        UnetkitError: unreadable config, unknown keys, flags a resumed run cannot change.
+    """
+    flags = {k.rstrip("_"): v for k, v in flags.items() if v is not None}
+    augment_on = flags.pop("augment", True)
+    if resume is not None:
+        from .fit import load_run_config
+
+        cfg = load_run_config(resume)
+        changed = sorted(k for k in flags if k not in RESUMABLE_CHANGES)
+        if changed:
+            raise UnetkitError(
+                f"--resume: these settings cannot change in a resumed run: {', '.join(changed)}"
+            )
+        if Path(cfg.dataset).resolve() != Path(dataset).resolve():
+            raise UnetkitError(f"--resume: {resume} was trained on {cfg.dataset}, not {dataset}")
+        return cfg.replace(**flags)
+    if out is None:
+        raise UnetkitError("train needs a run folder: -o RUN_DIR")
+    base = _read_json(config_file) if config_file else {}
+    try:
+        cfg = TrainConfig.from_dict({**base, "dataset": str(dataset), "run_dir": str(out)})
+    except (ValueError, TypeError) as exc:
+        raise UnetkitError(f"{config_file}: {exc}") from None
+    data = {k: flags.pop(k) for k in _DATA_FLAGS if k in flags}
+    if "patch_size" in flags:
+        n = flags.pop("patch_size")
+        data["size"] = (n, n)
+    model = {k: flags.pop(k) for k in _MODEL_FLAGS if k in flags}
+    if "val_stems" in flags:
+        flags["val_stems"] = tuple(s.strip() for s in flags["val_stems"].split(",") if s.strip())
+    if "class_weights" in flags and flags["class_weights"] != "balanced":
+        try:
+            flags["class_weights"] = tuple(float(v) for v in flags["class_weights"].split(","))
+        except ValueError:
+            raise UnetkitError(
+                f"--class-weights: 'balanced' or numbers, got {flags['class_weights']!r}"
+            ) from None
+    try:
+        cfg = cfg.replace(**flags)
+        if data:
+            cfg = cfg.replace(data=cfg.data.replace(**data))
+        if model:
+            cfg = cfg.replace(model=(cfg.model or preset_config(cfg.preset)).replace(**model))
+        if not augment_on:
+            cfg = cfg.replace(augment=AugmentConfig(**_NO_AUGMENT))
+    except (ValueError, TypeError) as exc:
+        raise UnetkitError(str(exc)) from None
+    return cfg

@@ -1,0 +1,438 @@
+"""fit(config) -> run folder: the epoch loop, validation, checkpoints, history, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
+from ..config import TrainConfig
+from ..data.dataset import SegmentationDataset, describe_dataset
+from ..data.transforms import Augmenter
+from ..errors import UnetkitError
+from ..files import write_text
+from ..models.unet import UNet
+from . import artifacts
+from .distributed import DistInfo, all_mean, any_rank, init_distributed, shutdown_distributed
+from .loop import StepContext, train_one_epoch, validate
+from .losses import border_weight_map, build_loss, inverse_frequency_weights
+from .resolve import resolve_config, resume_differences, split_stems
+from .setup import (
+    autocast_dtype,
+    build_optimizer,
+    build_scheduler,
+    epoch_batches,
+    keep_large_buffers,
+    resolve_device,
+    resolve_precision,
+)
+
+log = logging.getLogger(__name__)
+
+
+def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train a U-Net as ``config`` says; returns the run folder (``last.pt``, ``best.pt``, ...).
+
+    Args:
+        config: the training configuration (``dataset`` and ``run_dir`` required).
+        resume: continue the run in ``config.run_dir`` from its ``last.pt`` (same data and
+            config; ``epochs`` and ``time_budget`` may change).
+        overwrite: allow a non-empty ``run_dir`` for a fresh run.
+
+    Raises:
+        UnetkitError: bad dataset, non-empty run folder, resume mismatch, non-finite loss.
+    """
+    dist_info = init_distributed(config.device)
+    try:
+        return _Trainer(config, dist_info, resume, overwrite).run()
+    finally:
+        shutdown_distributed(dist_info)
+
+
+class _Trainer:
+    """State of one training run; ``run()`` is the whole loop."""
+
+    def __init__(self, config: TrainConfig, dist_info: DistInfo, resume: bool, overwrite: bool):
+        if not config.dataset or not config.run_dir:
+            raise UnetkitError("training needs a dataset folder and a run folder (-o RUN_DIR)")
+        self.dist = dist_info
+        self.run_dir = Path(config.run_dir)
+        self.resume_state = self._check_run_dir(resume, overwrite)
+        self.info = describe_dataset(config.dataset)
+        self.cfg = cfg = resolve_config(config, self.info)
+        self.train_stems, self.val_stems = split_stems(self.info, cfg)
+        self.device = resolve_device(cfg.device, dist_info.local_rank)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
+        if self.resume_state is not None:
+            self._check_resumable(self.resume_state)
+        if self.device.type == "cpu":
+            keep_large_buffers()
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(cfg.seed)
+        self.model = UNet(cfg.model)
+        self.model.check_input(self._train_input_size())
+        self._build_data()
+        self._build_training()
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool, overwrite: bool):
+        last = self.run_dir / "last.pt"
+        if resume:
+            if not last.is_file():
+                raise UnetkitError(f"{self.run_dir}: nothing to resume (no last.pt)")
+            state = load_checkpoint(last).train_state
+            if not state:
+                raise UnetkitError(f"{last}: has no training state to resume from")
+            return state
+        if self.run_dir.exists() and any(self.run_dir.iterdir()) and not overwrite:
+            raise UnetkitError(
+                f"{self.run_dir}: run folder is not empty "
+                "(use --resume to continue it or --overwrite to start over)"
+            )
+        return None
+
+    def _check_resumable(self, state: dict) -> None:
+        saved = state["config"]
+        current = self.cfg.to_dict()
+        diffs = resume_differences(saved, current)
+        data = {"classes": list(self.cfg.classes), "train": self.train_stems, "val": self.val_stems}
+        if state.get("data") != data:
+            diffs.append("dataset: classes or image stems differ")
+        if diffs:
+            raise UnetkitError(
+                f"{self.run_dir}: cannot resume with a different dataset or "
+                f"config ({'; '.join(diffs)})"
+            )
+
+    def _train_input_size(self) -> tuple[int, int]:
+        h, w = self.cfg.data.size
+        s = self.cfg.model.scale
+        return (h // s, w // s) if self.cfg.task == "regression" else (h, w)
+
+    def _build_data(self) -> None:
+        cfg, info = self.cfg, self.info
+        weight_fn = None
+        if cfg.weight_map:
+            objects = cfg.weight_map_objects
+            objects = int(objects) if objects.lstrip("-").isdigit() else objects
+            weights = "balanced" if cfg.class_weights == "balanced" else None
+
+            def weight_fn(mask):
+                return border_weight_map(
+                    mask,
+                    cfg.w0,
+                    cfg.sigma,
+                    objects=objects,
+                    class_weights=weights,
+                    ignore_index=info.ignore_index,
+                )
+
+        self.train_set = SegmentationDataset(
+            info, self.train_stems, cfg.data, train=True, weight_fn=weight_fn, seed=cfg.seed
+        )
+        val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
+        self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
+        n_global = cfg.batch_size * self.dist.world_size
+        self.steps = cfg.steps_per_epoch or max(1, -(-len(self.train_set) // n_global))
+
+    def _class_weights(self):
+        cw = self.cfg.class_weights
+        if cw is None or (cw == "balanced" and self.cfg.weight_map):
+            return None  # the weight map already balances classes
+        if cw == "balanced":
+            if not self.info.class_share:
+                raise UnetkitError(
+                    f"{self.info.root}: class weights 'balanced' need per-class "
+                    "pixel shares (dataset.json)"
+                )
+            return inverse_frequency_weights(self.info.class_share)
+        if isinstance(cw, str):
+            raise UnetkitError(f"class_weights must be 'balanced' or numbers; got {cw!r}")
+        if len(cw) != len(self.cfg.classes):
+            raise UnetkitError(f"{len(cw)} class weights for {len(self.cfg.classes)} classes")
+        return torch.tensor(cw, dtype=torch.float32)
+
+    def _build_training(self) -> None:
+        cfg, dev = self.cfg, self.device
+        model = self.model.to(dev)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.dist.enabled and cfg.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.net: UNet = model
+        if self.dist.enabled:
+            ids = [dev.index] if dev.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.train_model = torch.compile(model) if cfg.compile else model
+        cw = self._class_weights()
+        self.loss_fn = build_loss(
+            cfg.loss,
+            cfg.task,
+            len(cfg.classes),
+            self.info.ignore_index,
+            cw.to(dev) if cw is not None else None,
+        )
+        self.optimizer = build_optimizer(cfg, self.net.parameters())
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps // cfg.accumulate or 1)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.augment = Augmenter(cfg.augment, self.info.ignore_index)
+        self.aug_gen = torch.Generator()
+        self.ctx = StepContext(
+            dev,
+            autocast_dtype(self.precision),
+            cfg.channels_last,
+            cfg.task,
+            cfg.accumulate,
+            cfg.clip_grad,
+            cfg.model.scale,
+        )
+        self.epoch, self.global_step, self.step_in_epoch = 0, 0, 0
+        self.history: list[dict] = []
+        self.best_value, self.best_epoch, self.bad_validations = None, 0, 0
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
+
+    # -- state -----------------------------------------------------------------------------
+    def _train_state(self, full: bool = True) -> dict:
+        state = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "step_in_epoch": self.step_in_epoch,
+            "best_metric": self.cfg.best_metric,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "metrics": self.history[-1] if self.history else {},
+        }
+        if not full:
+            return state
+        state.update(
+            {
+                "config": self.cfg.to_dict(),
+                "data": {
+                    "classes": list(self.cfg.classes),
+                    "train": self.train_stems,
+                    "val": self.val_stems,
+                },
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "augment": self.aug_gen.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                },
+                "history": self.history,
+                "bad_validations": self.bad_validations,
+            }
+        )
+        return state
+
+    def _restore(self, state: dict) -> None:
+        ckpt = load_checkpoint(self.run_dir / "last.pt")
+        self.net.load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step = state["epoch"], state["step"]
+        self.step_in_epoch = state.get("step_in_epoch", 0)
+        self.history = list(state.get("history", []))
+        self.best_value, self.best_epoch = state.get("best_value"), state.get("best_epoch", 0)
+        self.bad_validations = state.get("bad_validations", 0)
+        self._saved_rng = state.get("rng")
+        log.info("resuming %s at epoch %d, step %d", self.run_dir, self.epoch, self.global_step)
+
+    def _save(self, name: str, full: bool = True) -> None:
+        if not self.dist.is_main:
+            return
+        ckpt = make_checkpoint(
+            self.net,
+            classes=list(self.cfg.classes),
+            palette=self.info.palette,
+            preprocessing=self.cfg.data,
+            task=self.cfg.task,
+            ignore_index=self.info.ignore_index,
+            preset=self.cfg.preset,
+            train_state=self._train_state(full),
+        )
+        save_checkpoint(ckpt, self.run_dir / name)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.json", cfg.pretty() + "\n")
+            log.info(
+                "unetkit train: %d train / %d val images, classes %s, device %s, "
+                "precision %s, %d step(s)/epoch\nconfig:\n%s",
+                len(self.train_stems),
+                len(self.val_stems),
+                list(cfg.classes),
+                self.device,
+                self.precision,
+                self.steps,
+                cfg.pretty(),
+            )
+        self.writer = artifacts.tensorboard_writer(
+            self.run_dir, cfg.tensorboard and self.dist.is_main
+        )
+        self.start_time = time.monotonic()
+        stopped = False
+        while self.epoch < cfg.epochs and not stopped:
+            stopped = self._run_epoch()
+        if self.writer is not None:
+            self.writer.close()
+        return self.run_dir
+
+    def _out_of_time(self) -> bool:
+        budget = self.cfg.time_budget
+        late = budget > 0 and time.monotonic() - self.start_time > budget * 60
+        return any_rank(late, self.dist, self.device) if budget > 0 else False
+
+    def _run_epoch(self) -> bool:
+        cfg, epoch = self.cfg, self.epoch + 1
+        seed = cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank
+        torch.manual_seed(seed)
+        self.aug_gen.manual_seed(seed)
+        skip = self.step_in_epoch
+        if skip and getattr(self, "_saved_rng", None):  # resuming mid-epoch
+            torch.set_rng_state(self._saved_rng["torch"])
+            self.aug_gen.set_state(self._saved_rng["augment"])
+        self._saved_rng = None
+        self.train_set.set_epoch(epoch)
+        order = list(
+            epoch_batches(
+                len(self.train_set),
+                cfg.batch_size,
+                self.steps,
+                cfg.seed,
+                epoch,
+                self.dist.rank,
+                self.dist.world_size,
+            )
+        )[skip:]
+        loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_sampler=order,
+            num_workers=cfg.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+        def on_step(i: int) -> None:
+            self.global_step += 1
+            self.step_in_epoch = i
+
+        result = train_one_epoch(
+            self.train_model,
+            self.loss_fn,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            loader,
+            self.ctx,
+            augment=self.augment,
+            generator=self.aug_gen,
+            epoch=epoch,
+            total_steps=self.steps,
+            start_step=skip,
+            stop=self._out_of_time,
+            show_progress=self.dist.is_main,
+            on_step=on_step,
+        )
+        stopped = result["stopped"] or self._out_of_time()
+        if not result["stopped"]:
+            self.epoch, self.step_in_epoch = epoch, 0
+        row = {
+            "epoch": epoch,
+            "train_loss": all_mean(result["loss"], self.dist, self.device),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": result["images"] * self.dist.world_size / result["seconds"],
+            "elapsed_min": (time.monotonic() - self.start_time) / 60,
+        }
+        last = self.epoch >= cfg.epochs or stopped
+        if self.val_stems and (epoch % cfg.val_every == 0 or last):
+            row.update(self._validate(epoch))
+        early = self._track_best(row)
+        self.history.append(row)
+        if epoch % cfg.save_every == 0 or last or early:
+            self._save("last.pt")
+        if self.dist.is_main:
+            artifacts.write_history(self.run_dir, self.history, self.writer)
+            log.info("%s", artifacts.format_row(row))
+        if result["stopped"] or (stopped and self.epoch < cfg.epochs):
+            log.info(
+                "time budget of %.1f min reached at epoch %d, step %d: saved last.pt",
+                cfg.time_budget,
+                epoch,
+                self.step_in_epoch or self.steps,
+            )
+        return stopped or early
+
+    def _validate(self, epoch: int) -> dict:
+        cfg = self.cfg
+        indices = list(range(len(self.val_set)))[self.dist.rank :: self.dist.world_size]
+        panels = list(range(min(cfg.panels, len(self.val_set)))) if self.dist.is_main else []
+        images = []
+
+        def on_panel(i, item, pred):
+            images.append(artifacts.panel_row(item, pred, self.info, cfg.data))
+
+        metrics = validate(
+            self.train_model,
+            self.net,
+            self.loss_fn,
+            self.val_set,
+            self.ctx,
+            len(cfg.classes),
+            self.info.ignore_index,
+            list(cfg.classes),
+            indices=indices,
+            panel_indices=panels,
+            on_panel=on_panel,
+        )
+        metrics["val_loss"] = all_mean(metrics["val_loss"], self.dist, self.device)
+        if images and self.dist.is_main:
+            artifacts.write_panels(self.run_dir / "panels" / f"epoch_{epoch:04d}.png", images)
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if "per_class" in metrics:
+            for name, vals in metrics["per_class"].items():
+                if vals.get("iou") is not None:
+                    flat[f"iou_{name}"] = vals["iou"]
+        return flat
+
+    def _track_best(self, row: dict) -> bool:
+        """Save best.pt on improvement; True when early stopping says stop."""
+        cfg = self.cfg
+        value = row.get(cfg.best_metric)
+        if value is None:
+            return False
+        lower = "loss" in cfg.best_metric or "error" in cfg.best_metric
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value)
+        better = self.best_value is None or (
+            value < self.best_value if lower else value > self.best_value
+        )
+        if better:
+            self.best_value, self.best_epoch, self.bad_validations = value, row["epoch"], 0
+            self._save("best.pt", full=False)
+            return False
+        self.bad_validations += 1
+        return bool(cfg.early_stop) and self.bad_validations >= cfg.early_stop
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config saved in a run folder (for ``--resume``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UnetkitError(f"{run_dir}: not a unetkit run folder (no config.json)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise UnetkitError(f"{path}: invalid config ({exc})") from None

@@ -1,0 +1,100 @@
+"""Resolve a TrainConfig against its dataset: split, classes, task, loss, model config."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from ..config import TrainConfig
+from ..errors import UnetkitError
+from ..models.presets import PRESETS, preset_config
+
+log = logging.getLogger(__name__)
+
+REGRESSION_PRESETS = ("restore", "x3")
+# settings a resumed run may change; anything else must match the run being resumed
+RESUMABLE_CHANGES = (
+    "epochs",
+    "time_budget",
+    "device",
+    "workers",
+    "tensorboard",
+    "panels",
+    "save_every",
+    "val_every",
+    "early_stop",
+)
+
+
+def split_stems(info, cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """(train, val) stems: ``val_stems``, else the dataset's own split, else ``val_fraction``."""
+    stems = list(info.stems)
+    if cfg.val_stems:
+        missing = sorted(set(cfg.val_stems) - set(stems))
+        if missing:
+            raise UnetkitError(f"{info.root}: --val-stems not in the dataset: {', '.join(missing)}")
+        val = [s for s in stems if s in set(cfg.val_stems)]
+    elif info.split and info.split.get("val") and cfg.val_fraction == TrainConfig.val_fraction:
+        val = [s for s in stems if s in set(info.split["val"])]
+    elif cfg.val_fraction > 0 and len(stems) > 1:
+        rng = random.Random(cfg.seed)
+        shuffled = sorted(stems)
+        rng.shuffle(shuffled)
+        n_val = max(1, round(cfg.val_fraction * len(stems)))
+        val = sorted(shuffled[:n_val])
+    else:
+        val = []
+    train = [s for s in stems if s not in set(val)]
+    if not train:
+        raise UnetkitError(f"{info.root}: no training images left after the validation split")
+    return train, val
+
+
+def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
+    """Fill in what the dataset decides: channels, classes, task, loss and the model config."""
+    if cfg.preset not in PRESETS and cfg.model is None:
+        raise UnetkitError(f"unknown preset {cfg.preset!r}; valid presets: {', '.join(PRESETS)}")
+    classes = tuple(cfg.classes or info.classes)
+    if cfg.classes and len(cfg.classes) != len(info.classes):
+        raise UnetkitError(
+            f"{info.root}: {len(info.classes)} classes in the data "
+            f"({', '.join(info.classes)}) but {len(cfg.classes)} configured"
+        )
+    task = cfg.task
+    base = cfg.model or preset_config(cfg.preset)
+    if task == "auto":
+        if cfg.preset in REGRESSION_PRESETS:
+            task = "regression"
+        elif base.head == "sigmoid" and len(classes) == 2:
+            task = "binary"
+        else:
+            task = "multiclass"
+    if task == "binary" and len(classes) != 2:
+        raise UnetkitError(
+            f"--task binary needs 2 classes (background + 1); the data has "
+            f"{len(classes)}: {', '.join(classes)}"
+        )
+    loss = cfg.loss
+    if loss == "auto":
+        loss = {"multiclass": "ce+dice", "binary": "bce+dice", "regression": "mse"}[task]
+    channels = info.channels if cfg.data.channels in (0, None) else cfg.data.channels
+    out = {"multiclass": len(classes), "binary": 1, "regression": channels}[task]
+    head = {"multiclass": "logits", "binary": "sigmoid"}.get(task, base.head)
+    model = base.replace(in_channels=channels, out_channels=out, head=head)
+    data = cfg.data.replace(channels=channels, ignore_index=info.ignore_index)
+    mean, std = data.mean, data.std
+    if len(mean) not in (1, channels) or len(std) not in (1, channels):
+        raise UnetkitError(f"mean/std need 1 or {channels} values; got {mean} / {std}")
+    return cfg.replace(task=task, loss=loss, model=model, data=data, classes=classes)
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Config keys whose values differ between a saved run and the current request."""
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        if saved.get(key) != current.get(key):
+            diffs.append(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}")
+    return diffs

@@ -1,0 +1,140 @@
+"""Training set-up: device, precision, allocator, optimiser, learning-rate schedule, sampler."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import math
+from collections.abc import Iterator
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import UnetkitError
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "poly", "plateau")
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> the local CUDA GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UnetkitError(f"--device {name}: CUDA is not available on this machine")
+    if name == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` picks bf16 where the hardware has it, fp16 on older GPUs, else fp32."""
+    if name not in ("auto", "fp32", "bf16", "fp16"):
+        raise UnetkitError(f"--precision must be auto, fp32, bf16 or fp16; got {name!r}")
+    if name == "fp16" and device.type != "cuda":
+        raise UnetkitError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def keep_large_buffers() -> bool:
+    """Make glibc keep freed large buffers instead of returning them to the OS.
+
+    Every training step allocates and frees the same large activation buffers; glibc serves
+    them with fresh mmap()s that page-fault on first touch. Disabling mmap for large blocks and
+    heap trimming lets them be reused (measured in ``bench/train_step.py``). Returns False where
+    this is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_max = -1, -4
+        ok = libc.mallopt(m_mmap_max, 0) == 1
+        ok = libc.mallopt(m_trim_threshold, 2**30) == 1 and ok
+        return ok
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """Adam (seed default), AdamW, SGD with momentum (the paper: 0.99) or RMSprop (milesial)."""
+    name = cfg.optimizer
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    if name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise UnetkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
+
+
+def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    """A per-step LambdaLR (constant / cosine / poly, with linear warm-up) or ReduceLROnPlateau."""
+    if cfg.schedule not in SCHEDULES:
+        raise UnetkitError(f"schedule must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
+    if cfg.schedule == "plateau":
+        mode = "min" if "loss" in cfg.best_metric else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=0.5, patience=3
+        )
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        if cfg.schedule == "cosine":
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.schedule == "poly":
+            return (1 - t) ** 0.9
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_batches(
+    n: int, batch: int, steps: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> Iterator[list[int]]:
+    """Dataset indices for each of this rank's batches in ``epoch``.
+
+    The global order is a function of (seed, epoch) only: concatenated permutations of the
+    dataset, cut into global batches of ``batch * world``; rank r takes its slice of each.
+    So a resumed run sees the same batches, and N ranks together see what one process sees.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    need = steps * batch * world
+    order: list[int] = []
+    while len(order) < need:
+        order += torch.randperm(n, generator=g).tolist()
+    for s in range(steps):
+        start = s * batch * world + rank * batch
+        yield order[start : start + batch]

@@ -1,0 +1,337 @@
+"""Training end to end: artefacts, resume (bitwise), time budget, NaN guard, DDP, refusals."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unetkit
+from unetkit import TrainConfig, UnetkitError, load_checkpoint
+from unetkit.cli import main
+from unetkit.config import AugmentConfig, DataConfig
+
+TINY = [
+    "--preset",
+    "milesial",
+    "--base-width",
+    "4",
+    "--depth",
+    "2",
+    "--patch-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+]
+
+
+def make_dataset(root: Path, n: int = 6, size: int = 40, seed: int = 0) -> Path:
+    """images/ + masks/ (the ISBI layout): grey squares of class 1, discs of class 2."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(2, size - 14, 2)
+        mask[y : y + 12, x : x + 12] = 1
+        cy, cx = rng.integers(6, size - 6, 2)
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] = 2
+        image = np.choose(mask, [40, 140, 230]).astype(np.float64)
+        image += rng.normal(0, 12, image.shape)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            root / "images" / f"{i:02d}.png"
+        )
+        Image.fromarray(mask).save(root / "masks" / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+def _assert_bitwise_equal(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_two_epochs_write_every_artefact(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                str(dataset),
+                "-o",
+                str(run),
+                "--epochs",
+                "2",
+                "--val-stems",
+                "04,05",
+                "--steps-per-epoch",
+                "3",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    for name in (
+        "config.json",
+        "last.pt",
+        "best.pt",
+        "history.csv",
+        "curves.png",
+        "panels/epoch_0001.png",
+        "panels/epoch_0002.png",
+    ):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for key in (
+        "train_loss",
+        "val_loss",
+        "mean_iou",
+        "mean_dice",
+        "pixel_accuracy",
+        "lr",
+        "images_per_s",
+    ):
+        assert rows[-1][key] != "", key
+    assert 0.0 <= float(rows[-1]["mean_iou"]) <= 1.0
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt.classes == ["background", "class1", "class2"]
+    assert ckpt.train_state["epoch"] == 2 and ckpt.train_state["step"] == 6
+    assert ckpt.model_config.in_channels == 1 and ckpt.model_config.out_channels == 3
+    assert ckpt.train_state["data"]["val"] == ["04", "05"]
+    assert load_checkpoint(run / "best.pt").train_state["best_metric"] == "mean_iou"
+    # a non-empty run folder is refused
+    assert main(["train", str(dataset), "-o", str(run), *TINY]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_resume_needs_a_checkpoint_and_the_same_config(dataset, tmp_path, capsys):
+    assert main(["train", str(dataset), "--resume", str(tmp_path / "nothing"), *TINY[:0]]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                str(dataset),
+                "-o",
+                str(run),
+                "--epochs",
+                "1",
+                "--val-stems",
+                "05",
+                "--steps-per-epoch",
+                "1",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert main(["train", str(dataset), "--resume", str(run), "--lr", "0.5"]) == 2
+    assert "cannot change in a resumed run: lr" in capsys.readouterr().err
+    other = make_dataset(tmp_path / "other", n=5)
+    assert main(["train", str(other), "--resume", str(run)]) == 2
+    assert "was trained on" in capsys.readouterr().err
+    (run / "last.pt").unlink()
+    assert main(["train", str(dataset), "--resume", str(run)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def _config(dataset: Path, run: Path, **kw) -> TrainConfig:
+    base = dict(
+        dataset=str(dataset),
+        run_dir=str(run),
+        preset="milesial",
+        model=unetkit.preset_config("milesial", base_width=4, depth=2),
+        data=DataConfig(size=(32, 32)),
+        epochs=3,
+        batch_size=2,
+        steps_per_epoch=3,
+        val_stems=("05",),
+        device="cpu",
+        precision="fp32",
+        deterministic=True,
+        panels=0,
+        augment=AugmentConfig(elastic_grid=3),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_python_api_and_time_budget_resume_is_bitwise_equal(dataset, tmp_path):
+    full = unetkit.fit(_config(dataset, tmp_path / "full"))
+    assert full == tmp_path / "full"
+    # stop after the first step (a tiny budget), then resume to the end
+    cut = _config(dataset, tmp_path / "cut", time_budget=1e-6)
+    unetkit.fit(cut)
+    state = load_checkpoint(tmp_path / "cut" / "last.pt").train_state
+    assert (state["epoch"], state["step"], state["step_in_epoch"]) == (0, 1, 1)
+    unetkit.fit(cut.replace(time_budget=0.0), resume=True)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt").train_state["step"] == 9
+    _assert_bitwise_equal(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
+
+
+def test_sigkill_then_resume_is_bitwise_equal(dataset, tmp_path):
+    args = [
+        str(dataset),
+        "--epochs",
+        "4",
+        "--steps-per-epoch",
+        "4",
+        "--val-stems",
+        "05",
+        "--deterministic",
+        *TINY,
+    ]
+    assert main(["train", *args[:1], "-o", str(tmp_path / "full"), *args[1:]]) == 0
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "unetkit", "train", *args[:1], "-o", str(run), *args[1:]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "last.pt").exists():
+            state = load_checkpoint(run / "last.pt").train_state
+            if state["epoch"] >= 1:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(run / "last.pt").train_state["epoch"]
+    assert killed_at < 4, "the run finished before it could be killed"
+    assert main(["train", str(dataset), "--resume", str(run)]) == 0
+    assert load_checkpoint(run / "last.pt").train_state["epoch"] == 4
+    _assert_bitwise_equal(tmp_path / "full" / "last.pt", run / "last.pt")
+
+
+def test_non_finite_loss_stops_without_checkpoint(dataset, tmp_path, monkeypatch):
+    from unetkit.train import fit as fit_module
+
+    real = fit_module.build_loss
+
+    def nan_loss(*a, **kw):
+        inner = real(*a, **kw)
+        return lambda out, target, weight=None: inner(out, target, weight) * float("nan")
+
+    monkeypatch.setattr(fit_module, "build_loss", nan_loss)
+    with pytest.raises(
+        UnetkitError,
+        match=r"non-finite loss \(nan\) at epoch 1, step 1; batch "
+        r"files: \d\d, \d\d",
+    ):
+        unetkit.fit(_config(dataset, tmp_path / "nan"))
+    assert not (tmp_path / "nan" / "last.pt").exists()
+    assert not (tmp_path / "nan" / "best.pt").exists()
+
+
+def test_weight_map_and_binary_task(dataset, tmp_path):
+    root = tmp_path / "bin"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for p in sorted((dataset / "masks").glob("*.png")):
+        m = (np.asarray(Image.open(p)) > 0).astype(np.uint8) * 255  # 0/255 masks
+        Image.fromarray(m).save(root / "masks" / p.name)
+        (root / "images" / p.name).write_bytes((dataset / "images" / p.name).read_bytes())
+    cfg = _config(root, tmp_path / "run", epochs=1, task="binary", weight_map=True)
+    unetkit.fit(cfg)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt.task == "binary"
+    assert ckpt.model_config.out_channels == 1 and ckpt.model_config.head == "sigmoid"
+    assert ckpt.train_state["config"]["loss"] == "bce+dice"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(dataset, tmp_path):
+    common = [
+        str(dataset),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "3",
+        "--val-stems",
+        "05",
+        "--no-augment",
+        "--preset",
+        "milesial",
+        "--base-width",
+        "4",
+        "--depth",
+        "2",
+        "--patch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--deterministic",
+    ]
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unetkit",
+            "train",
+            *common,
+            "--batch-size",
+            "4",
+            "-o",
+            str(tmp_path / "one"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "unetkit",
+            "train",
+            *common,
+            "--batch-size",
+            "2",
+            "--sync-bn",
+            "-o",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    wa, wb = _weights(tmp_path / "one" / "last.pt"), _weights(tmp_path / "two" / "last.pt")
+    for k in wa:
+        if wa[k].is_floating_point():
+            assert torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4), k
+    hist = list(csv.DictReader((tmp_path / "two" / "history.csv").open()))
+    assert len(hist) == 1
