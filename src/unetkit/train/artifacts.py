@@ -1,4 +1,4 @@
-"""What a training run leaves for people: history.csv, curves.png, validation panels, TensorBoard."""
+"""What a training run leaves behind: history.csv, curves.png, panels, TensorBoard."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Turn ``unetkit train`` flags (+ optional JSON config, + a run being resumed) into a TrainConfig."""
+"""``unetkit train`` flags (+ a JSON config, + a run being resumed) -> TrainConfig."""
 
 from __future__ import annotations
 

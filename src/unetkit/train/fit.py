@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
+from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data.dataset import SegmentationDataset, describe_dataset
 from ..data.transforms import Augmenter
