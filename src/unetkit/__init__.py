@@ -17,13 +17,43 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "PredictConfig",
+    "Predictor",
+    "SegmentationDataset",
     "TrainConfig",
     "UNet",
     "UnetkitError",
     "build_model",
+    "describe_dataset",
+    "evaluate_model",
+    "export_model",
+    "fit",
     "load_checkpoint",
     "load_model",
     "make_checkpoint",
+    "prepare",
     "preset_config",
     "save_checkpoint",
+    "verify",
 ]
+
+
+_LAZY = {
+    "Predictor": ("infer.predict", "Predictor"),
+    "fit": ("train.fit", "fit"),
+    "evaluate_model": ("infer.evaluate", "evaluate_model"),
+    "export_model": ("export", "export_model"),
+    "prepare": ("data.prepare", "prepare"),
+    "verify": ("data.verify", "verify"),
+    "describe_dataset": ("data.dataset", "describe_dataset"),
+    "SegmentationDataset": ("data.dataset", "SegmentationDataset"),
+}
+
+
+def __getattr__(name: str):
+    """Lazy attributes: the heavier stacks (training, prediction, data) load on first use."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'unetkit' has no attribute {name!r}")

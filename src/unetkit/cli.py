@@ -72,6 +72,76 @@ def info_cmd(checkpoint: Path = typer.Argument(..., help="A unetkit checkpoint (
 # ---------------------------------------------------------------------------------------------
 # data commands (prepare, verify) go below this line
 # ---------------------------------------------------------------------------------------------
+def _parse_roi(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (3, 4):
+        raise UnetkitError(f"--crop-roi must be THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN]; got {text!r}")
+    return values
+
+
+@app.command("prepare")
+def prepare_cmd(
+    labelme_dir: Path = typer.Argument(
+        ..., help="Folder of labelme JSON files (searched recursively)."
+    ),
+    out_dir: Path = typer.Argument(..., help="Dataset folder to create."),
+    labels: str = typer.Option(
+        None, "--labels", help="Labels file (labelme's labels.txt) or a comma-separated list."
+    ),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", help="Share of images for validation."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
+    allow_outside: bool = typer.Option(
+        False, "--allow-outside", help="Accept imagePath values outside LABELME_DIR."
+    ),
+    crop_roi: str = typer.Option(
+        None, "--crop-roi", help="THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN]: seed 004's ROI crop."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
+) -> None:
+    """Convert a labelme folder into a dataset: images/, masks/, overlays/, classes, split."""
+    from .data.prepare import prepare
+
+    report = prepare(
+        labelme_dir,
+        out_dir,
+        labels=labels,
+        val_fraction=val_fraction,
+        seed=seed,
+        allow_outside=allow_outside,
+        crop_roi=_parse_roi(crop_roi),
+        overwrite=overwrite,
+    )
+    shares = ", ".join(f"{c} {s:.1%}" for c, s in zip(report.classes, report.class_share))
+    typer.echo(f"wrote {report.n_images} images to {report.out_dir}")
+    typer.echo(f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(report.classes))}")
+    typer.echo(f"pixel share: {shares}")
+    typer.echo(f"split: {len(report.split['train'])} train, {len(report.split['val'])} val")
+    for message in report.warnings:
+        typer.echo(f"warning: {message}")
+
+
+@app.command("verify")
+def verify_cmd(
+    dataset: Path = typer.Argument(..., help="Dataset folder (prepare output, VOC, imgs/+masks/)."),
+    mask_suffix: str = typer.Option(
+        None, "--mask-suffix", help="Mask name suffix for imgs/ + masks/ (e.g. _mask)."
+    ),
+) -> None:
+    """Check a dataset folder and list every problem; exit 2 when there are errors."""
+    from .data.verify import format_findings, verify
+
+    findings = verify(dataset, mask_suffix=mask_suffix)
+    typer.echo(format_findings(findings, dataset))
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(2)
+
 
 # ---------------------------------------------------------------------------------------------
 # training commands (train) go below this line
@@ -143,6 +213,125 @@ def train_cmd(
 # ---------------------------------------------------------------------------------------------
 # prediction commands (predict, evaluate, export) go below this line
 # ---------------------------------------------------------------------------------------------
+_STRATEGY_HELP = "auto | full | letterbox | resize | tile"
+
+
+def _predict_config(**flags):
+    """A PredictConfig from CLI flags (``tile`` as 'N' or 'HxW'); None flags keep defaults."""
+    from .config import PredictConfig
+
+    tile = flags.pop("tile", None)
+    if tile:
+        try:
+            parts = [int(p) for p in tile.lower().split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2) or min(parts) < 1:
+            raise UnetkitError(f"--tile must be N or HxW (e.g. 512 or 512x384); got {tile!r}")
+        flags["tile"] = (parts[0], parts[-1])
+    try:
+        return PredictConfig.from_dict({k: v for k, v in flags.items() if v is not None})
+    except ValueError as exc:
+        raise UnetkitError(str(exc)) from None
+
+
+@app.command("predict")
+def predict_cmd(
+    model: Path = typer.Argument(..., help="Checkpoint (.pt) or exported ONNX file (.onnx)."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    strategy: str = typer.Option(None, "--strategy", help=_STRATEGY_HELP),
+    tile: str = typer.Option(None, "--tile", help="Tile size N or HxW (default: training size)."),
+    overlap: float = typer.Option(None, "--overlap", help="Tile overlap in [0, 1)."),
+    blend: str = typer.Option(None, "--blend", help="gaussian | constant"),
+    batch_size: int = typer.Option(None, "--batch-size", help="Tiles per forward pass."),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation."),
+    threshold: float = typer.Option(None, "--threshold", help="Binary models: foreground cut."),
+    min_area: int = typer.Option(None, "--min-area", help="Skip contours under N pixels."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
+    save_probs: bool = typer.Option(False, "--save-probs", help="Write NAME_probs.npy (fp16)."),
+    labelme: bool = typer.Option(False, "--labelme", help="Write NAME.json labelme polygons."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Predict masks, colour masks and overlays (+ summary.csv) for images of any size."""
+    from .infer.outputs import predict_paths
+    from .infer.predict import Predictor
+
+    flags = dict(locals())
+    cfg = _predict_config(**{k: flags[k] for k in (
+        "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "min_area",
+        "device", "precision")})  # fmt: skip
+    predictor = Predictor.load(model, cfg, cfg.device)
+    report = predict_paths(
+        predictor, inputs, out, save_probs=save_probs, labelme=labelme,
+        skip_existing=skip_existing, progress=progress,
+    )  # fmt: skip
+    typer.echo(
+        f"{len(report.written)} predicted, {len(report.skipped)} skipped (existing), "
+        f"{len(report.failed)} failed -> {out}"
+    )
+    if report.failed:
+        raise typer.Exit(2)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    first: Path = typer.Argument(..., help="MODEL (checkpoint / .onnx) or PRED_DIR."),
+    second: Path = typer.Argument(..., help="DATASET folder or GT_DIR."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
+    split: str = typer.Option("auto", "--split", help="auto (val if defined) | all | NAME."),
+    num_classes: int = typer.Option(None, "--num-classes", help="PRED_DIR GT_DIR: classes."),
+    classes: str = typer.Option(None, "--classes", help="PRED_DIR GT_DIR: names a,b,c."),
+    ignore_index: int = typer.Option(255, "--ignore-index", help="PRED_DIR GT_DIR only."),
+    strategy: str = typer.Option(None, "--strategy", help=_STRATEGY_HELP),
+    tile: str = typer.Option(None, "--tile", help="Tile size N or HxW."),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation."),
+    threshold: float = typer.Option(None, "--threshold", help="Binary models: foreground cut."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Score a model on a dataset, or predicted masks against true masks: metrics + report."""
+    from .infer.evaluate import evaluate_dirs, evaluate_model
+
+    if first.is_dir():
+        names = [c.strip() for c in classes.split(",")] if classes else None
+        metrics = evaluate_dirs(first, second, out, num_classes, names, ignore_index)
+    else:
+        cfg = _predict_config(
+            strategy=strategy, tile=tile, tta=tta, threshold=threshold, device=device,
+            precision=precision,
+        )  # fmt: skip
+        metrics = evaluate_model(first, second, out, split, cfg, cfg.device, progress)
+    shown = ("mean_iou", "mean_dice", "pixel_accuracy", "pixel_error", "adapted_rand_error")
+    for key in shown:
+        if metrics.get(key) is not None:
+            typer.echo(f"{key:20s} {metrics[key]:.4f}")
+    typer.echo(f"report: {out} (metrics.json, per_image.csv, confusion.csv, confusion.png)")
+
+
+@app.command("export")
+def export_cmd(
+    model: Path = typer.Argument(..., help="A unetkit checkpoint (.pt)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript"),
+    out: Path = typer.Option(..., "-o", "--out", help="The exported file."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Parity check (default on)."),
+) -> None:
+    """Export to ONNX / TorchScript with the model's metadata, then check parity."""
+    from .export import export_model
+
+    result = export_model(model, fmt, out, opset=opset, check=check)
+    for row in result["parity"]:
+        h, w = row["size"]
+        typer.echo(
+            f"parity {h}x{w}: max |logit diff| {row['max_abs_diff']:.2e}, "
+            f"argmax agreement {100 * row['agreement']:.4f} %"
+        )
+    typer.echo(f"exported {fmt}: {out}")
+
 
 # ---------------------------------------------------------------------------------------------
 # demo goes below this line
@@ -166,13 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors (click's, or typer's vendored copy) and the rest
+        if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
             exc.show()
             return 2
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             return 1
         if debug:
             raise

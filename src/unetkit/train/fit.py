@@ -163,6 +163,8 @@ class _Trainer:
         model = self.model.to(dev)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and dev.type != "cuda":
+            raise UnetkitError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only)")
         if self.dist.enabled and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.net: UNet = model
