@@ -1,0 +1,247 @@
+"""Losses and the paper's weight map against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from unetkit.errors import UnetkitError
+from unetkit.train.losses import (
+    LOSSES_BY_TASK,
+    border_weight_map,
+    build_loss,
+    inverse_frequency_weights,
+)
+
+LN3 = math.log(3.0)
+IGNORE = 255
+
+
+def _two_class_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (1, 2, 1, 3) and target (1, 1, 3).
+
+    pixel 0: logits [0, 0]   -> p = [1/2, 1/2], target 0, CE = ln 2
+    pixel 1: logits [0, ln3] -> p = [1/4, 3/4], target 1, CE = ln(4/3)
+    pixel 2: logits [5, -5], target ignored
+    """
+    logits = torch.tensor([[[[0.0, 0.0, 5.0]], [[0.0, LN3, -5.0]]]])
+    target = torch.tensor([[[0, 1, IGNORE]]])
+    return logits, target
+
+
+def _binary_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (1, 1, 1, 3): p = [1/2, 3/4, ~1]; target [0, 1, ignored]."""
+    return torch.tensor([[[[0.0, LN3, 9.0]]]]), torch.tensor([[[0, 1, IGNORE]]])
+
+
+CE0, CE1 = math.log(2.0), math.log(4.0 / 3.0)
+# Soft Dice of _two_class_batch with smooth 1 (ignored pixel removed):
+#   class 0: |P|=1/2+1/4, |Y|=1, P.Y=1/2 -> (2*0.5+1)/(1.75+1) = 2/2.75
+#   class 1: |P|=1/2+3/4, |Y|=1, P.Y=3/4 -> (2*0.75+1)/(2.25+1) = 2.5/3.25
+DICE_MULTI = 1 - (2 / 2.75 + 2.5 / 3.25) / 2
+DICE_BINARY = 1 - 2.5 / 3.25  # foreground only: same numbers as class 1 above
+
+# (name, task, class_weights, weight map over the 3 pixels, expected)
+CASES = [
+    ("ce", "multiclass", None, None, (CE0 + CE1) / 2),
+    ("ce", "multiclass", [1.0, 3.0], None, (CE0 + 3 * CE1) / 4),
+    ("ce", "multiclass", None, [1.0, 2.0, 100.0], (CE0 + 2 * CE1) / 3),
+    ("ce", "multiclass", [1.0, 3.0], [2.0, 2.0, 100.0], (2 * CE0 + 6 * CE1) / 8),
+    ("dice", "multiclass", None, None, DICE_MULTI),
+    ("ce+dice", "multiclass", None, None, (CE0 + CE1) / 2 + DICE_MULTI),
+    ("bce", "binary", None, None, (CE0 + CE1) / 2),
+    ("bce", "binary", [1.0, 3.0], None, (CE0 + 3 * CE1) / 4),
+    ("bce", "binary", [3.0], None, (CE0 + 3 * CE1) / 4),  # foreground weight only
+    ("bce", "binary", None, [1.0, 2.0, 100.0], (CE0 + 2 * CE1) / 3),
+    ("dice", "binary", None, None, DICE_BINARY),
+    ("bce+dice", "binary", None, None, (CE0 + CE1) / 2 + DICE_BINARY),
+]
+
+
+@pytest.mark.parametrize("name, task, class_weights, weight, expected", CASES)
+def test_loss_matches_hand_value(name, task, class_weights, weight, expected):
+    logits, target = _two_class_batch() if task == "multiclass" else _binary_batch()
+    cw = None if class_weights is None else torch.tensor(class_weights)
+    loss = build_loss(name, task, num_classes=2, ignore_index=IGNORE, class_weights=cw)
+    w = None if weight is None else torch.tensor([[weight]])
+    value = loss(logits, target, w)
+    assert value.dtype == torch.float32 and value.dim() == 0
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ce", "dice", "ce+dice"])
+def test_ignored_pixels_change_nothing(name):
+    logits, target = _two_class_batch()
+    loss = build_loss(name, "multiclass", 2)
+    other = logits.clone()
+    other[..., 2] = torch.tensor([-30.0, 40.0]).view(1, 2, 1)
+    assert loss(other, target).item() == pytest.approx(loss(logits, target).item(), abs=1e-7)
+    logits.requires_grad_(True)
+    loss(logits, target).backward()
+    assert torch.all(logits.grad[..., 2] == 0)
+
+
+def test_cross_entropy_agrees_with_torch_weighted_mean():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, :2] = IGNORE
+    cw = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    ours = build_loss("ce", "multiclass", 4, class_weights=cw)(logits, target)
+    ref = F.cross_entropy(logits, target, weight=cw, ignore_index=IGNORE)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ce", "dice", "ce+dice"])
+def test_all_ignored_gives_zero_and_a_gradient(name):
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    target = torch.full((1, 2, 2), IGNORE)
+    value = build_loss(name, "multiclass", 3)(logits, target)
+    value.backward()
+    assert torch.isfinite(value)
+    assert name != "ce" or value.item() == 0.0
+    assert torch.all(torch.isfinite(logits.grad))
+
+
+# channel 0: diffs [1, 0, nan target]; channel 1: diffs [2, nan target, 2]; weights [1, 1, 2]:
+# weight sum over valid values = 1 + 1 + 1 + 2 = 5; squared: 1 + 0 + 4 + 2*4; abs: 1 + 0 + 2 + 2*2
+@pytest.mark.parametrize("name, expected", [("mse", 13 / 5), ("l1", 7 / 5)])
+def test_regression_losses_ignore_nan_and_use_weights(name, expected):
+    outputs = torch.tensor([[[[1.0, 2.0, 3.0]], [[2.0, 0.0, 2.0]]]])
+    target = torch.tensor([[[[0.0, 2.0, math.nan]], [[0.0, math.nan, 0.0]]]])
+    weight = torch.tensor([[[1.0, 1.0, 2.0]]])
+    loss = build_loss(name, "regression", 2)
+    assert loss(outputs, target, weight).item() == pytest.approx(expected)
+
+
+def test_regression_accepts_bhw_target_for_one_channel():
+    loss = build_loss("mse", "regression", 1)
+    assert loss(torch.ones(1, 1, 2, 2), torch.zeros(1, 2, 2)).item() == 1.0
+    with pytest.raises(UnetkitError, match="1-channel"):
+        loss(torch.ones(1, 2, 2, 2), torch.zeros(1, 2, 2))
+
+
+def test_bf16_autocast_is_computed_in_float32():
+    torch.manual_seed(0)
+    logits = (torch.randn(2, 3, 8, 8) * 60).bfloat16()  # large logits: fp16/bf16 softmax risk
+    target = torch.randint(0, 3, (2, 8, 8))
+    loss = build_loss("ce+dice", "multiclass", 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(logits, target)
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    assert value.item() == pytest.approx(loss(logits.float(), target).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, task", [("bce", "multiclass"), ("ce", "binary"), ("dice", "regression"), ("x", "binary")]
+)
+def test_incompatible_name_lists_valid_choices(name, task):
+    with pytest.raises(UnetkitError, match=", ".join(LOSSES_BY_TASK[task]).replace("+", r"\+")):
+        build_loss(name, task, 2)
+
+
+def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(UnetkitError, match="unknown task"):
+        build_loss("ce", "instance", 2)
+    with pytest.raises(UnetkitError, match="class_weights has 3 values"):
+        build_loss("ce", "multiclass", 2, class_weights=torch.ones(3))
+    loss = build_loss("ce+dice", "multiclass", 2)
+    with pytest.raises(UnetkitError, match="crop the target"):
+        loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 6, 6, dtype=torch.long))
+    with pytest.raises(UnetkitError, match="weight map shape"):
+        loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), torch.ones(4, 4))
+    with pytest.raises(UnetkitError, match=r"must be \(B, 2, H, W\)"):
+        build_loss("dice", "multiclass", 2)(
+            torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)
+        )
+
+
+def test_inverse_frequency_weights():
+    # 1/share = [4/3, 4, -], mean 8/3 -> [1/2, 3/2, 0]
+    weights = inverse_frequency_weights([0.75, 0.25, 0.0])
+    assert weights.dtype == torch.float32
+    assert weights.tolist() == pytest.approx([0.5, 1.5, 0.0])
+    with pytest.raises(UnetkitError):
+        inverse_frequency_weights([0.0, 0.0])
+
+
+def _border(total: float, w0: float = 10.0, sigma: float = 5.0) -> float:
+    return w0 * math.exp(-(total**2) / (2 * sigma**2))
+
+
+def test_weight_map_two_objects_by_hand():
+    # objects at columns 0-1 and 5; d1 + d2 per gap pixel:
+    # col 2: 1 + 3 = 4, col 3: 2 + 2 = 4, col 4: 3 + 1 = 4, col 6: 1 + 5 = 6, col 7: 2 + 6 = 8
+    mask = np.array([[1, 1, 0, 0, 0, 1, 0, 0]])
+    gap = [_border(4), _border(4), _border(4), 0, _border(6), _border(8)]
+    expected = 1 + np.array([0, 0, *gap[:3], 0, *gap[4:]])
+    got = border_weight_map(mask, class_weights=None)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [expected], rtol=1e-6)
+    # The same picture with cells = class 0 and the gaps = class 1 (ISBI 2012 convention).
+    np.testing.assert_allclose(border_weight_map(1 - mask, objects=0, class_weights=None), got)
+
+
+def test_weight_map_balanced_classes_and_ignore():
+    # valid pixels: 3 of class 1, 4 of class 0 -> w_c = N / (K n_c) = 7/8 (class 0), 7/6 (class 1)
+    mask = np.array([[1, 1, 0, 0, 0, 1, 0, IGNORE]])
+    got = border_weight_map(mask)
+    wc0, wc1 = 7 / 8, 7 / 6
+    expected = [wc1, wc1, wc0 + _border(4), wc0 + _border(4), wc0 + _border(4), wc1]
+    expected += [wc0 + _border(6), 0.0]
+    np.testing.assert_allclose(got[0], expected, rtol=1e-6)
+    valid = mask != IGNORE
+    assert border_weight_map(mask, w0=0)[valid].mean() == pytest.approx(1.0)
+
+
+def test_weight_map_one_object_has_no_border_term_and_classes_stay_apart():
+    one = np.array([[0, 1, 1, 0, 0]])
+    np.testing.assert_allclose(border_weight_map(one, class_weights=None), np.ones((1, 5)))
+    # touching objects of different classes are two objects: col 4 has d1 = 1, d2 = 3
+    two = np.array([[1, 1, 2, 2, 0]])
+    got = border_weight_map(two, class_weights=np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(got[0], [2, 2, 3, 3, 1 + _border(4)], rtol=1e-6)
+
+
+def test_weight_map_equals_brute_force_on_random_objects():
+    rng = np.random.default_rng(0)
+    mask = (ndimage.uniform_filter(rng.random((64, 64)), 5) > 0.55).astype(np.int64)
+    labels, n = ndimage.label(mask)
+    assert n >= 5
+    # full-image distance to every object, sorted: rows 0 and 1 are d1 and d2
+    dist = np.sort([ndimage.distance_transform_edt(labels != i) for i in range(1, n + 1)], 0)
+    border = 10 * np.exp(-((dist[0] + dist[1]) ** 2) / (2 * 2.0**2))
+    expected = 1 + np.where(labels == 0, border, 0)
+    got = border_weight_map(mask, sigma=2.0, class_weights=None)  # small sigma: windows matter
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_weight_map_is_fast_for_512_with_100_objects():
+    yy, xx = np.mgrid[:512, :512]
+    mask = np.zeros((512, 512), np.int64)
+    for cy in range(26, 512, 51):
+        for cx in range(26, 512, 51):
+            mask[(yy - cy) ** 2 + (xx - cx) ** 2 < 18**2] = 1
+    assert ndimage.label(mask)[1] == 100
+    start = time.perf_counter()
+    weights = border_weight_map(mask, class_weights=None)
+    assert time.perf_counter() - start < 1.0
+    # neighbours leave a 16-pixel gap (row 26: columns 44..59), so the closest gap pixel has
+    # d1 + d2 = 1 + 16
+    assert mask[26, 43] == 1 and mask[26, 44:60].sum() == 0 and mask[26, 60] == 1
+    assert weights.max() == pytest.approx(1 + _border(17), rel=1e-6)
+
+
+def test_weight_map_rejects_bad_arguments():
+    with pytest.raises(UnetkitError, match="objects"):
+        border_weight_map(np.zeros((3, 3), int), objects="cells")
+    with pytest.raises(UnetkitError, match="sigma"):
+        border_weight_map(np.zeros((3, 3), int), sigma=0)
+    with pytest.raises(UnetkitError, match="has class 4"):
+        border_weight_map(np.full((3, 3), 4), class_weights=np.ones(2))
