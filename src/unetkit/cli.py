@@ -338,11 +338,27 @@ def export_cmd(
 # ---------------------------------------------------------------------------------------------
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo"), "-o", "--out", help="Folder for everything it makes."),
+    budget: float = typer.Option(90.0, "--budget", help="Training seconds."),
+    images: int = typer.Option(24, "--images", help="Synthetic images to make."),
+    seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty folder."),
+) -> None:
+    """Make a synthetic labelme dataset, train, evaluate, predict, and write report.html."""
+    from .demo import run_demo, summary_text
+
+    result = run_demo(out, n_images=images, budget_s=budget, seed=seed, overwrite=overwrite)
+    typer.echo(summary_text(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app, turning ``UnetkitError`` into exit code 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        # click returns (not raises) typer.Exit's code when standalone_mode is off
+        result = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # click's own usage errors
@@ -367,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True
         )
         return 1
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 if __name__ == "__main__":

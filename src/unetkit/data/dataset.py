@@ -1,0 +1,388 @@
+"""Dataset folders: recognise the layout, pair images with masks by stem, load samples.
+
+Accepted layouts (first match wins):
+
+* ``unetkit``: a ``prepare`` output (``classes.txt`` + ``dataset.json``, ``images/`` + ``masks/``)
+* ``voc``: ``JPEGImages/`` + ``SegmentationClass/`` (labelme2voc, seed 004)
+* ``imgs-masks``: ``imgs/`` + ``masks/`` where a mask is named ``<stem><suffix>.<ext>``
+* ``images-masks``: ``images/`` + ``masks/`` with identical stems (e.g. ISBI 2012)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import UnetkitError
+from ..viz import make_palette
+from .imageio import image_to_tensor, match_channels, read_image, read_mask
+from .transforms import letterbox, resize_to
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".npy")
+CLASS_FILES = ("classes.txt", "class_names.txt", "label_names.txt", "labels.txt")
+LAYOUTS = {
+    "unetkit": ("images", "masks"),
+    "voc": ("JPEGImages", "SegmentationClass"),
+    "imgs-masks": ("imgs", "masks"),
+    "images-masks": ("images", "masks"),
+}
+ACCEPTED = (
+    "a prepare output (classes.txt + dataset.json + images/ + masks/), "
+    "VOC (JPEGImages/ + SegmentationClass/), imgs/ + masks/ (with a mask suffix), "
+    "images/ + masks/"
+)
+
+
+@dataclass
+class DatasetInfo:
+    """Everything known about a dataset folder before loading pixels.
+
+    Attributes:
+        root: the folder.
+        layout: ``unetkit``, ``voc``, ``imgs-masks`` or ``images-masks``.
+        image_dir, mask_dir: the two sub-folders.
+        mask_suffix: text between a stem and the mask's extension (``imgs-masks``).
+        stems: paired stems, sorted.
+        classes: class names, index = mask value.
+        palette: RGB colour per class.
+        ignore_index: mask value excluded from losses and metrics.
+        split: ``{"train": [...], "val": [...]}`` when the folder defines one.
+        class_share: pixel share per class when known (``dataset.json``).
+        channels: channel count of the images (of the first image if they differ).
+        image_files, mask_files: stem -> file path.
+        binary_255: masks are 0/255 and map to classes 0/1.
+    """
+
+    root: Path
+    layout: str
+    image_dir: Path
+    mask_dir: Path
+    mask_suffix: str
+    stems: list[str]
+    classes: list[str]
+    palette: list[list[int]]
+    ignore_index: int
+    split: dict[str, list[str]] | None
+    class_share: list[float] | None
+    channels: int
+    image_files: dict[str, Path] = field(default_factory=dict, repr=False)
+    mask_files: dict[str, Path] = field(default_factory=dict, repr=False)
+    binary_255: bool = False
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _guess_suffix(image_dir: Path, mask_dir: Path) -> str:
+    """The mask suffix shared by the first image whose mask name starts with its stem."""
+    masks = [p.stem for p in _files(mask_dir)]
+    for image in _files(image_dir)[:20]:
+        longer = [m for m in masks if m.startswith(image.stem)]
+        if image.stem in masks:
+            return ""
+        if longer:
+            return min(longer, key=len)[len(image.stem) :]
+    return ""
+
+
+def find_layout(root: str | os.PathLike, mask_suffix: str | None = None) -> tuple[str, str]:
+    """Recognise a dataset folder.
+
+    Returns:
+        (layout name, mask suffix).
+
+    Raises:
+        UnetkitError: a missing folder or an unrecognised layout (lists the accepted ones).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UnetkitError(f"{root}: not a folder")
+    for layout, (images, masks) in LAYOUTS.items():
+        if not ((root / images).is_dir() and (root / masks).is_dir()):
+            continue
+        if layout == "unetkit" and not (root / "dataset.json").is_file():
+            continue
+        suffix = mask_suffix
+        if suffix is None:
+            suffix = _guess_suffix(root / images, root / masks) if layout == "imgs-masks" else ""
+        return layout, suffix
+    raise UnetkitError(f"{root}: unrecognised dataset layout; expected {ACCEPTED}")
+
+
+def pair_files(
+    image_dir: Path, mask_dir: Path, mask_suffix: str = ""
+) -> tuple[dict[str, tuple[Path, Path]], list[Path], list[Path]]:
+    """Pair images with masks by stem.
+
+    Returns:
+        (stem -> (image, mask), images without a mask, masks without an image).
+    """
+    images = {p.stem: p for p in _files(image_dir)}
+    masks: dict[str, Path] = {}
+    orphans: list[Path] = []
+    for p in _files(mask_dir):
+        stem = p.stem
+        if mask_suffix and stem.endswith(mask_suffix):
+            stem = stem[: -len(mask_suffix)]
+        # prefer PNG when a stem has several masks (e.g. .png beside a lossy .jpg)
+        if stem in masks and masks[stem].suffix.lower() == ".png":
+            orphans.append(p)
+            continue
+        if stem in masks:
+            orphans.append(masks[stem])
+        masks[stem] = p
+    pairs = {s: (images[s], masks[s]) for s in sorted(images.keys() & masks.keys())}
+    lonely_images = [images[s] for s in sorted(images.keys() - masks.keys())]
+    lonely_masks = orphans + [masks[s] for s in sorted(masks.keys() - images.keys())]
+    return pairs, lonely_images, lonely_masks
+
+
+def read_class_file(path: Path) -> list[str]:
+    """Class names from a text file (labelme convention: ``__ignore__`` dropped)."""
+    names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
+    return [n for n in names if n != "__ignore__"]
+
+
+def _infer_classes(mask_files: list[Path], ignore_index: int) -> tuple[list[str], bool]:
+    """Classes from the mask values: 0/255 -> binary; else background + class1..classN."""
+    values: set[int] = set()
+    step = max(1, len(mask_files) // 200)  # large sets: a spread-out sample of 200 masks
+    for path in mask_files[::step]:
+        values.update(np.unique(read_mask(path)).tolist())
+    if values <= {0, 255} and 255 in values:
+        return ["background", "class1"], True
+    top = max(values - {ignore_index}, default=0)
+    return ["background", *[f"class{v}" for v in range(1, top + 1)]], False
+
+
+def _voc_split(root: Path) -> dict[str, list[str]] | None:
+    sets = root / "ImageSets" / "Segmentation"
+    found = {}
+    for name in ("train", "val"):
+        if (sets / f"{name}.txt").is_file():
+            lines = (sets / f"{name}.txt").read_text(encoding="utf-8").split()
+            found[name] = sorted(lines)
+    return found or None
+
+
+def _metadata(root: Path, layout: str) -> dict:
+    if layout != "unetkit":
+        return {}
+    try:
+        return json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UnetkitError(f"{root / 'dataset.json'}: unreadable ({exc})") from exc
+
+
+def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) -> DatasetInfo:
+    """Recognise a dataset folder and read its class list, split and pairing.
+
+    Without a classes file the classes are inferred from the mask values (logged): 0/255
+    masks give ``["background", "class1"]`` with the binary mapping, other values
+    ``background`` plus ``class1`` .. ``classN``.
+
+    Args:
+        root: the folder.
+        mask_suffix: mask name suffix for ``imgs/`` + ``masks/`` (guessed when None).
+
+    Returns:
+        A :class:`DatasetInfo`.
+
+    Raises:
+        UnetkitError: unrecognised layout, no pairs, unreadable metadata.
+    """
+    root = Path(root)
+    layout, suffix = find_layout(root, mask_suffix)
+    image_dir, mask_dir = (root / d for d in LAYOUTS[layout])
+    pairs, lonely_images, lonely_masks = pair_files(image_dir, mask_dir, suffix)
+    if not pairs:
+        raise UnetkitError(f"{root}: no image/mask pairs in {image_dir.name}/ and {mask_dir.name}/")
+    if lonely_images or lonely_masks:
+        log.warning(
+            "%s: %d image(s) without mask and %d mask(s) without image are skipped "
+            "(run `unetkit verify` for details)",
+            root,
+            len(lonely_images),
+            len(lonely_masks),
+        )
+    meta = _metadata(root, layout)
+    ignore_index = int(meta.get("ignore_index", 255))
+    class_file = next((root / n for n in CLASS_FILES if (root / n).is_file()), None)
+    masks = [m for _, m in pairs.values()]
+    binary = False
+    if meta.get("classes"):
+        classes = list(meta["classes"])
+    elif class_file is not None:
+        classes = read_class_file(class_file)
+        if len(classes) == 2:  # a 0/255 binary set with a classes file
+            binary = set(np.unique(read_mask(masks[0])).tolist()) == {0, 255}
+    else:
+        classes, binary = _infer_classes(masks, ignore_index)
+        log.info("%s: no classes file; classes inferred from the masks: %s", root, classes)
+    palette = meta.get("palette") or make_palette(len(classes))
+    channels = meta.get("channels")
+    if not isinstance(channels, int):
+        channels = read_image(next(iter(pairs.values()))[0]).shape[2]
+    split = meta.get("split") or (_voc_split(root) if layout == "voc" else None)
+    return DatasetInfo(
+        root=root, layout=layout, image_dir=image_dir, mask_dir=mask_dir, mask_suffix=suffix,
+        stems=list(pairs), classes=classes, palette=[list(c) for c in palette],
+        ignore_index=ignore_index, split=split, class_share=meta.get("class_share"),
+        channels=int(channels), image_files={s: p[0] for s, p in pairs.items()},
+        mask_files={s: p[1] for s, p in pairs.items()}, binary_255=binary,
+    )  # fmt: skip
+
+
+def _available_memory() -> int:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 2**31
+
+
+def _pad_to(array: np.ndarray, size: tuple[int, int], fill: float | None) -> np.ndarray:
+    """Pad (centred) to at least ``size``: reflect when ``fill`` is None, else constant."""
+    h, w = array.shape[:2]
+    ph, pw = max(size[0] - h, 0), max(size[1] - w, 0)
+    if not (ph or pw):
+        return array
+    pads = [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)] + [(0, 0)] * (array.ndim - 2)
+    if fill is not None:
+        return np.pad(array, pads, mode="constant", constant_values=fill)
+    return np.pad(array, pads, mode="reflect" if min(h, w) > 1 else "edge")
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Image / mask pairs as tensors: image float32 (C, H, W), mask int64 (H, W).
+
+    Args:
+        info: a :class:`DatasetInfo` or a dataset folder.
+        stems: the subset to use (default: all paired stems).
+        config: channels, resize policy and size, normalisation, ignore index, 0/255 mapping,
+            caching.
+        train: random crops (``random-crop`` policy); otherwise whole images.
+        weight_fn: full (H, W) int64 mask -> (H, W) float pixel weights; called once per mask
+            and cached, then cropped / resized like the mask (bilinear).
+        seed: crop seed; crop of sample i in epoch e uses ``default_rng((seed, e, i))``.
+    """
+
+    def __init__(
+        self,
+        info: DatasetInfo | str | os.PathLike,
+        stems: list[str] | None = None,
+        config: DataConfig | None = None,
+        train: bool = False,
+        weight_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.info = info if isinstance(info, DatasetInfo) else describe_dataset(info)
+        self.config = config or DataConfig()
+        chosen = list(self.info.stems if stems is None else stems)
+        missing = sorted(set(chosen) - set(self.info.image_files))
+        if missing:
+            raise UnetkitError(
+                f"{self.info.root}: stems without an image/mask pair: {', '.join(missing[:10])}"
+            )
+        self._stems = chosen
+        self.train = train
+        self.weight_fn = weight_fn
+        self.seed = seed
+        self.epoch = 0
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._cache_ok = self.config.cache
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return self.info.palette
+
+    @property
+    def ignore_index(self) -> int:
+        return self.config.ignore_index
+
+    @property
+    def stems(self) -> list[str]:
+        return list(self._stems)
+
+    def __len__(self) -> int:
+        return len(self._stems)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops ``__getitem__`` returns."""
+        self.epoch = int(epoch)
+
+    def _load(self, stem: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if stem in self._cache:
+            return self._cache[stem]
+        path = self.info.image_files[stem]
+        image = match_channels(read_image(path), self.config.channels, str(path))
+        mask = read_mask(self.info.mask_files[stem])
+        if image.shape[:2] != mask.shape:
+            raise UnetkitError(
+                f"{self.info.mask_files[stem]}: mask is {mask.shape[0]}x{mask.shape[1]} but "
+                f"the image is {image.shape[0]}x{image.shape[1]}"
+            )
+        if self.info.binary_255 and self.config.binary_255:
+            mask = np.where(mask == 255, 1, mask)
+        weight = None
+        if self.weight_fn is not None:
+            weight = np.asarray(self.weight_fn(mask), dtype=np.float32)
+        if self._cache_ok:
+            item_bytes = image.nbytes + mask.nbytes + (weight.nbytes if weight is not None else 0)
+            budget = min(2**31, _available_memory() // 4)
+            if item_bytes * len(self._stems) <= budget:
+                self._cache[stem] = (image, mask, weight)
+            else:
+                self._cache_ok = False
+                log.info("dataset does not fit the cache budget (%d MiB); reading from disk",
+                         budget >> 20)  # fmt: skip
+        return image, mask, weight
+
+    def _geometry(self, index: int, image, mask, weight):
+        cfg, ignore = self.config, self.config.ignore_index
+        size = tuple(cfg.size)
+        if cfg.resize == "letterbox":
+            image = letterbox(image, size, nearest=False)[0]
+            mask = letterbox(mask, size, nearest=True, fill=ignore)[0]
+            weight = None if weight is None else letterbox(weight, size, nearest=False)[0]
+        elif cfg.resize == "resize":
+            image, mask = resize_to(image, size, False)[0], resize_to(mask, size, True)[0]
+            weight = None if weight is None else resize_to(weight, size, False)[0]
+        elif cfg.resize == "random-crop" and self.train:
+            image, mask = _pad_to(image, size, None), _pad_to(mask, size, ignore)
+            weight = None if weight is None else _pad_to(weight, size, 0.0)
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            top = int(rng.integers(0, image.shape[0] - size[0] + 1))
+            left = int(rng.integers(0, image.shape[1] - size[1] + 1))
+            box = (slice(top, top + size[0]), slice(left, left + size[1]))
+            image, mask = image[box], mask[box]
+            weight = None if weight is None else weight[box]
+        return image, mask, weight
+
+    def __getitem__(self, index: int) -> dict:
+        """Sample ``index``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``, and
+        ``weight`` float32 (H, W) when a ``weight_fn`` is set."""
+        stem = self._stems[index]
+        image, mask, weight = self._geometry(index, *self._load(stem))
+        item = {
+            "image": image_to_tensor(image, self.config),
+            "mask": torch.from_numpy(np.array(mask, dtype=np.int64)),  # a copy: cache stays intact
+            "stem": stem,
+        }
+        if weight is not None:
+            item["weight"] = torch.from_numpy(np.array(weight, dtype=np.float32))
+        return item

@@ -1,0 +1,365 @@
+"""Read labelme JSON files and rasterise their shapes against an explicit ordered class list.
+
+The format (labelme's README and ``labelme/_label_file.py``): a JSON object with ``shapes``
+(each ``label``, ``points`` as ``[[x, y], ...]``, ``shape_type``, and for ``mask`` shapes a
+base64 PNG ``mask``), ``imagePath`` (relative to the JSON file), optional base64 ``imageData``,
+``imageHeight`` and ``imageWidth``.
+
+Fill rules follow labelme's ``utils.shape_to_mask`` (PIL ``ImageDraw`` with ``outline`` and
+``fill`` set): polygon / oriented_rectangle filled polygons; rectangle a filled box between its two
+corners (any order); circle a filled ellipse with radius = distance(centre, edge point);
+line / linestrip strokes of width 10; point a filled disc of radius 5; mask a boolean patch
+pasted at ``[y1:y2 + 1, x1:x2 + 1]``. Shapes are painted in file order, later over earlier, as in
+labelme's ``shapes_to_label``. ``__ignore__`` is labelme's ignore label (written as 255).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..errors import UnetkitError
+from .imageio import decode_image
+
+log = logging.getLogger(__name__)
+
+IGNORE_LABEL = "__ignore__"
+BACKGROUND_LABEL = "_background_"
+IGNORE_VALUE = 255
+LINE_WIDTH = 10  # labelme shape_to_mask(line_width=10)
+POINT_SIZE = 5  # labelme shape_to_mask(point_size=5): disc radius
+# shape type -> (min points, max points or None)
+POINT_COUNTS = {
+    "polygon": (3, None),
+    "rectangle": (2, 2),
+    "circle": (2, 2),
+    "line": (2, 2),
+    "linestrip": (2, None),
+    "point": (1, 1),
+    "oriented_rectangle": (4, 4),
+    "mask": (2, 2),
+}
+
+
+@dataclass
+class Shape:
+    """One validated labelme shape.
+
+    Attributes:
+        label: the class name as written in the file.
+        shape_type: one of ``POINT_COUNTS``.
+        points: (N, 2) float64 (x, y) pixel coordinates.
+        mask: (h, w) bool patch for ``mask`` shapes, else None.
+        index: position in the file's ``shapes`` list.
+    """
+
+    label: str
+    shape_type: str
+    points: np.ndarray
+    mask: np.ndarray | None = None
+    index: int = 0
+
+
+@dataclass
+class LabelmeFile:
+    """A parsed labelme JSON file (image not yet decoded)."""
+
+    path: Path
+    shapes: list[Shape]
+    image_path: str | None
+    image_data: bytes | None
+    height: int | None
+    width: int | None
+    labels: set[str] = field(default_factory=set)
+
+
+def _decode_b64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{what} is not valid base64 ({exc})") from exc
+
+
+def _parse_points(raw: object, shape_type: str) -> np.ndarray:
+    try:
+        points = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("points must be a list of [x, y] numbers") from None
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must be a list of [x, y] pairs, got shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("points contain NaN or infinite values")
+    low, high = POINT_COUNTS[shape_type]
+    if len(points) < low or (high is not None and len(points) > high):
+        want = f"{low}" if low == high else f"at least {low}"
+        raise ValueError(f"{shape_type} needs {want} points, got {len(points)}")
+    return points
+
+
+def _parse_mask_patch(raw: object, points: np.ndarray) -> np.ndarray:
+    data = _decode_b64(raw, "mask")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            patch = np.asarray(img)
+    except Exception as exc:
+        raise ValueError(f"mask is not a decodable image ({exc})") from exc
+    patch = patch[..., 0] if patch.ndim == 3 else patch
+    (x1, y1), (x2, y2) = points.astype(int)
+    expected = (y2 - y1 + 1, x2 - x1 + 1)
+    if patch.shape != expected:
+        raise ValueError(
+            f"mask patch is {patch.shape[0]}x{patch.shape[1]} (HxW) but its box "
+            f"({x1},{y1})-({x2},{y2}) is {expected[0]}x{expected[1]}"
+        )
+    return patch.astype(bool)
+
+
+def parse_shape(raw: object, index: int) -> Shape:
+    """Validate one entry of ``shapes``.
+
+    Args:
+        raw: the JSON object.
+        index: its position (for messages).
+
+    Returns:
+        A :class:`Shape`.
+
+    Raises:
+        ValueError: missing label, unknown shape type, wrong point count, bad mask patch.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError("is not an object")
+    label = raw.get("label")
+    if not isinstance(label, str) or not label:
+        raise ValueError("has no label")
+    shape_type = raw.get("shape_type") or "polygon"  # labelme's default
+    if shape_type not in POINT_COUNTS:
+        raise ValueError(
+            f"unsupported shape_type {shape_type!r}; supported: {', '.join(POINT_COUNTS)}"
+        )
+    points = _parse_points(raw.get("points"), shape_type)
+    mask = _parse_mask_patch(raw.get("mask"), points) if shape_type == "mask" else None
+    return Shape(label=label, shape_type=shape_type, points=points, mask=mask, index=index)
+
+
+def load_labelme(path: str | os.PathLike) -> LabelmeFile:
+    """Read and validate a labelme JSON file; every problem in it is reported at once.
+
+    Args:
+        path: the ``.json`` file.
+
+    Returns:
+        A :class:`LabelmeFile` (the image is decoded later by :func:`load_image`).
+
+    Raises:
+        UnetkitError: invalid JSON or malformed shapes (message lists each shape index).
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnetkitError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise UnetkitError(f"{path}: not a labelme file (no 'shapes' list)")
+    problems, shapes = [], []
+    for i, raw in enumerate(doc["shapes"]):
+        try:
+            shapes.append(parse_shape(raw, i))
+        except ValueError as exc:
+            problems.append(f"shape {i}: {exc}")
+    image_data = None
+    if doc.get("imageData"):
+        try:
+            image_data = _decode_b64(doc["imageData"], "imageData")
+        except ValueError as exc:
+            problems.append(str(exc))
+    image_path = doc.get("imagePath") or None
+    if image_data is None and not isinstance(image_path, str):
+        problems.append("neither imageData nor imagePath is given")
+    if problems:
+        raise UnetkitError(f"{path}: " + "; ".join(problems))
+    sizes = [doc.get(k) for k in ("imageHeight", "imageWidth")]
+    height, width = (int(v) if isinstance(v, (int, float)) else None for v in sizes)
+    return LabelmeFile(
+        path=path,
+        shapes=shapes,
+        image_path=image_path,
+        image_data=image_data,
+        height=height,
+        width=width,
+        labels={s.label for s in shapes},
+    )
+
+
+def resolve_image_path(doc: LabelmeFile, root: Path, allow_outside: bool = False) -> Path:
+    """Where ``imagePath`` points, relative to the JSON file (Windows separators accepted).
+
+    Raises:
+        UnetkitError: the path leaves ``root`` (unless ``allow_outside``) or does not exist.
+    """
+    raw = str(doc.image_path)
+    parts = PureWindowsPath(raw).parts if "\\" in raw else PurePosixPath(raw).parts
+    candidate = Path(*parts) if parts else Path(raw)
+    image = (doc.path.parent / candidate).resolve()
+    if not allow_outside and not image.is_relative_to(root.resolve()):
+        raise UnetkitError(
+            f"{doc.path}: imagePath {raw!r} resolves outside {root} (use --allow-outside)"
+        )
+    if not image.is_file():
+        raise UnetkitError(f"{doc.path}: image {raw!r} not found (looked for {image})")
+    return image
+
+
+def load_image(
+    doc: LabelmeFile, root: Path, allow_outside: bool = False, channels: int | None = None
+) -> np.ndarray:
+    """Decode the annotated image: ``imageData`` when present, else ``imagePath``.
+
+    The EXIF orientation is applied (labelme annotates the rotated image) and the size is
+    checked against ``imageHeight`` / ``imageWidth``.
+
+    Returns:
+        (H, W, C) uint8 / uint16 array.
+
+    Raises:
+        UnetkitError: missing or unreadable image, or a size that disagrees with the JSON.
+    """
+    if doc.image_data is not None:
+        image = decode_image(doc.image_data, channels, name=f"{doc.path} (imageData)")
+    else:
+        path = resolve_image_path(doc, root, allow_outside)
+        image = decode_image(path.read_bytes(), channels, name=str(path))
+    h, w = image.shape[:2]
+    if (doc.height is not None and doc.height != h) or (doc.width is not None and doc.width != w):
+        raise UnetkitError(
+            f"{doc.path}: imageHeight x imageWidth is {doc.height}x{doc.width} "
+            f"but the image (EXIF orientation applied) is {h}x{w}"
+        )
+    return image
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: Shape, value: int) -> None:
+    xy = [(float(x), float(y)) for x, y in shape.points]
+    kind = shape.shape_type
+    if kind == "circle":
+        (cx, cy), (px, py) = xy
+        r = math.hypot(cx - px, cy - py)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=value, fill=value)
+    elif kind == "rectangle":
+        (x1, y1), (x2, y2) = xy
+        box = [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]  # any corner order
+        draw.rectangle(box, outline=value, fill=value)
+    elif kind in ("line", "linestrip"):
+        draw.line(xy, fill=value, width=LINE_WIDTH)
+    elif kind == "point":
+        (cx, cy), r = xy[0], POINT_SIZE
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=value, fill=value)
+    else:  # polygon, oriented_rectangle
+        draw.polygon(xy, outline=value, fill=value)
+
+
+def _paste_patch(canvas: np.ndarray, shape: Shape, value: int) -> None:
+    (x1, y1), _ = shape.points.astype(int)
+    patch = shape.mask
+    assert patch is not None
+    h, w = canvas.shape
+    top, left = max(y1, 0), max(x1, 0)
+    bottom, right = min(y1 + patch.shape[0], h), min(x1 + patch.shape[1], w)
+    if bottom > top and right > left:
+        region = canvas[top:bottom, left:right]
+        region[patch[top - y1 : bottom - y1, left - x1 : right - x1]] = value
+
+
+def shape_mask(shape: Shape, size: tuple[int, int]) -> np.ndarray:
+    """One shape as a boolean (H, W) mask (labelme's ``shape_to_mask``)."""
+    return rasterize([shape], size, {shape.label: 1}) == 1
+
+
+def rasterize(shapes: list[Shape], size: tuple[int, int], values: dict[str, int]) -> np.ndarray:
+    """Paint shapes in order (later over earlier) into a class-index mask.
+
+    Args:
+        shapes: validated shapes.
+        size: (height, width).
+        values: label -> class index (0..255; ``__ignore__`` -> 255).
+
+    Returns:
+        (H, W) uint8 class indices (0 where no shape).
+
+    Raises:
+        KeyError: a label missing from ``values`` (callers check labels first).
+    """
+    height, width = size
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    array: np.ndarray | None = None
+    for shape in shapes:
+        value = values[shape.label]
+        if shape.shape_type == "mask":
+            array = np.array(canvas)
+            _paste_patch(array, shape, value)
+            canvas = Image.fromarray(array)
+            draw = ImageDraw.Draw(canvas)
+        else:
+            _draw(draw, shape, value)
+    return np.array(canvas)
+
+
+def read_label_list(labels: list[str] | str | os.PathLike) -> list[str]:
+    """A class list from a list, a comma-separated string or a labels file (one per line)."""
+    if isinstance(labels, (list, tuple)):
+        names = [str(n).strip() for n in labels]
+    elif isinstance(labels, Path) or (isinstance(labels, str) and Path(labels).is_file()):
+        try:
+            names = Path(labels).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UnetkitError(f"{labels}: cannot read the labels file ({exc})") from exc
+    else:
+        names = str(labels).split(",")
+    names = [n.strip() for n in names if n.strip()]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UnetkitError(f"labels: duplicate class names {', '.join(duplicates)}")
+    if not names:
+        raise UnetkitError(f"labels: no class names in {labels!r}")
+    return names
+
+
+def class_values(explicit: list[str] | None, found: set[str]) -> tuple[list[str], dict[str, int]]:
+    """The ordered class list and the label -> index map.
+
+    With an explicit list (labelme's ``labels.txt`` convention): ``__ignore__`` maps to 255,
+    ``_background_`` (or a prepended ``background``) is 0, the rest follow in order. Without one,
+    the labels found are sorted after ``background`` = 0.
+
+    Returns:
+        (classes, values): ``classes[i]`` is the name of index i; ``values`` maps every
+        accepted label (including ``__ignore__`` and ``_background_``) to its index.
+    """
+    if explicit is None:
+        names = sorted(found - {IGNORE_LABEL, BACKGROUND_LABEL})
+        classes = ["background", *names]
+    else:
+        names = [n for n in explicit if n != IGNORE_LABEL]
+        if names and names[0] in (BACKGROUND_LABEL, "background", "Background"):
+            classes = names
+        else:
+            classes = ["background", *[n for n in names if n != BACKGROUND_LABEL]]
+    if len(classes) > IGNORE_VALUE:
+        raise UnetkitError(f"{len(classes)} classes; at most {IGNORE_VALUE} fit in a mask PNG")
+    values = {name: i for i, name in enumerate(classes)}
+    values[BACKGROUND_LABEL] = 0
+    values[IGNORE_LABEL] = IGNORE_VALUE
+    return classes, values

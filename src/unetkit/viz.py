@@ -1,0 +1,307 @@
+"""Pictures for people: palettes, colour masks, overlays with contours and legends, panels,
+training curves and confusion matrices. Every image function returns (H, W, 3) uint8 RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from .errors import UnetkitError
+from .files import atomic_path
+
+log = logging.getLogger(__name__)
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_WHITE = (255, 255, 255)
+
+
+def make_palette(n: int) -> list[list[int]]:
+    """The PASCAL VOC colour map (labelme's too): class 0 black, 1 dark red, 2 dark green, ...
+
+    Each class index's bits are spread over the three channels from the most significant bit
+    down (bit 0 -> red, bit 1 -> green, bit 2 -> blue, then the next three bits one step lower).
+
+    Args:
+        n: number of colours.
+
+    Returns:
+        ``n`` lists ``[r, g, b]`` of ints in 0..255.
+    """
+    index = np.arange(n, dtype=np.int64)
+    rgb = np.zeros((n, 3), dtype=np.int64)
+    for shift in range(8):
+        for channel in range(3):
+            bit = (index >> (3 * shift + channel)) & 1
+            rgb[:, channel] |= bit << (7 - shift)
+    return rgb.tolist()
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any (H, W), (H, W, 1|3|4+) uint8/uint16/float image -> (H, W, 3) uint8 for display.
+
+    uint16 is scaled by 255/65535, floats are taken as [0, 1] (min-max scaled when outside).
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] != 3:
+        image = image[:, :, :3] if image.shape[2] > 3 else np.repeat(image[:, :, :1], 3, axis=2)
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    if image.dtype == np.uint16:
+        return (image.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    data = np.nan_to_num(image.astype(np.float64))
+    if data.size and (data.min() < 0 or data.max() > 1):
+        low, high = data.min(), data.max()
+        data = (data - low) / (high - low) if high > low else np.zeros_like(data)
+    return np.rint(data * 255).astype(np.uint8)
+
+
+def _lut(palette: Sequence[Sequence[int]], size: int) -> np.ndarray:
+    lut = np.asarray(make_palette(max(size, len(palette))), dtype=np.uint8)
+    if len(palette):
+        lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)[:, :3]
+    return lut
+
+
+def colorize(
+    mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255
+) -> np.ndarray:
+    """Colour a class-index mask.
+
+    Args:
+        mask: (H, W) non-negative integer class indices.
+        palette: colour per class; indices beyond it get the VOC colour map.
+        ignore_index: pixels with this value are white.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    mask = np.asarray(mask).astype(np.int64)
+    if mask.size and mask.min() < 0:
+        raise UnetkitError(f"mask has negative values ({int(mask.min())}); cannot colour it")
+    lut = _lut(palette, int(mask.max()) + 1 if mask.size else 1)
+    rgb = lut[mask]
+    rgb[mask == ignore_index] = _WHITE
+    return rgb
+
+
+def _text_size(text: str, scale: float) -> tuple[int, int]:
+    (w, h), base = cv2.getTextSize(text, _FONT, scale, 1)
+    return w, h + base
+
+
+def _legend(names: list[str], colours: list[tuple[int, int, int]], height: int) -> np.ndarray:
+    """A white-on-dark strip of colour swatches and names, wrapped into columns to fit."""
+    row = int(np.clip(height // max(len(names), 1), 14, 22))
+    scale = row / 40.0
+    per_col = max(1, (height - 4) // row)
+    columns = [list(range(i, min(i + per_col, len(names)))) for i in range(0, len(names), per_col)]
+    col_widths = [max(_text_size(names[i], scale)[0] for i in col) + row + 12 for col in columns]
+    strip = np.full((height, sum(col_widths) + 4, 3), 32, dtype=np.uint8)
+    x0 = 4
+    for col, width in zip(columns, col_widths):
+        for r, i in enumerate(col):
+            y = 2 + r * row
+            cv2.rectangle(strip, (x0, y + 2), (x0 + row - 5, y + row - 3), colours[i], -1)
+            cv2.rectangle(strip, (x0, y + 2), (x0 + row - 5, y + row - 3), (200, 200, 200), 1)
+            text_y = y + row - 3 - max(1, row // 6)
+            cv2.putText(strip, names[i], (x0 + row, text_y), _FONT, scale, _WHITE, 1, cv2.LINE_AA)
+        x0 += width
+    return strip
+
+
+def draw_contours(
+    rgb: np.ndarray, mask: np.ndarray, lut: np.ndarray, min_area: float = 0, thickness: int = 1
+) -> np.ndarray:
+    """Draw the outline of every region of every class > 0 (regions under ``min_area`` skipped).
+
+    Args:
+        rgb: (H, W, 3) uint8 image, drawn on in place.
+        mask: (H, W) int class indices.
+        lut: (K, 3) uint8 colour per class.
+        min_area: regions with ``cv2.contourArea`` below this are skipped (seed 004 uses 10).
+        thickness: line width in pixels.
+
+    Returns:
+        ``rgb``.
+    """
+    for cls in np.unique(mask):
+        if cls <= 0 or cls >= len(lut):
+            continue
+        binary = (mask == cls).astype(np.uint8)
+        contours, _ = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        kept = [c for c in contours if cv2.contourArea(c) >= min_area]
+        colour = tuple(int(v) for v in np.maximum(lut[cls], 64))  # keep dark colours visible
+        cv2.drawContours(rgb, kept, -1, colour, thickness)
+    return rgb
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    alpha: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    contours: bool = True,
+    min_area: float = 0,
+    legend: bool = True,
+    ignore_index: int = 255,
+) -> np.ndarray:
+    """The image with class colours blended in, region outlines and a legend (labelme-like).
+
+    Args:
+        image: (H, W) or (H, W, C) image of any dtype (see :func:`to_rgb8`).
+        mask: (H, W) int class indices; 0 (background) leaves the image untouched.
+        palette: colour per class.
+        alpha: weight of the class colour in the blend.
+        class_names: names for the legend (index = class).
+        contours: draw each region's outline in its class colour.
+        min_area: skip outlines of regions smaller than this many pixels.
+        legend: append a legend strip on the right (needs ``class_names``).
+        ignore_index: these pixels are blended with white and listed as "ignore".
+
+    Returns:
+        (H, W + legend width, 3) uint8 RGB.
+    """
+    rgb = to_rgb8(image)
+    mask = np.asarray(mask).astype(np.int64)
+    if rgb.shape[:2] != mask.shape:
+        raise UnetkitError(f"overlay: image {rgb.shape[:2]} and mask {mask.shape} differ in size")
+    lut = _lut(palette, int(mask.max()) + 1 if mask.size else 1)
+    colours = lut[np.clip(mask, 0, len(lut) - 1)].astype(np.float32)
+    colours[mask == ignore_index] = _WHITE
+    painted = (mask > 0)[:, :, None]
+    blend = rgb.astype(np.float32) * (1 - alpha) + colours * alpha
+    # np.where keeps the inputs' memory layout; OpenCV needs C order to draw on it
+    out = np.ascontiguousarray(np.where(painted, np.rint(blend), rgb).astype(np.uint8))
+    if contours:
+        thickness = max(1, round(min(mask.shape) / 300))
+        draw_contours(out, np.where(mask == ignore_index, 0, mask), lut, min_area, thickness)
+    if legend and class_names:
+        names = [f"{i} {n}" for i, n in enumerate(class_names)]
+        swatches = [tuple(int(v) for v in lut[i]) for i in range(len(class_names))]
+        if (mask == ignore_index).any():
+            names.append(f"{ignore_index} ignore")
+            swatches.append(_WHITE)
+        out = np.concatenate([out, _legend(names, swatches, out.shape[0])], axis=1)
+    return out
+
+
+def panel(images: Sequence[np.ndarray], titles: Sequence[str]) -> np.ndarray:
+    """Tiles side by side, each under a title bar; shorter tiles are padded with black.
+
+    Args:
+        images: arrays (H_i, W_i) or (H_i, W_i, C) of any dtype.
+        titles: one title per image.
+
+    Returns:
+        (bar + max H_i, sum W_i + gaps, 3) uint8 RGB.
+    """
+    if len(images) != len(titles):
+        raise ValueError(f"panel got {len(images)} images but {len(titles)} titles")
+    tiles = [to_rgb8(im) for im in images]
+    height = max(t.shape[0] for t in tiles)
+    bar = 22
+    gap = np.full((height + bar, 4, 3), 255, dtype=np.uint8)
+    columns = []
+    for tile, title in zip(tiles, titles):
+        column = np.zeros((height + bar, tile.shape[1], 3), dtype=np.uint8)
+        column[:bar] = 48
+        column[bar : bar + tile.shape[0]] = tile
+        scale = min(0.5, 0.9 * tile.shape[1] / max(_text_size(title, 1.0)[0], 1))
+        cv2.putText(column, title, (3, bar - 6), _FONT, scale, _WHITE, 1, cv2.LINE_AA)
+        columns.extend([column, gap])
+    return np.concatenate(columns[:-1], axis=1)
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Atomically write an (H, W, 3) or (H, W) uint8 image as PNG."""
+    from .data.imageio import write_image
+
+    write_image(path, np.asarray(rgb))
+
+
+def _save_figure(fig, path: str | os.PathLike) -> None:  # noqa: ANN001 - matplotlib Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)  # Agg canvas for this figure only: no global backend switch
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
+    """Plot loss curves (keys containing "loss") and metric curves (other numbers) vs epoch.
+
+    Args:
+        history: one dict per epoch, e.g. ``{"epoch": 1, "train_loss": 0.5, "val_mean_iou": 0.7}``.
+        path: output PNG (written atomically).
+    """
+    from matplotlib.figure import Figure
+
+    keys = sorted(
+        {
+            k
+            for row in history
+            for k, v in row.items()
+            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
+    losses = [k for k in keys if "loss" in k]
+    metrics = [k for k in keys if "loss" not in k]
+    fig = Figure(figsize=(10 if metrics else 5, 4))
+    axes = fig.subplots(1, 2 if metrics else 1, squeeze=False)[0]
+    for ax, group, label in zip(axes, (losses, metrics), ("loss", "metric")):
+        for key in group:
+            pts = [(r.get("epoch", i + 1), r[key]) for i, r in enumerate(history) if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if group:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def confusion_png(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike) -> None:
+    """Row-normalised confusion matrix heat-map (rows: truth, columns: prediction).
+
+    Args:
+        matrix: (K, K) int counts, ``matrix[t, p]`` = pixels of true class t predicted as p.
+        class_names: K names.
+        path: output PNG (written atomically).
+    """
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    k = matrix.shape[0]
+    if matrix.shape != (k, k) or len(class_names) != k:
+        raise ValueError(f"confusion matrix {matrix.shape} vs {len(class_names)} class names")
+    rows = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    side = 2.5 + 0.6 * k
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for t in range(k):
+        for p in range(k):
+            colour = "white" if norm[t, p] > 0.5 else "black"
+            ax.text(p, t, f"{norm[t, p]:.2f}", ha="center", va="center", color=colour, fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path)

@@ -1,0 +1,150 @@
+"""Dataset folders: layout recognition, class inference, resize policies, crops, weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unetkit.config import DataConfig
+from unetkit.data.dataset import SegmentationDataset, describe_dataset
+from unetkit.errors import UnetkitError
+
+ISBI = Path("/work/shared/data/isbi2012")
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _pair(root: Path, images: str, masks: str, stem: str, mask: np.ndarray, suffix: str = ""):
+    h, w = mask.shape
+    image = (np.arange(h * w) % 200 + 20).astype(np.uint8).reshape(h, w)
+    _save(root / images / f"{stem}.png", image)
+    _save(root / masks / f"{stem}{suffix}.png", mask.astype(np.uint8))
+
+
+def test_layouts(tmp_path):
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:4, 2:6] = 255
+    _pair(tmp_path / "bin", "images", "masks", "a", mask)
+    info = describe_dataset(tmp_path / "bin")
+    assert info.layout == "images-masks" and info.classes == ["background", "class1"]
+    assert info.binary_255 and info.channels == 1 and info.split is None
+    item = SegmentationDataset(info, config=DataConfig(resize="none"))[0]
+    assert item["mask"].unique().tolist() == [0, 1]  # 0/255 -> 0/1
+
+    three = np.array([[0, 1], [3, 255]], np.uint8)
+    _pair(tmp_path / "multi", "images", "masks", "a", three)
+    info = describe_dataset(tmp_path / "multi")
+    assert info.classes == ["background", "class1", "class2", "class3"] and not info.binary_255
+
+    _pair(tmp_path / "car", "imgs", "masks", "car1", mask, suffix="_mask")
+    _pair(tmp_path / "car", "imgs", "masks", "car2", mask, suffix="_mask")
+    info = describe_dataset(tmp_path / "car")
+    assert info.layout == "imgs-masks" and info.mask_suffix == "_mask"
+    assert info.stems == ["car1", "car2"]
+
+    voc = tmp_path / "voc"
+    _pair(voc, "JPEGImages", "SegmentationClass", "x", np.array([[0, 1], [2, 2]], np.uint8))
+    (voc / "class_names.txt").write_text("_background_\ncat\ndog\n")
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("x\n")
+    info = describe_dataset(voc)
+    assert info.layout == "voc" and info.classes == ["_background_", "cat", "dog"]
+    assert info.split == {"train": ["x"]}
+
+
+def test_unrecognised_layout(tmp_path):
+    (tmp_path / "pics").mkdir()
+    with pytest.raises(UnetkitError, match="unrecognised dataset layout; expected .*VOC"):
+        describe_dataset(tmp_path)
+    with pytest.raises(UnetkitError, match="not a folder"):
+        describe_dataset(tmp_path / "nope")
+
+
+def test_policies(prepared_dataset):
+    info = describe_dataset(prepared_dataset)
+    for policy, size in (("letterbox", (32, 32)), ("resize", (32, 48)), ("none", (64, 80))):
+        cfg = DataConfig(channels=3, resize=policy, size=(32, 32) if policy != "resize" else size)
+        item = SegmentationDataset(info, config=cfg)[0]
+        assert item["image"].shape == (3, *size) and item["image"].dtype == torch.float32
+        assert item["mask"].shape == size and item["mask"].dtype == torch.int64
+    # letterbox pads below the 64x80 image: rows 26..31 of a 32x32 result are mask padding
+    cfg = DataConfig(channels=3, resize="letterbox", size=(32, 32))
+    item = SegmentationDataset(info, config=cfg)[0]
+    assert (item["mask"][26:] == 255).all() and (item["mask"][:25] != 255).all()
+    assert (item["image"][:, 26:] == 0).all()
+    grey = SegmentationDataset(info, config=DataConfig(channels=1, resize="none"))[0]
+    assert grey["image"].shape == (1, 64, 80)
+    with pytest.raises(UnetkitError, match="3 channels, expected 4"):
+        SegmentationDataset(info, config=DataConfig(channels=4, resize="none"))[0]
+
+
+def test_random_crops_reproducible(prepared_dataset):
+    cfg = DataConfig(channels=3, resize="random-crop", size=(24, 24))
+    ds = SegmentationDataset(prepared_dataset, config=cfg, train=True, seed=3)
+    other = SegmentationDataset(prepared_dataset, config=cfg, train=True, seed=3)
+    first = ds[2]["image"]
+    assert first.shape == (3, 24, 24)
+    assert torch.equal(first, other[2]["image"])  # same (seed, epoch, index): same crop
+    ds.set_epoch(1)
+    assert not torch.equal(first, ds[2]["image"])
+    ds.set_epoch(0)
+    assert torch.equal(first, ds[2]["image"])
+    full = SegmentationDataset(prepared_dataset, config=cfg, train=False)[2]
+    assert full["image"].shape == (3, 64, 80)  # not training: the whole image
+    # the crop is a window of the full image
+    windows = full["image"].unfold(1, 24, 1).unfold(2, 24, 1)  # (3, 41, 57, 24, 24)
+    hits = (windows == first[:, None, None]).flatten(3).all(-1).all(0)
+    assert hits.sum() == 1
+
+
+def test_small_images_padded_and_weights(tmp_path):
+    mask = np.zeros((6, 8), np.uint8)
+    mask[1:3, 1:7] = 1
+    _pair(tmp_path / "d", "images", "masks", "a", mask)
+    calls = []
+
+    def weight_fn(m: np.ndarray) -> np.ndarray:
+        calls.append(m.shape)
+        return np.where(m == 1, 3.0, 1.0)
+
+    cfg = DataConfig(resize="random-crop", size=(10, 12))
+    ds = SegmentationDataset(tmp_path / "d", config=cfg, train=True, weight_fn=weight_fn)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        item = ds[0]
+    assert calls == [(6, 8)]  # computed once on the full mask, then cached
+    assert item["mask"].shape == (10, 12) and item["weight"].shape == (10, 12)
+    # 6x8 centred in 10x12: 2 rows / 2 columns of padding on each side
+    assert (item["mask"][:2] == 255).all() and (item["mask"][:, :2] == 255).all()
+    assert item["mask"][2:8, 2:10].tolist() == mask.tolist()
+    assert (item["weight"][:2] == 0).all()
+    assert torch.equal(item["weight"][2:8, 2:10], torch.from_numpy(weight_fn(mask)).float())
+
+
+def test_cache_and_stems(prepared_dataset):
+    info = describe_dataset(prepared_dataset)
+    ds = SegmentationDataset(info, stems=info.split["val"], config=DataConfig(channels=3))
+    assert len(ds) == 2 and ds.stems == info.split["val"]
+    assert ds.classes == ["background", "cell", "nucleus"] and ds.ignore_index == 255
+    ds[0]
+    assert list(ds._cache) == [info.split["val"][0]]
+    with pytest.raises(UnetkitError, match="stems without an image/mask pair: zz"):
+        SegmentationDataset(info, stems=["zz"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ISBI.is_dir(), reason="ISBI 2012 data not available")
+def test_isbi_inferred_classes():
+    info = describe_dataset(ISBI)
+    assert info.layout == "images-masks" and info.classes == ["background", "class1"]
+    assert info.channels == 1 and len(info.stems) == 30 and not info.binary_255
+    cfg = DataConfig(channels=1, resize="random-crop", size=(64, 64))
+    item = SegmentationDataset(info, stems=["00"], config=cfg, train=True)[0]
+    assert item["image"].shape == (1, 64, 64) and set(item["mask"].unique().tolist()) <= {0, 1}

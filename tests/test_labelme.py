@@ -1,0 +1,215 @@
+"""labelme JSON: every shape type's fill rule with hand-computed pixels, paint order, ignore
+regions, validation errors, image sources (imageData, imagePath, EXIF) and a property test."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from unetkit.data.labelme import (
+    class_values,
+    load_image,
+    load_labelme,
+    parse_shape,
+    rasterize,
+    read_label_list,
+)
+from unetkit.errors import UnetkitError
+
+H, W = 16, 28
+YY, XX = np.mgrid[:H, :W]
+
+
+def paint(*shapes: dict, size=(H, W)) -> np.ndarray:
+    parsed = [parse_shape(s, i) for i, s in enumerate(shapes)]
+    return rasterize(parsed, size, {"a": 1, "b": 2, "__ignore__": 255})
+
+
+def box(top, bottom, left, right) -> np.ndarray:
+    """Inclusive pixel box as a boolean (H, W) mask."""
+    rows = np.arange(H)[:, None]
+    cols = np.arange(W)[None, :]
+    return ((rows >= top) & (rows <= bottom)) & ((cols >= left) & (cols <= right))
+
+
+def shape(kind: str, points, label: str = "a", **extra) -> dict:
+    return {"label": label, "shape_type": kind, "points": points, **extra}
+
+
+# Fill rules (labelme's shape_to_mask: PIL ImageDraw with outline and fill; pixel (x, y) is
+# column x, row y). Each expectation is written from the geometry, not from PIL.
+FILL_RULES = [
+    ("polygon", [[1, 1], [5, 1], [5, 4], [1, 4]], box(1, 4, 1, 5)),
+    ("rectangle", [[1, 1], [5, 4]], box(1, 4, 1, 5)),
+    ("rectangle", [[5, 4], [1, 1]], box(1, 4, 1, 5)),  # corners in any order
+    ("rectangle", [[1, 4], [5, 1]], box(1, 4, 1, 5)),
+    # circle: centre (10, 10), edge point 3 px away; PIL's ellipse keeps d^2 <= r^2 + 1
+    ("circle", [[10, 10], [13, 10]], (XX - 10) ** 2 + (YY - 10) ** 2 <= 10),
+    # line width 10 around y = 10: rows 6..15, no end caps
+    ("line", [[2, 10], [20, 10]], box(6, 15, 2, 20)),
+    # linestrip: the horizontal stroke plus the vertical one x = 15..24 from y = 2 to 10
+    ("linestrip", [[2, 10], [20, 10], [20, 2]], box(6, 15, 2, 20) | box(2, 10, 15, 24)),
+    # point: disc of radius 5 (rows 11, 11, ..., 9, 7, 5 px wide; d^2 <= 30)
+    ("point", [[10, 8]], (XX - 10) ** 2 + (YY - 8) ** 2 <= 30),
+    # oriented rectangle: a diamond |x - 10| + |y - 6| <= 4 including its outline
+    ("oriented_rectangle", [[10, 2], [14, 6], [10, 10], [6, 6]], abs(XX - 10) + abs(YY - 6) <= 4),
+]
+
+
+@pytest.mark.parametrize(("kind", "points", "expected"), FILL_RULES)
+def test_fill_rules(kind, points, expected):
+    np.testing.assert_array_equal(paint(shape(kind, points)), expected.astype(np.uint8))
+
+
+def _b64_png(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_mask_patch_pasted_at_its_box():
+    patch = np.array([[1, 0, 1], [0, 1, 1]], bool)
+    out = paint(shape("mask", [[2, 3], [4, 4]], mask=_b64_png(patch)))
+    expected = np.zeros((H, W), np.uint8)
+    expected[3:5, 2:5] = patch
+    np.testing.assert_array_equal(out, expected)
+    clipped = paint(shape("mask", [[26, 15], [28, 16]], mask=_b64_png(patch)))
+    assert clipped[15, 26] == 1 and clipped[15, 27] == 0 and clipped.sum() == 1
+
+
+def test_later_shapes_paint_over_earlier_and_ignore():
+    first = shape("rectangle", [[0, 0], [9, 9]], "a")
+    second = shape("rectangle", [[5, 5], [14, 14]], "b")
+    out = paint(first, second)
+    assert out[7, 7] == 2 and out[2, 2] == 1 and out[12, 12] == 2
+    assert paint(second, first)[7, 7] == 1
+    ignore = shape("rectangle", [[6, 6], [7, 7]], "__ignore__")
+    out = paint(first, ignore)
+    assert out[6, 6] == 255 and (out == 255).sum() == 4
+
+
+def _write(tmp_path, doc: dict, name: str = "x.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_malformed_shapes_all_reported_with_index(tmp_path):
+    doc = {
+        "shapes": [
+            shape("polygon", [[0, 0], [1, 1], [2, 0]]),
+            shape("polygon", [[0, 0], [1, 1]]),
+            shape("points", [[0, 0], [1, 1], [2, 2]]),
+            shape("circle", [[0, 0], [float("nan"), 1]]),
+            {"points": [[0, 0]], "shape_type": "point"},
+            shape("mask", [[0, 0], [3, 3]], mask=_b64_png(np.ones((2, 2), bool))),
+        ],
+        "imagePath": "x.png",
+    }
+    with pytest.raises(UnetkitError) as info:
+        load_labelme(_write(tmp_path, doc))
+    message = str(info.value)
+    assert "x.json" in message
+    assert "shape 1: polygon needs at least 3 points, got 2" in message
+    assert "shape 2: unsupported shape_type 'points'" in message
+    assert "shape 3: points contain NaN" in message
+    assert "shape 4: has no label" in message
+    assert "shape 5: mask patch is 2x2 (HxW) but its box (0,0)-(3,3) is 4x4" in message
+    assert "shape 0" not in message
+
+
+def test_not_labelme_and_bad_json(tmp_path):
+    with pytest.raises(UnetkitError, match="no 'shapes' list"):
+        load_labelme(_write(tmp_path, {"foo": 1}))
+    (tmp_path / "y.json").write_text("{not json")
+    with pytest.raises(UnetkitError, match="y.json: not a readable JSON"):
+        load_labelme(tmp_path / "y.json")
+
+
+def _rgb(h: int, w: int) -> np.ndarray:
+    return (np.arange(h * w * 3) % 251).astype(np.uint8).reshape(h, w, 3)
+
+
+def test_image_sources(tmp_path):
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(_rgb(4, 6)).save(tmp_path / "sub" / "img.png")
+    base = {"shapes": [], "imageHeight": 4, "imageWidth": 6}
+    doc = load_labelme(_write(tmp_path, {**base, "imagePath": "sub\\img.png"}))  # Windows
+    np.testing.assert_array_equal(load_image(doc, tmp_path), _rgb(4, 6))
+    embedded = {**base, "imagePath": "gone.png", "imageData": _b64_png(_rgb(4, 6))}
+    doc = load_labelme(_write(tmp_path, embedded))
+    np.testing.assert_array_equal(load_image(doc, tmp_path), _rgb(4, 6))  # imageData wins
+    doc = load_labelme(_write(tmp_path, {**base, "imagePath": "gone.png"}))
+    with pytest.raises(UnetkitError, match="image 'gone.png' not found"):
+        load_image(doc, tmp_path)
+    wrong = load_labelme(_write(tmp_path, {**base, "imageHeight": 6, "imageWidth": 4,
+                                           "imagePath": "sub/img.png"}))  # fmt: skip
+    with pytest.raises(UnetkitError, match="imageHeight x imageWidth is 6x4 .* is 4x6"):
+        load_image(wrong, tmp_path)
+
+
+def test_image_outside_the_folder(tmp_path):
+    inner = tmp_path / "lm"
+    inner.mkdir()
+    Image.fromarray(_rgb(4, 6)).save(tmp_path / "outside.png")
+    doc = load_labelme(_write(inner, {"shapes": [], "imagePath": "../outside.png"}))
+    with pytest.raises(UnetkitError, match="outside .*--allow-outside"):
+        load_image(doc, inner)
+    assert load_image(doc, inner, allow_outside=True).shape == (4, 6, 3)
+
+
+def test_exif_rotated_image_matches_annotation(tmp_path):
+    raw = np.zeros((4, 6), np.uint8)
+    raw[0, 0] = 255  # top-left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: 6x4, the bright pixel top-right
+    Image.fromarray(raw).save(tmp_path / "cam.png", exif=exif.tobytes())
+    doc = {"shapes": [shape("point", [[3, 0]])], "imagePath": "cam.png"}
+    parsed = load_labelme(_write(tmp_path, {**doc, "imageHeight": 6, "imageWidth": 4}))
+    image = load_image(parsed, tmp_path)
+    assert image.shape == (6, 4, 1) and image[0, 3, 0] == 255
+    raw_size = load_labelme(_write(tmp_path, {**doc, "imageHeight": 4, "imageWidth": 6}))
+    with pytest.raises(UnetkitError, match="EXIF orientation applied"):
+        load_image(raw_size, tmp_path)
+
+
+def test_class_lists():
+    classes, values = class_values(None, {"zebra", "ant", "__ignore__", "_background_"})
+    assert classes == ["background", "ant", "zebra"]
+    assert values["__ignore__"] == 255 and values["_background_"] == 0 and values["zebra"] == 2
+    labels = ["__ignore__", "_background_", "cat", "dog"]
+    classes, values = class_values(labels, set())
+    assert classes == ["_background_", "cat", "dog"] and values["dog"] == 2
+    assert class_values(["dog", "cat"], set())[0] == ["background", "dog", "cat"]
+    assert read_label_list("a, b,c") == ["a", "b", "c"]
+    with pytest.raises(UnetkitError, match="duplicate class names a"):
+        read_label_list(["a", "b", "a"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-10, 50, allow_nan=False), st.floats(-10, 50, allow_nan=False)),
+        min_size=3,
+        max_size=8,
+    )
+)
+def test_polygon_inside_clipped_bounding_box_and_deterministic(points):
+    size = (40, 36)
+    poly = {"label": "a", "shape_type": "polygon", "points": [list(p) for p in points]}
+    mask = paint(poly, size=size)
+    pts = np.asarray(points)
+    ys, xs = np.nonzero(mask)
+    if len(ys):
+        assert xs.min() >= max(np.floor(pts[:, 0].min()), 0)
+        assert xs.max() <= min(np.ceil(pts[:, 0].max()), size[1] - 1)
+        assert ys.min() >= max(np.floor(pts[:, 1].min()), 0)
+        assert ys.max() <= min(np.ceil(pts[:, 1].max()), size[0] - 1)
+    np.testing.assert_array_equal(mask, paint(poly, size=size))

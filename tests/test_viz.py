@@ -1,0 +1,112 @@
+"""Palettes, colour masks, overlays with contours and legends, panels and figures."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+from unetkit.viz import colorize, confusion_png, make_palette, overlay, panel, plot_curves, save_png
+
+PALETTE = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
+
+
+def test_voc_palette():
+    # PASCAL VOC colour map, as in the VOC devkit and labelme
+    assert make_palette(9) == [
+        [0, 0, 0],
+        [128, 0, 0],
+        [0, 128, 0],
+        [128, 128, 0],
+        [0, 0, 128],
+        [128, 0, 128],
+        [0, 128, 128],
+        [128, 128, 128],
+        [64, 0, 0],
+    ]
+    assert make_palette(256)[255] == [224, 224, 192]  # the VOC "void" colour
+
+
+def test_colorize_ignore_white_and_palette_extension():
+    mask = np.array([[0, 1], [255, 3]])
+    rgb = colorize(mask, PALETTE[:2])
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 1].tolist() == [200, 0, 0]
+    assert rgb[1, 0].tolist() == [255, 255, 255]
+    assert rgb[1, 1].tolist() == [128, 128, 0]  # beyond the palette: VOC colour of class 3
+
+
+def _scene():
+    image = np.full((40, 50, 3), 100, np.uint8)
+    mask = np.zeros((40, 50), np.int64)
+    mask[5:25, 5:25] = 1  # 400 px
+    mask[30:32, 40:42] = 2  # 4 px
+    return image, mask
+
+
+def test_overlay_blends_classes_and_leaves_background():
+    image, mask = _scene()
+    out = overlay(image, mask, PALETTE, alpha=0.5, contours=False, legend=False)
+    assert out.shape == (40, 50, 3)
+    assert out[0, 0].tolist() == [100, 100, 100]
+    assert out[10, 10].tolist() == [150, 50, 50]  # round(0.5 * 100 + 0.5 * (200, 0, 0))
+    assert out[31, 41].tolist() == [50, 50, 150]
+
+
+def test_overlay_contours_skip_small_regions():
+    image, mask = _scene()
+    out = overlay(image, mask, PALETTE, alpha=0.0, min_area=10, legend=False)
+    assert out[5, 15].tolist() == [200, 64, 64]  # border of the big square: outline colour
+    assert out[15, 15].tolist() == [100, 100, 100]  # inside (alpha 0): untouched
+    assert out[30, 40].tolist() == [100, 100, 100]  # 4 px region under min_area: no outline
+    drawn = overlay(image, mask, PALETTE, alpha=0.0, min_area=0, legend=False)
+    assert drawn[30, 40].tolist() != [100, 100, 100]
+
+
+def test_overlay_legend_strip():
+    image, mask = _scene()
+    mask[0, 0] = 255
+    out = overlay(image, mask, PALETTE, class_names=["bg", "cell", "nucleus"])
+    assert out.shape[0] == 40 and out.shape[1] > 50
+    legend = out[:, 50:]
+    for colour in ([200, 0, 0], [0, 0, 200], [255, 255, 255]):  # swatches incl. "ignore"
+        assert (legend == colour).all(axis=2).any()
+    assert overlay(image, mask, PALETTE, legend=False).shape == (40, 50, 3)
+
+
+def test_panel_pads_and_converts():
+    grey = np.zeros((10, 8), np.uint8)
+    rgb = np.full((14, 6, 3), 255, np.uint8)
+    out = panel([grey, rgb], ["a", "b"])
+    assert out.dtype == np.uint8
+    assert out.shape == (22 + 14, 8 + 4 + 6, 3)  # title bar, tallest tile; 4 px gap
+    assert out[22 + 12, 0].tolist() == [0, 0, 0]  # grey tile padded below
+    assert out[22 + 13, 17].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="2 images but 1 titles"):
+        panel([grey, rgb], ["a"])
+
+
+def test_figures_are_pngs_without_backend_change(tmp_path):
+    backend = matplotlib.get_backend()
+    history = [
+        {"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "val_mean_iou": 0.3},
+        {"epoch": 2, "train_loss": 0.6, "val_loss": 0.9, "val_mean_iou": 0.5},
+    ]
+    plot_curves(history, tmp_path / "curves.png")
+    assert Image.open(tmp_path / "curves.png").size == (1000, 400)
+    confusion_png(np.array([[8, 2], [0, 5]]), ["bg", "fg"], tmp_path / "cm.png")
+    assert Image.open(tmp_path / "cm.png").format == "PNG"
+    assert matplotlib.get_backend() == backend
+    save_png(tmp_path / "x.png", np.zeros((3, 4, 3), np.uint8))
+    assert Image.open(tmp_path / "x.png").size == (4, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "curves.png", "x.png"]
+
+
+def test_overlay_accepts_non_contiguous_float_images():
+    chw = np.random.default_rng(0).random((3, 20, 24), dtype=np.float32)
+    mask = np.zeros((20, 24), np.int64)
+    mask[4:12, 5:15] = 1
+    out = overlay(chw.transpose(1, 2, 0), mask, make_palette(2), legend=False)
+    assert out.shape == (20, 24, 3) and out.dtype == np.uint8
+    assert (out[8, 10] != np.rint(chw[:, 8, 10] * 255)).any()  # the region is painted
