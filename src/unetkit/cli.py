@@ -341,15 +341,23 @@ def export_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo"), "-o", "--out", help="Folder for everything it makes."),
-    budget: float = typer.Option(90.0, "--budget", help="Training seconds."),
+    budget: float = typer.Option(90.0, "--budget", help="Training seconds at most."),
+    epochs: int = typer.Option(12, "--epochs", help="Training epochs (10 steps each) at most."),
     images: int = typer.Option(24, "--images", help="Synthetic images to make."),
+    large: str = typer.Option("1200x1600", "--large", help="HxW of the large tiled image."),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty folder."),
 ) -> None:
     """Make a synthetic labelme dataset, train, evaluate, predict, and write report.html."""
     from .demo import run_demo, summary_text
 
-    result = run_demo(out, n_images=images, budget_s=budget, seed=seed, overwrite=overwrite)
+    try:
+        h, w = (int(v) for v in large.lower().split("x"))
+    except ValueError:
+        raise UnetkitError(f"--large must look like 1200x1600; got {large!r}") from None
+    result = run_demo(
+        out, n_images=images, budget_s=budget, large=(h, w), seed=seed, overwrite=overwrite
+    )
     typer.echo(summary_text(result))
 
 

@@ -31,7 +31,9 @@ class DemoResult:
     report: Path | None = None
 
 
-def demo_config(dataset: Path, run_dir: Path, budget_s: float, seed: int) -> TrainConfig:
+def demo_config(
+    dataset: Path, run_dir: Path, budget_s: float, seed: int, epochs: int = 12
+) -> TrainConfig:
     """The demo's training recipe: a narrow milesial U-Net on 128 px crops, bf16 where fast."""
     return TrainConfig(
         dataset=str(dataset),
@@ -45,7 +47,7 @@ def demo_config(dataset: Path, run_dir: Path, budget_s: float, seed: int) -> Tra
         lr=3e-3,
         schedule="cosine",
         warmup_epochs=1,
-        epochs=12,
+        epochs=epochs,
         batch_size=8,
         steps_per_epoch=10,
         val_every=4,
@@ -62,6 +64,7 @@ def run_demo(
     size: int = 160,
     budget_s: float = 90,
     large: tuple[int, int] = (1200, 1600),
+    epochs: int = 12,
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
@@ -104,7 +107,9 @@ def run_demo(
             f"{out / 'dataset'}: verify found {len(errors)} problem(s): {errors[0].message}"
         )
     lap("verify")
-    run = fit(demo_config(out / "dataset", out / "run", budget_s, seed), overwrite=overwrite)
+    run = fit(
+        demo_config(out / "dataset", out / "run", budget_s, seed, epochs), overwrite=overwrite
+    )
     lap("train")
     metrics = evaluate_model(
         run / "best.pt", out / "dataset", out / "evaluation", split="val", progress=progress
