@@ -1,0 +1,142 @@
+"""Tiled prediction speed and peak memory on big images (CPU or CUDA).
+
+Throughput: megapixels/s of ``Predictor.predict`` with the ``tile`` strategy on a 4096 x 4096
+RGB image, against the same model on whole 512 x 512 images (``full``: no tiling overhead), in
+fp32 and, where the hardware has it natively, bf16. Memory: each image size runs in its own
+subprocess, which reports its own peak resident set size (``ru_maxrss``) before and after.
+
+    python bench/predict.py                      # milesial, base width 8, depth 4
+    python bench/predict.py --rss-sizes 4096 10000 --rss-width 4 --rss-depth 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _predictor(width: int, depth: int, folder: str, **config):
+    import torch
+
+    from unetkit import (
+        DataConfig,
+        PredictConfig,
+        Predictor,
+        build_model,
+        make_checkpoint,
+        save_checkpoint,
+    )
+
+    torch.manual_seed(0)
+    model = build_model("milesial", base_width=width, depth=depth, in_channels=3, out_channels=2)
+    pre = DataConfig(channels=3, resize="random-crop", size=(512, 512), mean=(0.5,), std=(0.25,))
+    ckpt = make_checkpoint(model.eval(), classes=["bg", "fg"], palette=[[0, 0, 0], [255, 0, 0]],
+                           preprocessing=pre)  # fmt: skip
+    path = save_checkpoint(ckpt, Path(folder) / f"w{width}d{depth}.pt")
+    return Predictor.from_checkpoint(path, PredictConfig(**config))
+
+
+def _image(size: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def _rate(predictor, images: list, repeat: int = 1) -> float:
+    """Megapixels per second of ``predict_mask`` over ``images`` (after one warm-up call)."""
+    predictor.predict_mask(images[0][:256, :256])
+    start = time.perf_counter()
+    for _ in range(repeat):
+        for image in images:
+            predictor.predict_mask(image)
+    seconds = time.perf_counter() - start
+    return repeat * sum(im.shape[0] * im.shape[1] for im in images) / 1e6 / seconds
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _child(size: int, width: int, depth: int) -> dict:
+    """In a fresh process: peak RSS before the image exists, then after predicting it."""
+    with tempfile.TemporaryDirectory() as folder:
+        predictor = _predictor(width, depth, folder, strategy="tile", precision="fp32")
+        predictor.predict_mask(_image(64))
+        loaded = _maxrss_mib()
+        image = _image(size)
+        start = time.perf_counter()
+        mask = predictor.predict_mask(image)
+        seconds = time.perf_counter() - start
+    assert mask.shape == (size, size)
+    return {"loaded_mib": loaded, "peak_mib": _maxrss_mib(), "seconds": seconds}
+
+
+def _throughput(args) -> list[tuple[str, float]]:
+    from unetkit.infer.backends import cpu_has_native_bf16
+    from unetkit.infer.tiling import plan_image
+
+    big, small = _image(args.size), [_image(512)] * args.small
+    precisions = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for precision in precisions:
+            common = {"precision": precision, "batch_size": args.batch}
+            full = _predictor(args.width, args.depth, folder, strategy="full", **common)
+            rows.append((f"{precision} whole 512x512 images (reference)", _rate(full, small)))
+            tiled = _predictor(
+                args.width, args.depth, folder, strategy="tile", tile=(512, 512),
+                overlap=args.overlap, **common,
+            )  # fmt: skip
+            rows.append((f"{precision} tiled {args.size}x{args.size}", _rate(tiled, [big])))
+    plans = plan_image((args.size, args.size), (512, 512), args.overlap, tiled.rule)
+    computed = len(plans[0].windows) * len(plans[1].windows) * 512 * 512
+    note = f"{len(plans[0].windows)}x{len(plans[1].windows)} tiles of 512x512"
+    rows.append((f"({note}: {computed / args.size**2:.2f}x the pixels)", float("nan")))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=4096, help="Side of the tiled image.")
+    parser.add_argument("--small", type=int, default=4, help="Whole 512x512 reference images.")
+    parser.add_argument("--width", type=int, default=8, help="Base width of the model.")
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--batch", type=int, default=4, help="Tiles per forward pass.")
+    parser.add_argument("--rss-sizes", type=int, nargs="*", default=[4096, 10000])
+    parser.add_argument("--rss-width", type=int, default=4, help="Base width for the RSS runs.")
+    parser.add_argument("--rss-depth", type=int, default=3)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.rss_width, args.rss_depth)))
+        return
+    if not args.skip_throughput:
+        print(f"milesial base width {args.width}, depth {args.depth}, 3 -> 2 classes; tile 512, "
+              f"overlap {args.overlap}, batch {args.batch}")  # fmt: skip
+        print(f"{'run':44s} {'MP/s':>8s}")
+        for name, rate in _throughput(args):
+            print(f"{name:44s} {rate:8.2f}" if rate == rate else name)
+    if args.rss_sizes:
+        print(f"\npeak RSS, milesial base width {args.rss_width}, depth {args.rss_depth}, fp32, "
+              "tile 512, RGB uint8 input, uint8 mask output")  # fmt: skip
+        print(f"{'image':>12s} {'before MiB':>11s} {'peak MiB':>10s} {'seconds':>9s}")
+        for size in args.rss_sizes:
+            model = ["--rss-width", str(args.rss_width), "--rss-depth", str(args.rss_depth)]
+            cmd = [sys.executable, __file__, "--child", str(size), *model]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            print(f"{size:>5d}x{size:<6d} {r['loaded_mib']:11.0f} {r['peak_mib']:10.0f} "
+                  f"{r['seconds']:9.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Where a network runs: a PyTorch checkpoint or an exported ONNX file (onnxruntime).
+
+Both come back as a ``Network``: a callable ``(B, C, h, w) float32 -> (B, K, h', w')`` logits on
+the chosen device, plus everything prediction needs about the model (``ModelInfo``), read from
+the file alone. The size contract (legal sizes, output size, activation) comes from a ``UNet``
+built on the ``meta`` device: it has the configuration but no weights, so ONNX inference
+allocates no PyTorch parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_model
+from ..config import DataConfig, ModelConfig
+from ..errors import UnetkitError
+from ..models.unet import UNet
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class ModelInfo:
+    """What a model file says about itself (from a checkpoint or ONNX metadata)."""
+
+    model_config: ModelConfig
+    classes: list[str]
+    palette: list[list[int]]
+    preprocessing: DataConfig
+    task: str = "multiclass"
+    ignore_index: int = 255
+    source: str = ""
+
+
+@dataclass
+class Network:
+    """A runnable network: ``run`` maps ``(B, C, h, w)`` float32 to logits ``(B, K, h', w')``.
+
+    Attributes:
+        run: the network, called under ``torch.inference_mode``.
+        info: the model's description.
+        shape: a weightless ``UNet`` (``meta`` device) for ``output_size``, ``legal_sizes``
+            and ``activate``.
+        device: where inputs must be.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast inside ``run``).
+    """
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    info: ModelInfo
+    shape: UNet
+    device: torch.device
+    precision: str = "fp32"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given.
+
+    Raises:
+        UnetkitError: CUDA asked for but not available.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UnetkitError(f"device {device} asked for, but CUDA is not available")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA with bf16 (else fp16) and on CPUs with native bf16 (else fp32).
+
+    Raises:
+        UnetkitError: an unknown name, or fp16 on CPU.
+    """
+    if precision not in PRECISIONS:
+        raise UnetkitError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise UnetkitError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    return precision
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX), i.e. fast."""
+    with contextlib.suppress(AttributeError, RuntimeError):
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    return False
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _shape_model(config: ModelConfig) -> UNet:
+    with torch.device("meta"):
+        return UNet(config).eval()
+
+
+def load_torch(
+    path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "auto"
+) -> Network:
+    """A checkpoint as a ``Network`` (eval mode, channels_last, autocast at ``precision``)."""
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    model, ckpt = load_model(path, dev)
+    if ckpt.task == "regression":
+        raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")
+    model = model.to(memory_format=torch.channels_last).eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with _autocast(dev, prec):
+            return model(x).float()
+
+    info = ModelInfo(
+        ckpt.model_config,
+        ckpt.classes,
+        ckpt.palette,
+        ckpt.preprocessing,
+        ckpt.task,
+        ckpt.ignore_index,
+        str(path),
+    )
+    return Network(run, info, _shape_model(ckpt.model_config), dev, prec)
+
+
+def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> Network:
+    """An exported ONNX file as a ``Network`` run by onnxruntime (fp32; CUDA when asked for).
+
+    Raises:
+        UnetkitError: an unreadable file or one without unetkit metadata.
+    """
+    import onnxruntime as ort
+
+    from ..export import parse_metadata
+
+    dev = resolve_device(device)
+    providers = ["CPUExecutionProvider"]
+    if dev.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UnetkitError(f"{path}: not a readable ONNX model ({str(exc)[:160]})") from None
+    meta = parse_metadata(session.get_modelmeta().custom_metadata_map, path)
+    try:
+        info = ModelInfo(
+            ModelConfig.from_dict(meta["model_config"]),
+            list(meta["classes"]),
+            [list(p) for p in meta["palette"]],
+            DataConfig.from_dict(meta["preprocessing"]),
+            meta.get("task", "multiclass"),
+            int(meta.get("ignore_index", 255)),
+            str(path),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UnetkitError(f"{path}: malformed unetkit metadata ({exc})") from None
+    if info.task == "regression":
+        raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = session.run(None, {name: x.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+    return Network(run, info, _shape_model(info.model_config), torch.device("cpu"), "fp32")
+
+
+def load_network(
+    path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "auto"
+) -> Network:
+    """A checkpoint (``.pt`` / anything else) or an ONNX file (``.onnx``) as a ``Network``."""
+    if Path(path).suffix.lower() == ".onnx":
+        return load_onnx(path, device)
+    return load_torch(path, device, precision)

@@ -1,0 +1,277 @@
+"""Score predictions against ground truth: a model on a dataset folder, or two mask folders.
+
+Writes into the report folder (each file atomically): ``metrics.json`` (``mean_iou``,
+``mean_dice`` (foreground), ``pixel_accuracy``, ``per_class`` IoU / Dice / precision / recall /
+support, and for two-class tasks the ISBI 2012 ``pixel_error`` and ``adapted_rand_error``),
+``per_image.csv``, ``confusion.csv`` (rows = truth, columns = prediction) and ``confusion.png``.
+Ground-truth pixels equal to the ignore index count nowhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import PredictConfig
+from ..data.imageio import read_image, read_mask
+from ..errors import UnetkitError
+from ..files import write_text
+from ..metrics import ConfusionMatrix, membrane_rand_error
+from ..viz import confusion_png
+
+log = logging.getLogger(__name__)
+
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+_NOT_MASKS = ("_color", "_overlay")
+
+
+def _per_image_row(name: str, matrix: ConfusionMatrix, names: list[str], extra: dict) -> dict:
+    m = matrix.compute(names)
+    row: dict[str, Any] = {"image": name, "pixels": m["pixels"]}
+    for key in ("pixel_accuracy", "mean_iou", "mean_dice"):
+        row[key] = m[key]
+    row.update(extra)
+    row.update({f"iou_{n}": m["per_class"][n]["iou"] for n in names})
+    return row
+
+
+def score_pairs(
+    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    class_names: list[str],
+    ignore_index: int = 255,
+) -> tuple[dict[str, Any], list[dict], np.ndarray]:
+    """Accumulate metrics over ``(name, prediction (H, W) int, ground truth (H, W) int)``.
+
+    Args:
+        pairs: per image its name, predicted and true class maps (same shape).
+        class_names: K names, index = class value.
+        ignore_index: ground-truth value excluded everywhere.
+
+    Returns:
+        ``(metrics, per-image rows, confusion (K, K) int64)``; with K = 2 the metrics also hold
+        ``adapted_rand_error`` (mean over images of the membrane Rand error, membrane = class 1).
+
+    Raises:
+        UnetkitError: a prediction and its ground truth differ in size, or no pairs.
+    """
+    k = len(class_names)
+    total = ConfusionMatrix(k, ignore_index)
+    rows, rand = [], []
+    for name, pred, gt in pairs:
+        if pred.shape != gt.shape:
+            raise UnetkitError(
+                f"{name}: prediction {pred.shape} and ground truth {gt.shape} differ"
+            )
+        one = ConfusionMatrix(k, ignore_index)
+        one.update(pred, gt)
+        total.matrix += one.matrix
+        extra = {}
+        if k == 2:
+            extra["pixel_error"] = one.compute(class_names)["pixel_error"]
+            extra["adapted_rand_error"] = membrane_rand_error(pred, gt, 1, ignore_index)
+            rand.append(extra["adapted_rand_error"])
+        rows.append(_per_image_row(name, one, class_names, extra))
+    if not rows:
+        raise UnetkitError("nothing to evaluate: no prediction / ground-truth pairs")
+    metrics = total.compute(class_names)
+    if k == 2:
+        metrics["adapted_rand_error"] = float(np.mean(rand))
+    metrics["images"] = len(rows)
+    metrics["classes"] = list(class_names)
+    return metrics, rows, total.matrix.cpu().numpy()
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    metrics: dict[str, Any],
+    rows: list[dict],
+    matrix: np.ndarray,
+    class_names: list[str],
+) -> Path:
+    """Write ``metrics.json``, ``per_image.csv``, ``confusion.csv`` and ``confusion.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(out / "per_image.csv", _csv(rows, list(rows[0])))
+    table = [
+        {"true\\pred": name, **{n: int(v) for n, v in zip(class_names, matrix[i])}}
+        for i, name in enumerate(class_names)
+    ]
+    write_text(out / "confusion.csv", _csv(table, ["true\\pred", *class_names]))
+    confusion_png(matrix, class_names, out / "confusion.png")
+    log.info("report written to %s", out)
+    return out
+
+
+def _csv(rows: list[dict], fields: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    return buffer.getvalue()
+
+
+def select_stems(info, split: str = "auto") -> list[str]:
+    """The stems to evaluate: ``auto`` = the validation split if defined, else all.
+
+    Raises:
+        UnetkitError: a split name the dataset does not define.
+    """
+    splits = info.split or {}
+    if split == "all" or (split == "auto" and not splits.get("val")):
+        return list(info.stems)
+    name = "val" if split == "auto" else split
+    if name not in splits:
+        known = ", ".join(["all", *splits]) or "all"
+        raise UnetkitError(f"{info.root}: no split {name!r} (known: {known})")
+    stems = [s for s in splits[name] if s in info.image_files]
+    if not stems:
+        raise UnetkitError(f"{info.root}: split {name!r} has no image/mask pairs")
+    return stems
+
+
+def evaluate_model(
+    model: str | os.PathLike,
+    dataset_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    split: str = "auto",
+    config: PredictConfig | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict a dataset's images with a model and score them against its masks.
+
+    Args:
+        model: a checkpoint or an exported ONNX file.
+        dataset_root: a dataset folder (any layout ``describe_dataset`` accepts).
+        out_dir: the report folder.
+        split: ``auto`` (validation split if the dataset defines one, else all), ``all``, or a
+            split name.
+        config: prediction settings (strategy, tile, TTA, threshold).
+        device: ``auto``, ``cpu``, ``cuda``...
+        progress: a progress bar over images.
+
+    Returns:
+        The metrics (as in ``metrics.json``).
+
+    Raises:
+        UnetkitError: unreadable model or dataset, or a class count that differs.
+    """
+    from ..data.dataset import describe_dataset
+    from .predict import Predictor
+
+    predictor = Predictor.load(model, config, device)
+    info = describe_dataset(dataset_root)
+    names = predictor.classes
+    if len(info.classes) != len(names):
+        raise UnetkitError(
+            f"{dataset_root}: dataset has {len(info.classes)} classes {info.classes}, the model "
+            f"{len(names)} {names}"
+        )
+    if list(info.classes) != list(names):
+        log.warning("class names differ: dataset %s, model %s", info.classes, names)
+    stems = select_stems(info, split)
+    channels = predictor.info.preprocessing.channels
+
+    def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        for stem in tqdm(stems, desc="evaluate", unit="img", disable=not progress):
+            gt = read_mask(info.mask_files[stem])
+            if info.binary_255:
+                gt = np.where(gt == 255, 1, gt)
+            pred = predictor.predict_mask(read_image(info.image_files[stem], channels=channels))
+            yield info.image_files[stem].name, pred, gt
+
+    metrics, rows, matrix = score_pairs(pairs(), names, info.ignore_index)
+    metrics.update(model=str(model), dataset=str(dataset_root), split=split)
+    write_report(out_dir, metrics, rows, matrix, names)
+    return metrics
+
+
+def _masks_by_stem(folder: Path, skip_outputs: bool) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise UnetkitError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+    if skip_outputs:  # a `unetkit predict` folder also holds colour and overlay images
+        files = [p for p in files if not p.stem.endswith(_NOT_MASKS)]
+    return {p.stem: p for p in files}
+
+
+def evaluate_dirs(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    ignore_index: int = 255,
+) -> dict[str, Any]:
+    """Score a folder of predicted masks against a folder of true masks, paired by stem.
+
+    Args:
+        pred_dir: class-index masks (e.g. a ``unetkit predict`` output folder).
+        gt_dir: class-index masks with the same stems.
+        out_dir: the report folder.
+        num_classes: K; default ``len(class_names)`` or the largest value found + 1.
+        class_names: names for the report (default ``"0"``, ``"1"``, ...).
+        ignore_index: ground-truth value excluded everywhere.
+
+    Returns:
+        The metrics (as in ``metrics.json``).
+
+    Raises:
+        UnetkitError: missing folders, no pairs, sizes that differ, values >= K.
+    """
+    preds = _masks_by_stem(Path(pred_dir), skip_outputs=True)
+    gts = _masks_by_stem(Path(gt_dir), skip_outputs=False)
+    stems = [s for s in gts if s in preds]
+    missing = [s for s in gts if s not in preds]
+    if missing:
+        log.warning("%d ground-truth masks have no prediction: %s", len(missing), missing[:10])
+    if not stems:
+        raise UnetkitError(f"{pred_dir} and {gt_dir}: no masks with the same name")
+    if class_names is None:
+        k = (
+            num_classes
+            or _largest_label([preds[s] for s in stems] + [gts[s] for s in stems], ignore_index) + 1
+        )
+        class_names = [str(i) for i in range(max(k, 1))]
+    elif num_classes is not None and num_classes != len(class_names):
+        raise UnetkitError(f"{num_classes} classes but {len(class_names)} class names")
+
+    def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        for stem in stems:
+            pred, gt = read_mask(preds[stem]), read_mask(gts[stem])
+            _check_range(preds[stem], pred, len(class_names), None)
+            _check_range(gts[stem], gt, len(class_names), ignore_index)
+            yield stem, pred, gt
+
+    metrics, rows, matrix = score_pairs(pairs(), class_names, ignore_index)
+    metrics.update(predictions=str(pred_dir), ground_truth=str(gt_dir))
+    write_report(out_dir, metrics, rows, matrix, class_names)
+    return metrics
+
+
+def _largest_label(paths: list[Path], ignore_index: int) -> int:
+    largest = 0
+    for path in paths:
+        values = np.unique(read_mask(path))
+        values = values[values != ignore_index]
+        largest = max(largest, int(values.max()) if values.size else 0)
+    return largest
+
+
+def _check_range(path: Path, mask: np.ndarray, k: int, ignore_index: int | None) -> None:
+    values = mask[mask != ignore_index] if ignore_index is not None else mask
+    if values.size and (values.min() < 0 or values.max() >= k):
+        raise UnetkitError(
+            f"{path}: mask values {int(values.min())}..{int(values.max())} outside 0..{k - 1}"
+            + (f" (and ignore {ignore_index})" if ignore_index is not None else "")
+        )

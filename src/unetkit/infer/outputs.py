@@ -1,0 +1,269 @@
+"""Predict files and folders and write what people look at: masks, colours, overlays, JSON.
+
+Per input image ``NAME`` (at the input's size): ``NAME.png`` (class-index palette PNG, lossless),
+``NAME_color.png``, ``NAME_overlay.png`` (blend + contours + legend), optionally
+``NAME_probs.npy`` (float16 ``(K, H, W)``) and ``NAME.json`` (labelme 5.x polygons of the
+predicted regions, so they can be corrected in labelme). ``summary.csv`` lists, per image, the
+classes present and their pixel areas. Every file is written atomically; an input that cannot
+be read is reported in one line and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.imageio import read_image, read_mask, write_image, write_mask
+from ..errors import UnetkitError
+from ..files import write_text
+from ..viz import colorize, overlay, save_png
+from .predict import Predictor
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+LABELME_VERSION = "5.4.1"
+_OUTPUT_TAGS = ("_color", "_overlay")
+
+
+@dataclass
+class PredictReport:
+    """What ``predict_paths`` did: rows of ``summary.csv`` and the failed inputs."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+
+def collect_inputs(inputs: list[str | os.PathLike], exclude: Path | None = None) -> list[Path]:
+    """Image files named by ``inputs``: files, folders (their images, not recursive), globs.
+
+    Args:
+        inputs: paths or glob patterns.
+        exclude: a folder whose files are never inputs (the output folder).
+
+    Returns:
+        Unique paths in the order given (sorted within a folder or glob).
+
+    Raises:
+        UnetkitError: an input that matches nothing, or two images with the same stem (their
+            outputs would collide).
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            found.append(path)
+            continue
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            matches = sorted(
+                Path(p)
+                for p in glob.glob(str(item), recursive=True)
+                if Path(p).suffix.lower() in IMAGE_SUFFIXES + (".npy",) and Path(p).is_file()
+            )
+        if exclude is not None:
+            matches = [p for p in matches if p.resolve().parent != exclude.resolve()]
+        if not matches:
+            raise UnetkitError(f"{item}: no such file, and no images found there")
+        found.extend(matches)
+    unique = list(dict.fromkeys(found))
+    stems: dict[str, Path] = {}
+    for path in unique:
+        if path.stem in stems:
+            raise UnetkitError(
+                f"{path} and {stems[path.stem]} have the same name {path.stem!r}; their outputs "
+                "would overwrite each other (predict them into different folders)"
+            )
+        stems[path.stem] = path
+    return unique
+
+
+def mask_to_labelme(
+    mask: np.ndarray,
+    class_names: list[str],
+    image_path: str,
+    min_area: float = 0,
+    ignore_index: int = 255,
+) -> dict:
+    """Predicted regions as labelme polygons (one per outer contour of each class > 0).
+
+    Args:
+        mask: (H, W) integer class indices.
+        class_names: names by class index (labels of the shapes).
+        image_path: ``imagePath`` (relative to the JSON file, as labelme resolves it).
+        min_area: regions with a contour area below this are left out.
+        ignore_index: never exported.
+
+    Returns:
+        A labelme 5.x document (``version``, ``flags``, ``shapes``, ``imagePath``,
+        ``imageData`` null, ``imageHeight``, ``imageWidth``).
+    """
+    shapes = []
+    for cls in np.unique(mask):
+        if cls <= 0 or cls == ignore_index or cls >= len(class_names):
+            continue
+        binary = (mask == cls).astype(np.uint8)
+        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for contour in contours:
+            if len(contour) < 3 or cv2.contourArea(contour) < min_area:
+                continue
+            shapes.append(
+                {
+                    "label": class_names[int(cls)],
+                    "points": contour[:, 0, :].astype(float).tolist(),  # (N, 2) x, y
+                    "group_id": None,
+                    "description": "",
+                    "shape_type": "polygon",
+                    "flags": {},
+                    "mask": None,
+                }
+            )
+    return {
+        "version": LABELME_VERSION,
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": int(mask.shape[0]),
+        "imageWidth": int(mask.shape[1]),
+    }
+
+
+def summary_row(name: str, mask: np.ndarray, class_names: list[str]) -> dict:
+    """``summary.csv`` row: size, names of the classes present, pixel area of every class."""
+    counts = np.bincount(mask.ravel(), minlength=len(class_names))
+    row = {"image": name, "height": mask.shape[0], "width": mask.shape[1]}
+    row["classes_present"] = ";".join(
+        class_names[i] for i in range(len(class_names)) if counts[i] > 0
+    )
+    row.update({f"{n}_pixels": int(counts[i]) for i, n in enumerate(class_names)})
+    return row
+
+
+def _outputs(out_dir: Path, stem: str, save_probs: bool, labelme: bool) -> list[Path]:
+    names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
+    names += [f"{stem}_probs.npy"] * save_probs + [f"{stem}.json"] * labelme
+    return [out_dir / n for n in names]
+
+
+def _predict_one(predictor: Predictor, path: Path, out_dir: Path, options: dict) -> np.ndarray:
+    info = predictor.info
+    image = read_image(path, channels=info.preprocessing.channels)
+    if options["save_probs"]:
+        probs = predictor.predict_proba(image)
+        write_image(out_dir / f"{path.stem}_probs.npy", probs.astype(np.float16))
+        mask = predictor.probs_to_mask(probs)
+    else:
+        mask = predictor.predict_mask(image)
+    write_mask(out_dir / f"{path.stem}.png", mask, info.palette)
+    save_png(out_dir / f"{path.stem}_color.png", colorize(mask, info.palette, info.ignore_index))
+    blended = overlay(
+        image,
+        mask,
+        info.palette,
+        options["alpha"],
+        info.classes,
+        contours=True,
+        min_area=options["min_area"],
+        legend=True,
+        ignore_index=info.ignore_index,
+    )
+    save_png(out_dir / f"{path.stem}_overlay.png", blended)
+    if options["labelme"]:
+        rel = os.path.relpath(path.resolve(), out_dir.resolve())
+        doc = mask_to_labelme(mask, info.classes, rel, options["min_area"], info.ignore_index)
+        write_text(out_dir / f"{path.stem}.json", json.dumps(doc, indent=2))
+    return mask
+
+
+def write_summary(path: Path, rows: list[dict], class_names: list[str]) -> None:
+    """Write ``summary.csv`` (atomically): one row per image, columns as ``summary_row``."""
+    fields = ["image", "height", "width", "classes_present"] + [f"{n}_pixels" for n in class_names]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def predict_paths(
+    predictor: Predictor,
+    inputs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    save_probs: bool = False,
+    labelme: bool = False,
+    skip_existing: bool = False,
+    min_area: float | None = None,
+    alpha: float = 0.5,
+    progress: bool = True,
+) -> PredictReport:
+    """Predict every image named by ``inputs`` and write its outputs into ``out_dir``.
+
+    Args:
+        predictor: the model.
+        inputs: files, folders, glob patterns (see ``collect_inputs``).
+        out_dir: created if missing.
+        save_probs: also write ``NAME_probs.npy`` (float16 ``(K, H, W)``).
+        labelme: also write ``NAME.json`` (labelme polygons of the predicted regions).
+        skip_existing: leave images whose outputs all exist alone (their masks still count in
+            ``summary.csv``).
+        min_area: regions under this many pixels get no contour / polygon (default:
+            ``predictor.config.min_area``).
+        alpha: colour weight of the overlay.
+        progress: a progress bar over images (and over tiles of big images).
+
+    Returns:
+        A ``PredictReport``; unreadable inputs are in ``failed`` (each logged in one line).
+
+    Raises:
+        UnetkitError: inputs that match nothing, or colliding output names.
+    """
+    out = Path(out_dir)
+    paths = collect_inputs(inputs, exclude=out)
+    out.mkdir(parents=True, exist_ok=True)
+    options = {
+        "save_probs": save_probs,
+        "labelme": labelme,
+        "alpha": alpha,
+        "min_area": predictor.config.min_area if min_area is None else min_area,
+    }
+    predictor.progress = progress
+    report = PredictReport()
+    for path in tqdm(paths, desc="predict", unit="img", disable=not progress):
+        try:
+            targets = _outputs(out, path.stem, save_probs, labelme)
+            if skip_existing and all(t.is_file() for t in targets):
+                mask = read_mask(targets[0])
+                report.skipped.append(path)
+            else:
+                mask = _predict_one(predictor, path, out, options)
+                report.written.append(path)
+        except (UnetkitError, OSError, ValueError) as exc:
+            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            log.error("skipped %s", message)
+            report.failed.append((path, message))
+            continue
+        report.rows.append(summary_row(path.name, mask, predictor.classes))
+    write_summary(out / "summary.csv", report.rows, predictor.classes)
+    log.info(
+        "predicted %d, skipped %d existing, %d failed -> %s",
+        len(report.written),
+        len(report.skipped),
+        len(report.failed),
+        out,
+    )
+    return report

@@ -1,0 +1,223 @@
+"""``Predictor``: a model file alone -> class masks and probabilities for images of any size.
+
+Strategies (``PredictConfig.strategy``):
+
+- ``full``: the whole image at once, padded (mirrored) to a legal size and cropped back exactly;
+- ``letterbox`` / ``resize``: as the model was trained (to its training size), undone on the
+  probabilities;
+- ``tile``: blended sliding window, or the paper's overlap-tile for valid-padding models
+  (``unetkit.infer.tiling``); the image streams tile by tile;
+- ``auto``: ``letterbox`` / ``resize`` for models trained that way (they only know that scale);
+  otherwise ``tile`` for images larger than the training size and ``full`` for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..config import PredictConfig
+from ..data.imageio import image_to_tensor
+from ..errors import UnetkitError
+from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
+from .tiling import SizeRule, predict_tiled
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "full", "letterbox", "resize", "tile")
+_PROGRESS_TILES = 16  # show a tile progress bar for images with more tiles than this
+
+
+class Predictor:
+    """Predict class masks with a trained model; everything it needs comes from the model file.
+
+    Build one with ``Predictor.from_checkpoint`` / ``Predictor.from_onnx`` / ``Predictor.load``.
+
+    Args:
+        network: the runnable network and its description.
+        config: strategy, tile, overlap, blending, TTA, threshold (defaults: ``PredictConfig()``).
+    """
+
+    def __init__(self, network: Network, config: PredictConfig | None = None):
+        self.network = network
+        self.config = config or PredictConfig()
+        if self.config.strategy not in STRATEGIES:
+            raise UnetkitError(
+                f"strategy must be one of {', '.join(STRATEGIES)}; got {self.config.strategy!r}"
+            )
+        self.rule = SizeRule.from_model(network.shape)
+        self.progress = False
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str = "auto"
+    ) -> Predictor:
+        """A predictor for a unetkit checkpoint (PyTorch, ``config.precision`` autocast)."""
+        config = config or PredictConfig()
+        return cls(load_torch(path, device, config.precision), config)
+
+    @classmethod
+    def from_onnx(
+        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str = "auto"
+    ) -> Predictor:
+        """A predictor for an ONNX file written by ``unetkit export`` (run by onnxruntime)."""
+        return cls(load_onnx(path, device), config)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str = "auto"
+    ) -> Predictor:
+        """``from_onnx`` for ``.onnx`` files, ``from_checkpoint`` for anything else."""
+        config = config or PredictConfig()
+        return cls(load_network(path, device, config.precision), config)
+
+    # -- what the model is ---------------------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo:
+        return self.network.info
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return self.info.palette
+
+    @property
+    def binary(self) -> bool:
+        """True for binary tasks and one-channel heads: masks come from ``threshold``."""
+        return self.info.task == "binary" or self.info.model_config.out_channels == 1
+
+    def strategy_for(self, size: tuple[int, int]) -> str:
+        """The strategy ``auto`` resolves to for an image of ``size`` = (H, W)."""
+        if self.config.strategy != "auto":
+            return self.config.strategy
+        policy = self.info.preprocessing.resize
+        if policy in ("letterbox", "resize"):
+            return policy
+        train_h, train_w = self.info.preprocessing.size
+        return "tile" if size[0] > train_h or size[1] > train_w else "full"
+
+    # -- the network as tiling sees it -----------------------------------------------------------
+    def _prepare(self, window: np.ndarray) -> torch.Tensor:
+        return image_to_tensor(window, self.info.preprocessing)  # (C, h, w) float32
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged)."""
+        net, shape = self.network.run, self.network.shape
+        probs = shape.activate(net(x))
+        if self.config.tta:
+            for dims in ((-1,), (-2,), (-2, -1)):
+                probs = probs + shape.activate(net(x.flip(dims))).flip(dims)
+            probs = probs / 4
+        return probs
+
+    def _tile(self) -> tuple[int, int]:
+        tile = self.config.tile or self.info.preprocessing.size
+        return int(tile[0]), int(tile[-1])
+
+    def _run(self, image: np.ndarray, reduce: Callable | None) -> torch.Tensor:
+        """Probabilities (or ``reduce`` of them per band) at the image's size."""
+        image = _as_hwc(image)
+        size = image.shape[:2]
+        strategy = self.strategy_for(size)
+        with torch.inference_mode():
+            if strategy in ("letterbox", "resize"):
+                return self._run_scaled(image, strategy, reduce)
+            tile = self._tile() if strategy == "tile" else None
+            return predict_tiled(
+                self._forward,
+                image,
+                tile,
+                self.config.overlap,
+                self.rule,
+                prepare=self._prepare,
+                blend=self.config.blend,
+                batch_size=self.config.batch_size,
+                progress=self.progress and _tile_count(size, tile) > _PROGRESS_TILES,
+                reduce=reduce,
+            )
+
+    def _run_scaled(self, image: np.ndarray, strategy: str, reduce: Callable | None):
+        from ..data.transforms import letterbox, resize_to
+
+        size = tuple(int(n) for n in self.info.preprocessing.size)
+        scale = letterbox if strategy == "letterbox" else resize_to
+        scaled, geometry = scale(image, size, nearest=False)
+        probs = predict_tiled(
+            self._forward, scaled, None, 0.0, self.rule, prepare=self._prepare
+        )  # (K, h, w) at the training size
+        probs = geometry.undo(probs, nearest=False).contiguous()  # (K, H, W)
+        return reduce(probs) if reduce is not None else probs
+
+    # -- public API ---------------------------------------------------------------------------
+    def probs_to_mask(self, probs: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Class indices from probabilities ``(K, H, W)``: argmax, or ``threshold`` if binary.
+
+        Returns:
+            (H, W) uint8 (uint16 beyond 256 classes).
+        """
+        probs = torch.as_tensor(probs)
+        return self._mask(probs).cpu().numpy()
+
+    def _mask(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            foreground = probs[-1]  # one sigmoid channel, or class 1 of two
+            return (foreground > self.config.threshold).to(torch.uint8)
+        dtype = torch.uint8 if probs.shape[0] <= 256 else torch.int32
+        return probs.argmax(0).to(dtype)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Class-index mask of one image, at its size.
+
+        Args:
+            image: (H, W) or (H, W, C) uint8 / uint16 / float image (channels converted
+                grey <-> RGB to what the model expects).
+
+        Returns:
+            (H, W) int64 class indices (binary models: 1 where foreground > threshold).
+
+        Raises:
+            UnetkitError: an image whose channels cannot be converted, or an empty image.
+        """
+        return self.predict_mask(image).astype(np.int64)
+
+    def predict_mask(self, image: np.ndarray) -> np.ndarray:
+        """Like ``predict`` but compact: (H, W) uint8 (a huge image needs no int64 copy)."""
+        return self._run(image, self._mask).numpy()
+
+    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities of one image, at its size.
+
+        Args:
+            image: as for ``predict``.
+
+        Returns:
+            (K, H, W) float32, K = number of classes (a one-channel sigmoid model gives
+            ``[1 - p, p]``).
+        """
+        probs = self._run(image, None)
+        if probs.shape[0] == 1 and len(self.classes) == 2:
+            probs = torch.cat([1 - probs, probs])
+        return probs.numpy()
+
+
+def _as_hwc(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or min(image.shape[:2]) < 1:
+        raise UnetkitError(f"image must be (H, W) or (H, W, C) and non-empty; got {image.shape}")
+    return image
+
+
+def _tile_count(size: tuple[int, int], tile: tuple[int, int] | None) -> int:
+    if tile is None:
+        return 1
+    return int(np.prod([-(-n // max(t, 1)) for n, t in zip(size, tile)]))

@@ -1,0 +1,186 @@
+"""Evaluation against hand-computed confusion matrices; model-on-dataset == predict + dirs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unetkit import (
+    DataConfig,
+    PredictConfig,
+    UnetkitError,
+    build_model,
+    make_checkpoint,
+    save_checkpoint,
+)
+from unetkit.cli import main
+from unetkit.infer import Predictor, evaluate_dirs, evaluate_model, predict_paths
+from unetkit.infer.evaluate import select_stems
+
+NAMES = ["bg", "a", "b"]
+
+
+def _save(path: Path, mask: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8)).save(path)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture()
+def three_class_dirs(tmp_path) -> tuple[Path, Path]:
+    """Two images; the ignored gt pixel (255) is predicted as class 2 and must count nowhere."""
+    gt1 = np.array([[0, 0, 1], [1, 2, 255]])
+    pr1 = np.array([[0, 1, 1], [1, 0, 2]])
+    gt2 = np.array([[2, 2], [0, 1]])
+    pr2 = np.array([[2, 0], [0, 1]])
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for name, p, g in (("x", pr1, gt1), ("y", pr2, gt2)):
+        _save(pred / f"{name}.png", p)
+        _save(gt / f"{name}.png", g)
+    _save(pred / "x_color.png", np.zeros((2, 3)))  # predict's extra outputs are not masks
+    return pred, gt
+
+
+def test_three_classes_by_hand(three_class_dirs, tmp_path):
+    pred, gt = three_class_dirs
+    out = tmp_path / "report"
+    metrics = evaluate_dirs(pred, gt, out, class_names=NAMES)
+    # rows = truth, columns = prediction; image x: (0,0) (0,1) (1,1) (1,1) (2,0); image y:
+    # (2,2) (2,0) (0,0) (1,1)
+    expected = np.array([[2, 1, 0], [0, 3, 0], [2, 0, 1]])
+    table = _read_csv(out / "confusion.csv")
+    assert [r["true\\pred"] for r in table] == NAMES
+    assert np.array([[int(r[n]) for n in NAMES] for r in table]).tolist() == expected.tolist()
+    # IoU: bg 2/(2+2+1) = 0.4, a 3/(3+1) = 0.75, b 1/(1+2) = 1/3; accuracy 6/9
+    per_class = metrics["per_class"]
+    assert per_class["bg"]["iou"] == pytest.approx(0.4)
+    assert per_class["a"]["iou"] == pytest.approx(0.75)
+    assert per_class["b"]["iou"] == pytest.approx(1 / 3)
+    assert per_class["b"]["precision"] == pytest.approx(1.0)
+    assert per_class["b"]["recall"] == pytest.approx(1 / 3)
+    assert per_class["a"]["support"] == 3
+    assert metrics["mean_iou"] == pytest.approx((0.4 + 0.75 + 1 / 3) / 3)
+    assert metrics["mean_dice"] == pytest.approx((6 / 7 + 2 / 4) / 2)  # foreground classes
+    assert metrics["pixel_accuracy"] == pytest.approx(6 / 9)
+    assert "adapted_rand_error" not in metrics  # only for two-class tasks
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["mean_iou"] == pytest.approx(metrics["mean_iou"]) and saved["images"] == 2
+    rows = _read_csv(out / "per_image.csv")
+    assert [r["image"] for r in rows] == ["x", "y"]
+    assert float(rows[0]["pixel_accuracy"]) == pytest.approx(3 / 5)
+    assert float(rows[1]["iou_b"]) == pytest.approx(1 / 2)
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_binary_tasks_add_the_isbi_errors(tmp_path):
+    gt = np.zeros((8, 8), np.uint8)
+    gt[4, :] = 1  # a membrane line splits the image into two cells
+    merged = np.zeros((8, 8), np.uint8)  # the membrane missed: one cell
+    _save(tmp_path / "gt" / "good.png", gt)
+    _save(tmp_path / "gt" / "bad.png", gt)
+    _save(tmp_path / "pred" / "good.png", gt)
+    _save(tmp_path / "pred" / "bad.png", merged)
+    metrics = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r", num_classes=2)
+    rows = {r["image"]: r for r in _read_csv(tmp_path / "r" / "per_image.csv")}
+    assert float(rows["good"]["adapted_rand_error"]) == 0.0
+    # gt cells of 32 and 24 px merged into one predicted segment of 56 scored px:
+    # 1 - 2 * (32^2 + 24^2) / ((32^2 + 24^2) + 56^2)
+    bad = 1 - 2 * 1600 / (1600 + 3136)
+    assert float(rows["bad"]["adapted_rand_error"]) == pytest.approx(bad)
+    assert float(rows["bad"]["pixel_error"]) == pytest.approx(8 / 64)
+    assert metrics["pixel_error"] == pytest.approx(8 / 128)
+    assert metrics["adapted_rand_error"] == pytest.approx(bad / 2)
+
+
+def test_class_count_is_inferred_and_bad_values_are_reported(three_class_dirs, tmp_path):
+    pred, gt = three_class_dirs
+    metrics = evaluate_dirs(pred, gt, tmp_path / "r")
+    assert metrics["classes"] == ["0", "1", "2"]
+    with pytest.raises(UnetkitError, match=r"x\.png: mask values 0\.\.2 outside 0\.\.1"):
+        evaluate_dirs(pred, gt, tmp_path / "r2", num_classes=2)
+    with pytest.raises(UnetkitError, match="no masks with the same name"):
+        evaluate_dirs(pred, tmp_path / "r", tmp_path / "r3")
+
+
+def test_split_selection():
+    info = SimpleNamespace(
+        root="d",
+        stems=["a", "b", "c"],
+        split={"val": ["c"], "train": ["a"]},
+        image_files={"a": 1, "b": 2, "c": 3},
+    )
+    assert select_stems(info) == ["c"]
+    assert select_stems(info, "all") == ["a", "b", "c"]
+    assert select_stems(info, "train") == ["a"]
+    with pytest.raises(UnetkitError, match=r"no split 'test' \(known: all, val, train\)"):
+        select_stems(info, "test")
+    assert select_stems(SimpleNamespace(**{**vars(info), "split": None})) == ["a", "b", "c"]
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> tuple[Path, Path]:
+    """An images/ + masks/ folder (3 images) and a tiny 3-class checkpoint."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for i, (h, w) in enumerate([(24, 30), (40, 20), (17, 33)]):
+        _save(root / "images" / f"{i:02d}.png", rng.integers(0, 256, (h, w)))
+        _save(root / "masks" / f"{i:02d}.png", rng.integers(0, 3, (h, w)))
+    (root / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    torch.manual_seed(0)
+    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=3)
+    torch.nn.init.normal_(model.head[0].bias, std=0.1)  # several classes predicted
+    pre = DataConfig(channels=1, size=(32, 32))
+    ckpt = make_checkpoint(model, classes=NAMES, palette=[[0, 0, 0]] * 3, preprocessing=pre)
+    return root, save_checkpoint(ckpt, tmp_path / "m.pt")
+
+
+def test_evaluate_model_equals_predict_then_evaluate_dirs(dataset, tmp_path):
+    root, ckpt = dataset
+    fp32 = PredictConfig(precision="fp32")
+    direct = evaluate_model(ckpt, root, tmp_path / "d", config=fp32, device="cpu", progress=False)
+    predictor = Predictor.from_checkpoint(ckpt, fp32, "cpu")
+    predict_paths(predictor, [root / "images"], tmp_path / "pred", progress=False)
+    via_files = evaluate_dirs(tmp_path / "pred", root / "masks", tmp_path / "r", class_names=NAMES)
+    assert direct["images"] == 3 and direct["split"] == "auto"
+    for key in ("mean_iou", "mean_dice", "pixel_accuracy", "per_class"):
+        assert direct[key] == via_files[key]
+    model, data, cli = str(ckpt), str(root), tmp_path / "cli"
+    assert main(["evaluate", model, data, "-o", str(cli), "--precision", "fp32"]) == 0
+    saved = json.loads((cli / "metrics.json").read_text())
+    assert saved["mean_iou"] == pytest.approx(direct["mean_iou"])
+    pred, gt = str(tmp_path / "pred"), str(root / "masks")
+    assert main(["evaluate", pred, gt, "-o", str(tmp_path / "c2"), "--classes", "bg,a,b"]) == 0
+    assert main(["evaluate", model, data, "-o", str(tmp_path / "x"), "--split", "v"]) == 2
+
+
+ISBI = Path("/work/shared/data/isbi2012")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ISBI / "masks").is_dir(), reason="ISBI 2012 data not available")
+def test_isbi_membrane_masks(tmp_path):
+    """Real membrane masks (crops): a perfect prediction scores 0 errors, a thickened one not."""
+    import cv2
+
+    for stem in ("24", "25"):
+        gt = np.asarray(Image.open(ISBI / "masks" / f"{stem}.png"))[:128, :128]
+        _save(tmp_path / "gt" / f"{stem}.png", gt)
+        _save(tmp_path / "same" / f"{stem}.png", gt)
+        _save(tmp_path / "thick" / f"{stem}.png", cv2.dilate(gt, np.ones((5, 5), np.uint8)))
+    same = evaluate_dirs(tmp_path / "same", tmp_path / "gt", tmp_path / "r1", num_classes=2)
+    assert same["mean_iou"] == 1.0 and same["pixel_error"] == 0.0
+    assert same["adapted_rand_error"] == 0.0
+    thick = evaluate_dirs(tmp_path / "thick", tmp_path / "gt", tmp_path / "r2", num_classes=2)
+    assert 0 < thick["pixel_error"] < 0.5 and thick["adapted_rand_error"] > 0.0
+    assert thick["per_class"]["1"]["recall"] == 1.0  # dilation only adds membrane

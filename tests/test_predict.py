@@ -1,0 +1,307 @@
+"""Predictor and predict_paths: strategies, TTA, thresholds, ONNX, output files, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unetkit import DataConfig, PredictConfig, build_model, make_checkpoint, save_checkpoint
+from unetkit.cli import main
+from unetkit.data.imageio import read_image, read_mask
+from unetkit.data.labelme import load_labelme, rasterize
+from unetkit.infer import Predictor, mask_to_labelme, predict_paths
+from unetkit.infer.backends import cpu_has_native_bf16
+
+CLASSES = ["background", "grey", "white"]
+PALETTE = [[0, 0, 0], [0, 128, 0], [255, 0, 0]]
+LEVELS = (0.1, 0.5, 0.9)  # intensity of each class in the toy images
+NORM = {"mean": (0.5,), "std": (0.25,)}
+
+
+def _intensity_model(out_channels: int = 3):
+    """A tiny U-Net wired by hand to classify pixels by grey level (no training needed).
+
+    Every conv is zero except centre taps that carry ``relu(x)`` and ``relu(-x)`` (x normalised)
+    along the level-0 skip, so the head sees them unchanged: logits ``[2 relu(-x), 1.6,
+    2 relu(x)]``: class 0 below grey 0.3, class 2 above 0.7, class 1 between (binary: one
+    logit ``2 relu(x) - 1.6``).
+    """
+    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=out_channels)
+    state = model.state_dict()
+    for key, value in state.items():
+        if value.dim() == 4 or key.startswith(("ups.", "head.")):  # convs; batch norms kept
+            value.zero_()
+    state["encoders.0.0.weight"][0, 0, 1, 1], state["encoders.0.0.weight"][1, 0, 1, 1] = 1, -1
+    for conv in ("encoders.0.3", "decoders.1.0", "decoders.1.3"):
+        state[f"{conv}.weight"][0, 0, 1, 1] = state[f"{conv}.weight"][1, 1, 1, 1] = 1
+    head = state["head.0.weight"][:, :, 0, 0]
+    if out_channels == 3:
+        head[0, 1], head[2, 0], state["head.0.bias"][1] = 2, 2, 1.6
+    else:
+        head[0, 0], state["head.0.bias"][0] = 2, -1.6
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _truth(image: np.ndarray) -> np.ndarray:
+    """The class of every pixel for ``_intensity_model``."""
+    grey = image.astype(np.float64) / 255
+    return (grey > 0.3).astype(np.int64) + (grey > 0.7)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """Checkpoints of the hand-wired model: random-crop and letterbox trained, and binary."""
+    model = _intensity_model()
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, resize in (("crop", "random-crop"), ("letterbox", "letterbox")):
+        pre = DataConfig(channels=1, resize=resize, size=(32, 32), **NORM)
+        ckpt = make_checkpoint(model, classes=CLASSES, palette=PALETTE, preprocessing=pre)
+        paths[name] = save_checkpoint(ckpt, folder / f"{name}.pt")
+    pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), **NORM)
+    ckpt = make_checkpoint(
+        _intensity_model(1), classes=["background", "white"], palette=PALETTE[::2],
+        preprocessing=pre, task="binary",
+    )  # fmt: skip
+    paths["binary"] = save_checkpoint(ckpt, folder / "binary.pt")
+    return {"model": model, **paths}
+
+
+def _scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A dark image with a white and a grey square: (H, W) uint8 image and its true mask."""
+    mask = np.zeros((h, w), np.int64)
+    mask[h // 8 : h // 2, w // 8 : w // 2] = 2
+    mask[h // 2 + 2 : h - 3, w // 2 + 2 : w - 3] = 1
+    image = np.rint(255 * np.asarray(LEVELS)[mask]).astype(np.uint8)
+    return image, mask
+
+
+def _predictor(path, **cfg) -> Predictor:
+    return Predictor.from_checkpoint(path, PredictConfig(precision="fp32", **cfg), device="cpu")
+
+
+# -- Predictor --------------------------------------------------------------------------------
+def test_full_strategy_is_the_network_itself(trained):
+    """At a legal size ``full`` is softmax(model((x / 255 - mean) / std)), nothing else."""
+    image = np.random.default_rng(0).integers(0, 256, (32, 48), dtype=np.uint8)
+    x = (torch.from_numpy(image).float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        expected = torch.softmax(trained["model"](x[None, None]), 1)[0].numpy()
+    probs = _predictor(trained["crop"], strategy="full").predict_proba(image)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["full", "tile", "letterbox", "resize", "auto"])
+def test_every_strategy_finds_the_squares(trained, strategy):
+    image, truth = _scene(96, 80)
+    predictor = _predictor(trained["crop"], strategy=strategy, tile=(32, 32))
+    mask = predictor.predict(image)
+    assert mask.shape == truth.shape and mask.dtype == np.int64
+    if strategy in ("letterbox", "resize"):  # interpolated twice: square borders may move
+        assert (mask == truth).mean() > 0.97
+    else:
+        np.testing.assert_array_equal(mask, truth)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (31, 45), (70, 130)])
+def test_any_size_gives_masks_and_probabilities_of_that_size(trained, size):
+    grey = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8)
+    predictor = _predictor(trained["crop"])
+    probs, mask = predictor.predict_proba(grey), predictor.predict(grey)
+    assert probs.shape == (3, *size) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(mask, probs.argmax(0))
+    np.testing.assert_array_equal(mask, _truth(grey))
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)  # converted to the model's one channel
+    np.testing.assert_array_equal(predictor.predict(rgb), mask)
+
+
+def test_auto_strategy_follows_the_training_preprocessing(trained):
+    crop = _predictor(trained["crop"])
+    assert [crop.strategy_for(s) for s in [(32, 32), (20, 5), (33, 32), (32, 400)]] == [
+        "full", "full", "tile", "tile",
+    ]  # fmt: skip
+    letterboxed = _predictor(trained["letterbox"])
+    assert {letterboxed.strategy_for(s) for s in [(10, 10), (500, 300)]} == {"letterbox"}
+    fixed = _predictor(trained["crop"], strategy="resize")
+    assert fixed.strategy_for((500, 300)) == "resize"
+
+
+def test_flip_tta_is_the_mean_of_the_flipped_predictions(trained):
+    image = np.random.default_rng(2).integers(0, 256, (32, 48), dtype=np.uint8)
+    plain = _predictor(trained["crop"], strategy="full")
+    expected = np.mean(
+        [
+            plain.predict_proba(image),
+            plain.predict_proba(image[:, ::-1])[:, :, ::-1],
+            plain.predict_proba(image[::-1])[:, ::-1],
+            plain.predict_proba(image[::-1, ::-1])[:, ::-1, ::-1],
+        ],
+        axis=0,
+    )
+    got = _predictor(trained["crop"], strategy="full", tta=True).predict_proba(image)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_binary_models_threshold_the_foreground(trained):
+    image, truth = _scene(64, 64)
+    image[truth == 1] = 26  # no grey square: background and white only
+    predictor = _predictor(trained["binary"])
+    probs = predictor.predict_proba(image)
+    assert probs.shape == (2, 64, 64)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-6)
+    for threshold in (0.2, 0.5, 0.9):
+        predictor.config.threshold = threshold
+        np.testing.assert_array_equal(predictor.predict(image), probs[1] > threshold)
+    predictor.config.threshold = 0.5
+    np.testing.assert_array_equal(predictor.predict(image), truth == 2)
+
+
+def test_onnx_predictor_matches_the_checkpoint(trained, tmp_path):
+    from unetkit.export import export_model
+
+    onnx_path = tmp_path / "model.onnx"
+    export_model(trained["crop"], "onnx", onnx_path)
+    image, _ = _scene(70, 90)
+    config = PredictConfig(strategy="tile", tile=(32, 32))
+    from_onnx = Predictor.from_onnx(onnx_path, config)
+    assert from_onnx.classes == CLASSES and from_onnx.palette == PALETTE
+    reference = _predictor(trained["crop"], strategy="tile", tile=(32, 32)).predict_proba(image)
+    np.testing.assert_allclose(from_onnx.predict_proba(image), reference, atol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="no native bf16 on this CPU")
+def test_bf16_autocast_agrees_with_fp32(trained):
+    image, _ = _scene(64, 64)
+    fast = Predictor.from_checkpoint(trained["crop"], PredictConfig(precision="bf16"), "cpu")
+    assert fast.network.precision == "bf16"
+    assert (fast.predict(image) == _predictor(trained["crop"]).predict(image)).mean() > 0.99
+
+
+# -- labelme polygons -----------------------------------------------------------------------------
+def test_labelme_polygons_round_trip_through_the_labelme_reader(tmp_path):
+    mask = np.zeros((40, 50), np.uint8)
+    mask[2:7, 3:9] = 1  # a 5x6 rectangle
+    yy, xx = np.mgrid[:40, :50]
+    mask[(yy - 25) ** 2 + (xx - 30) ** 2 <= 64] = 2  # a disk of radius 8
+    mask[35, 45] = 1  # one pixel: no polygon (fewer than 3 points)
+    doc = mask_to_labelme(mask, ["bg", "box", "disk"], "../img.png")
+    assert (doc["version"], doc["imageData"], doc["imagePath"]) == ("5.4.1", None, "../img.png")
+    assert (doc["imageHeight"], doc["imageWidth"], doc["flags"]) == (40, 50, {})
+    assert [s["label"] for s in doc["shapes"]] == ["box", "disk"]
+    assert {tuple(p) for p in doc["shapes"][0]["points"]} == {(3, 2), (3, 6), (8, 6), (8, 2)}
+    assert all(s["shape_type"] == "polygon" and s["group_id"] is None for s in doc["shapes"])
+    path = tmp_path / "pred.json"
+    path.write_text(json.dumps(doc))
+    parsed = load_labelme(path)
+    back = rasterize(parsed.shapes, (40, 50), {"box": 1, "disk": 2})
+    expected = mask.copy()
+    expected[35, 45] = 0
+    np.testing.assert_array_equal(back, expected)
+    big_only = mask_to_labelme(mask, ["bg", "box", "disk"], "x.png", min_area=100)
+    assert [s["label"] for s in big_only["shapes"]] == ["disk"]
+
+
+# -- predict_paths and the CLI ---------------------------------------------------------------------
+@pytest.fixture()
+def inputs(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    grey, _ = _scene(40, 50)
+    Image.fromarray(grey).save(folder / "a.png")
+    rgb, _ = _scene(70, 30)
+    Image.fromarray(np.repeat(rgb[:, :, None], 3, axis=2)).save(folder / "b.png")
+    return folder
+
+
+def test_predict_paths_writes_every_output_at_the_input_size(trained, inputs, tmp_path):
+    out = tmp_path / "out"
+    predictor = _predictor(trained["crop"])
+    report = predict_paths(predictor, [inputs], out, save_probs=True, labelme=True, progress=False)
+    assert [p.name for p in report.written] == ["a.png", "b.png"] and not report.failed
+    for name, (h, w) in (("a", (40, 50)), ("b", (70, 30))):
+        image = read_image(inputs / f"{name}.png", channels=1)
+        mask = read_mask(out / f"{name}.png")
+        assert Image.open(out / f"{name}.png").mode == "P"  # palette PNG of class indices
+        np.testing.assert_array_equal(mask, predictor.predict(image))
+        color = np.asarray(Image.open(out / f"{name}_color.png"))
+        np.testing.assert_array_equal(color, np.asarray(PALETTE, np.uint8)[mask])
+        overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
+        assert overlay.shape[0] == h and overlay.shape[1] >= w  # legend strip on the right
+        probs = np.load(out / f"{name}_probs.npy")
+        assert probs.dtype == np.float16 and probs.shape == (3, h, w)
+        assert (probs.argmax(0) == mask).mean() > 0.99
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert (doc["imageHeight"], doc["imageWidth"]) == (h, w)
+        assert (out / doc["imagePath"]).resolve() == (inputs / f"{name}.png").resolve()
+        assert {s["label"] for s in doc["shapes"]} <= set(CLASSES[1:])
+    with open(out / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == ["a.png", "b.png"]
+    first = read_mask(out / "a.png")
+    assert [int(rows[0][f"{c}_pixels"]) for c in CLASSES] == np.bincount(
+        first.ravel(), minlength=3
+    ).tolist()
+    assert rows[0]["classes_present"] == ";".join(
+        c for i, c in enumerate(CLASSES) if (first == i).any()
+    )
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # atomic writes leave no temporary files
+
+
+def test_a_corrupt_input_is_skipped_and_the_rest_finish(trained, inputs, tmp_path, caplog):
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    out = tmp_path / "out"
+    report = predict_paths(_predictor(trained["crop"]), [inputs], out, progress=False)
+    assert [p.name for p, _ in report.failed] == ["broken.png"]
+    assert "broken.png" in report.failed[0][1] and "\n" not in report.failed[0][1]
+    assert (out / "a.png").is_file() and (out / "b_overlay.png").is_file()
+    assert not (out / "broken.png").exists()
+    code = main(["predict", str(trained["crop"]), str(inputs), "-o", str(out), "--no-progress"])
+    assert code == 2
+    (inputs / "broken.png").unlink()
+    pattern, out2 = str(inputs / "*.png"), str(tmp_path / "o2")
+    options = ["--no-progress", "--strategy", "tile", "--tile", "32x48", "--labelme"]
+    code = main(["predict", str(trained["crop"]), pattern, "-o", out2, *options])
+    assert code == 0 and (tmp_path / "o2" / "b.json").is_file()
+
+
+def test_skip_existing_leaves_finished_outputs_alone(trained, inputs, tmp_path):
+    out = tmp_path / "out"
+    predictor = _predictor(trained["crop"])
+    predict_paths(predictor, [inputs / "a.png", inputs / "b.png"], out, progress=False)
+    os.utime(out / "a.png", (1, 1))
+    report = predict_paths(predictor, [inputs], out, skip_existing=True, progress=False)
+    assert [p.name for p in report.skipped] == ["a.png", "b.png"] and not report.written
+    assert os.stat(out / "a.png").st_mtime == 1
+    assert len(report.rows) == 2  # still summarised
+
+
+def test_bad_cli_input_is_one_line_and_exit_2(trained, tmp_path, capsys):
+    model, out = str(trained["crop"]), str(tmp_path / "o")
+    assert main(["predict", model, str(tmp_path / "nothing*.png"), "-o", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no images found" in err and len(err.splitlines()) == 1
+    assert main(["predict", model, str(tmp_path), "-o", out, "--tile", "abc"]) == 2
+    assert "--tile must be N or HxW" in capsys.readouterr().err
+
+
+def test_prediction_never_imports_training():
+    """The checkpoint is the only hand-over: ``unetkit.infer`` works without ``unetkit.train``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, unetkit.infer, unetkit.export; "
+        "print(any(m.startswith('unetkit.train') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
