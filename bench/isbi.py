@@ -28,6 +28,8 @@ from unetkit.metrics import ConfusionMatrix, membrane_rand_error, pixel_error
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi2012"
 VAL = tuple(f"{i:02d}" for i in range(24, 30))
+# the defaults without the photometric changes: flips, rotations, affine, elastic
+GEOMETRIC = AugmentConfig(brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, blur=0.0)
 NO_AUG = AugmentConfig(
     flip=False,
     rot90=False,
@@ -39,6 +41,10 @@ NO_AUG = AugmentConfig(
     noise=0.0,
     blur=0.0,
 )
+
+
+FLIPS = GEOMETRIC.replace(affine=0.0, elastic=0.0)  # flips and 90-degree rotations only
+AUGMENTS = {"default": AugmentConfig(), "geometric": GEOMETRIC, "flips": FLIPS, "none": NO_AUG}
 
 
 def recipe(name: str, args) -> TrainConfig:
@@ -60,47 +66,62 @@ def recipe(name: str, args) -> TrainConfig:
             epochs=10_000,
             val_every=10_000,
         )
-    return TrainConfig(
-        preset=args.preset,
-        model=preset_config(args.preset, base_width=args.base_width),
-        data=DataConfig(channels=1, resize="random-crop", size=(args.patch, args.patch)),
-        augment=AugmentConfig(),
-        loss=args.loss,
-        optimizer="adamw",
-        lr=args.lr,
-        schedule="cosine",
-        warmup_epochs=1,
-        batch_size=args.batch,
+    # the library's defaults (TrainConfig()), with only what the command line changes
+    cfg = TrainConfig(
+        data=DataConfig(channels=1, size=(args.patch, args.patch)),
+        augment=AUGMENTS[args.aug],
         steps_per_epoch=args.steps,
         precision=args.precision,
         epochs=10_000,
         val_every=10_000,
-        weight_map=args.weight_map,
-        weight_map_objects="0",
-        class_weights=None,
     )
+    changes = {
+        k: v
+        for k, v in (
+            ("preset", args.preset),
+            ("lr", args.lr),
+            ("loss", args.loss),
+            ("batch_size", args.batch),
+        )
+        if v is not None
+    }
+    if args.base_width:
+        changes["model"] = preset_config(args.preset or cfg.preset, base_width=args.base_width)
+    if args.weight_map:
+        changes.update(weight_map=True, weight_map_objects="0")  # objects: the cells (class 0)
+    return cfg.replace(**changes)
+
+
+def _probs(model, x: torch.Tensor) -> torch.Tensor:
+    """(1, 2, H, W) class probabilities from a softmax or a one-channel sigmoid model."""
+    out = model.forward_any(x).float()
+    if out.shape[1] == 1:
+        p = out.sigmoid()
+        return torch.cat([1 - p, p], 1)
+    return out.softmax(1)
 
 
 @torch.inference_mode()
-def score(checkpoint: Path, device: str) -> dict:
-    """Membrane metrics of a checkpoint on the validation slices, predicted whole."""
+def score(checkpoint: Path, device: str, tta: bool = False) -> dict:
+    """Membrane metrics of a checkpoint on the validation slices, each predicted whole."""
     model, ckpt = load_model(checkpoint, device)
+    pre = ckpt.preprocessing
     cm = ConfusionMatrix(2)
     rand, perr = [], []
     for stem in VAL:
         image = read_image(DATA / "images" / f"{stem}.png", channels=1)
         gt = read_mask(DATA / "masks" / f"{stem}.png")
-        x = image_to_tensor(image, ckpt.preprocessing)[None].to(device)
-        if ckpt.preprocessing.resize == "resize":
-            h, w = ckpt.preprocessing.size
-            small = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear")
-            out = torch.nn.functional.interpolate(
-                model.forward_any(small).float(), size=gt.shape, mode="bilinear"
-            )
-        else:
-            out = model.forward_any(x).float()
-        pred = (out.sigmoid()[0, 0] > 0.5).long() if out.shape[1] == 1 else out.argmax(1)[0]
-        pred = pred.cpu().numpy()
+        x = image_to_tensor(image, pre)[None].to(device)  # (1, 1, 512, 512)
+        if pre.resize == "resize":  # milesial's recipe: images at half scale
+            x = torch.nn.functional.interpolate(x, size=tuple(pre.size), mode="bilinear")
+        probs = _probs(model, x)
+        if tta:  # flip test-time augmentation: the mean over the 4 flips
+            for dims in ((-1,), (-2,), (-2, -1)):
+                probs += _probs(model, x.flip(dims)).flip(dims)
+            probs /= 4
+        if probs.shape[-2:] != gt.shape:
+            probs = torch.nn.functional.interpolate(probs, size=gt.shape, mode="bilinear")
+        pred = probs.argmax(1)[0].cpu().numpy()
         cm.update(torch.from_numpy(pred), torch.from_numpy(gt))
         rand.append(membrane_rand_error(pred, gt, membrane=1))
         perr.append(pixel_error(pred, gt))
@@ -119,16 +140,18 @@ def main() -> None:
     )
     parser.add_argument("--budget", type=float, default=10.0, help="training minutes")
     parser.add_argument("--recipe", choices=["default", "milesial"], default="default")
-    parser.add_argument("--preset", default="milesial")
-    parser.add_argument("--base-width", type=int, default=16)
+    parser.add_argument("--preset", help="default: TrainConfig's (small)")
+    parser.add_argument("--base-width", type=int)
     parser.add_argument("--patch", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int)
     parser.add_argument("--steps", type=int, default=25, help="steps per epoch")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--loss", default="ce+dice")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--loss")
+    parser.add_argument("--aug", choices=list(AUGMENTS), default="default")
     parser.add_argument("--weight-map", action="store_true")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--tta", action="store_true", help="score with flip TTA as well")
     parser.add_argument("--out", type=Path, help="keep the run folder here")
     parser.add_argument("--json", type=Path, help="also write the result row as JSON")
     args = parser.parse_args()
@@ -148,28 +171,33 @@ def main() -> None:
     state = torch.load(run / "last.pt", weights_only=True)["train_state"]
     images = state["step"] * cfg.batch_size
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
-    result = score(run / "last.pt", device if args.device == "auto" else args.device)
-    row = {
-        "recipe": args.recipe,
-        "precision": state["config"]["precision"],
-        "budget_min": args.budget,
-        "used_min": minutes,
-        "steps": state["step"],
-        "images_per_s": images / (minutes * 60),
-        **result,
-    }
+    device = device if args.device == "auto" else args.device
+    rows = []
+    for tta in (False, True) if args.tta else (False,):
+        rows.append(
+            {
+                "recipe": args.recipe + (" +TTA" if tta else ""),
+                "precision": state["config"]["precision"],
+                "budget_min": args.budget,
+                "used_min": minutes,
+                "steps": state["step"],
+                "images_per_s": images / (minutes * 60),
+                **score(run / "last.pt", device, tta),
+            }
+        )
     print(f"\nISBI 2012, train 00-23, validate 24-29, {args.recipe} recipe, run {run}")
     print(
-        f"{'recipe':<10}{'budget':>8}{'used':>7}{'steps':>7}{'img/s':>7}{'Dice':>8}{'IoU':>8}"
-        f"{'pix err':>9}{'Rand err':>10}"
+        f"{'recipe':<16}{'prec':>6}{'budget':>8}{'used':>7}{'steps':>7}{'img/s':>7}{'Dice':>7}"
+        f"{'IoU':>7}{'pix err':>9}{'Rand err':>10}"
     )
-    print(
-        f"{row['recipe']:<10}{args.budget:>7.0f}m{minutes:>6.1f}m{row['steps']:>7}"
-        f"{row['images_per_s']:>7.1f}{row['dice']:>8.3f}{row['iou']:>8.3f}"
-        f"{row['pixel_error']:>9.4f}{row['rand_error']:>10.4f}"
-    )
+    for row in rows:
+        print(
+            f"{row['recipe']:<16}{row['precision']:>6}{args.budget:>7.0f}m{minutes:>6.1f}m"
+            f"{row['steps']:>7}{row['images_per_s']:>7.1f}{row['dice']:>7.3f}{row['iou']:>7.3f}"
+            f"{row['pixel_error']:>9.4f}{row['rand_error']:>10.4f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps(row, indent=2))
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

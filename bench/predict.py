@@ -79,11 +79,11 @@ def _child(size: int, width: int, depth: int) -> dict:
 
 
 def _throughput(args) -> list[tuple[str, float]]:
-    from unetkit.infer.backends import cpu_has_native_bf16
+    from unetkit.device import cpu_has_bf16
     from unetkit.infer.tiling import plan_image
 
     big, small = _image(args.size), [_image(512)] * args.small
-    precisions = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    precisions = ["fp32"] + (["bf16"] if cpu_has_bf16() else [])
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for precision in precisions:

@@ -21,6 +21,7 @@ PARAM_COUNTS = {
     ("x3", 3, 3): 7_760_475,  # seed 000, TF UNet_3X
     ("avgpool", 3, 3): 5_146_601,
     ("dilated", 3, 2): 31_031_810,  # seed 001
+    ("small", 3, 2): 1_942_594,  # milesial at base width 16 (the default training recipe)
 }
 
 

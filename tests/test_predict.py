@@ -16,8 +16,8 @@ from unetkit import DataConfig, PredictConfig, build_model, make_checkpoint, sav
 from unetkit.cli import main
 from unetkit.data.imageio import read_image, read_mask
 from unetkit.data.labelme import load_labelme, rasterize
+from unetkit.device import cpu_has_bf16
 from unetkit.infer import Predictor, mask_to_labelme, predict_paths
-from unetkit.infer.backends import cpu_has_native_bf16
 
 CLASSES = ["background", "grey", "white"]
 PALETTE = [[0, 0, 0], [0, 128, 0], [255, 0, 0]]
@@ -178,7 +178,7 @@ def test_onnx_predictor_matches_the_checkpoint(trained, tmp_path):
     np.testing.assert_allclose(from_onnx.predict_proba(image), reference, atol=1e-5)
 
 
-@pytest.mark.skipif(not cpu_has_native_bf16(), reason="no native bf16 on this CPU")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="no native bf16 on this CPU")
 def test_bf16_autocast_agrees_with_fp32(trained):
     image, _ = _scene(64, 64)
     fast = Predictor.from_checkpoint(trained["crop"], PredictConfig(precision="bf16"), "cpu")

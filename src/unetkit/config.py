@@ -214,7 +214,13 @@ class DataConfig(_Config):
 
 @dataclass
 class AugmentConfig(_Config):
-    """Joint image + mask augmentation, run on whole batches on the training device."""
+    """Joint image + mask augmentation, run on whole batches on the training device.
+
+    ``affine``, ``elastic`` and ``blur`` are per-image probabilities; ``rotate_deg``, ``scale``
+    and ``shift`` (a fraction of the size) bound the affine transform; ``elastic_sigma`` is the
+    std in pixels of the paper's coarse ``elastic_grid`` x ``elastic_grid`` displacements;
+    ``brightness``, ``contrast``, ``gamma`` and ``noise`` are strengths (0 turns one off).
+    """
 
     flip: bool = True
     rot90: bool = True
@@ -243,7 +249,7 @@ class TrainConfig(_Config):
 
     dataset: str = ""
     run_dir: str = ""
-    preset: str = "milesial"
+    preset: str = "small"
     model: ModelConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -256,12 +262,12 @@ class TrainConfig(_Config):
     w0: float = 10.0
     sigma: float = 5.0
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
     nesterov: bool = False
     schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 1.0
     epochs: int = 50
     batch_size: int = 4
     steps_per_epoch: int = 0

@@ -9,7 +9,6 @@ allocates no PyTorch parameters.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -20,12 +19,11 @@ import torch
 
 from ..checkpoint import load_model
 from ..config import DataConfig, ModelConfig
+from ..device import autocast, resolve_device, resolve_precision
 from ..errors import UnetkitError
 from ..models.unet import UNet
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -61,53 +59,6 @@ class Network:
     precision: str = "fp32"
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given.
-
-    Raises:
-        UnetkitError: CUDA asked for but not available.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UnetkitError(f"device {device} asked for, but CUDA is not available")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA with bf16 (else fp16) and on CPUs with native bf16 (else fp32).
-
-    Raises:
-        UnetkitError: an unknown name, or fp16 on CPU.
-    """
-    if precision not in PRECISIONS:
-        raise UnetkitError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise UnetkitError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    return precision
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX), i.e. fast."""
-    with contextlib.suppress(AttributeError, RuntimeError):
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    return False
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _shape_model(config: ModelConfig) -> UNet:
     with torch.device("meta"):
         return UNet(config).eval()
@@ -126,7 +77,7 @@ def load_torch(
 
     def run(x: torch.Tensor) -> torch.Tensor:
         x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with _autocast(dev, prec):
+        with autocast(dev, prec):
             return model(x).float()
 
     info = ModelInfo(

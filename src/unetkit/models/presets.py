@@ -124,6 +124,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         in_channels=3,
         out_channels=2,
     ),
+    # The default training recipe's model: milesial's topology at a quarter of its width,
+    # chosen on ISBI 2012 for CPU training within minutes (bench/isbi.py).
+    "small": dict(
+        base_width=16,
+        padding="zeros",
+        norm="batch",
+        merge="pad",
+        up="transposed",
+        in_channels=3,
+        out_channels=2,
+    ),
 }
 
 

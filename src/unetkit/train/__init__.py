@@ -1,5 +1,6 @@
 """Training: ``fit(config) -> run folder``."""
 
-from .fit import fit, load_run_config
+from .cli_config import load_run_config
+from .fit import fit
 
 __all__ = ["fit", "load_run_config"]

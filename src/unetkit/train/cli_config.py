@@ -51,8 +51,6 @@ def build_train_config(
     flags = {k.rstrip("_"): v for k, v in flags.items() if v is not None}
     augment_on = flags.pop("augment", True)
     if resume is not None:
-        from .fit import load_run_config
-
         cfg = load_run_config(resume)
         changed = sorted(k for k in flags if k not in RESUMABLE_CHANGES)
         if changed:
@@ -94,3 +92,14 @@ def build_train_config(
     except (ValueError, TypeError) as exc:
         raise UnetkitError(str(exc)) from None
     return cfg
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config saved in a run folder (for ``--resume``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UnetkitError(f"{run_dir}: not a unetkit run folder (no config.json)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise UnetkitError(f"{path}: invalid config ({exc})") from None

@@ -55,13 +55,13 @@ def shutdown_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank if ``flag`` is true on any rank (one all_reduce)."""
+def all_max(value: float, info: DistInfo, device: torch.device) -> float:
+    """The largest value of a float over all ranks (one all_reduce), so ranks agree."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return float(t.item())
 
 
 def all_mean(value: float, info: DistInfo, device: torch.device) -> float:

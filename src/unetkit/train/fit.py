@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -13,22 +12,26 @@ from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data.dataset import SegmentationDataset, describe_dataset
 from ..data.transforms import Augmenter
+from ..device import autocast_dtype, resolve_device, resolve_precision
 from ..errors import UnetkitError
 from ..files import write_text
 from ..models.unet import UNet
 from . import artifacts
-from .distributed import DistInfo, all_mean, any_rank, init_distributed, shutdown_distributed
+from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown_distributed
 from .loop import StepContext, train_one_epoch, validate
-from .losses import border_weight_map, build_loss, inverse_frequency_weights
-from .resolve import resolve_config, resume_differences, split_stems
+from .losses import build_loss
+from .resolve import (
+    class_weights,
+    resolve_config,
+    resume_differences,
+    split_stems,
+    weight_map_fn,
+)
 from .setup import (
-    autocast_dtype,
     build_optimizer,
     build_scheduler,
     epoch_batches,
     keep_large_buffers,
-    resolve_device,
-    resolve_precision,
 )
 
 log = logging.getLogger(__name__)
@@ -117,46 +120,18 @@ class _Trainer:
 
     def _build_data(self) -> None:
         cfg, info = self.cfg, self.info
-        weight_fn = None
-        if cfg.weight_map:
-            objects = cfg.weight_map_objects
-            objects = int(objects) if objects.lstrip("-").isdigit() else objects
-            weights = "balanced" if cfg.class_weights == "balanced" else None
-
-            def weight_fn(mask):
-                return border_weight_map(
-                    mask,
-                    cfg.w0,
-                    cfg.sigma,
-                    objects=objects,
-                    class_weights=weights,
-                    ignore_index=info.ignore_index,
-                )
-
         self.train_set = SegmentationDataset(
-            info, self.train_stems, cfg.data, train=True, weight_fn=weight_fn, seed=cfg.seed
+            info,
+            self.train_stems,
+            cfg.data,
+            train=True,
+            weight_fn=weight_map_fn(cfg, info),
+            seed=cfg.seed,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
         n_global = cfg.batch_size * self.dist.world_size
         self.steps = cfg.steps_per_epoch or max(1, -(-len(self.train_set) // n_global))
-
-    def _class_weights(self):
-        cw = self.cfg.class_weights
-        if cw is None or (cw == "balanced" and self.cfg.weight_map):
-            return None  # the weight map already balances classes
-        if cw == "balanced":
-            if not self.info.class_share:
-                raise UnetkitError(
-                    f"{self.info.root}: class weights 'balanced' need per-class "
-                    "pixel shares (dataset.json)"
-                )
-            return inverse_frequency_weights(self.info.class_share)
-        if isinstance(cw, str):
-            raise UnetkitError(f"class_weights must be 'balanced' or numbers; got {cw!r}")
-        if len(cw) != len(self.cfg.classes):
-            raise UnetkitError(f"{len(cw)} class weights for {len(self.cfg.classes)} classes")
-        return torch.tensor(cw, dtype=torch.float32)
 
     def _build_training(self) -> None:
         cfg, dev = self.cfg, self.device
@@ -172,7 +147,7 @@ class _Trainer:
             ids = [dev.index] if dev.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.train_model = torch.compile(model) if cfg.compile else model
-        cw = self._class_weights()
+        cw = class_weights(cfg, self.info)
         self.loss_fn = build_loss(
             cfg.loss,
             cfg.task,
@@ -181,7 +156,13 @@ class _Trainer:
             cw.to(dev) if cw is not None else None,
         )
         self.optimizer = build_optimizer(cfg, self.net.parameters())
-        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps // cfg.accumulate or 1)
+        self.budget_used = 0.0  # share of the time budget spent, agreed by all ranks
+        self.scheduler = build_scheduler(
+            cfg,
+            self.optimizer,
+            self.steps // cfg.accumulate or 1,
+            (lambda: self.budget_used) if cfg.time_budget > 0 else None,
+        )
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.augment = Augmenter(cfg.augment, self.info.ignore_index)
         self.aug_gen = torch.Generator()
@@ -295,8 +276,11 @@ class _Trainer:
 
     def _out_of_time(self) -> bool:
         budget = self.cfg.time_budget
-        late = budget > 0 and time.monotonic() - self.start_time > budget * 60
-        return any_rank(late, self.dist, self.device) if budget > 0 else False
+        if budget <= 0:
+            return False
+        used = (time.monotonic() - self.start_time) / (budget * 60)
+        self.budget_used = all_max(used, self.dist, self.device)
+        return self.budget_used >= 1.0
 
     def _run_epoch(self) -> bool:
         cfg, epoch = self.cfg, self.epoch + 1
@@ -427,14 +411,3 @@ class _Trainer:
             return False
         self.bad_validations += 1
         return bool(cfg.early_stop) and self.bad_validations >= cfg.early_stop
-
-
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The resolved config saved in a run folder (for ``--resume``)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise UnetkitError(f"{run_dir}: not a unetkit run folder (no config.json)")
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise UnetkitError(f"{path}: invalid config ({exc})") from None

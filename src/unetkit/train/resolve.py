@@ -6,6 +6,8 @@ import logging
 import random
 from typing import Any
 
+import torch
+
 from ..config import TrainConfig
 from ..errors import UnetkitError
 from ..models.presets import PRESETS, preset_config
@@ -98,3 +100,50 @@ def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         if saved.get(key) != current.get(key):
             diffs.append(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}")
     return diffs
+
+
+def weight_map_fn(cfg: TrainConfig, info):
+    """The per-mask weight function for the dataset (the paper's map), or None."""
+    if not cfg.weight_map:
+        return None
+    from .weightmap import border_weight_map
+
+    objects = cfg.weight_map_objects
+    objects = int(objects) if objects.lstrip("-").isdigit() else objects
+    balance = "balanced" if cfg.class_weights == "balanced" else None
+
+    def weight_fn(mask):
+        return border_weight_map(
+            mask,
+            cfg.w0,
+            cfg.sigma,
+            objects=objects,
+            class_weights=balance,
+            ignore_index=info.ignore_index,
+        )
+
+    return weight_fn
+
+
+def class_weights(cfg: TrainConfig, info) -> torch.Tensor | None:
+    """Per-class loss weights: given, ``balanced`` (inverse frequency), or None.
+
+    With the weight map on, ``balanced`` is applied inside the map instead (not twice).
+    """
+    cw = cfg.class_weights
+    if cw is None or (cw == "balanced" and cfg.weight_map):
+        return None
+    if cw == "balanced":
+        if not info.class_share:
+            raise UnetkitError(
+                f"{info.root}: class weights 'balanced' need per-class pixel "
+                "shares (dataset.json from `unetkit prepare`)"
+            )
+        from .losses import inverse_frequency_weights
+
+        return inverse_frequency_weights(info.class_share)
+    if isinstance(cw, str):
+        raise UnetkitError(f"class_weights must be 'balanced' or numbers; got {cw!r}")
+    if len(cw) != len(cfg.classes):
+        raise UnetkitError(f"{len(cw)} class weights for {len(cfg.classes)} classes")
+    return torch.tensor(cw, dtype=torch.float32)

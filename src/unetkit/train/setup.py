@@ -1,4 +1,4 @@
-"""Training set-up: device, precision, allocator, optimiser, learning-rate schedule, sampler."""
+"""Training set-up: allocator, optimiser, learning-rate schedule, batch order."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -17,42 +17,6 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "poly", "plateau")
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local CUDA GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UnetkitError(f"--device {name}: CUDA is not available on this machine")
-    if name == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` picks bf16 where the hardware has it, fp16 on older GPUs, else fp32."""
-    if name not in ("auto", "fp32", "bf16", "fp16"):
-        raise UnetkitError(f"--precision must be auto, fp32, bf16 or fp16; got {name!r}")
-    if name == "fp16" and device.type != "cuda":
-        raise UnetkitError("--precision fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def keep_large_buffers() -> bool:
@@ -96,8 +60,18 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     raise UnetkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
 
 
-def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
-    """A per-step LambdaLR (constant / cosine / poly, with linear warm-up) or ReduceLROnPlateau."""
+def build_scheduler(
+    cfg: TrainConfig,
+    optimizer,
+    steps_per_epoch: int,
+    budget_used: Callable[[], float] | None = None,
+):
+    """A per-step LambdaLR (constant / cosine / poly, with linear warm-up) or ReduceLROnPlateau.
+
+    With a time budget, ``budget_used()`` (the share of the budget spent, the same on every
+    rank) also drives the schedule, so the learning rate anneals by the end of the budget even
+    when ``epochs`` is far away.
+    """
     if cfg.schedule not in SCHEDULES:
         raise UnetkitError(f"schedule must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
     if cfg.schedule == "plateau":
@@ -112,6 +86,8 @@ def build_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
         if step < warm:
             return (step + 1) / warm
         t = min(1.0, (step - warm) / max(1, total - warm))
+        if budget_used is not None:
+            t = min(1.0, max(t, budget_used()))
         if cfg.schedule == "cosine":
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
         if cfg.schedule == "poly":

@@ -1,0 +1,65 @@
+"""Device and precision choices shared by training and prediction."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import UnetkitError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> the (local) CUDA GPU when there is one, else the CPU; others as given.
+
+    Raises:
+        UnetkitError: CUDA asked for but not available.
+    """
+    name = str(name)
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UnetkitError(f"device {name} asked for, but CUDA is not available on this machine")
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 / AMX), i.e. fast."""
+    with contextlib.suppress(AttributeError, RuntimeError):
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA with bf16 (else fp16) and on CPUs with native bf16 (else fp32).
+
+    Raises:
+        UnetkitError: an unknown name, or fp16 on a CPU.
+    """
+    if precision not in PRECISIONS:
+        raise UnetkitError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise UnetkitError("precision fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
+    return precision
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision (None for fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def autocast(device: torch.device, precision: str):
+    """An autocast context for a resolved precision (a no-op for fp32)."""
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
