@@ -235,6 +235,12 @@ def _predict_config(**flags):
         raise UnetkitError(str(exc)) from None
 
 
+def _is_regression(model: Path) -> bool:
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(model).task == "regression"
+
+
 @app.command("predict")
 def predict_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) or exported ONNX file (.onnx)."),
@@ -263,6 +269,17 @@ def predict_cmd(
     cfg = _predict_config(**{k: flags[k] for k in (
         "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "min_area",
         "device", "precision")})  # fmt: skip
+    if model.suffix.lower() != ".onnx" and _is_regression(model):  # restore / x3 models
+        from .infer.restore import Restorer, restore_paths
+
+        restorer = Restorer.from_checkpoint(model, cfg.device, cfg.precision)
+        report = restore_paths(
+            restorer, inputs, out, skip_existing=skip_existing, progress=progress
+        )
+        typer.echo(f"{len(report.written)} restored, {len(report.failed)} failed -> {out}")
+        if report.failed:
+            raise typer.Exit(2)
+        return
     predictor = Predictor.load(model, cfg, cfg.device)
     report = predict_paths(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,

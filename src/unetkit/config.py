@@ -187,7 +187,8 @@ class DataConfig(_Config):
     """How images become tensors; stored in checkpoints as the input preprocessing.
 
     Args:
-        channels: image channels the model expects (1 grey, 3 RGB, N stacks).
+        channels: image channels the model expects (1 grey, 3 RGB, N stacks; 0 = as in the
+            data, resolved when training starts).
         resize: ``letterbox`` (pad to a square, then resize), ``resize`` (stretch),
             ``random-crop`` (train on patches of large images), ``none``.
         size: (height, width) for letterbox / resize; patch size for random-crop.
@@ -197,7 +198,7 @@ class DataConfig(_Config):
         cache: keep decoded images in memory when the dataset fits.
     """
 
-    channels: int = 1
+    channels: int = 0
     resize: str = "random-crop"
     size: tuple[int, int] = (256, 256)
     mean: tuple[float, ...] = (0.0,)

@@ -244,6 +244,30 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
     )  # fmt: skip
 
 
+def describe_images(root: str | os.PathLike) -> DatasetInfo:
+    """An image-only folder (``root/images/`` or ``root`` itself) for image-to-image training.
+
+    The images are their own targets (``restore`` / ``x3``); there are no masks or classes.
+
+    Raises:
+        UnetkitError: a missing folder or one without images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UnetkitError(f"{root}: not a folder")
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    files = {p.stem: p for p in _files(image_dir)}
+    if not files:
+        raise UnetkitError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    channels = read_image(next(iter(files.values()))).shape[2]
+    return DatasetInfo(
+        root=root, layout="images-only", image_dir=image_dir, mask_dir=image_dir, mask_suffix="",
+        stems=sorted(files), classes=["image"], palette=[[0, 0, 0]], ignore_index=255,
+        split=None, class_share=None, channels=int(channels), image_files=files, mask_files={},
+        binary_255=False,
+    )  # fmt: skip
+
+
 def _available_memory() -> int:
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
@@ -330,7 +354,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
             return self._cache[stem]
         path = self.info.image_files[stem]
         image = match_channels(read_image(path), self.config.channels, str(path))
-        mask = read_mask(self.info.mask_files[stem])
+        if stem not in self.info.mask_files:  # image-only data set (image-to-image training)
+            mask = np.zeros(image.shape[:2], np.int64)
+        else:
+            mask = read_mask(self.info.mask_files[stem])
         if image.shape[:2] != mask.shape:
             raise UnetkitError(
                 f"{self.info.mask_files[stem]}: mask is {mask.shape[0]}x{mask.shape[1]} but "

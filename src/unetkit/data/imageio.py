@@ -78,7 +78,7 @@ def match_channels(image: np.ndarray, channels: int | None, name: str = "") -> n
 
     Args:
         image: (H, W, C) array of any dtype.
-        channels: wanted channel count, or None to keep what is there.
+        channels: wanted channel count, or None / 0 to keep what is there.
         name: file name for the error message.
 
     Returns:
@@ -88,7 +88,7 @@ def match_channels(image: np.ndarray, channels: int | None, name: str = "") -> n
         UnetkitError: for any conversion other than 1 -> 3 or 3 -> 1.
     """
     have = image.shape[2]
-    if channels is None or channels == have:
+    if not channels or channels == have:  # None / 0: keep what the file has
         return image
     if have == 1 and channels == 3:
         return np.repeat(image, 3, axis=2)

@@ -10,7 +10,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import TrainConfig
-from ..data.dataset import SegmentationDataset, describe_dataset
+from ..data.dataset import SegmentationDataset, describe_dataset, describe_images
 from ..data.transforms import Augmenter
 from ..device import autocast_dtype, resolve_device, resolve_precision
 from ..errors import UnetkitError
@@ -21,6 +21,7 @@ from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown
 from .loop import StepContext, train_one_epoch, validate
 from .losses import build_loss
 from .resolve import (
+    REGRESSION_PRESETS,
     class_weights,
     resolve_config,
     resume_differences,
@@ -65,7 +66,10 @@ class _Trainer:
         self.dist = dist_info
         self.run_dir = Path(config.run_dir)
         self.resume_state = self._check_run_dir(resume, overwrite)
-        self.info = describe_dataset(config.dataset)
+        regression = config.task == "regression" or (
+            config.task == "auto" and config.preset in REGRESSION_PRESETS
+        )
+        self.info = (describe_images if regression else describe_dataset)(config.dataset)
         self.cfg = cfg = resolve_config(config, self.info)
         self.train_stems, self.val_stems = split_stems(self.info, cfg)
         self.device = resolve_device(cfg.device, dist_info.local_rank)

@@ -208,8 +208,9 @@ def validate(
                 else F.interpolate(image, scale_factor=1 / ctx.input_scale, mode="area")
             )
             with autocast(ctx):
-                out = net.forward_any(inputs)
-            losses.append(float(loss_fn(out.float(), image)))
+                out = net.forward_any(inputs)  # x3: 3 * floor(H / 3) may be < H
+            target = image[..., : out.shape[-2], : out.shape[-1]]
+            losses.append(float(loss_fn(out.float(), target)))
             continue
         with autocast(ctx):
             out = net.forward_any(image)  # (1, K, H, W)

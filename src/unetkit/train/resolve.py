@@ -88,7 +88,12 @@ def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
     mean, std = data.mean, data.std
     if len(mean) not in (1, channels) or len(std) not in (1, channels):
         raise UnetkitError(f"mean/std need 1 or {channels} values; got {mean} / {std}")
-    return cfg.replace(task=task, loss=loss, model=model, data=data, classes=classes)
+    best = cfg.best_metric
+    if task == "regression" and best == TrainConfig.best_metric:
+        best = "val_loss"  # no classes to score: keep the weights with the lowest loss
+    return cfg.replace(
+        task=task, loss=loss, model=model, data=data, classes=classes, best_metric=best
+    )
 
 
 def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
