@@ -342,3 +342,25 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
             assert torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4), k
     hist = list(csv.DictReader((tmp_path / "two" / "history.csv").open()))
     assert len(hist) == 1
+
+
+ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ISBI / "images").is_dir(), reason="../shared/data/isbi2012 not present")
+def test_isbi_real_data_short_run(tmp_path):
+    """The real EM data (images/ + masks/, no classes file): a few cheap steps on 64 px crops."""
+    run = tmp_path / "isbi"
+    args = ["train", str(ISBI), "-o", str(run), "--epochs", "1", "--steps-per-epoch", "2",
+            "--val-stems", "29", *TINY[:6], "--patch-size", "64", "--batch-size", "2",
+            "--device", "cpu", "--weight-map", "--weight-map-objects", "0"]  # fmt: skip
+    assert main(args) == 0
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt.classes == ["background", "class1"]
+    assert ckpt.model_config.in_channels == 1
+    assert (
+        ckpt.train_state["data"]["val"] == ["29"] and len(ckpt.train_state["data"]["train"]) == 29
+    )
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert 0.0 <= float(rows[0]["mean_iou"]) <= 1.0  # scored on the whole 512x512 slice
