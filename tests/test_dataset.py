@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from unetkit.config import DataConfig
-from unetkit.data.dataset import SegmentationDataset, describe_dataset
+from unetkit.data.dataset import SegmentationDataset
+from unetkit.data.layout import describe_dataset
 from unetkit.errors import UnetkitError
 
 ISBI = Path("/work/shared/data/isbi2012")

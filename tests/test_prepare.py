@@ -11,9 +11,10 @@ from PIL import Image
 
 from unetkit.cli import main
 from unetkit.config import DataConfig
-from unetkit.data.dataset import SegmentationDataset, describe_dataset
+from unetkit.data.dataset import SegmentationDataset
 from unetkit.data.imageio import read_image, read_mask
 from unetkit.data.labelme import load_image, load_labelme, rasterize
+from unetkit.data.layout import describe_dataset
 from unetkit.data.prepare import prepare, roi_box
 from unetkit.errors import UnetkitError
 

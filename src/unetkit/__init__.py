@@ -44,7 +44,7 @@ _LAZY = {
     "export_model": ("export", "export_model"),
     "prepare": ("data.prepare", "prepare"),
     "verify": ("data.verify", "verify"),
-    "describe_dataset": ("data.dataset", "describe_dataset"),
+    "describe_dataset": ("data.layout", "describe_dataset"),
     "SegmentationDataset": ("data.dataset", "SegmentationDataset"),
 }
 

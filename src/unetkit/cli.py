@@ -20,7 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="U-Net segmentation: labelme folder -> dataset -> model -> masks, overlays, metrics.",
 )
-_STATE = {"debug": False}
 
 
 @app.callback()
@@ -28,17 +27,12 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
-    _STATE["debug"] = debug
+    del debug  # read by main() before the app runs, so errors in any command honour it
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         stream=sys.stderr,
     )
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,18 +212,11 @@ _STRATEGY_HELP = "auto | full | letterbox | resize | tile"
 
 def _predict_config(**flags):
     """A PredictConfig from CLI flags (``tile`` as 'N' or 'HxW'); None flags keep defaults."""
-    from .config import PredictConfig
+    from .config import PredictConfig, parse_size
 
-    tile = flags.pop("tile", None)
-    if tile:
-        try:
-            parts = [int(p) for p in tile.lower().split("x")]
-        except ValueError:
-            parts = []
-        if len(parts) not in (1, 2) or min(parts) < 1:
-            raise UnetkitError(f"--tile must be N or HxW (e.g. 512 or 512x384); got {tile!r}")
-        flags["tile"] = (parts[0], parts[-1])
     try:
+        if flags.get("tile"):
+            flags["tile"] = parse_size(flags["tile"], "--tile")
         return PredictConfig.from_dict({k: v for k, v in flags.items() if v is not None})
     except ValueError as exc:
         raise UnetkitError(str(exc)) from None
@@ -366,12 +353,13 @@ def demo_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty folder."),
 ) -> None:
     """Make a synthetic labelme dataset, train, evaluate, predict, and write report.html."""
+    from .config import parse_size
     from .demo import run_demo, summary_text
 
     try:
-        h, w = (int(v) for v in large.lower().split("x"))
-    except ValueError:
-        raise UnetkitError(f"--large must look like 1200x1600; got {large!r}") from None
+        h, w = parse_size(large, "--large")
+    except ValueError as exc:
+        raise UnetkitError(str(exc)) from None
     result = run_demo(
         out, n_images=images, budget_s=budget, large=(h, w), seed=seed, overwrite=overwrite
     )

@@ -40,6 +40,17 @@ def _coerce(value: Any, annotation: Any) -> Any:
     return value
 
 
+def parse_size(text: str, name: str = "size") -> tuple[int, int]:
+    """``"512"`` -> (512, 512), ``"512x384"`` -> (512, 384); ``ValueError`` names ``name``."""
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise ValueError(f"{name} must be N or HxW (e.g. 512 or 512x384); got {text!r}")
+    return parts[0], parts[-1]
+
+
 class _Config:
     """Mixin: strict construction from dicts, conversion to plain dicts, pretty printing."""
 

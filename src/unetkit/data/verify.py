@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UnetkitError
-from .dataset import CLASS_FILES, LAYOUTS, find_layout, pair_files, read_class_file
 from .imageio import read_image, read_mask
+from .layout import CLASS_FILES, LAYOUTS, find_layout, pair_files, read_class_file
 
 log = logging.getLogger(__name__)
 

@@ -166,7 +166,7 @@ def evaluate_model(
     Raises:
         UnetkitError: unreadable model or dataset, or a class count that differs.
     """
-    from ..data.dataset import describe_dataset
+    from ..data.layout import describe_dataset
     from .predict import Predictor
 
     predictor = Predictor.load(model, config, device)

@@ -10,7 +10,8 @@ import torch
 
 from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import TrainConfig
-from ..data.dataset import SegmentationDataset, describe_dataset, describe_images
+from ..data.dataset import SegmentationDataset
+from ..data.layout import describe_dataset, describe_images
 from ..data.transforms import Augmenter
 from ..device import autocast_dtype, resolve_device, resolve_precision
 from ..errors import UnetkitError
@@ -22,9 +23,10 @@ from .loop import StepContext, train_one_epoch, validate
 from .losses import build_loss
 from .resolve import (
     REGRESSION_PRESETS,
+    check_resumable,
+    check_run_dir,
     class_weights,
     resolve_config,
-    resume_differences,
     split_stems,
     weight_map_fn,
 )
@@ -65,7 +67,7 @@ class _Trainer:
             raise UnetkitError("training needs a dataset folder and a run folder (-o RUN_DIR)")
         self.dist = dist_info
         self.run_dir = Path(config.run_dir)
-        self.resume_state = self._check_run_dir(resume, overwrite)
+        self.resume_state = check_run_dir(self.run_dir, resume, overwrite)
         regression = config.task == "regression" or (
             config.task == "auto" and config.preset in REGRESSION_PRESETS
         )
@@ -76,7 +78,7 @@ class _Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
         if self.resume_state is not None:
-            self._check_resumable(self.resume_state)
+            check_resumable(self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir)
         if self.device.type == "cpu":
             keep_large_buffers()
         if cfg.deterministic:
@@ -88,35 +90,6 @@ class _Trainer:
         self._build_training()
 
     # -- set-up ----------------------------------------------------------------------------
-    def _check_run_dir(self, resume: bool, overwrite: bool):
-        last = self.run_dir / "last.pt"
-        if resume:
-            if not last.is_file():
-                raise UnetkitError(f"{self.run_dir}: nothing to resume (no last.pt)")
-            state = load_checkpoint(last).train_state
-            if not state:
-                raise UnetkitError(f"{last}: has no training state to resume from")
-            return state
-        if self.run_dir.exists() and any(self.run_dir.iterdir()) and not overwrite:
-            raise UnetkitError(
-                f"{self.run_dir}: run folder is not empty "
-                "(use --resume to continue it or --overwrite to start over)"
-            )
-        return None
-
-    def _check_resumable(self, state: dict) -> None:
-        saved = state["config"]
-        current = self.cfg.to_dict()
-        diffs = resume_differences(saved, current)
-        data = {"classes": list(self.cfg.classes), "train": self.train_stems, "val": self.val_stems}
-        if state.get("data") != data:
-            diffs.append("dataset: classes or image stems differ")
-        if diffs:
-            raise UnetkitError(
-                f"{self.run_dir}: cannot resume with a different dataset or "
-                f"config ({'; '.join(diffs)})"
-            )
-
     def _train_input_size(self) -> tuple[int, int]:
         h, w = self.cfg.data.size
         s = self.cfg.model.scale

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -152,3 +153,40 @@ def class_weights(cfg: TrainConfig, info) -> torch.Tensor | None:
     if len(cw) != len(cfg.classes):
         raise UnetkitError(f"{len(cw)} class weights for {len(cfg.classes)} classes")
     return torch.tensor(cw, dtype=torch.float32)
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
+    """The training state to resume from, or None for a fresh run in an empty folder.
+
+    Raises:
+        UnetkitError: resuming without a checkpoint, or a fresh run in a non-empty folder.
+    """
+    from ..checkpoint import load_checkpoint
+
+    last = run_dir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise UnetkitError(f"{run_dir}: nothing to resume (no last.pt)")
+        state = load_checkpoint(last).train_state
+        if not state:
+            raise UnetkitError(f"{last}: has no training state to resume from")
+        return state
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise UnetkitError(
+            f"{run_dir}: run folder is not empty "
+            "(use --resume to continue it or --overwrite to start over)"
+        )
+    return None
+
+
+def check_resumable(
+    state: dict, cfg: TrainConfig, train: list[str], val: list[str], run_dir: Path
+) -> None:
+    """Refuse to resume with another dataset (classes, stems) or another config."""
+    diffs = resume_differences(state["config"], cfg.to_dict())
+    if state.get("data") != {"classes": list(cfg.classes), "train": train, "val": val}:
+        diffs.append("dataset: classes or image stems differ")
+    if diffs:
+        raise UnetkitError(
+            f"{run_dir}: cannot resume with a different dataset or config ({'; '.join(diffs)})"
+        )
