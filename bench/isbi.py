@@ -30,17 +30,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi201
 VAL = tuple(f"{i:02d}" for i in range(24, 30))
 # the defaults without the photometric changes: flips, rotations, affine, elastic
 GEOMETRIC = AugmentConfig(brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, blur=0.0)
-NO_AUG = AugmentConfig(
-    flip=False,
-    rot90=False,
-    affine=0.0,
-    elastic=0.0,
-    brightness=0.0,
-    contrast=0.0,
-    gamma=0.0,
-    noise=0.0,
-    blur=0.0,
-)
+NO_AUG = AugmentConfig.none()
 
 
 FLIPS = GEOMETRIC.replace(affine=0.0, elastic=0.0)  # flips and 90-degree rotations only

@@ -28,7 +28,10 @@ def _coerce(value: Any, annotation: Any) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0]) if len(args) == 1 else value
+        for arg in args:  # the first member the value fits (lists fit tuples, dicts configs)
+            if _fits(value, arg):
+                return _coerce(value, arg)
+        return value
     if origin is tuple and isinstance(value, (list, tuple)):
         args = typing.get_args(annotation)
         item = args[0] if args else Any
@@ -49,6 +52,14 @@ def parse_size(text: str, name: str = "size") -> tuple[int, int]:
     if len(parts) not in (1, 2) or min(parts) < 1:
         raise ValueError(f"{name} must be N or HxW (e.g. 512 or 512x384); got {text!r}")
     return parts[0], parts[-1]
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    if typing.get_origin(annotation) is tuple:
+        return isinstance(value, (list, tuple))
+    if isinstance(annotation, type) and issubclass(annotation, _Config):
+        return isinstance(value, dict)
+    return isinstance(annotation, type) and isinstance(value, annotation)
 
 
 class _Config:
@@ -248,6 +259,12 @@ class AugmentConfig(_Config):
     gamma: float = 0.1
     noise: float = 0.02
     blur: float = 0.1
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """Every augmentation off (``unetkit train --no-augment``)."""
+        return cls(flip=False, rot90=False, affine=0.0, elastic=0.0, brightness=0.0,
+                   contrast=0.0, gamma=0.0, noise=0.0, blur=0.0)  # fmt: skip
 
 
 @dataclass

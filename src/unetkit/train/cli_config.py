@@ -13,17 +13,6 @@ from .resolve import RESUMABLE_CHANGES
 
 _DATA_FLAGS = ("resize",)
 _MODEL_FLAGS = ("base_width", "depth")
-_NO_AUGMENT = dict(
-    flip=False,
-    rot90=False,
-    affine=0.0,
-    elastic=0.0,
-    brightness=0.0,
-    contrast=0.0,
-    gamma=0.0,
-    noise=0.0,
-    blur=0.0,
-)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -88,7 +77,7 @@ def build_train_config(
         if model:
             cfg = cfg.replace(model=(cfg.model or preset_config(cfg.preset)).replace(**model))
         if not augment_on:
-            cfg = cfg.replace(augment=AugmentConfig(**_NO_AUGMENT))
+            cfg = cfg.replace(augment=AugmentConfig.none())
     except (ValueError, TypeError) as exc:
         raise UnetkitError(str(exc)) from None
     return cfg
