@@ -222,12 +222,6 @@ def _predict_config(**flags):
         raise UnetkitError(str(exc)) from None
 
 
-def _is_regression(model: Path) -> bool:
-    from .checkpoint import load_checkpoint
-
-    return load_checkpoint(model).task == "regression"
-
-
 @app.command("predict")
 def predict_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) or exported ONNX file (.onnx)."),
@@ -256,7 +250,9 @@ def predict_cmd(
     cfg = _predict_config(**{k: flags[k] for k in (
         "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "min_area",
         "device", "precision")})  # fmt: skip
-    if model.suffix.lower() != ".onnx" and _is_regression(model):  # restore / x3 models
+    from .checkpoint import load_checkpoint
+
+    if model.suffix.lower() != ".onnx" and load_checkpoint(model).task == "regression":
         from .infer.restore import Restorer, restore_paths
 
         restorer = Restorer.from_checkpoint(model, cfg.device, cfg.precision)

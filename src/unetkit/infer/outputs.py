@@ -46,6 +46,13 @@ class PredictReport:
     rows: list[dict] = field(default_factory=list)
 
 
+def record_failure(report: PredictReport, path: Path, exc: Exception) -> None:
+    """Log a bad input in one line naming it, and add it to ``report.failed``."""
+    message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    log.error("skipped %s", message)
+    report.failed.append((path, message))
+
+
 def collect_inputs(inputs: list[str | os.PathLike], exclude: Path | None = None) -> list[Path]:
     """Image files named by ``inputs``: files, folders (their images, not recursive), globs.
 
@@ -253,9 +260,7 @@ def predict_paths(
                 mask = _predict_one(predictor, path, out, options)
                 report.written.append(path)
         except (UnetkitError, OSError, ValueError) as exc:
-            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-            log.error("skipped %s", message)
-            report.failed.append((path, message))
+            record_failure(report, path, exc)
             continue
         report.rows.append(summary_row(path.name, mask, predictor.classes))
     write_summary(out / "summary.csv", report.rows, predictor.classes)

@@ -19,7 +19,7 @@ from ..checkpoint import Checkpoint, load_model
 from ..data.imageio import image_to_tensor, read_image, write_image
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import UnetkitError
-from .outputs import PredictReport, collect_inputs
+from .outputs import PredictReport, collect_inputs, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,7 @@ def restore_paths(
         try:
             write_image(target, restorer.restore(read_image(path, channels=channels)))
         except (UnetkitError, OSError, ValueError) as exc:
-            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-            log.error("skipped %s", message)
-            report.failed.append((path, message))
+            record_failure(report, path, exc)
             continue
         report.written.append(path)
     return report
