@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unetkit import TrainConfig, fit, load_model, preset_config
+from unetkit import PredictConfig, Predictor, TrainConfig, fit, load_checkpoint, preset_config
 from unetkit.config import AugmentConfig, DataConfig
-from unetkit.data.imageio import image_to_tensor, read_image, read_mask
+from unetkit.data.imageio import read_image, read_mask
 from unetkit.metrics import ConfusionMatrix, membrane_rand_error, pixel_error
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isbi2012"
@@ -82,36 +82,22 @@ def recipe(name: str, args) -> TrainConfig:
     return cfg.replace(**changes)
 
 
-def _probs(model, x: torch.Tensor) -> torch.Tensor:
-    """(1, 2, H, W) class probabilities from a softmax or a one-channel sigmoid model."""
-    out = model.forward_any(x).float()
-    if out.shape[1] == 1:
-        p = out.sigmoid()
-        return torch.cat([1 - p, p], 1)
-    return out.softmax(1)
-
-
-@torch.inference_mode()
 def score(checkpoint: Path, device: str, tta: bool = False) -> dict:
-    """Membrane metrics of a checkpoint on the validation slices, each predicted whole."""
-    model, ckpt = load_model(checkpoint, device)
-    pre = ckpt.preprocessing
+    """Membrane metrics of a checkpoint on the validation slices, each predicted whole.
+
+    Uses unetkit's own ``Predictor`` in fp32: the ``full`` strategy (no tiling), or the
+    model's own resizing for a model trained on resized images (milesial's recipe).
+    """
+    pre = load_checkpoint(checkpoint).preprocessing
+    strategy = pre.resize if pre.resize in ("resize", "letterbox") else "full"
+    config = PredictConfig(strategy=strategy, tta=tta, precision="fp32")
+    predictor = Predictor.from_checkpoint(checkpoint, config, device)
     cm = ConfusionMatrix(2)
     rand, perr = [], []
     for stem in VAL:
-        image = read_image(DATA / "images" / f"{stem}.png", channels=1)
         gt = read_mask(DATA / "masks" / f"{stem}.png")
-        x = image_to_tensor(image, pre)[None].to(device)  # (1, 1, 512, 512)
-        if pre.resize == "resize":  # milesial's recipe: images at half scale
-            x = torch.nn.functional.interpolate(x, size=tuple(pre.size), mode="bilinear")
-        probs = _probs(model, x)
-        if tta:  # flip test-time augmentation: the mean over the 4 flips
-            for dims in ((-1,), (-2,), (-2, -1)):
-                probs += _probs(model, x.flip(dims)).flip(dims)
-            probs /= 4
-        if probs.shape[-2:] != gt.shape:
-            probs = torch.nn.functional.interpolate(probs, size=gt.shape, mode="bilinear")
-        pred = probs.argmax(1)[0].cpu().numpy()
+        probs = predictor.predict_proba(read_image(DATA / "images" / f"{stem}.png", channels=1))
+        pred = probs.argmax(0)  # (H, W)
         cm.update(torch.from_numpy(pred), torch.from_numpy(gt))
         rand.append(membrane_rand_error(pred, gt, membrane=1))
         perr.append(pixel_error(pred, gt))

@@ -13,7 +13,7 @@ from ..config import TrainConfig
 from ..data.dataset import SegmentationDataset
 from ..data.layout import describe_dataset, describe_images
 from ..data.transforms import Augmenter
-from ..device import autocast_dtype, resolve_device, resolve_precision
+from ..device import resolve_device, resolve_precision
 from ..errors import UnetkitError
 from ..files import write_text
 from ..models.unet import UNet
@@ -145,7 +145,7 @@ class _Trainer:
         self.aug_gen = torch.Generator()
         self.ctx = StepContext(
             dev,
-            autocast_dtype(self.precision),
+            self.precision,
             cfg.channels_last,
             cfg.task,
             cfg.accumulate,

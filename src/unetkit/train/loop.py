@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..device import autocast
 from ..errors import UnetkitError
 from ..metrics import ConfusionMatrix
 
@@ -25,7 +26,7 @@ class StepContext:
     """What a training step needs besides the model and the batch."""
 
     device: torch.device
-    amp_dtype: torch.dtype | None
+    precision: str  # resolved: fp32 | bf16 | fp16
     channels_last: bool
     task: str
     accumulate: int = 1
@@ -38,12 +39,6 @@ def center_crop(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h, w = t.shape[-2:]
     top, left = (h - size[0]) // 2, (w - size[1]) // 2
     return t[..., top : top + size[0], left : left + size[1]]
-
-
-def autocast(ctx: StepContext):
-    if ctx.amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(ctx.device.type, dtype=ctx.amp_dtype)
 
 
 def prepare_batch(
@@ -110,7 +105,7 @@ def train_one_epoch(
         sync = (i + 1) % ctx.accumulate == 0 or i + 1 == total_steps
         no_sync = getattr(model, "no_sync", None)
         with no_sync() if no_sync is not None and not sync else contextlib.nullcontext():
-            with autocast(ctx):
+            with autocast(ctx.device, ctx.precision):
                 out = model(inputs)  # (B, K, h, w): smaller than the input for valid padding
             if ctx.task != "regression" and out.shape[-2:] != target.shape[-2:]:
                 target = center_crop(target, out.shape[-2:])
@@ -207,12 +202,12 @@ def validate(
                 if ctx.input_scale == 1
                 else F.interpolate(image, scale_factor=1 / ctx.input_scale, mode="area")
             )
-            with autocast(ctx):
+            with autocast(ctx.device, ctx.precision):
                 out = net.forward_any(inputs)  # x3: 3 * floor(H / 3) may be < H
             target = image[..., : out.shape[-2], : out.shape[-1]]
             losses.append(float(loss_fn(out.float(), target)))
             continue
-        with autocast(ctx):
+        with autocast(ctx.device, ctx.precision):
             out = net.forward_any(image)  # (1, K, H, W)
         losses.append(float(loss_fn(out.float(), mask)))
         pred = predict_classes(net, out, ctx.task)
