@@ -320,8 +320,7 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "29533",
+            "--standalone",  # a free rendezvous port: no clash with other runs
             "-m",
             "unetkit",
             "train",
