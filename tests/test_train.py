@@ -154,9 +154,9 @@ def test_resume_needs_a_checkpoint_and_the_same_config(dataset, tmp_path, capsys
     )
     assert main(["train", str(dataset), "--resume", str(run), "--lr", "0.5"]) == 2
     assert "cannot change in a resumed run: lr" in capsys.readouterr().err
-    other = make_dataset(tmp_path / "other", n=5)
+    other = make_dataset(tmp_path / "other", n=7)
     assert main(["train", str(other), "--resume", str(run)]) == 2
-    assert "was trained on" in capsys.readouterr().err
+    assert "classes or image stems differ" in capsys.readouterr().err
     (run / "last.pt").unlink()
     assert main(["train", str(dataset), "--resume", str(run)]) == 2
     assert "nothing to resume" in capsys.readouterr().err
@@ -274,7 +274,7 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
         "--steps-per-epoch",
         "3",
         "--val-stems",
-        "05",
+        "03,04,05",
         "--no-augment",
         "--loss",
         "ce",
@@ -341,6 +341,36 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
             assert torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4), k
     hist = list(csv.DictReader((tmp_path / "two" / "history.csv").open()))
     assert len(hist) == 1
+    _assert_validation_is_of_every_rank(dataset, tmp_path / "two", tmp_path / "check")
+
+
+def _assert_validation_is_of_every_rank(dataset: Path, run: Path, out: Path) -> None:
+    """The validation metrics a DDP run logs are those of all its val images, not rank 0's."""
+    from unetkit import PredictConfig
+    from unetkit.infer import evaluate_model
+
+    row = list(csv.DictReader((run / "history.csv").open()))[-1]
+    cfg = PredictConfig(strategy="full", precision="fp32", device="cpu")
+    whole = evaluate_model(run / "last.pt", dataset, out, "all", cfg, progress=False)
+    with_val = evaluate_model(run / "last.pt", dataset, out, config=cfg, progress=False)
+    assert with_val["stems"] == ["03", "04", "05"]
+    assert float(row["mean_iou"]) == pytest.approx(with_val["mean_iou"], abs=1e-6)
+    assert whole["images"] == 6
+
+
+@pytest.mark.slow
+def test_ddp_validation_with_batch_norm_and_augmentation_covers_every_rank(dataset, tmp_path):
+    """Two gloo ranks with BatchNorm and augmentation on: each validates its half of the val
+    images; the logged metrics must be those of the whole confusion matrix (all-reduced)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         "-m", "unetkit", "train", str(dataset), "--epochs", "1", "--steps-per-epoch", "2",
+         "--val-stems", "03,04,05", *TINY, "-o", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    _assert_validation_is_of_every_rank(dataset, tmp_path / "two", tmp_path / "check")
 
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
@@ -363,3 +393,142 @@ def test_isbi_real_data_short_run(tmp_path):
     )
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert 0.0 <= float(rows[0]["mean_iou"]) <= 1.0  # scored on the whole 512x512 slice
+
+
+# -- issue 9: trust ---------------------------------------------------------------------------
+def _tiny_run(dataset: Path, run: Path, *extra: str) -> int:
+    return main(
+        [
+            "train",
+            str(dataset),
+            "-o",
+            str(run),
+            "--epochs",
+            "1",
+            "--val-stems",
+            "05",
+            "--steps-per-epoch",
+            "1",
+            *TINY,
+            *extra,
+        ]
+    )
+
+
+def test_resume_of_a_moved_run_writes_only_into_the_given_folder(dataset, tmp_path, capsys):
+    """Bug 9.3: config.json stores the absolute run_dir and dataset; a copied run folder and
+    moved data must resume in place, never in the original folder."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    old = tmp_path / "old"
+    assert _tiny_run(data, old) == 0
+    before = {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()}
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    moved = tmp_path / "moved-data"
+    data.rename(moved)
+    capsys.readouterr()
+    assert main(["train", str(moved), "--resume", str(new), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert str(old) not in err
+    assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == before
+    assert load_checkpoint(new / "last.pt").train_state["epoch"] == 2
+    saved = load_checkpoint(new / "last.pt").train_state["config"]
+    assert Path(saved["run_dir"]) == new and Path(saved["dataset"]) == moved
+
+
+def test_resume_refuses_flags_it_would_drop(dataset, tmp_path, capsys):
+    """Bug 9.10: --resume --no-augment was silently dropped."""
+    run = tmp_path / "run"
+    assert _tiny_run(dataset, run) == 0
+    capsys.readouterr()
+    assert main(["train", str(dataset), "--resume", str(run), "--no-augment"]) == 2
+    assert "augment" in capsys.readouterr().err
+
+
+def test_failed_start_leaves_no_run_folder_behind(dataset, tmp_path, capsys):
+    """Bug 9.9: a bad mask found late left RUN_DIR/config.json, blocking the retry."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    bad = np.zeros((40, 40), np.uint8)
+    bad[5:9, 5:9] = 7  # a value outside the 3 classes of the classes file
+    (data / "classes.txt").write_text("background\nsquare\ndisc\n")
+    Image.fromarray(bad).save(data / "masks" / "03.png")
+    run = tmp_path / "run"
+    assert _tiny_run(data, run) == 2
+    err = capsys.readouterr().err
+    assert "03.png" in err and "Traceback" not in err
+    assert not run.exists() or not any(run.iterdir())
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(data / "masks" / "03.png")
+    assert _tiny_run(data, run) == 0  # the retry is not refused
+
+
+def test_failure_after_start_removes_what_a_fresh_run_wrote(dataset, tmp_path, monkeypatch):
+    fit_module = importlib.import_module("unetkit.train.fit")
+
+    def boom(*a, **kw):
+        raise UnetkitError("simulated failure in the first epoch")
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", boom)
+    run = tmp_path / "run"
+    with pytest.raises(UnetkitError, match="simulated"):
+        unetkit.fit(_config(dataset, run))
+    assert not run.exists() or not any(run.iterdir())
+
+
+def test_time_budget_with_accumulation_stops_only_at_optimizer_steps(dataset, tmp_path):
+    """Bug 9.5: a budget stop between micro-steps lost the partial gradients on resume."""
+    full = unetkit.fit(_config(dataset, tmp_path / "full", accumulate=2, steps_per_epoch=4))
+    cut = _config(dataset, tmp_path / "cut", accumulate=2, steps_per_epoch=4, time_budget=1e-6)
+    unetkit.fit(cut)
+    state = load_checkpoint(tmp_path / "cut" / "last.pt").train_state
+    assert state["step_in_epoch"] % 2 == 0, state["step_in_epoch"]
+    unetkit.fit(cut.replace(time_budget=0.0), resume=True)
+    _assert_bitwise_equal(full / "last.pt", tmp_path / "cut" / "last.pt")
+
+
+def test_checkpoints_record_the_split_they_were_trained_with(dataset, tmp_path):
+    """Bug 9.8 (training side): best.pt and last.pt both record train / val stems."""
+    unetkit.fit(_config(dataset, tmp_path / "run", epochs=1))
+    for name in ("best.pt", "last.pt"):
+        data = load_checkpoint(tmp_path / "run" / name).train_state["data"]
+        assert data["val"] == ["05"] and data["train"] == ["00", "01", "02", "03", "04"], name
+
+
+def test_ddp_on_gpus_uses_nccl_when_the_device_is_auto(monkeypatch):
+    """Bug 9.6: the backend was chosen from the device *string*, so 'auto' gave gloo."""
+    from unetkit.train import distributed
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda i: seen.update(gpu=i))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(
+        distributed.dist, "init_process_group", lambda backend, **kw: seen.update(backend=backend)
+    )
+    info = distributed.init_distributed("auto")
+    assert (seen["backend"], seen["gpu"], info.world_size) == ("nccl", 1, 2)
+    seen.clear()
+    distributed.init_distributed("cpu")
+    assert seen["backend"] == "gloo"
+
+
+def test_a_start_killed_before_its_first_checkpoint_can_be_retried(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # what a SIGKILL before the first last.pt leaves
+    assert main(["train", str(dataset), "--resume", str(run)]) == 2
+    assert "run it again without --resume" in capsys.readouterr().err
+    assert _tiny_run(dataset, run) == 0
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "config.json").write_text("{}")
+    (tmp_path / "user" / "notes.txt").write_text("mine")  # not only unetkit's files: refused
+    assert _tiny_run(dataset, tmp_path / "user") == 2
+    assert "not empty" in capsys.readouterr().err

@@ -38,17 +38,20 @@ def build_train_config(
         UnetkitError: unreadable config, unknown keys, flags a resumed run cannot change.
     """
     flags = {k.rstrip("_"): v for k, v in flags.items() if v is not None}
-    augment_on = flags.pop("augment", True)
+    augment_on = flags.pop("augment", None)
     if resume is not None:
         cfg = load_run_config(resume)
         changed = sorted(k for k in flags if k not in RESUMABLE_CHANGES)
+        if augment_on is not None:
+            changed.append("augment" if augment_on else "no-augment")
         if changed:
             raise UnetkitError(
                 f"--resume: these settings cannot change in a resumed run: {', '.join(changed)}"
             )
-        if Path(cfg.dataset).resolve() != Path(dataset).resolve():
-            raise UnetkitError(f"--resume: {resume} was trained on {cfg.dataset}, not {dataset}")
-        return cfg.replace(**flags)
+        # the folder given is the run, and the data given is the data: never follow the
+        # stored paths (the run or the data may have been moved); fit() checks that the data
+        # is the same (classes and image stems) before it resumes
+        return cfg.replace(**flags, run_dir=str(resume), dataset=str(dataset))
     if out is None:
         raise UnetkitError("train needs a run folder: -o RUN_DIR")
     base = _read_json(config_file) if config_file else {}
@@ -76,7 +79,7 @@ def build_train_config(
             cfg = cfg.replace(data=cfg.data.replace(**data))
         if model:
             cfg = cfg.replace(model=(cfg.model or preset_config(cfg.preset)).replace(**model))
-        if not augment_on:
+        if augment_on is False:
             cfg = cfg.replace(augment=AugmentConfig.none())
     except (ValueError, TypeError) as exc:
         raise UnetkitError(str(exc)) from None

@@ -41,7 +41,9 @@ def init_distributed(device: str) -> DistInfo:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
+        # resolve "auto" first: on GPUs it means CUDA, and CUDA ranks talk over NCCL
+        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        backend = "nccl" if cuda else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))

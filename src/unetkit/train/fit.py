@@ -26,6 +26,7 @@ from .resolve import (
     check_resumable,
     check_run_dir,
     class_weights,
+    discard_failed_start,
     resolve_config,
     split_stems,
     weight_map_fn,
@@ -87,6 +88,9 @@ class _Trainer:
         self.model = UNet(cfg.model)
         self.model.check_input(self._train_input_size())
         self._build_data()
+        if self.dist.is_main:  # every input checked before the run folder is touched
+            self.train_set.check_all()
+            self.val_set.check_all()
         self._build_training()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -168,17 +172,18 @@ class _Trainer:
             "best_value": self.best_value,
             "best_epoch": self.best_epoch,
             "metrics": self.history[-1] if self.history else {},
+            # the split this model was trained with: `evaluate` scores only its val images
+            "data": {
+                "classes": list(self.cfg.classes),
+                "train": self.train_stems,
+                "val": self.val_stems,
+            },
         }
         if not full:
             return state
         state.update(
             {
                 "config": self.cfg.to_dict(),
-                "data": {
-                    "classes": list(self.cfg.classes),
-                    "train": self.train_stems,
-                    "val": self.val_stems,
-                },
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -225,6 +230,16 @@ class _Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> Path:
+        try:
+            return self._run()
+        except BaseException:
+            # a fresh run that fails before its first checkpoint leaves no folder that is
+            # neither resumable nor empty (the retry would be refused)
+            if self.dist.is_main and self.resume_state is None:
+                discard_failed_start(self.run_dir)
+            raise
+
+    def _run(self) -> Path:
         cfg = self.cfg
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,8 @@ def train_one_epoch(
         bar.update(1)
         if on_step is not None:
             on_step(i + 1)
-        if stop is not None and i + 1 < total_steps and stop():
+        # stop only after an optimizer step: partial accumulated gradients are not saved
+        if sync and stop is not None and i + 1 < total_steps and stop():
             stopped = True
             break
     bar.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from pathlib import Path
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 REGRESSION_PRESETS = ("restore", "x3")
 # settings a resumed run may change; anything else must match the run being resumed
 RESUMABLE_CHANGES = (
+    "dataset",  # where the run and its data are now (the data itself is checked by stems)
+    "run_dir",
     "epochs",
     "time_budget",
     "device",
@@ -166,11 +169,20 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     last = run_dir / "last.pt"
     if resume:
         if not last.is_file():
-            raise UnetkitError(f"{run_dir}: nothing to resume (no last.pt)")
+            hint = (
+                ": its first start stopped before the first checkpoint; run it again without "
+                "--resume"
+                if failed_start(run_dir)
+                else ""
+            )
+            raise UnetkitError(f"{run_dir}: nothing to resume (no last.pt){hint}")
         state = load_checkpoint(last).train_state
         if not state:
             raise UnetkitError(f"{last}: has no training state to resume from")
         return state
+    if failed_start(run_dir):  # e.g. killed before its first checkpoint
+        log.info("%s: an earlier start left no checkpoint; starting again", run_dir)
+        discard_failed_start(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise UnetkitError(
             f"{run_dir}: run folder is not empty "
@@ -190,3 +202,35 @@ def check_resumable(
         raise UnetkitError(
             f"{run_dir}: cannot resume with a different dataset or config ({'; '.join(diffs)})"
         )
+
+
+# what a run writes before its first last.pt; nothing else is ever removed
+_START_FILES = ("config.json", "history.csv", "curves.png", "best.pt")
+_START_DIRS = ("panels", "tensorboard")
+
+
+def failed_start(run_dir: Path) -> bool:
+    """A folder holding only what a run writes before its first ``last.pt`` (a failed start)."""
+    if not run_dir.is_dir() or (run_dir / "last.pt").exists():
+        return False
+    names = {p.name for p in run_dir.iterdir() if not p.name.startswith(".")}
+    return "config.json" in names and names <= set(_START_FILES) | set(_START_DIRS)
+
+
+def discard_failed_start(run_dir: Path) -> None:
+    """Remove what a fresh run wrote when it stopped before its first ``last.pt``.
+
+    Only unetkit's own start files are removed, and the folder too when it is then empty; a
+    folder with a ``last.pt`` is never touched.
+    """
+    import shutil
+
+    if not run_dir.is_dir() or (run_dir / "last.pt").exists():
+        return
+    for name in _START_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in _START_DIRS:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only when empty
