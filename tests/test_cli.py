@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 from unetkit import DataConfig, build_model
 from unetkit.checkpoint import make_checkpoint, save_checkpoint
 from unetkit.cli import main
+from unetkit.errors import UnetkitError
 
 
 def test_models_table(capsys):
@@ -69,3 +73,112 @@ def test_import_has_no_side_effects():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def _one_error_line(err: str) -> str:
+    """The single stderr line of a user error (no traceback, no exception class name)."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Error:" not in lines[0], err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--preset", "paper", "--patch-size", "256"], ["--patch-size 256", "252 or 268"]),
+        (["--lr", "-1"], ["--lr", "lr must be > 0; got -1.0"]),
+        (["--momentum", "2"], ["--momentum", "momentum must be in [0, 1); got 2.0"]),
+        (["--time-budget", "-5"], ["--time-budget", ">= 0"]),
+        (["--clip-grad", "-1"], ["--clip-grad", ">= 0"]),
+        (["--optimizer", "adamx"], ["--optimizer", "adam, adamw, sgd, rmsprop"]),
+        (["--schedule", "step"], ["--schedule", "constant, cosine, poly, plateau"]),
+        (["--precision", "fp8"], ["--precision", "auto, fp32, bf16, fp16"]),
+        (["--resize", "crop"], ["--resize", "letterbox"]),
+        (["--epochs", "0"], ["--epochs", ">= 1"]),
+        (["--depth", "-1"], ["--depth", "depth must be positive"]),
+    ],
+)
+def test_bad_train_flags_are_one_line_naming_the_flag_exit_2(
+    prepared_dataset, tmp_path, capsys, flags, expected
+):
+    run = tmp_path / "run"
+    assert main(["train", str(prepared_dataset), "-o", str(run), *flags]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    for text in expected:
+        assert text in line
+    assert not run.exists()  # refused before anything was written
+
+
+def test_illegal_default_size_names_patch_size(prepared_dataset, tmp_path, capsys):
+    assert (
+        main(["train", str(prepared_dataset), "-o", str(tmp_path / "r"), "--preset", "paper"]) == 2
+    )
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--patch-size" in line and "256x256" in line and "252 or 268" in line
+
+
+def test_images_of_an_illegal_size_are_a_user_error(prepared_dataset, tmp_path, capsys):
+    """--resize none trains on the images as they are: 64x80 is too small for this U-Net."""
+    flags = ["--preset", "paper", "--depth", "3", "--base-width", "4", "--patch-size", "92"]
+    argv = ["train", str(prepared_dataset), "-o", str(tmp_path / "r"), "--resize", "none"]
+    assert main([*argv, *flags, "--epochs", "1", "--steps-per-epoch", "1"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "input height 64 is not legal for this U-Net" in line and "92" in line
+
+
+def test_debug_works_before_and_after_the_subcommand(prepared_dataset, tmp_path, capsys):
+    args = ["train", str(prepared_dataset), "-o", str(tmp_path / "r"), "--lr", "-1"]
+    for argv in (["--debug", *args], [args[0], "--debug", *args[1:]], [*args, "--debug"]):
+        with pytest.raises(UnetkitError, match="lr must be > 0"):
+            main(argv)
+    assert main(args) == 2
+    assert "No such option" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exc", [KeyError(101), ValueError("bad slice"), ZeroDivisionError("x")])
+def test_a_genuine_bug_is_one_line_saying_so_exit_1(monkeypatch, capsys, exc):
+    from unetkit.models import summary
+
+    def broken(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(summary, "preset_table", broken)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    line = err.strip()
+    assert line.startswith(f"internal error: {type(exc).__name__}: ")
+    assert line.endswith("(run with --debug for a traceback; please report)")
+    with pytest.raises(type(exc)):
+        main(["models", "--debug"])
+
+
+def test_usage_errors_are_one_line_exit_2(capsys):
+    assert main(["models", "--size", "abc"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--size" in line and "(see 'unetkit models --help')" in line
+    assert main(["train", "--no-such-flag"]) == 2
+    assert "--no-such-flag" in _one_error_line(capsys.readouterr().err)
+
+
+def test_console_script_user_error_and_debug_traceback(prepared_dataset, tmp_path):
+    args = [sys.executable, "-m", "unetkit", "train", str(prepared_dataset)]
+    args += ["-o", str(tmp_path / "r"), "--preset", "paper", "--patch-size", "256"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 2
+    line = _one_error_line(proc.stderr)
+    assert "--patch-size 256" in line and "252 or 268" in line
+    proc = subprocess.run([*args[:4], "--debug", *args[4:]], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "UnetkitError" in proc.stderr
+
+
+def test_torch_floor_is_the_tested_version():
+    """pyproject's torch floor is the version CI installs (the Makefile's pin), as README says."""
+    root = Path(__file__).resolve().parents[1]
+    pinned = re.search(r"torch==([\d.]+)", (root / "Makefile").read_text()).group(1)
+    floor = re.search(r'"torch>=([\d.]+)"', (root / "pyproject.toml").read_text()).group(1)
+    assert tuple(map(int, floor.split("."))) == tuple(map(int, pinned.split(".")))[:2]
+    assert f"torch >= {floor}" in (root / "README.md").read_text()
+    assert hasattr(torch.compiler, "is_compiling")  # what the floor protects (absent in 2.2)

@@ -63,3 +63,57 @@ def test_pretty_is_the_json_of_the_config():
     cfg = PredictConfig(tile=(256, 256))
     assert json.loads(cfg.pretty()) == cfg.to_dict()
     assert PredictConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": -1.0}, "lr must be > 0; got -1.0"),
+        ({"lr": float("nan")}, "lr must be > 0; got nan"),
+        ({"weight_decay": -0.1}, "weight_decay must be >= 0; got -0.1"),
+        ({"time_budget": -1.0}, "time_budget must be >= 0; got -1.0"),
+        ({"clip_grad": -1.0}, "clip_grad must be >= 0; got -1.0"),
+        ({"momentum": 1.5}, r"momentum must be in \[0, 1\); got 1.5"),
+        ({"warmup_epochs": -1.0}, "warmup_epochs must be >= 0; got -1.0"),
+        ({"steps_per_epoch": -1}, "steps_per_epoch must be >= 0; got -1"),
+        ({"early_stop": -1}, "early_stop must be >= 0; got -1"),
+        ({"workers": -1}, "workers must be >= 0; got -1"),
+        ({"optimizer": "adamx"}, "optimizer must be one of adam, adamw, sgd, rmsprop; got 'adamx'"),
+        ({"schedule": "step"}, "schedule must be one of constant, cosine, poly, plateau"),
+        ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16, fp16; got 'fp8'"),
+        ({"class_weights": "even"}, "class_weights must be 'balanced' or numbers >= 0"),
+        ({"class_weights": (1.0, -2.0)}, "class_weights must be 'balanced' or numbers >= 0"),
+        ({"weight_map_objects": "cells"}, "weight_map_objects must be 'foreground' or a class"),
+    ],
+)
+def test_train_config_rejects_bad_numbers_and_names(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+    with pytest.raises(ValueError, match=message):  # from a JSON config file, too
+        TrainConfig.from_dict(changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"strategy": "tiles"}, "strategy must be one of auto, full, letterbox, resize, tile"),
+        ({"blend": "linear"}, "blend must be one of gaussian, constant; got 'linear'"),
+        ({"overlap": 1.0}, r"overlap must be in \[0, 1\); got 1.0"),
+        ({"overlap": -0.1}, r"overlap must be in \[0, 1\); got -0.1"),
+        ({"batch_size": 0}, "batch_size must be >= 1; got 0"),
+        ({"threshold": 1.5}, r"threshold must be in \[0, 1\]; got 1.5"),
+        ({"precision": "half"}, "precision must be one of auto, fp32, bf16, fp16; got 'half'"),
+        ({"tile": (0, 64)}, r"tile must be \(height, width\) >= 1; got \(0, 64\)"),
+        ({"min_area": -1}, "min_area must be >= 0; got -1"),
+    ],
+)
+def test_predict_config_rejects_bad_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        PredictConfig(**changes)
+
+
+def test_good_values_still_pass():
+    TrainConfig(lr=1e-5, weight_decay=0.0, clip_grad=1.0, momentum=0.99, optimizer="sgd",
+                class_weights=(1.0, 3.0), weight_map_objects="0", precision="bf16")  # fmt: skip
+    TrainConfig(class_weights="balanced", time_budget=5.0, schedule="plateau")
+    PredictConfig(strategy="tile", tile=(64, 48), overlap=0.0, blend="constant", threshold=1.0)

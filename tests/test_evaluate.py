@@ -1,9 +1,21 @@
-"""Evaluation against hand-computed confusion matrices; model-on-dataset == predict + dirs."""
+"""Evaluation against hand-computed confusion matrices; model-on-dataset == predict + dirs.
+
+Guards (the mutation each one kills):
+
+* ``test_0_255_ground_truth_is_mapped``: ``evaluate`` without the 0/255 mapping (255 counted
+  as ignore: an all-background prediction scored mean IoU 1.0).
+* ``test_0_255_predictions_are_mapped``: predicted 0/255 masks read as 256 classes.
+* ``test_0_255_is_decided_from_every_ground_truth_mask``: deciding from the first mask only.
+* ``test_mixed_0_1_and_0_255_ground_truth_is_an_error``: a silent guess on mixed masks.
+* ``test_adapted_rand_error_is_opt_in``: the Rand error reported for every 2-class task.
+* ``test_evaluate_model_maps_0_255_and_passes_rand_error``: both, through ``evaluate_model``.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,12 +29,14 @@ from unetkit import (
     PredictConfig,
     UnetkitError,
     build_model,
+    load_checkpoint,
     make_checkpoint,
     save_checkpoint,
 )
 from unetkit.cli import main
 from unetkit.infer import Predictor, evaluate_dirs, evaluate_model, predict_paths
-from unetkit.infer.evaluate import select_stems
+from unetkit.infer.evaluate import score_pairs, select_stems
+from unetkit.metrics import membrane_rand_error
 
 NAMES = ["bg", "a", "b"]
 
@@ -91,7 +105,9 @@ def test_binary_tasks_add_the_isbi_errors(tmp_path):
     _save(tmp_path / "gt" / "bad.png", gt)
     _save(tmp_path / "pred" / "good.png", gt)
     _save(tmp_path / "pred" / "bad.png", merged)
-    metrics = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r", num_classes=2)
+    metrics = evaluate_dirs(
+        tmp_path / "pred", tmp_path / "gt", tmp_path / "r", num_classes=2, rand_error=True
+    )
     rows = {r["image"]: r for r in _read_csv(tmp_path / "r" / "per_image.csv")}
     assert float(rows["good"]["adapted_rand_error"]) == 0.0
     # gt cells of 32 and 24 px merged into one predicted segment of 56 scored px:
@@ -101,6 +117,108 @@ def test_binary_tasks_add_the_isbi_errors(tmp_path):
     assert float(rows["bad"]["pixel_error"]) == pytest.approx(8 / 64)
     assert metrics["pixel_error"] == pytest.approx(8 / 128)
     assert metrics["adapted_rand_error"] == pytest.approx(bad / 2)
+
+
+def _quarter(value: int) -> np.ndarray:
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:2, :2] = value  # 4 of 16 pixels
+    return mask
+
+
+def test_0_255_ground_truth_is_mapped(tmp_path, caplog):
+    _save(tmp_path / "gt" / "a.png", _quarter(255))
+    _save(tmp_path / "pred" / "a.png", np.zeros((4, 4)))  # all background
+    with caplog.at_level(logging.INFO, logger="unetkit.infer.evaluate"):
+        metrics = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r")
+    assert metrics["classes"] == ["0", "1"] and metrics["pixels"] == 16
+    assert metrics["per_class"]["1"]["iou"] == 0.0 and metrics["per_class"]["1"]["support"] == 4
+    assert metrics["per_class"]["0"]["iou"] == pytest.approx(12 / 16)
+    assert metrics["mean_iou"] == pytest.approx((12 / 16 + 0) / 2)
+    assert metrics["pixel_error"] == pytest.approx(4 / 16)
+    assert "ground truth: masks are 0/255: mapped to classes 0/1 (1 masks checked)" in caplog.text
+    named = evaluate_dirs(
+        tmp_path / "pred", tmp_path / "gt", tmp_path / "r2", class_names=["b", "f"]
+    )
+    assert named["per_class"]["f"]["iou"] == 0.0 and named["mean_iou"] == metrics["mean_iou"]
+
+
+def test_0_255_predictions_are_mapped(tmp_path, caplog):
+    _save(tmp_path / "gt" / "a.png", _quarter(1))
+    _save(tmp_path / "pred" / "a.png", _quarter(255))
+    with caplog.at_level(logging.INFO, logger="unetkit.infer.evaluate"):
+        metrics = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r")
+    assert metrics["classes"] == ["0", "1"]
+    assert metrics["mean_iou"] == 1.0 and metrics["pixel_error"] == 0.0
+    assert "predictions: masks are 0/255: mapped to classes 0/1 (1 masks checked)" in caplog.text
+
+
+def test_0_255_is_decided_from_every_ground_truth_mask(tmp_path):
+    for stem, gt in (("a", np.zeros((4, 4))), ("b", _quarter(255))):  # "a": empty, sorted first
+        _save(tmp_path / "gt" / f"{stem}.png", gt)
+        _save(tmp_path / "pred" / f"{stem}.png", np.zeros((4, 4)))
+    metrics = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r", num_classes=2)
+    assert metrics["per_class"]["1"]["support"] == 4 and metrics["pixels"] == 32
+    assert metrics["mean_iou"] == pytest.approx((28 / 32 + 0) / 2)
+
+
+def test_mixed_0_1_and_0_255_ground_truth_is_an_error(tmp_path):
+    for stem, gt in (("a", _quarter(1)), ("b", _quarter(255))):
+        _save(tmp_path / "gt" / f"{stem}.png", gt)
+        _save(tmp_path / "pred" / f"{stem}.png", np.zeros((4, 4)))
+    with pytest.raises(UnetkitError, match=r"b\.png: a 0/255 mask, but a\.png is 0/1"):
+        evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r")
+    # with more than two classes 255 is the ignore index: nothing to map, nothing mixed
+    metrics = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r", num_classes=3)
+    assert metrics["per_class"]["1"]["support"] == 4 and metrics["pixels"] == 28
+
+
+def test_adapted_rand_error_is_opt_in(tmp_path):
+    gt = np.zeros((8, 8), np.uint8)
+    gt[4, :] = 1
+    _save(tmp_path / "gt" / "a.png", gt)
+    _save(tmp_path / "pred" / "a.png", np.zeros((8, 8)))
+    plain = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r", num_classes=2)
+    assert "adapted_rand_error" not in plain and plain["pixel_error"] == pytest.approx(8 / 64)
+    row = _read_csv(tmp_path / "r" / "per_image.csv")[0]
+    assert "adapted_rand_error" not in row and float(row["pixel_error"]) == pytest.approx(8 / 64)
+    asked = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r2", rand_error=True)
+    assert asked["adapted_rand_error"] == pytest.approx(1 - 2 * 1600 / (1600 + 3136))
+    pairs = [("a", np.zeros((2, 2), int), np.zeros((2, 2), int))]
+    assert "adapted_rand_error" not in score_pairs(pairs, ["bg", "membrane"])[0]
+    with pytest.raises(UnetkitError, match="adapted Rand error needs 2 classes"):
+        score_pairs(pairs, NAMES, rand_error=True)
+
+
+def test_evaluate_model_maps_0_255_and_passes_rand_error(tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "bin"
+    for i in range(2):
+        mask = np.zeros((20, 24), np.uint8)
+        mask[rng.integers(0, 20, 60), rng.integers(0, 24, 60)] = 255
+        _save(root / "images" / f"{i}.png", rng.integers(0, 256, (20, 24)))
+        _save(root / "masks" / f"{i}.png", mask)
+    torch.manual_seed(0)
+    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=2)
+    torch.nn.init.constant_(model.head[0].bias, 0.0)
+    model.head[0].bias.data[0] = 100.0  # always background
+    pre = DataConfig(channels=1, size=(32, 32))
+    names = ["background", "class1"]
+    ckpt = make_checkpoint(model, classes=names, palette=[[0, 0, 0]] * 2, preprocessing=pre)
+    path = save_checkpoint(ckpt, tmp_path / "m.pt")
+    fp32 = PredictConfig(precision="fp32")
+    plain = evaluate_model(path, root, tmp_path / "r", config=fp32, device="cpu", progress=False)
+    assert plain["per_class"]["class1"]["iou"] == 0.0 and plain["per_class"]["class1"]["support"]
+    assert "adapted_rand_error" not in plain
+    asked = evaluate_model(
+        path, root, tmp_path / "r2", config=fp32, device="cpu", progress=False, rand_error=True
+    )
+    expected = np.mean(
+        [
+            membrane_rand_error(np.zeros((20, 24), int), np.asarray(Image.open(m)) // 255)
+            for m in sorted((root / "masks").iterdir())
+        ]
+    )
+    assert asked["adapted_rand_error"] == pytest.approx(expected)
 
 
 def test_class_count_is_inferred_and_bad_values_are_reported(three_class_dirs, tmp_path):
@@ -178,9 +296,38 @@ def test_isbi_membrane_masks(tmp_path):
         _save(tmp_path / "gt" / f"{stem}.png", gt)
         _save(tmp_path / "same" / f"{stem}.png", gt)
         _save(tmp_path / "thick" / f"{stem}.png", cv2.dilate(gt, np.ones((5, 5), np.uint8)))
-    same = evaluate_dirs(tmp_path / "same", tmp_path / "gt", tmp_path / "r1", num_classes=2)
+    same = evaluate_dirs(tmp_path / "same", tmp_path / "gt", tmp_path / "r1", rand_error=True)
     assert same["mean_iou"] == 1.0 and same["pixel_error"] == 0.0
     assert same["adapted_rand_error"] == 0.0
-    thick = evaluate_dirs(tmp_path / "thick", tmp_path / "gt", tmp_path / "r2", num_classes=2)
+    thick = evaluate_dirs(tmp_path / "thick", tmp_path / "gt", tmp_path / "r2", rand_error=True)
     assert 0 < thick["pixel_error"] < 0.5 and thick["adapted_rand_error"] > 0.0
     assert thick["per_class"]["1"]["recall"] == 1.0  # dilation only adds membrane
+
+
+def test_evaluate_scores_only_images_the_model_did_not_train_on(dataset, tmp_path, caplog):
+    """Bug 9.8: ``evaluate MODEL DATASET`` on an images/ + masks/ folder (no split of its own)
+    scored the training images too; the checkpoint's recorded split decides."""
+    root, ckpt_path = dataset
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt.train_state = {"data": {"classes": NAMES, "train": ["00", "01"], "val": ["02"]}}
+    model = save_checkpoint(ckpt, tmp_path / "trained.pt")
+    fp32 = PredictConfig(precision="fp32", device="cpu")
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        metrics = evaluate_model(model, root, tmp_path / "r", config=fp32, progress=False)
+    assert metrics["images"] == 1 and metrics["stems"] == ["02"]
+    assert "validation images recorded in the checkpoint" in caplog.text
+    # --split all scores everything, and says how many were training images
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        metrics = evaluate_model(model, root, tmp_path / "a", "all", fp32, progress=False)
+    assert metrics["images"] == 3 and "2 of them were used in training" in caplog.text
+    # a model trained on every image of the folder: nothing held out, refused
+    ckpt.train_state = {"data": {"classes": NAMES, "train": ["00", "01", "02"], "val": []}}
+    model = save_checkpoint(ckpt, tmp_path / "all.pt")
+    with pytest.raises(UnetkitError, match="nothing held out"):
+        evaluate_model(model, root, tmp_path / "n", config=fp32, progress=False)
+    # a folder the model never saw: all of it
+    ckpt.train_state = {"data": {"classes": NAMES, "train": ["x1"], "val": ["x2"]}}
+    model = save_checkpoint(ckpt, tmp_path / "other.pt")
+    metrics = evaluate_model(model, root, tmp_path / "o", config=fp32, progress=False)
+    assert metrics["images"] == 3

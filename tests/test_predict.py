@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from unetkit import DataConfig, PredictConfig, build_model, make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.data.imageio import read_image, read_mask
 from unetkit.data.labelme import load_labelme, rasterize
 from unetkit.device import cpu_has_bf16
+from unetkit.files import TEMP_TAG
 from unetkit.infer import Predictor, mask_to_labelme, predict_paths
+from unetkit.progress import progress
 
 CLASSES = ["background", "grey", "white"]
 PALETTE = [[0, 0, 0], [0, 128, 0], [255, 0, 0]]
@@ -305,3 +312,119 @@ def test_prediction_never_imports_training():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_config_device_is_used_unless_a_device_is_given(trained, monkeypatch):
+    """Bug 9.7: ``from_checkpoint(path, config=PredictConfig(device=...))`` ignored it."""
+    from unetkit.infer import predict as predict_module
+
+    seen = []
+    real = predict_module.load_torch
+
+    def spy(path, device="auto", precision="auto"):
+        seen.append(str(device))
+        return real(path, "cpu", precision)
+
+    monkeypatch.setattr(predict_module, "load_torch", spy)
+    monkeypatch.setattr(predict_module, "load_network", spy)
+    path = trained["crop"]
+    Predictor.from_checkpoint(path, config=PredictConfig(device="cuda:7"))
+    Predictor.load(path, config=PredictConfig(device="cuda:6"))
+    Predictor.from_checkpoint(path, config=PredictConfig(device="cuda:7"), device="cpu")
+    assert seen == ["cuda:7", "cuda:6", "cpu"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--blend", "linear"], "--blend: blend must be one of gaussian, constant; got 'linear'"),
+        (["--overlap", "1.5"], "--overlap: overlap must be in [0, 1); got 1.5"),
+        (["--strategy", "tiles"], "--strategy: strategy must be one of auto, full, letterbox"),
+        (["--precision", "fp8"], "--precision: precision must be one of auto, fp32, bf16, fp16"),
+        (["--threshold", "2"], "--threshold: threshold must be in [0, 1]; got 2.0"),
+        (["--batch-size", "0"], "--batch-size: batch_size must be >= 1; got 0"),
+    ],
+)
+def test_bad_predict_flags_are_reported_once_up_front(
+    trained, inputs, tmp_path, capsys, caplog, flags, expected
+):
+    for i in range(5):  # more images: a per-image report would say it 7 times
+        Image.fromarray(_scene(40, 50)[0]).save(inputs / f"c{i}.png")
+    out = tmp_path / "out"
+    argv = ["predict", str(trained["crop"]), str(inputs), "-o", str(out), "--no-progress"]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {expected}")
+    assert len(err.splitlines()) == 1 and "skipped" not in err and "Traceback" not in err
+    assert "skipped" not in caplog.text
+    assert not out.exists()  # refused before any output
+
+
+# -- noise: one summary, plain progress lines off a terminal, no stale temporary files ----------
+def test_folder_prediction_summary_is_said_once(trained, inputs, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(trained["crop"]), str(inputs), "-o", str(out), "--no-progress"]) == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"2 predicted, 0 skipped (existing), 0 failed -> {out}"]
+    assert "predicted" not in captured.err and "predicted" not in caplog.text
+
+
+def test_progress_off_a_terminal_is_plain_lines():
+    stream = io.StringIO()  # not a terminal, like a log file
+    assert list(progress(range(25), desc="predict", unit="img", stream=stream)) == list(range(25))
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert len(lines) == 10  # one line every 10 %
+    assert lines[0].startswith("predict: 3/25 img (12%)") and lines[-1].startswith(
+        "predict: 25/25 img (100%)"
+    )
+    stream = io.StringIO()
+    with progress(total=40, desc="epoch 3", unit="batch", leave=False, stream=stream) as bar:
+        for _ in range(40):
+            bar.set_postfix(loss="0.1234")
+            bar.update(1)
+    assert stream.getvalue() == ""  # transient bars say nothing there: the epoch has its line
+    stream = io.StringIO()
+    list(progress(range(5), desc="x", disable=True, stream=stream))
+    assert stream.getvalue() == ""
+
+
+def test_progress_on_a_terminal_is_tqdm():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    bar = progress(range(3), desc="predict", unit="img", stream=stream)
+    assert isinstance(bar, tqdm)
+    list(bar)
+    assert "\r" in stream.getvalue()
+
+
+def test_no_carriage_returns_in_a_log_of_folder_prediction(trained, inputs, tmp_path):
+    """The console script with progress on and stderr a file: plain lines, one summary."""
+    for i in range(10):
+        Image.fromarray(_scene(40, 50)[0]).save(inputs / f"c{i}.png")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "unetkit", "predict", str(trained["crop"]), str(inputs)]
+    proc = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("predict: 12/12 img (100%)")
+    assert (proc.stdout + proc.stderr).count("predicted") == 1
+
+
+def test_folder_prediction_removes_its_stale_temporary_files(trained, inputs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".a_overlay{TEMP_TAG}k3j4h5g6.png"  # left by a killed run
+    stale.write_bytes(b"")
+    os.utime(stale, (1, 1))
+    mine = out / ".a_overlay.notes.png"  # not our naming: never touched
+    mine.write_bytes(b"keep")
+    predict_paths(_predictor(trained["crop"]), [inputs], out, progress=False)
+    assert not stale.exists() and mine.read_bytes() == b"keep"

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +67,32 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build_model(self, device: str | torch.device = "cpu") -> UNet:
-        """The model with its weights, in eval mode, on ``device``."""
+        """The model with its weights, in eval mode, on ``device``.
+
+        The stored config is first built on the ``meta`` device (no memory) and its parameter
+        names and shapes compared with the stored weights, so a file whose config declares a
+        huge model without the weights for it allocates nothing.
+
+        Raises:
+            RuntimeError: the weights do not match the config (names or shapes).
+        """
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in UNet(self.model_config).state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in self.state_dict.items()}
+        if shapes != stored:
+            missing = sorted(shapes.keys() - stored.keys())
+            unexpected = sorted(stored.keys() - shapes.keys())
+            wrong = sorted(k for k in shapes.keys() & stored.keys() if shapes[k] != stored[k])
+            parts = [
+                f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for label, keys in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("other shapes for", wrong),
+                )
+                if keys
+            ]
+            raise RuntimeError("; ".join(parts))
         model = UNet(self.model_config)
         model.load_state_dict(self.state_dict)
         return model.to(device).eval()
@@ -147,25 +174,70 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_MAGIC = b"\x80"  # a pickle (protocol 2+): the legacy torch.save format
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """Why the safe unpickler refused, in a few words (torch's message is a page long)."""
+    text = str(exc)
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text) or re.search(
+        r"Unsupported global: GLOBAL (\S+)", text
+    )
+    if found:
+        return f"it would call {found.group(1)} when unpickled"
+    found = re.search(r"WeightsUnpickler error: (.+?)(?:\n\n|$)", text, re.S)
+    return f"the safe loader refused it: {_one_line(found.group(1) if found else text, 100)}"
+
+
+def _read_torch_file(path: Path, map_location: str = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with every failure as one line naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise UnetkitError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+    if not head:
+        raise UnetkitError(f"{path}: not a checkpoint: empty file (0 bytes)")
+    if path.suffix.lower() == ".onnx":
+        raise UnetkitError(
+            f"{path}: an ONNX file, not a checkpoint; this needs a unetkit checkpoint (.pt)"
+        )
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
+        raise UnetkitError(
+            f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": refused below
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnetkitError(
+            f"{path}: refused: not a plain-data checkpoint ({_refusal(exc)}); nothing was run"
+        ) from None
+    except Exception as exc:  # zip, storage and unpickling errors of every type
+        raise UnetkitError(
+            f"{path}: not a readable checkpoint: truncated or corrupt "
+            f"({type(exc).__name__}: {_one_line(str(exc))})"
+        ) from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
     """Load a checkpoint safely (``weights_only=True``): plain data and tensors only.
 
-    Raises ``UnetkitError`` (one line naming the file) for a missing or unreadable file, a
-    pickle that would run code, or a file that is not a unetkit checkpoint of a known version.
+    Raises ``UnetkitError`` (one line naming the file) for a missing, empty, truncated or
+    unreadable file, an ONNX or other non-PyTorch file, a pickle that would run code (nothing
+    is run), or a file that is not a unetkit checkpoint of a known version.
     """
     path = Path(path)
     if not path.is_file():
         raise UnetkitError(f"{path}: no such checkpoint file")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnetkitError(
-            f"{path}: refused: not a plain-data checkpoint (it would run code when unpickled: "
-            f"{first[:160]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UnetkitError(f"{path}: not a readable checkpoint ({str(exc)[:160]})") from None
+    data = _read_torch_file(path, map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UnetkitError(f"{path}: not a unetkit checkpoint (no '{FORMAT}' header)")
     version = data.get("format_version")
@@ -174,6 +246,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
             f"{path}: checkpoint format version {version} is not supported "
             f"(this unetkit reads version {FORMAT_VERSION})"
         )
+    state = data.get("state_dict")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise UnetkitError(f"{path}: malformed checkpoint (state_dict is not a dict of tensors)")
     try:
         return Checkpoint(
             model_config=ModelConfig.from_dict(data["model_config"]),
@@ -187,8 +264,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
             train_state=data.get("train_state"),
             extra=data.get("extra") or {},
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UnetkitError(f"{path}: malformed checkpoint ({exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnetkitError(f"{path}: malformed checkpoint ({_one_line(str(exc))})") from None
 
 
 def load_model(
@@ -198,7 +275,7 @@ def load_model(
     ckpt = load_checkpoint(path)
     try:
         return ckpt.build_model(device), ckpt
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise UnetkitError(
-            f"{path}: weights do not match the stored config ({str(exc)[:160]})"
+            f"{path}: weights do not match the stored config ({_one_line(str(exc))})"
         ) from None

@@ -24,7 +24,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show tracebacks for errors (also after the command's name)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
     del debug  # read by main() before the app runs, so errors in any command honour it
@@ -140,6 +142,57 @@ def verify_cmd(
 # ---------------------------------------------------------------------------------------------
 # training commands (train) go below this line
 # ---------------------------------------------------------------------------------------------
+_UNCHECKED_FLAGS = ("augment", "class_weights", "val_stems")  # parsed by build_train_config
+
+
+def _check_train_flags(flags: dict) -> None:
+    """Check every train flag alone against the defaults, so that a bad value names its flag."""
+    import dataclasses
+
+    from .config import DataConfig, ModelConfig, TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in flags.items():
+        name = key.rstrip("_")
+        if value is None or name in _UNCHECKED_FLAGS:
+            continue
+        try:
+            if name in fields:
+                TrainConfig(**{name: value})
+            elif name == "resize":
+                DataConfig(resize=value)
+            elif name == "patch_size":
+                DataConfig(size=(value, value))
+            else:  # base_width, depth
+                ModelConfig(**{name: value})
+        except (ValueError, TypeError) as exc:
+            raise UnetkitError(f"--{name.replace('_', '-')}: {exc}") from None
+
+
+def _check_train_size(cfg, patch_size: int | None) -> None:
+    """The training size against the model's size rule (as fit() checks it), before any work."""
+    import torch
+
+    from .models.presets import PRESETS, preset_config
+    from .models.unet import UNet
+    from .train.resolve import REGRESSION_PRESETS
+
+    if cfg.model is None and cfg.preset not in PRESETS:
+        return  # fit() names the unknown preset
+    model = cfg.model or preset_config(cfg.preset)
+    (h, w), s = cfg.data.size, model.scale
+    regression = cfg.task == "regression" or (
+        cfg.task == "auto" and cfg.preset in REGRESSION_PRESETS
+    )
+    with torch.device("meta"):
+        net = UNet(model)
+    try:
+        net.check_input((h // s, w // s) if regression else (h, w))
+    except ValueError as exc:
+        where = (
+            f"--patch-size {patch_size}" if patch_size else f"training size {h}x{w} (--patch-size)"
+        )
+        raise UnetkitError(f"{where}: {exc}") from None
 
 
 @app.command("train")
@@ -185,7 +238,7 @@ def train_cmd(
     workers: int = typer.Option(None, "--workers"),
     seed: int = typer.Option(None, "--seed"),
     deterministic: bool = typer.Option(None, "--deterministic/--no-deterministic"),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Augmentations on/off."),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Augmentations on/off."),
     compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     sync_bn: bool = typer.Option(None, "--sync-bn/--no-sync-bn"),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard"),
@@ -199,7 +252,10 @@ def train_cmd(
         for k, v in locals().items()
         if k not in ("dataset", "out", "config", "resume", "overwrite", "fit", "build_train_config")
     }
+    _check_train_flags(flags)
     cfg = build_train_config(dataset, out, config, resume, flags)
+    if resume is None:
+        _check_train_size(cfg, patch_size)
     run_dir = fit(cfg, resume=resume is not None, overwrite=overwrite)
     typer.echo(f"run folder: {run_dir}  (best.pt, last.pt, history.csv, curves.png, panels/)")
 
@@ -211,15 +267,22 @@ _STRATEGY_HELP = "auto | full | letterbox | resize | tile"
 
 
 def _predict_config(**flags):
-    """A PredictConfig from CLI flags (``tile`` as 'N' or 'HxW'); None flags keep defaults."""
+    """A PredictConfig from CLI flags (``tile`` as 'N' or 'HxW'); None flags keep defaults.
+
+    Checked before any model or image is read: a bad value is one line naming its flag.
+    """
     from .config import PredictConfig, parse_size
 
-    try:
-        if flags.get("tile"):
-            flags["tile"] = parse_size(flags["tile"], "--tile")
-        return PredictConfig.from_dict({k: v for k, v in flags.items() if v is not None})
-    except ValueError as exc:
-        raise UnetkitError(str(exc)) from None
+    flags = {k: v for k, v in flags.items() if v is not None}
+    for name, value in flags.items():
+        flag = f"--{name.replace('_', '-')}"
+        try:
+            if name == "tile":
+                value = flags["tile"] = parse_size(value, flag)
+            PredictConfig(**{name: value})
+        except ValueError as exc:
+            raise UnetkitError(str(exc) if name == "tile" else f"{flag}: {exc}") from None
+    return PredictConfig(**flags)
 
 
 @app.command("predict")
@@ -362,36 +425,62 @@ def demo_cmd(
     typer.echo(summary_text(result))
 
 
+def _is_usage_error(exc: Exception) -> bool:
+    """A usage error of click (or of typer's vendored copy): bad flag, value or argument."""
+    return callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code")
+
+
+def _error_line(exc: Exception) -> tuple[int, str]:
+    """(exit code, the one line to print) for an exception that ended a command.
+
+    The user's input (``UnetkitError``), files and folders (``OSError``: missing, exists,
+    permission, disk full) and usage errors exit with 2 and say what is wrong; anything else
+    is a bug in unetkit: exit 1, saying so.
+    """
+    if isinstance(exc, UnetkitError):
+        return 2, f"error: {exc}"
+    if isinstance(exc, OSError):
+        if exc.filename is not None and exc.strerror:
+            return 2, f"error: {exc.filename}: {exc.strerror}"
+        return 2, f"error: {exc}"
+    if _is_usage_error(exc):
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        return int(exc.exit_code), f"error: {' '.join(exc.format_message().split())}{hint}"
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return 1, (
+        f"internal error: {type(exc).__name__}: {first} "
+        "(run with --debug for a traceback; please report)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: runs the app, turning ``UnetkitError`` into exit code 2."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """Console entry point: exit 0, 2 for the user's errors (one line), 1 for unetkit's bugs.
+
+    ``--debug`` (anywhere before a ``--``) re-raises errors so that Python shows the traceback.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    args = [a for i, a in enumerate(args) if i >= end or a != "--debug"]
     try:
         # click returns (not raises) typer.Exit's code when standalone_mode is off
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, prog_name="unetkit", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
-    except SystemExit as exc:  # click's own usage errors
+    except SystemExit as exc:
         return int(exc.code or 0)
-    except (UnetkitError, FileNotFoundError, FileExistsError) as exc:
-        if debug:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        return 2
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as exc:  # usage errors (click's, or typer's vendored copy) and the rest
-        if callable(getattr(exc, "show", None)) and hasattr(exc, "exit_code"):
-            exc.show()
-            return 2
-        if type(exc).__name__ == "Abort":
+    except Exception as exc:
+        if type(exc).__name__ == "Abort":  # click's answer to Ctrl-C / EOF at a prompt
             return 1
-        if debug:
+        if debug and not _is_usage_error(exc):
             raise
-        typer.echo(
-            f"error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True
-        )
-        return 1
+        code, line = _error_line(exc)
+        typer.echo(line, err=True)
+        return code
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 

@@ -21,6 +21,22 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _check_min(cfg: Any, names: tuple[str, ...], low: float, strict: bool = False) -> None:
+    """Each field ``>= low`` (``> low`` when ``strict``); NaN never passes."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (value > low if strict else value >= low):
+            raise ValueError(f"{name} must be {'>' if strict else '>='} {low:g}; got {value}")
+
+
+def _check_range(name: str, value: float, low: float, high: float, closed: bool = False) -> None:
+    """``low <= value < high`` (``<= high`` when ``closed``); NaN never passes."""
+    if not (low <= value <= high if closed else low <= value < high):
+        raise ValueError(
+            f"{name} must be in [{low:g}, {high:g}{']' if closed else ')'}; got {value}"
+        )
+
+
 def _coerce(value: Any, annotation: Any) -> Any:
     """Turn JSON-ish values (lists) back into the annotated type (tuples, nested configs)."""
     origin = typing.get_origin(annotation)
@@ -91,6 +107,18 @@ class _Config:
         return json.dumps(self.to_dict(), indent=2)
 
 
+# The allowed values of every string setting, defined once here (the code that acts on them
+# imports them from here).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_EPOCHS = 50  # without --epochs and without a time budget
+NORMALIZATIONS = ("auto", "image", "percentile", "dataset", "fixed")
+RESIZES = ("letterbox", "resize", "random-crop", "none")
+TASKS = ("auto", "multiclass", "binary", "regression")
+LOSSES = ("auto", "ce", "bce", "dice", "ce+dice", "bce+dice", "mse", "l1")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "poly", "plateau")
+STRATEGIES = ("auto", "full", "letterbox", "resize", "tile")
+BLENDS = ("gaussian", "constant")
 PADDINGS = ("valid", "zeros", "reflect")
 NORMS = ("none", "batch", "group", "instance")
 ACTIVATIONS = ("relu", "leaky")
@@ -214,23 +242,38 @@ class DataConfig(_Config):
         resize: ``letterbox`` (pad to a square, then resize), ``resize`` (stretch),
             ``random-crop`` (train on patches of large images), ``none``.
         size: (height, width) for letterbox / resize; patch size for random-crop.
-        mean, std: per-channel normalisation applied after scaling to [0, 1].
+        normalize: ``image`` (per-image z-score), ``percentile`` (per-image 1 / 99.8 %
+            percentiles), ``dataset`` (the dataset's mean / std), ``fixed`` (``mean`` / ``std``
+            as given), or ``auto``: chosen from the data fingerprint when training starts
+            (``unetkit.data.fingerprint``); see ``unetkit.data.normalize``.
+        mean, std: per-channel ``(x - mean) / std`` after scaling to [0, 1], for ``dataset``
+            and ``fixed``.
         ignore_index: mask value excluded from losses and metrics.
         binary_255: map 0/255 masks to 0/1 when loading.
         cache: keep decoded images in memory when the dataset fits.
+        oversample: share of training crops centred on a foreground pixel (of a class drawn
+            uniformly from those the image holds, so rare classes are seen as often as common
+            ones); nnU-Net forces one third. Random-crop training only.
     """
 
     channels: int = 0
     resize: str = "random-crop"
     size: tuple[int, int] = (256, 256)
+    normalize: str = "auto"
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     ignore_index: int = 255
     binary_255: bool = True
     cache: bool = True
+    oversample: float = 0.33
 
     def __post_init__(self) -> None:
-        _check_choice("resize", self.resize, ("letterbox", "resize", "random-crop", "none"))
+        _check_choice("resize", self.resize, RESIZES)
+        _check_choice("normalize", self.normalize, NORMALIZATIONS)
+        if not 0.0 <= self.oversample <= 1.0:
+            raise ValueError(f"oversample must be in [0, 1]; got {self.oversample}")
+        if min(self.std, default=1.0) <= 0:
+            raise ValueError(f"std must be > 0; got {self.std}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size must be (height, width) > 0; got {self.size}")
 
@@ -297,7 +340,7 @@ class TrainConfig(_Config):
     nesterov: bool = False
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
-    epochs: int = 50
+    epochs: int | None = None
     batch_size: int = 4
     steps_per_epoch: int = 0
     accumulate: int = 1
@@ -320,16 +363,39 @@ class TrainConfig(_Config):
     tensorboard: bool = False
     panels: int = 4
 
+    @property
+    def max_epochs(self) -> int:
+        """``epochs`` when given; else the time budget decides (no epoch cap), else 50."""
+        if self.epochs is not None:
+            return int(self.epochs)
+        return 10**9 if self.time_budget > 0 else DEFAULT_EPOCHS
+
     def __post_init__(self) -> None:
-        _check_choice("task", self.task, ("auto", "multiclass", "binary", "regression"))
-        _check_choice(
-            "loss", self.loss, ("auto", "ce", "bce", "dice", "ce+dice", "bce+dice", "mse", "l1")
-        )
-        for name in ("epochs", "batch_size", "accumulate", "val_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+        _check_choice("task", self.task, TASKS)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        if self.epochs is not None:
+            _check_min(self, ("epochs",), 1)
+        _check_min(self, ("batch_size", "accumulate", "val_every", "save_every"), 1)
+        _check_min(self, ("lr", "sigma"), 0, strict=True)
+        _check_min(self, ("weight_decay", "warmup_epochs", "clip_grad", "time_budget", "w0"), 0)
+        _check_min(self, ("steps_per_epoch", "early_stop", "workers", "panels"), 0)
+        _check_range("momentum", self.momentum, 0.0, 1.0)
+        _check_range("val_fraction", self.val_fraction, 0.0, 1.0)
+        weights = self.class_weights
+        if not (
+            weights is None
+            or weights == "balanced"
+            or (isinstance(weights, tuple) and all(w >= 0 for w in weights))
+        ):
+            raise ValueError(f"class_weights must be 'balanced' or numbers >= 0; got {weights!r}")
+        objects = self.weight_map_objects
+        if not (objects == "foreground" or (isinstance(objects, str) and objects.isdigit())):
+            raise ValueError(
+                f"weight_map_objects must be 'foreground' or a class index; got {objects!r}"
+            )
 
 
 @dataclass
@@ -346,3 +412,14 @@ class PredictConfig(_Config):
     min_area: int = 0
     device: str = "auto"
     precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("blend", self.blend, BLENDS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_range("overlap", self.overlap, 0.0, 1.0)
+        _check_range("threshold", self.threshold, 0.0, 1.0, closed=True)
+        _check_min(self, ("batch_size",), 1)
+        _check_min(self, ("min_area",), 0)
+        if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
+            raise ValueError(f"tile must be (height, width) >= 1; got {self.tile}")

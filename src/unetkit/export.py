@@ -253,12 +253,32 @@ def read_torchscript_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
 
 
+def onnx_session(path: str | os.PathLike, providers: list[str] | None = None):
+    """An onnxruntime session of ``path``; every failure one line naming the file.
+
+    Raises:
+        UnetkitError: a missing, empty or unreadable file, one that is not ONNX (protobuf),
+            or onnxruntime not installed.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UnetkitError(
+            f"{path}: reading ONNX files needs onnxruntime (pip install onnxruntime)"
+        ) from None
+    path = Path(path)
+    if not path.is_file():
+        raise UnetkitError(f"{path}: no such ONNX file")
+    if path.stat().st_size == 0:
+        raise UnetkitError(f"{path}: not a readable ONNX file: empty file (0 bytes)")
+    try:
+        return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        text = " ".join(str(exc).split())[:160]
+        raise UnetkitError(f"{path}: not a readable ONNX file ({text})") from None
+
+
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The unetkit metadata stored in an ONNX file by ``export_model`` (via onnxruntime)."""
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise UnetkitError(f"{path}: not a readable ONNX file ({str(exc)[:160]})") from None
+    session = onnx_session(path)
     return parse_metadata(session.get_modelmeta().custom_metadata_map, path)

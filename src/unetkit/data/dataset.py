@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -11,8 +12,8 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UnetkitError
-from .imageio import image_to_tensor, match_channels, read_image, read_mask
-from .layout import DatasetInfo, describe_dataset
+from .imageio import image_to_tensor, normalization_stats, match_channels, read_image, read_mask
+from .layout import DatasetInfo, describe_dataset, map_binary_255
 from .transforms import letterbox, resize_to
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,35 @@ def _pad_to(array: np.ndarray, size: tuple[int, int], fill: float | None) -> np.
     if fill is not None:
         return np.pad(array, pads, mode="constant", constant_values=fill)
     return np.pad(array, pads, mode="reflect" if min(h, w) > 1 else "edge")
+
+
+_POINTS_PER_CLASS = 512
+
+
+def _class_points(mask: np.ndarray, k: int, stem: str) -> dict[int, np.ndarray]:
+    """Up to 512 (y, x) positions of each foreground class in ``mask`` (a fixed sample per
+    file), for the crops that :attr:`DataConfig.oversample` centres on foreground."""
+    rng = np.random.default_rng(zlib.crc32(stem.encode()))
+    points = {}
+    for c in range(1, k):
+        ys, xs = np.nonzero(mask == c)
+        if ys.size:
+            pick = rng.choice(ys.size, min(ys.size, _POINTS_PER_CLASS), replace=False)
+            points[c] = np.stack([ys[pick], xs[pick]], 1)
+    return points
+
+
+def _check_values(mask: np.ndarray, k: int, ignore: int, path, classes) -> None:
+    """Mask values must be class indices 0..k-1 or the ignore index."""
+    top = int(mask.max()) if mask.size else 0
+    if top < k and int(mask.min()) >= 0:
+        return
+    bad = np.unique(mask[((mask >= k) | (mask < 0)) & (mask != ignore)])
+    if bad.size:
+        raise UnetkitError(
+            f"{path}: mask values {', '.join(map(str, bad[:10].tolist()))} are not classes "
+            f"0..{k - 1} ({', '.join(classes)}) nor the ignore index {ignore}"
+        )
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -73,7 +103,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.weight_fn = weight_fn
         self.seed = seed
         self.epoch = 0
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]] = {}
+        self._stats_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = {}
         self._cache_ok = self.config.cache
 
     @property
@@ -99,7 +130,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Select the epoch whose random crops ``__getitem__`` returns."""
         self.epoch = int(epoch)
 
-    def _load(self, stem: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _load(self, stem: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
         if stem in self._cache:
             return self._cache[stem]
         path = self.info.image_files[stem]
@@ -114,22 +145,49 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 f"the image is {image.shape[0]}x{image.shape[1]}"
             )
         if self.info.binary_255 and self.config.binary_255:
-            mask = np.where(mask == 255, 1, mask)
+            mask = map_binary_255(mask)
+        if stem in self.info.mask_files:
+            _check_values(mask, len(self.info.classes), self.config.ignore_index,
+                          self.info.mask_files[stem], self.info.classes)  # fmt: skip
         weight = None
         if self.weight_fn is not None:
             weight = np.asarray(self.weight_fn(mask), dtype=np.float32)
+        points = _class_points(mask, len(self.info.classes), stem) if self.train else {}
         if self._cache_ok:
             item_bytes = image.nbytes + mask.nbytes + (weight.nbytes if weight is not None else 0)
             budget = min(2**31, _available_memory() // 4)
             if item_bytes * len(self._stems) <= budget:
-                self._cache[stem] = (image, mask, weight)
+                self._cache[stem] = (image, mask, weight, points)
             else:
                 self._cache_ok = False
                 log.info("dataset does not fit the cache budget (%d MiB); reading from disk",
                          budget >> 20)  # fmt: skip
-        return image, mask, weight
+        return image, mask, weight, points
 
-    def _geometry(self, index: int, image, mask, weight):
+    def raw(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """The whole (H, W, C) image and (H, W) class mask of ``stem``, as loaded (cached)."""
+        image, mask, _, _ = self._load(stem)
+        return image, mask
+
+    def _stats(self, stem: str, image: np.ndarray):
+        """Per-image normalisation statistics of the whole image (cached per stem)."""
+        key = (stem, self.config.normalize)
+        if key not in self._stats_cache:
+            self._stats_cache[key] = normalization_stats(image, self.config)
+        return self._stats_cache[key]
+
+    def check_all(self) -> None:
+        """Read every sample once (filling the cache when it fits), so that a bad file stops
+        training before it starts rather than at its first batch.
+
+        Raises:
+            UnetkitError: naming the first unreadable image or mask, a size mismatch, or mask
+                values outside the classes.
+        """
+        for stem in self._stems:
+            self._load(stem)
+
+    def _geometry(self, index: int, image, mask, weight, points):
         cfg, ignore = self.config, self.config.ignore_index
         size = tuple(cfg.size)
         if cfg.resize == "letterbox":
@@ -140,11 +198,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image, mask = resize_to(image, size, False)[0], resize_to(mask, size, True)[0]
             weight = None if weight is None else resize_to(weight, size, False)[0]
         elif cfg.resize == "random-crop" and self.train:
+            mask_h, mask_w = mask.shape
             image, mask = _pad_to(image, size, None), _pad_to(mask, size, ignore)
             weight = None if weight is None else _pad_to(weight, size, 0.0)
             rng = np.random.default_rng((self.seed, self.epoch, index))
             top = int(rng.integers(0, image.shape[0] - size[0] + 1))
             left = int(rng.integers(0, image.shape[1] - size[1] + 1))
+            if points and rng.random() < cfg.oversample:  # centred on a foreground pixel
+                chosen = points[sorted(points)[int(rng.integers(len(points)))]]
+                y, x = chosen[int(rng.integers(len(chosen)))]
+                y += (image.shape[0] - mask_h) // 2  # the padding added above (centred)
+                x += (image.shape[1] - mask_w) // 2
+                top = int(np.clip(y - size[0] // 2, 0, image.shape[0] - size[0]))
+                left = int(np.clip(x - size[1] // 2, 0, image.shape[1] - size[1]))
             box = (slice(top, top + size[0]), slice(left, left + size[1]))
             image, mask = image[box], mask[box]
             weight = None if weight is None else weight[box]
@@ -154,9 +220,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Sample ``index``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``, and
         ``weight`` float32 (H, W) when a ``weight_fn`` is set."""
         stem = self._stems[index]
-        image, mask, weight = self._geometry(index, *self._load(stem))
+        loaded = self._load(stem)
+        stats = self._stats(stem, loaded[0])  # of the whole image, never of the crop
+        image, mask, weight = self._geometry(index, *loaded)
         item = {
-            "image": image_to_tensor(image, self.config),
+            "image": image_to_tensor(image, self.config, stats),
             "mask": torch.from_numpy(np.array(mask, dtype=np.int64)),  # a copy: cache stays intact
             "stem": stem,
         }

@@ -12,12 +12,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import UnetkitError
 from ..files import atomic_path
@@ -53,8 +55,166 @@ def _decode_with_cv2(data: bytes, name: str) -> np.ndarray:
     return array[:, :, 2::-1].copy() if array.shape[2] >= 3 else array  # BGR(A) -> RGB
 
 
+# What a file starting like this is; Pillow reads them all, so when it cannot identify one the
+# file is corrupt (and no other decoder is tried: none could check the declared size first).
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF8": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"BM": "BMP",
+    b"RIFF": "WEBP",
+}
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transform that shows the stored (H, W, ...) pixels upright
+_ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def max_pixels() -> int | None:
+    """The largest width x height read: Pillow's ``Image.MAX_IMAGE_PIXELS`` (89.5 M pixels by
+    default; set it to read bigger images, None for no limit). Checked from the header."""
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+def _bomb(
+    name: str, pixels: int, size: tuple[int, int] | None = None, what: str = "image"
+) -> UnetkitError:
+    dims = f"{size[0]}x{size[1]} (WxH) = " if size else ""
+    return UnetkitError(
+        f"{name}: cannot read {what}: it declares {dims}{pixels:,} pixels, over the limit of "
+        f"{max_pixels():,} (a decompression bomb?); refused before decoding"
+    )
+
+
+def _not_identified(data: bytes) -> str:
+    if not data:
+        return "empty file (0 bytes)"
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if not (width and height):
+            return f"PNG header declares an empty image ({width}x{height}, WxH)"
+    for magic, fmt in _SIGNATURES.items():
+        if data.startswith(magic):
+            return f"corrupt {fmt} file (its header cannot be read)"
+    return "not an image file (format not recognised)"
+
+
+def open_image(data: bytes, name: str, what: str = "image") -> Image.Image:
+    """Parse an encoded image's header with Pillow, decoding no pixels, and check it.
+
+    Args:
+        data: the file's content.
+        name: the file, for messages.
+        what: ``image`` or ``mask``, for messages.
+
+    Returns:
+        The opened (not loaded) PIL image.
+
+    Raises:
+        UnetkitError: an empty, unrecognised or corrupt file, a declared size of zero or over
+            :func:`max_pixels` (a decompression bomb is refused here, before decoding), or more
+            than one frame (a multi-page TIFF or an animated GIF: which frame would be meant?).
+    """
+    fail = f"{name}: cannot read {what}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning: checked below, more strictly
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _bomb(name, int(found.group(1)) if found else 0, what=what) from None
+        except UnidentifiedImageError:
+            raise UnetkitError(f"{fail}: {_not_identified(data)}") from None
+        except Exception as exc:  # Pillow raises many types for corrupt headers
+            raise UnetkitError(f"{fail}: corrupt header ({_reason(exc)})") from None
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            img.close()
+            raise UnetkitError(f"{fail}: it declares an empty image ({width}x{height}, WxH)")
+        limit = max_pixels()
+        if limit and width * height > limit:
+            img.close()
+            raise _bomb(name, width * height, (width, height), what)
+        try:
+            frames = int(getattr(img, "n_frames", 1))
+        except Image.DecompressionBombError:
+            img.close()
+            raise _bomb(name, 0, what=what) from None
+        except Exception as exc:
+            img.close()
+            raise UnetkitError(f"{fail}: corrupt {img.format} file ({_reason(exc)})") from None
+    if frames > 1:
+        img.close()
+        raise UnetkitError(
+            f"{fail}: {frames} frames (a multi-page or animated {img.format}); unetkit reads "
+            "one image per file: save each frame as its own file"
+        )
+    return img
+
+
+def _needs_cv2(img: Image.Image, data: bytes) -> bool:
+    """16-bit colour PNG and TIFF: Pillow would decode them to 8 bits per channel."""
+    if img.format == "PNG":
+        return _is_16bit_colour_png(data)
+    if img.format == "TIFF" and img.mode in ("RGB", "RGBA", "RGBX"):
+        bits = img.tag_v2.get(258, 8)  # BitsPerSample
+        return any(int(b) > 8 for b in (bits if isinstance(bits, tuple) else (bits,)))
+    return False
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # unreadable EXIF: shown as stored, as viewers do
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def _check_finite(array: np.ndarray, name: str) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise UnetkitError(f"{name}: cannot use image: {bad} NaN/infinite pixel values")
+    return array
+
+
+def _decode_with_pil(img: Image.Image, data: bytes, name: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: not errors
+            img.load()
+            return _pil_to_array(ImageOps.exif_transpose(img), name)
+    except UnetkitError:
+        raise
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        if img.format == "TIFF" and "truncated" not in str(exc).lower():
+            try:  # sample layouts Pillow cannot represent (the size is checked already)
+                return _decode_with_cv2(data, name)
+            except Exception:
+                pass
+        raise UnetkitError(
+            f"{name}: cannot read image: truncated or corrupt {img.format} data ({_reason(exc)})"
+        ) from None
+
+
 def _pil_to_array(img: Image.Image, name: str) -> np.ndarray:
     """PIL image (already EXIF-transposed) -> (H, W, C) array, alpha dropped."""
+    if img.mode in ("P", "PA") and "transparency" in img.info:
+        img = img.convert("RGBA")  # what Pillow asks for; the alpha is dropped below
     mode = img.mode
     if mode in ("1", "L", "P", "LA", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"):
         img = img.convert("L" if mode == "1" or mode.startswith("L") else "RGB")
@@ -100,45 +260,44 @@ def match_channels(image: np.ndarray, channels: int | None, name: str = "") -> n
     raise UnetkitError(f"{name}: image has {have} channels, expected {channels}")
 
 
-def decode_image(data: bytes, channels: int | None = None, name: str = "") -> np.ndarray:
+def decode_image(
+    data: bytes, channels: int | None = None, name: str = "", finite: bool = True
+) -> np.ndarray:
     """Decode an encoded image (PNG, JPEG, TIFF, BMP, ...) from bytes.
 
     Args:
         data: the encoded file content.
         channels: 1 grey, 3 RGB, None keeps what is stored (alpha is always dropped).
         name: shown in error messages (a file name).
+        finite: refuse NaN and infinite values (False returns them, e.g. to count them).
 
     Returns:
         (H, W, C) uint8, uint16 (16-bit files) or float32 (float TIFF) array, EXIF orientation
         applied.
 
     Raises:
-        UnetkitError: corrupt or unsupported data, or an impossible channel conversion.
+        UnetkitError: corrupt, truncated or unsupported data, a size over :func:`max_pixels`
+            (refused from the header, before decoding), several frames, NaN or infinite
+            values, or an impossible channel conversion.
     """
     name = name or "<image bytes>"
-    if _is_16bit_colour_png(data):
-        return match_channels(_decode_with_cv2(data, name)[:, :, :3], channels, name)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            array = _pil_to_array(img, name)
-    except UnetkitError:
-        raise
-    except Exception as exc:  # PIL raises many types for corrupt files
-        try:  # e.g. multi-channel or 16-bit colour TIFFs that PIL cannot represent
-            array = _decode_with_cv2(data, name)
-        except Exception:
-            raise UnetkitError(f"{name}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    return match_channels(array, channels, name)
+    img = open_image(data, name)  # header checks: size (bombs), frames, format
+    with img:
+        if _needs_cv2(img, data):
+            upright = _ORIENT[_orientation(img)](_decode_with_cv2(data, name)[:, :, :3])
+            array = np.ascontiguousarray(upright)
+        else:
+            array = _decode_with_pil(img, data, name)
+    return match_channels(_check_finite(array, name) if finite else array, channels, name)
 
 
-def read_image(path: PathLike, channels: int | None = None) -> np.ndarray:
+def read_image(path: PathLike, channels: int | None = None, finite: bool = True) -> np.ndarray:
     """Read an image file (or an ``.npy`` stack of shape (H, W) or (H, W, C)).
 
     Args:
         path: image file.
         channels: 1 grey, 3 RGB, None keeps what is stored (L -> 1, RGB -> 3, RGBA -> 3).
+        finite: refuse NaN and infinite values (False returns them, e.g. to count them).
 
     Returns:
         (H, W, C) uint8 / uint16 / float32 array with the EXIF orientation applied.
@@ -148,19 +307,49 @@ def read_image(path: PathLike, channels: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise UnetkitError(f"{path}: cannot read array ({exc})") from exc
-        if array.ndim not in (2, 3):
-            raise UnetkitError(f"{path}: expected a (H, W) or (H, W, C) array, got {array.shape}")
+        array = _read_npy(path)
         array = array[:, :, None] if array.ndim == 2 else array
+        array = _check_finite(array, str(path)) if finite else array
         return match_channels(array, channels, str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UnetkitError(f"{path}: cannot read image ({exc.strerror or exc})") from exc
-    return decode_image(data, channels=channels, name=str(path))
+    return decode_image(data, channels=channels, name=str(path), finite=finite)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """An ``.npy`` array, its header checked first: shape, size, no objects, enough data."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(fh)
+            data_bytes = os.fstat(fh.fileno()).st_size - fh.tell()
+    except OSError as exc:
+        raise UnetkitError(f"{path}: cannot read array ({exc.strerror or exc})") from None
+    except Exception as exc:  # ValueError and friends for a bad header
+        raise UnetkitError(f"{path}: not a readable .npy array ({_reason(exc)})") from None
+    if dtype.hasobject:
+        raise UnetkitError(f"{path}: array of Python objects (a pickle); refused")
+    if len(shape) not in (2, 3):
+        raise UnetkitError(f"{path}: expected a (H, W) or (H, W, C) array, got {shape}")
+    limit = max_pixels()
+    if limit and shape[0] * shape[1] > limit:
+        raise _bomb(str(path), shape[0] * shape[1], (shape[1], shape[0]))
+    if not all(shape):
+        raise UnetkitError(f"{path}: empty array {shape}")
+    need = int(np.prod(shape)) * dtype.itemsize
+    if data_bytes < need:
+        raise UnetkitError(
+            f"{path}: truncated array: shape {shape} needs {need:,} bytes, the file holds "
+            f"{data_bytes:,}"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise UnetkitError(f"{path}: cannot read array ({_reason(exc)})") from None
 
 
 def _map_colours(rgb: np.ndarray, colormap: Mapping | Sequence, name: str) -> np.ndarray:
@@ -188,8 +377,16 @@ def decode_mask(
 ) -> np.ndarray:
     """Decode a class-index mask from bytes; see :func:`read_mask`."""
     name = name or "<mask bytes>"
+    img = open_image(data, name, "mask")  # header checks: size (bombs), frames, format
+    if img.format == "JPEG":
+        img.close()
+        raise UnetkitError(
+            f"{name}: cannot use mask: lossy JPEG mask: class indices are not exact; "
+            "store masks as PNG"
+        )
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with img, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             img.load()
             mode = img.mode
             if mode in ("LA", "PA"):
@@ -197,7 +394,9 @@ def decode_mask(
                 mode = img.mode
             array = np.asarray(img)
     except Exception as exc:
-        raise UnetkitError(f"{name}: cannot read mask ({type(exc).__name__}: {exc})") from exc
+        raise UnetkitError(
+            f"{name}: cannot read mask: truncated or corrupt data ({_reason(exc)})"
+        ) from None
     if mode in ("RGB", "RGBA"):
         rgb = array[:, :, :3]
         if colormap is not None:
@@ -316,37 +515,63 @@ def write_image(path: PathLike, array: np.ndarray) -> None:
 write_rgb_png = write_image
 
 
-def image_to_tensor(image: np.ndarray, cfg: DataConfig) -> torch.Tensor:
-    """Turn an image into the network's normalised float input.
+def image_to_tensor(
+    image: np.ndarray, cfg: DataConfig, stats: tuple[np.ndarray, np.ndarray] | None = None
+) -> torch.Tensor:
+    """Turn an image into the network's normalised float input (``unetkit.data.normalize``).
 
     Args:
         image: (H, W, C) or (H, W) uint8 / uint16 / float array (float assumed in [0, 1]).
-        cfg: data config; ``channels`` (grey <-> RGB converted), ``mean`` and ``std`` (one entry
-            broadcasts to every channel) are used.
+        cfg: data config; ``channels`` (grey <-> RGB converted), ``normalize``, ``mean`` and
+            ``std`` (one entry broadcasts to every channel) are used.
+        stats: per-image ``(shift, scale)`` from :func:`normalization_stats` of the *whole*
+            image, for the per-image modes when ``image`` is a crop or a tile of it; None
+            computes them from ``image`` itself.
 
     Returns:
-        float32 tensor (C, H, W): ``(x / dtype_max - mean) / std``.
+        float32 tensor (C, H, W): ``(x / dtype_max - shift) / scale``.
 
     Raises:
         UnetkitError: a channel count that cannot be converted, or mean/std of the wrong length.
     """
     import torch
 
+    from .normalize import image_stats, unit_scale
+
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
     image = match_channels(image, cfg.channels, "image")
-    scale = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
     channels = image.shape[2]
-    stats = []
-    for label, values in (("mean", cfg.mean), ("std", cfg.std)):
+    if stats is None:
+        stats = image_stats(image, cfg.normalize)
+    if stats is None:
+        stats = (cfg.mean, cfg.std)
+    checked = []
+    for label, values in zip(("mean", "std"), stats):
         if len(values) not in (1, channels):
             raise UnetkitError(f"{label} has {len(values)} entries for a {channels}-channel image")
-        stats.append(np.asarray(values, dtype=np.float32))
-    mean, std = stats
+        checked.append(np.asarray(values, dtype=np.float32))
+    shift, scale = checked
     # numpy on (H, W, C) then one transposing copy: fast whatever torch's thread settings
     array = image.astype(np.float32)
+    array /= unit_scale(image)
+    array -= shift
     array /= scale
-    array -= mean
-    array /= std
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (C, H, W)
+
+
+def normalization_stats(
+    image: np.ndarray, cfg: DataConfig
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-image ``(shift, scale)`` of a whole image for ``cfg.normalize`` (None when the
+    transform does not depend on the image); pass them to :func:`image_to_tensor` for its
+    crops and tiles."""
+    from .normalize import image_stats
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if cfg.normalize not in ("image", "percentile"):
+        return None
+    return image_stats(match_channels(image, cfg.channels, "image"), cfg.normalize)

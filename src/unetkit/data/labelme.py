@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import UnetkitError
-from .imageio import decode_image
+from .imageio import decode_image, open_image, read_image
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,14 @@ def _parse_points(raw: object, shape_type: str) -> np.ndarray:
 
 def _parse_mask_patch(raw: object, points: np.ndarray) -> np.ndarray:
     data = _decode_b64(raw, "mask")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
+    try:  # the header first: a decompression bomb is refused before decoding
+        with open_image(data, "mask", "mask") as img, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             patch = np.asarray(img)
+    except UnetkitError as exc:
+        raise ValueError(f"mask {str(exc).removeprefix('mask: cannot read mask: ')}") from None
     except Exception as exc:
-        raise ValueError(f"mask is not a decodable image ({exc})") from exc
+        raise ValueError(f"mask is not a decodable image ({type(exc).__name__}: {exc})") from None
     patch = patch[..., 0] if patch.ndim == 3 else patch
     (x1, y1), (x2, y2) = points.astype(int)
     expected = (y2 - y1 + 1, x2 - x1 + 1)
@@ -240,7 +243,7 @@ def load_image(
         image = decode_image(doc.image_data, channels, name=f"{doc.path} (imageData)")
     else:
         path = resolve_image_path(doc, root, allow_outside)
-        image = decode_image(path.read_bytes(), channels, name=str(path))
+        image = read_image(path, channels)  # unreadable files: one line naming them
     h, w = image.shape[:2]
     if (doc.height is not None and doc.height != h) or (doc.width is not None and doc.width != w):
         raise UnetkitError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import UnetkitError
 from ..viz import make_palette
@@ -151,16 +152,108 @@ def read_class_file(path: Path) -> list[str]:
     return [n for n in names if n != "__ignore__"]
 
 
-def _infer_classes(mask_files: list[Path], ignore_index: int) -> tuple[list[str], bool]:
-    """Classes from the mask values: 0/255 -> binary; else background + class1..classN."""
-    values: set[int] = set()
-    step = max(1, len(mask_files) // 200)  # large sets: a spread-out sample of 200 masks
-    for path in mask_files[::step]:
-        values.update(np.unique(read_mask(path)).tolist())
-    if values <= {0, 255} and 255 in values:
+def map_binary_255(mask: np.ndarray) -> np.ndarray:
+    """A 0/255 binary mask as classes 0/1 (255 -> 1; a new array, other values unchanged)."""
+    return np.where(mask == 255, 1, mask)
+
+
+def mask_values(path: Path) -> frozenset[int]:
+    """The distinct values of one mask file, decoding it once.
+
+    8-bit single-channel and palette masks (modes ``L`` / ``P``, whose pixel values
+    :func:`~unetkit.data.imageio.read_mask` returns unchanged) are counted with Pillow's C
+    histogram; any other mode, and any file Pillow cannot read that way, goes through
+    ``read_mask`` (which names the file when it cannot be read).
+
+    Raises:
+        UnetkitError: an unreadable mask.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("L", "P"):
+                return frozenset(v for v, n in enumerate(img.histogram()) if n)
+    except Exception:  # read_mask below reports the problem in one line
+        pass
+    mask = read_mask(path)
+    if mask.size and mask.min() >= 0 and mask.max() < 1 << 16:
+        return frozenset(np.flatnonzero(np.bincount(mask.ravel())).tolist())
+    return frozenset(np.unique(mask).tolist())
+
+
+def all_mask_values(paths: list[Path]) -> dict[Path, frozenset[int]]:
+    """:func:`mask_values` of every file (each decoded once)."""
+    return {path: mask_values(path) for path in paths}
+
+
+def decide_binary_255(values: dict[Path, frozenset[int]]) -> bool:
+    """Whether a two-class set of masks stores its foreground as 255 (to map to class 1).
+
+    The rule, over all masks together: no mask holds 255 -> no; every value is 0 or 255 ->
+    yes; values other than 0, 1 and 255 -> no (class indices, 255 = ignore); a mask holding
+    both 1 and 255 -> no (255 is the ignore index there). What remains is some masks 0/1 and
+    others 0/255: an error naming one of each.
+
+    Args:
+        values: per mask file its distinct values (:func:`all_mask_values`).
+
+    Raises:
+        UnetkitError: masks that mix 0/1 and 0/255.
+    """
+    union = frozenset().union(*values.values())
+    if 255 not in union:
+        return False
+    if union <= {0, 255}:
+        return True
+    if union - {0, 255} != {1} or any({1, 255} <= v for v in values.values()):
+        return False
+    with_255 = next(p for p, v in values.items() if 255 in v)
+    with_1 = next(p for p, v in values.items() if 1 in v)
+    raise UnetkitError(
+        f"{with_255}: a 0/255 mask, but {with_1.name} is 0/1; store every mask the same way "
+        "(0/1 or 0/255)"
+    )
+
+
+def _sorted_values(values: dict[Path, frozenset[int]]) -> list[int]:
+    return sorted(frozenset().union(*values.values()))
+
+
+def _infer_classes(
+    root: Path, values: dict[Path, frozenset[int]], ignore_index: int
+) -> tuple[list[str], bool]:
+    """Classes from all the mask values: 0/255 -> binary; else background + class1..classN."""
+    if decide_binary_255(values):
+        log.info("%s: masks are 0/255: mapped to classes 0/1 (%d masks checked)", root, len(values))
         return ["background", "class1"], True
-    top = max(values - {ignore_index}, default=0)
-    return ["background", *[f"class{v}" for v in range(1, top + 1)]], False
+    found = _sorted_values(values)
+    top = max(set(found) - {ignore_index}, default=0)
+    classes = ["background", *[f"class{v}" for v in range(1, top + 1)]]
+    log.info(
+        "%s: no classes file; classes inferred from %d masks: values %s -> %s (ignore %d)",
+        root, len(values), found, classes, ignore_index,
+    )  # fmt: skip
+    return classes, False
+
+
+def _two_classes(
+    root: Path, class_file: Path, values: dict[Path, frozenset[int]], ignore_index: int
+) -> bool:
+    """The 0/255 decision for a two-line classes file; values beyond class 1 are an error."""
+    if decide_binary_255(values):
+        log.info("%s: masks are 0/255: mapped to classes 0/1 (%d masks checked)", root, len(values))
+        return True
+    for path, found in values.items():
+        bad = sorted(found - {0, 1, ignore_index})
+        if bad:
+            raise UnetkitError(
+                f"{path}: mask value(s) {bad[:8]} outside the 2 classes of {class_file.name} "
+                f"(0..1, ignore {ignore_index})"
+            )
+    log.info(
+        "%s: masks are class indices 0/1 (values %s, ignore %d; %d masks checked)",
+        root, _sorted_values(values), ignore_index, len(values),
+    )  # fmt: skip
+    return False
 
 
 def _voc_split(root: Path) -> dict[str, list[str]] | None:
@@ -185,9 +278,14 @@ def _metadata(root: Path, layout: str) -> dict:
 def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) -> DatasetInfo:
     """Recognise a dataset folder and read its class list, split and pairing.
 
-    Without a classes file the classes are inferred from the mask values (logged): 0/255
+    Without a classes file the classes are inferred from the values of every mask: 0/255
     masks give ``["background", "class1"]`` with the binary mapping, other values
-    ``background`` plus ``class1`` .. ``classN``.
+    ``background`` plus ``class1`` .. ``classN`` (N = the largest value other than the ignore
+    index). With a two-line classes file every mask is checked too: 0/255 masks get the binary
+    mapping, values other than 0, 1 and the ignore index are an error. The rule for 0/255 is
+    :func:`decide_binary_255`; what was decided is logged in one line. A ``prepare`` output
+    (``dataset.json``) and a classes file of more than two names are not scanned (255 is the
+    ignore index there). Each mask is decoded once (:func:`mask_values`).
 
     Args:
         root: the folder.
@@ -197,7 +295,8 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
         A :class:`DatasetInfo`.
 
     Raises:
-        UnetkitError: unrecognised layout, no pairs, unreadable metadata.
+        UnetkitError: unrecognised layout, no pairs, unreadable metadata or mask, masks that
+            mix 0/1 and 0/255, values outside a two-line classes file.
     """
     root = Path(root)
     layout, suffix = find_layout(root, mask_suffix)
@@ -222,11 +321,10 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
         classes = list(meta["classes"])
     elif class_file is not None:
         classes = read_class_file(class_file)
-        if len(classes) == 2:  # a 0/255 binary set with a classes file
-            binary = set(np.unique(read_mask(masks[0])).tolist()) == {0, 255}
+        if len(classes) == 2:  # 0/1 or 0/255: decided from every mask
+            binary = _two_classes(root, class_file, all_mask_values(masks), ignore_index)
     else:
-        classes, binary = _infer_classes(masks, ignore_index)
-        log.info("%s: no classes file; classes inferred from the masks: %s", root, classes)
+        classes, binary = _infer_classes(root, all_mask_values(masks), ignore_index)
     palette = meta.get("palette") or make_palette(len(classes))
     channels = meta.get("channels")
     if not isinstance(channels, int):

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import UnetkitError
 from .imageio import read_image, read_mask
@@ -114,26 +113,25 @@ def _check_pair(
     image_path: Path, mask_path: Path, classes: list[str] | None, ignore: int, strict: bool
 ) -> tuple[list[Finding], int | None]:
     """Findings of one pair and the image's channel count (None when unreadable)."""
-    try:
-        image = read_image(image_path)
-    except UnetkitError as exc:
-        return [Finding("error", [image_path.name], str(exc))], None
+    # read_image / read_mask refuse, in one line naming the file, what cannot be used: corrupt,
+    # truncated or empty files, decompression bombs, several frames, NaN pixels, JPEG masks
     findings = []
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+    try:
+        image = read_image(image_path, finite=False)  # NaN pixels are counted below
+    except UnetkitError as exc:
+        findings.append(Finding("error", [image_path.name], _without_path(exc, image_path)))
+        image = None
+    if image is not None and np.issubdtype(image.dtype, np.floating):
         bad = int((~np.isfinite(image)).sum())
-        findings.append(Finding("error", [image_path.name], f"{bad} NaN/infinite pixel values"))
-    if mask_path.suffix.lower() in (".jpg", ".jpeg") or _format(mask_path) == "JPEG":
-        findings.append(
-            Finding(
-                "error",
-                [mask_path.name],
-                "lossy JPEG mask: class indices are not exact; store masks as PNG",
-            )  # fmt: skip
-        )
+        if bad:
+            findings.append(Finding("error", [image_path.name], f"{bad} NaN/infinite pixel values"))
     try:
         mask = read_mask(mask_path)
     except UnetkitError as exc:
-        return [*findings, Finding("error", [mask_path.name], str(exc).split(": ", 1)[-1])], None
+        findings.append(Finding("error", [mask_path.name], _without_path(exc, mask_path)))
+        return findings, None
+    if image is None:
+        return findings, None
     if mask.shape != image.shape[:2]:
         findings.append(
             Finding(
@@ -147,12 +145,9 @@ def _check_pair(
     return [*findings, *mask_findings], image.shape[2]
 
 
-def _format(path: Path) -> str | None:
-    try:
-        with Image.open(path) as img:
-            return img.format
-    except Exception:
-        return None
+def _without_path(exc: UnetkitError, path: Path) -> str:
+    """The reason alone: the finding names the file already."""
+    return str(exc).removeprefix(f"{path}: ")
 
 
 def _channel_mix(channels: dict[int, list[str]]) -> list[Finding]:

@@ -37,6 +37,7 @@ class ModelInfo:
     task: str = "multiclass"
     ignore_index: int = 255
     source: str = ""
+    split: dict[str, list[str]] | None = None  # train / val stems it was trained with
 
 
 @dataclass
@@ -88,8 +89,16 @@ def load_torch(
         ckpt.task,
         ckpt.ignore_index,
         str(path),
+        _trained_split(ckpt.train_state),
     )
     return Network(run, info, _shape_model(ckpt.model_config), dev, prec)
+
+
+def _trained_split(train_state: dict | None) -> dict[str, list[str]] | None:
+    data = (train_state or {}).get("data") or {}
+    if "train" not in data:
+        return None
+    return {"train": list(data["train"]), "val": list(data.get("val") or [])}
 
 
 def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> Network:
@@ -98,18 +107,16 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> N
     Raises:
         UnetkitError: an unreadable file or one without unetkit metadata.
     """
-    import onnxruntime as ort
-
-    from ..export import parse_metadata
+    from ..export import onnx_session, parse_metadata
 
     dev = resolve_device(device)
     providers = ["CPUExecutionProvider"]
-    if dev.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise UnetkitError(f"{path}: not a readable ONNX model ({str(exc)[:160]})") from None
+    if dev.type == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+    session = onnx_session(path, providers)  # one line naming the file for any failure
     meta = parse_metadata(session.get_modelmeta().custom_metadata_map, path)
     try:
         info = ModelInfo(
@@ -121,7 +128,7 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> N
             int(meta.get("ignore_index", 255)),
             str(path),
         )
-    except (TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UnetkitError(f"{path}: malformed unetkit metadata ({exc})") from None
     if info.task == "regression":
         raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")

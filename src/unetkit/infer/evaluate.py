@@ -1,10 +1,21 @@
 """Score predictions against ground truth: a model on a dataset folder, or two mask folders.
 
 Writes into the report folder (each file atomically): ``metrics.json`` (``mean_iou``,
-``mean_dice`` (foreground), ``pixel_accuracy``, ``per_class`` IoU / Dice / precision / recall /
-support, and for two-class tasks the ISBI 2012 ``pixel_error`` and ``adapted_rand_error``),
-``per_image.csv``, ``confusion.csv`` (rows = truth, columns = prediction) and ``confusion.png``.
+``mean_dice`` (foreground), ``pixel_accuracy``, ``pixel_error``, ``per_class`` IoU / Dice /
+precision / recall / support), ``per_image.csv`` (with ``pixel_error`` per image for two-class
+tasks), ``confusion.csv`` (rows = truth, columns = prediction) and ``confusion.png``.
 Ground-truth pixels equal to the ignore index count nowhere.
+
+The ISBI 2012 adapted Rand error (``adapted_rand_error``, per image and averaged) is a
+membrane / cell-boundary metric: it is computed only when asked for (``rand_error=True`` in
+:func:`score_pairs`, :func:`evaluate_dirs` and :func:`evaluate_model`), never from the class
+count or names, and only for two classes (membrane = class 1). For objects on a background it
+would score the background's connected regions, which means nothing there.
+
+Two-class 0/255 masks are mapped to classes 0/1 (255 -> 1), decided from every mask with
+:func:`unetkit.data.layout.decide_binary_255`: for a dataset folder by ``describe_dataset``;
+for two mask folders once for the ground truth and once for the predictions (each decision is
+logged). Masks that mix 0/1 and 0/255 are an error naming a file.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..config import PredictConfig
 from ..data.imageio import read_image, read_mask
+from ..data.layout import all_mask_values, decide_binary_255, map_binary_255
 from ..errors import UnetkitError
 from ..files import write_text
 from ..metrics import ConfusionMatrix, membrane_rand_error
@@ -48,6 +60,7 @@ def score_pairs(
     pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
     class_names: list[str],
     ignore_index: int = 255,
+    rand_error: bool = False,
 ) -> tuple[dict[str, Any], list[dict], np.ndarray]:
     """Accumulate metrics over ``(name, prediction (H, W) int, ground truth (H, W) int)``.
 
@@ -55,15 +68,23 @@ def score_pairs(
         pairs: per image its name, predicted and true class maps (same shape).
         class_names: K names, index = class value.
         ignore_index: ground-truth value excluded everywhere.
+        rand_error: also compute the ISBI 2012 adapted Rand error (K must be 2, membrane =
+            class 1).
 
     Returns:
-        ``(metrics, per-image rows, confusion (K, K) int64)``; with K = 2 the metrics also hold
-        ``adapted_rand_error`` (mean over images of the membrane Rand error, membrane = class 1).
+        ``(metrics, per-image rows, confusion (K, K) int64)``; with K = 2 each row also holds
+        ``pixel_error``; with ``rand_error`` the rows and the metrics hold
+        ``adapted_rand_error`` (the metrics: its mean over images).
 
     Raises:
-        UnetkitError: a prediction and its ground truth differ in size, or no pairs.
+        UnetkitError: ``rand_error`` with K != 2, a prediction and its ground truth differ in
+            size, or no pairs.
     """
     k = len(class_names)
+    if rand_error and k != 2:
+        raise UnetkitError(
+            f"adapted Rand error needs 2 classes (membrane = class 1); got {k}: {class_names}"
+        )
     total = ConfusionMatrix(k, ignore_index)
     rows, rand = [], []
     for name, pred, gt in pairs:
@@ -77,13 +98,14 @@ def score_pairs(
         extra = {}
         if k == 2:
             extra["pixel_error"] = one.compute(class_names)["pixel_error"]
+        if rand_error:
             extra["adapted_rand_error"] = membrane_rand_error(pred, gt, 1, ignore_index)
             rand.append(extra["adapted_rand_error"])
         rows.append(_per_image_row(name, one, class_names, extra))
     if not rows:
         raise UnetkitError("nothing to evaluate: no prediction / ground-truth pairs")
     metrics = total.compute(class_names)
-    if k == 2:
+    if rand_error:
         metrics["adapted_rand_error"] = float(np.mean(rand))
     metrics["images"] = len(rows)
     metrics["classes"] = list(class_names)
@@ -139,14 +161,60 @@ def select_stems(info, split: str = "auto") -> list[str]:
     return stems
 
 
+def choose_stems(
+    info, split: str = "auto", trained: dict[str, list[str]] | None = None
+) -> tuple[list[str], str]:
+    """The stems ``evaluate`` scores, and a sentence saying which they are.
+
+    ``trained`` is the train / val split recorded in the model (None when it records none).
+    Rule for ``auto``: a model that was trained on images of this folder is scored on the
+    validation images it recorded (refused when it held none out); a folder that shares no
+    image with its training set is scored whole; without a recorded split, the folder's own
+    validation split (``dataset.json``, VOC's ImageSets) or else every image. ``all`` scores
+    every image and says how many were training images; other names select the folder's split.
+
+    Raises:
+        UnetkitError: an unknown split name, or nothing held out to score.
+    """
+    train = set((trained or {}).get("train") or [])
+    seen = [s for s in info.stems if s in train]
+    if split == "all":
+        note = f"; {len(seen)} of them were used in training" if seen else ""
+        return list(info.stems), f"all {len(info.stems)} images{note}"
+    if split == "auto" and trained is not None:
+        if not seen:
+            return list(info.stems), (
+                f"all {len(info.stems)} images (none of them was used in training)"
+            )
+        val = [s for s in (trained.get("val") or []) if s in info.image_files]
+        if not val:
+            raise UnetkitError(
+                f"{info.root}: the model was trained on {len(seen)} of these images and held "
+                "none of the others out for validation: nothing held out to score "
+                "(--split all scores the training images anyway)"
+            )
+        return val, f"the {len(val)} validation images recorded in the checkpoint"
+    stems = select_stems(info, split)
+    if split == "auto" and stems == list(info.stems):
+        return stems, (
+            f"all {len(stems)} images (the model records no training split; some may have "
+            "been training images)"
+        )
+    return (
+        stems,
+        f"the {len(stems)} images of the folder's {('val' if split == 'auto' else split)!r} split",
+    )
+
+
 def evaluate_model(
     model: str | os.PathLike,
     dataset_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     split: str = "auto",
     config: PredictConfig | None = None,
-    device: str = "auto",
+    device: str | None = None,
     progress: bool = True,
+    rand_error: bool = False,
 ) -> dict[str, Any]:
     """Predict a dataset's images with a model and score them against its masks.
 
@@ -154,17 +222,19 @@ def evaluate_model(
         model: a checkpoint or an exported ONNX file.
         dataset_root: a dataset folder (any layout ``describe_dataset`` accepts).
         out_dir: the report folder.
-        split: ``auto`` (validation split if the dataset defines one, else all), ``all``, or a
-            split name.
-        config: prediction settings (strategy, tile, TTA, threshold).
-        device: ``auto``, ``cpu``, ``cuda``...
+        split: ``auto`` (the images the model did not train on, see :func:`choose_stems`),
+            ``all``, or a split name of the folder.
+        config: prediction settings (strategy, tile, TTA, threshold, device).
+        device: ``auto``, ``cpu``, ``cuda``...; None = ``config.device``.
         progress: a progress bar over images.
+        rand_error: also compute the adapted Rand error (two-class membrane models).
 
     Returns:
         The metrics (as in ``metrics.json``).
 
     Raises:
-        UnetkitError: unreadable model or dataset, or a class count that differs.
+        UnetkitError: unreadable model or dataset, a class count that differs, or
+            ``rand_error`` for a model without exactly two classes.
     """
     from ..data.layout import describe_dataset
     from .predict import Predictor
@@ -179,19 +249,22 @@ def evaluate_model(
         )
     if list(info.classes) != list(names):
         log.warning("class names differ: dataset %s, model %s", info.classes, names)
-    stems = select_stems(info, split)
+    stems, scored = choose_stems(info, split, predictor.info.split)
+    log.info("evaluate: scoring %s", scored)
     channels = predictor.info.preprocessing.channels
 
     def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for stem in tqdm(stems, desc="evaluate", unit="img", disable=not progress):
             gt = read_mask(info.mask_files[stem])
             if info.binary_255:
-                gt = np.where(gt == 255, 1, gt)
+                gt = map_binary_255(gt)
             pred = predictor.predict_mask(read_image(info.image_files[stem], channels=channels))
             yield info.image_files[stem].name, pred, gt
 
-    metrics, rows, matrix = score_pairs(pairs(), names, info.ignore_index)
-    metrics.update(model=str(model), dataset=str(dataset_root), split=split)
+    metrics, rows, matrix = score_pairs(pairs(), names, info.ignore_index, rand_error)
+    metrics.update(
+        model=str(model), dataset=str(dataset_root), split=split, scored=scored, stems=stems
+    )
     write_report(out_dir, metrics, rows, matrix, names)
     return metrics
 
@@ -212,22 +285,30 @@ def evaluate_dirs(
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     ignore_index: int = 255,
+    rand_error: bool = False,
 ) -> dict[str, Any]:
     """Score a folder of predicted masks against a folder of true masks, paired by stem.
+
+    Unless more than two classes are given, 0/255 masks are mapped to classes 0/1: decided
+    from all the ground-truth masks, and separately from all the predictions
+    (:func:`~unetkit.data.layout.decide_binary_255`; each decision logged).
 
     Args:
         pred_dir: class-index masks (e.g. a ``unetkit predict`` output folder).
         gt_dir: class-index masks with the same stems.
         out_dir: the report folder.
-        num_classes: K; default ``len(class_names)`` or the largest value found + 1.
+        num_classes: K; default ``len(class_names)`` or the largest value found + 1 (after the
+            0/255 mapping).
         class_names: names for the report (default ``"0"``, ``"1"``, ...).
         ignore_index: ground-truth value excluded everywhere.
+        rand_error: also compute the adapted Rand error (K = 2, membrane = class 1).
 
     Returns:
         The metrics (as in ``metrics.json``).
 
     Raises:
-        UnetkitError: missing folders, no pairs, sizes that differ, values >= K.
+        UnetkitError: missing folders, no pairs, sizes that differ, values >= K, masks that mix
+            0/1 and 0/255, ``rand_error`` with K != 2.
     """
     preds = _masks_by_stem(Path(pred_dir), skip_outputs=True)
     gts = _masks_by_stem(Path(gt_dir), skip_outputs=False)
@@ -237,35 +318,52 @@ def evaluate_dirs(
         log.warning("%d ground-truth masks have no prediction: %s", len(missing), missing[:10])
     if not stems:
         raise UnetkitError(f"{pred_dir} and {gt_dir}: no masks with the same name")
-    if class_names is None:
-        k = (
-            num_classes
-            or _largest_label([preds[s] for s in stems] + [gts[s] for s in stems], ignore_index) + 1
-        )
-        class_names = [str(i) for i in range(max(k, 1))]
-    elif num_classes is not None and num_classes != len(class_names):
+    if class_names is not None and num_classes is not None and num_classes != len(class_names):
         raise UnetkitError(f"{num_classes} classes but {len(class_names)} class names")
+    k = len(class_names) if class_names is not None else (num_classes or None)
+    map_gt = map_pred = False
+    if k is None or k == 2:  # with more classes 255 is the ignore index: nothing to decide
+        gt_values = all_mask_values([gts[s] for s in stems])
+        pred_values = all_mask_values([preds[s] for s in stems])
+        map_gt = _decide("ground truth", gt_values)
+        map_pred = _decide("predictions", pred_values)
+        if k is None:  # a predicted ignore value is reported by _check_range, not a class
+            found = _mapped(gt_values, map_gt) | _mapped(pred_values, map_pred)
+            k = max(found - {ignore_index}, default=0) + 1
+    if class_names is None:
+        class_names = [str(i) for i in range(max(k, 1))]
 
     def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for stem in stems:
             pred, gt = read_mask(preds[stem]), read_mask(gts[stem])
+            pred = map_binary_255(pred) if map_pred else pred
+            gt = map_binary_255(gt) if map_gt else gt
             _check_range(preds[stem], pred, len(class_names), None)
             _check_range(gts[stem], gt, len(class_names), ignore_index)
             yield stem, pred, gt
 
-    metrics, rows, matrix = score_pairs(pairs(), class_names, ignore_index)
+    metrics, rows, matrix = score_pairs(pairs(), class_names, ignore_index, rand_error)
     metrics.update(predictions=str(pred_dir), ground_truth=str(gt_dir))
     write_report(out_dir, metrics, rows, matrix, class_names)
     return metrics
 
 
-def _largest_label(paths: list[Path], ignore_index: int) -> int:
-    largest = 0
-    for path in paths:
-        values = np.unique(read_mask(path))
-        values = values[values != ignore_index]
-        largest = max(largest, int(values.max()) if values.size else 0)
-    return largest
+def _decide(what: str, values: dict[Path, frozenset[int]]) -> bool:
+    """The 0/255 decision for one folder of masks, logged in one line."""
+    binary = decide_binary_255(values)
+    if binary:
+        log.info("%s: masks are 0/255: mapped to classes 0/1 (%d masks checked)", what, len(values))
+    else:
+        found = sorted(frozenset().union(*values.values()))
+        log.info("%s: masks are class indices: values %s (%d masks checked)", what, found[:20],
+                 len(values))  # fmt: skip
+    return binary
+
+
+def _mapped(values: dict[Path, frozenset[int]], binary: bool) -> set[int]:
+    """All the values of a folder, after the 0/255 mapping when it applies."""
+    found = set(frozenset().union(*values.values()))
+    return {1 if v == 255 else v for v in found} if binary else found
 
 
 def _check_range(path: Path, mask: np.ndarray, k: int, ignore_index: int | None) -> None:

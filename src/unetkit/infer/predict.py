@@ -20,15 +20,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..config import PredictConfig
-from ..data.imageio import image_to_tensor
+from ..config import STRATEGIES, PredictConfig
+from ..data.imageio import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
 from .tiling import SizeRule, predict_tiled
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "full", "letterbox", "resize", "tile")
 _PROGRESS_TILES = 16  # show a tile progress bar for images with more tiles than this
 
 
@@ -51,30 +50,35 @@ class Predictor:
             )
         self.rule = SizeRule.from_model(network.shape)
         self.progress = False
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str = "auto"
+        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str | None = None
     ) -> Predictor:
-        """A predictor for a unetkit checkpoint (PyTorch, ``config.precision`` autocast)."""
+        """A predictor for a unetkit checkpoint (PyTorch, ``config.precision`` autocast).
+
+        ``device`` (when given) wins over ``config.device``.
+        """
         config = config or PredictConfig()
-        return cls(load_torch(path, device, config.precision), config)
+        return cls(load_torch(path, device or config.device, config.precision), config)
 
     @classmethod
     def from_onnx(
-        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str = "auto"
+        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str | None = None
     ) -> Predictor:
         """A predictor for an ONNX file written by ``unetkit export`` (run by onnxruntime)."""
-        return cls(load_onnx(path, device), config)
+        config = config or PredictConfig()
+        return cls(load_onnx(path, device or config.device), config)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str = "auto"
+        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str | None = None
     ) -> Predictor:
         """``from_onnx`` for ``.onnx`` files, ``from_checkpoint`` for anything else."""
         config = config or PredictConfig()
-        return cls(load_network(path, device, config.precision), config)
+        return cls(load_network(path, device or config.device, config.precision), config)
 
     # -- what the model is ---------------------------------------------------------------------
     @property
@@ -106,7 +110,8 @@ class Predictor:
 
     # -- the network as tiling sees it -----------------------------------------------------------
     def _prepare(self, window: np.ndarray) -> torch.Tensor:
-        return image_to_tensor(window, self.info.preprocessing)  # (C, h, w) float32
+        # per-image normalisation uses the statistics of the whole image (set by _run)
+        return image_to_tensor(window, self.info.preprocessing, self._stats)  # (C, h, w)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged)."""
@@ -127,6 +132,7 @@ class Predictor:
         image = _as_hwc(image)
         size = image.shape[:2]
         strategy = self.strategy_for(size)
+        self._stats = normalization_stats(image, self.info.preprocessing)
         with torch.inference_mode():
             if strategy in ("letterbox", "resize"):
                 return self._run_scaled(image, strategy, reduce)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_model
+from ..errors import UnetkitError
 from .presets import PRESETS, preset_config
 from .unet import UNet
 
@@ -47,9 +48,17 @@ def preset_table(size: int = 256, **overrides) -> str:
 
 
 def checkpoint_summary(path: str | Path) -> str:
-    """A text description of a checkpoint: model, classes, preprocessing, training state."""
-    ckpt = load_checkpoint(path)
-    model = ckpt.build_model()
+    """A text description of a checkpoint (model, classes, preprocessing, training state), or
+    of an exported ONNX file (``.onnx``: the unetkit metadata embedded by ``unetkit export``).
+
+    Raises:
+        UnetkitError: one line naming the file: unreadable, not a unetkit checkpoint / export,
+            refused (a pickle that would run code), or weights that do not match the config.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return onnx_summary(path)
+    model, ckpt = load_model(path)
     lines = [
         f"checkpoint     {path}",
         f"preset         {ckpt.preset or '-'}",
@@ -65,6 +74,46 @@ def checkpoint_summary(path: str | Path) -> str:
         keys = ("epoch", "step", "best_metric", "best_value", "metrics")
         summary = {k: ts[k] for k in keys if k in ts}
         lines.append(f"training       {json.dumps(summary, default=str)}")
+        data = ts.get("data") or {}
+        if "train" in data:
+            lines.append(
+                f"split          {len(data['train'])} train / {len(data.get('val') or [])} val "
+                "images (evaluate scores the val images)"
+            )
+        if ts.get("fingerprint"):
+            from ..data.fingerprint import describe
+
+            lines.append(describe(ts["fingerprint"], list(ckpt.classes)))
     else:
         lines.append("training       (no training state: weights only)")
     return "\n".join(lines)
+
+
+def onnx_summary(path: str | Path) -> str:
+    """A text description of an ONNX file written by ``unetkit export``, from its metadata."""
+    from ..config import DataConfig, ModelConfig
+    from ..export import read_onnx_metadata
+
+    path = Path(path)
+    meta = read_onnx_metadata(path)
+    try:
+        config = ModelConfig.from_dict(meta["model_config"])
+        pre = DataConfig.from_dict(meta["preprocessing"])
+        classes = [str(c) for c in meta["classes"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnetkitError(f"{path}: malformed unetkit metadata ({exc})") from None
+    with torch.device("meta"):
+        params = UNet(config).num_parameters()
+    return "\n".join(
+        [
+            f"onnx file      {path}",
+            f"preset         {meta.get('preset') or '-'}",
+            f"task           {meta.get('task', 'multiclass')}",
+            f"parameters     {params:,}",
+            f"classes        {', '.join(f'{i}:{c}' for i, c in enumerate(classes))}",
+            f"ignore index   {meta.get('ignore_index', 255)}",
+            f"preprocessing  {json.dumps(pre.to_dict())}",
+            f"model config   {json.dumps(config.to_dict())}",
+            "training       (an exported model: no training state)",
+        ]
+    )

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
+from ..errors import UnetkitError
 from .blocks import ConvBlock, Down, Up, conv, merge, recomputing
 
 _SEARCH = 4096  # how far legal_sizes looks on each side of a requested size
@@ -188,12 +189,16 @@ class UNet(nn.Module):
         return below, above
 
     def check_input(self, size: tuple[int, ...]) -> None:
-        """Raise ``ValueError`` naming the size and the nearest legal sizes if illegal."""
+        """Raise ``UnetkitError`` (a ``ValueError``) naming the size and the nearest legal ones.
+
+        An illegal size always comes from the user (a patch size, an image, a tile), so the CLI
+        reports it in one line.
+        """
         for axis, n in zip(("height", "width"), size):
             if self._out_len(int(n)) is None:
                 below, above = self.legal_sizes(int(n))
                 near = " or ".join(str(m) for m in (below, above) if m)
-                raise ValueError(
+                raise UnetkitError(
                     f"input {axis} {int(n)} is not legal for this U-Net "
                     f"(input {tuple(int(v) for v in size)}); nearest legal: {near or 'none'}"
                 )

@@ -82,6 +82,9 @@ def format_row(row: dict) -> str:
 def display_image(tensor, cfg: DataConfig) -> np.ndarray:
     """A normalised (C, H, W) tensor back to an (H, W, C) float image in [0, 1]."""
     image = tensor.float().cpu().numpy().transpose(1, 2, 0)
+    if cfg.normalize in ("image", "percentile"):  # per-image statistics: stretch for display
+        lo, hi = np.percentile(image, (0.5, 99.5), axis=(0, 1))
+        return np.clip((image - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
     mean = np.asarray(cfg.mean, dtype=np.float32)
     std = np.asarray(cfg.std, dtype=np.float32)
     return np.clip(image * std + mean, 0, 1)

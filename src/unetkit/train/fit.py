@@ -11,6 +11,7 @@ import torch
 from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data.dataset import SegmentationDataset
+from ..data.fingerprint import choose_normalization, compute_fingerprint, describe
 from ..data.layout import describe_dataset, describe_images
 from ..data.transforms import Augmenter
 from ..device import resolve_device, resolve_precision
@@ -78,6 +79,14 @@ class _Trainer:
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
+        self.model = UNet(cfg.model)
+        self.model.check_input(self._train_input_size())
+        self._build_data()
+        if self.dist.is_main:  # every input checked before the run folder is touched
+            self.train_set.check_all()
+            self.val_set.check_all()
+        self._plan_from_fingerprint()
+        cfg = self.cfg
         if self.resume_state is not None:
             check_resumable(self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir)
         if self.device.type == "cpu":
@@ -85,12 +94,7 @@ class _Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
-        self.model = UNet(cfg.model)
-        self.model.check_input(self._train_input_size())
-        self._build_data()
-        if self.dist.is_main:  # every input checked before the run folder is touched
-            self.train_set.check_all()
-            self.val_set.check_all()
+        self.model = UNet(cfg.model)  # built again after the seed: the same init every time
         self._build_training()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -113,6 +117,30 @@ class _Trainer:
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
         n_global = cfg.batch_size * self.dist.world_size
         self.steps = cfg.steps_per_epoch or max(1, -(-len(self.train_set) // n_global))
+
+    def _plan_from_fingerprint(self) -> None:
+        """Measure the training images and resolve ``data.normalize: auto`` from them."""
+        cfg = self.cfg
+        k = 0 if cfg.task == "regression" else len(cfg.classes)
+        samples = ((s, *self.train_set.raw(s)) for s in self.train_stems)
+        self.fingerprint = compute_fingerprint(samples, k)
+        data = cfg.data
+        if data.normalize == "auto":
+            if cfg.task == "regression":
+                mode, why = "fixed", "image-to-image task: the images are their own targets"
+            else:
+                mode, why = choose_normalization(self.fingerprint)
+            data = data.replace(normalize=mode)
+            if mode == "dataset":
+                pooled = self.fingerprint["pooled"]
+                data = data.replace(mean=tuple(pooled["mean"]),
+                                    std=tuple(max(v, 1e-3) for v in pooled["std"]))  # fmt: skip
+            self.norm_reason = f"normalize {mode}: {why}"
+        else:
+            self.norm_reason = f"normalize {data.normalize} (as configured)"
+        self.cfg = cfg.replace(data=data)
+        self.train_set.config = data
+        self.val_set.config = data.replace(resize="none") if data.resize == "random-crop" else data
 
     def _build_training(self) -> None:
         cfg, dev = self.cfg, self.device
@@ -172,6 +200,7 @@ class _Trainer:
             "best_value": self.best_value,
             "best_epoch": self.best_epoch,
             "metrics": self.history[-1] if self.history else {},
+            "fingerprint": self.fingerprint,
             # the split this model was trained with: `evaluate` scores only its val images
             "data": {
                 "classes": list(self.cfg.classes),
@@ -246,13 +275,15 @@ class _Trainer:
             write_text(self.run_dir / "config.json", cfg.pretty() + "\n")
             log.info(
                 "unetkit train: %d train / %d val images, classes %s, device %s, "
-                "precision %s, %d step(s)/epoch\nconfig:\n%s",
+                "precision %s, %d step(s)/epoch\n%s\n%s\nconfig:\n%s",
                 len(self.train_stems),
                 len(self.val_stems),
                 list(cfg.classes),
                 self.device,
                 self.precision,
                 self.steps,
+                describe(self.fingerprint, list(cfg.classes)),
+                self.norm_reason,
                 cfg.pretty(),
             )
         self.writer = artifacts.tensorboard_writer(
@@ -260,7 +291,7 @@ class _Trainer:
         )
         self.start_time = time.monotonic()
         stopped = False
-        while self.epoch < cfg.epochs and not stopped:
+        while self.epoch < cfg.max_epochs and not stopped:
             stopped = self._run_epoch()
         if self.writer is not None:
             self.writer.close()
@@ -334,7 +365,7 @@ class _Trainer:
             "images_per_s": result["images"] * self.dist.world_size / result["seconds"],
             "elapsed_min": (time.monotonic() - self.start_time) / 60,
         }
-        last = self.epoch >= cfg.epochs or stopped
+        last = self.epoch >= cfg.max_epochs or stopped
         if self.val_stems and (epoch % cfg.val_every == 0 or last):
             row.update(self._validate(epoch))
         early = self._track_best(row)
@@ -344,7 +375,7 @@ class _Trainer:
         if self.dist.is_main:
             artifacts.write_history(self.run_dir, self.history, self.writer)
             log.info("%s", artifacts.format_row(row))
-        if result["stopped"] or (stopped and self.epoch < cfg.epochs):
+        if result["stopped"] or (stopped and self.epoch < cfg.max_epochs):
             log.info(
                 "time budget of %.1f min reached at epoch %d, step %d: saved last.pt",
                 cfg.time_budget,

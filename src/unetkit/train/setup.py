@@ -79,7 +79,7 @@ def build_scheduler(
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=0.5, patience=3
         )
-    total = max(1, cfg.epochs * steps_per_epoch)
+    total = max(1, cfg.max_epochs * steps_per_epoch)
     warm = int(cfg.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:

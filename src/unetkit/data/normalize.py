@@ -1,0 +1,72 @@
+"""Intensity normalisation: the transform between an image's pixels and the network's input.
+
+Every image is first scaled to [0, 1] (integers by their dtype's maximum, floats as they are),
+then one of ``DataConfig.normalize``:
+
+* ``image``: per image and channel, ``(x - mean) / std`` with the statistics of the *whole*
+  image (microscopy, where exposure and stain vary from image to image);
+* ``percentile``: per image and channel, ``(x - p1) / (p99.8 - p1)`` (robust to a few bright
+  pixels; the 1 / 99.8 percentiles are CSBDeep's ``normalize`` defaults);
+* ``dataset``: ``(x - mean) / std`` with the dataset's statistics (stored in ``DataConfig.mean``
+  / ``std`` when training starts);
+* ``fixed``: ``(x - mean) / std`` with the configured ``mean`` / ``std`` (the identity by
+  default); ``auto`` not yet resolved (checkpoints made before this field existed) means the
+  same.
+
+Per-image statistics always come from the whole image (subsampled with a fixed stride above
+:data:`STATS_PIXELS` pixels), never from a training crop or a prediction tile, and are computed
+by :func:`image_stats` in training, validation, prediction and evaluation alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PER_IMAGE = ("image", "percentile")
+STATS_PIXELS = 1 << 22  # statistics from at most ~4 M pixels (a fixed-stride subsample)
+PERCENTILES = (1.0, 99.8)
+_EPS = 1e-6
+
+
+def unit_scale(image: np.ndarray) -> float:
+    """The divisor that brings the image's dtype to [0, 1] (1 for floats)."""
+    return float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+
+
+def _subsample(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) -> (N, C) float32 pixels in [0, 1]: all of them, or a fixed-stride grid."""
+    h, w = image.shape[:2]
+    step = max(1, math.ceil(math.sqrt(h * w / STATS_PIXELS)))
+    pixels = image[::step, ::step].reshape(-1, image.shape[2]).astype(np.float32)
+    return pixels / unit_scale(image)
+
+
+def image_stats(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel ``(shift, scale)`` of one whole (H, W, C) image for a per-image ``mode``.
+
+    Returns None for the modes that do not depend on the image (``dataset``, ``fixed``).
+    """
+    if mode not in PER_IMAGE:
+        return None
+    pixels = _subsample(image)
+    if mode == "image":
+        shift = pixels.mean(0)
+        scale = pixels.std(0)
+    else:
+        lo, hi = np.percentile(pixels, PERCENTILES, axis=0)
+        shift, scale = lo, hi - lo
+    return shift.astype(np.float32), np.maximum(scale, _EPS).astype(np.float32)
+
+
+def channel_summary(image: np.ndarray) -> dict[str, list[float]]:
+    """Mean, std and 1 / 99 percentiles per channel of one whole image, in [0, 1] units."""
+    pixels = _subsample(image)
+    p1, p99 = np.percentile(pixels, (1.0, 99.0), axis=0)
+    return {
+        "mean": [round(float(v), 5) for v in pixels.mean(0)],
+        "std": [round(float(v), 5) for v in pixels.std(0)],
+        "p1": [round(float(v), 5) for v in p1],
+        "p99": [round(float(v), 5) for v in p99],
+    }

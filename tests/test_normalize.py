@@ -1,0 +1,141 @@
+"""Intensity normalisation and the data fingerprint (issue 10): statistics of the whole image
+in training and prediction alike, the rule that picks the mode, and what the checkpoint keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unetkit
+from unetkit import DataConfig, PredictConfig, load_checkpoint, make_checkpoint, save_checkpoint
+from unetkit.cli import main
+from unetkit.data.dataset import SegmentationDataset
+from unetkit.data.fingerprint import choose_normalization, compute_fingerprint
+from unetkit.data.imageio import image_to_tensor, normalization_stats
+from unetkit.data.normalize import image_stats
+from unetkit.infer import Predictor
+
+from test_predict import CLASSES, PALETTE, _intensity_model
+
+
+def _two_exposures(h: int = 48, w: int = 64) -> np.ndarray:
+    """A dark left half and a bright right half, with texture: tiles differ from the whole."""
+    rng = np.random.default_rng(0)
+    image = np.full((h, w), 20.0)
+    image[:, w // 2 :] = 230.0
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_per_image_modes_use_the_whole_image():
+    image = _two_exposures()[:, :, None]
+    cfg = DataConfig(channels=1, normalize="image")
+    whole = image_to_tensor(image, cfg)
+    assert float(whole.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(whole.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+    stats = normalization_stats(image, cfg)
+    crop = image_to_tensor(image[5:20, 3:30], cfg, stats)
+    assert torch.equal(crop, whole[:, 5:20, 3:30])  # a crop is the crop of the whole, exactly
+    own = image_to_tensor(image[5:20, 3:30], cfg)  # its own statistics: different
+    assert not torch.allclose(own, crop, atol=0.1)
+    lo, span = image_stats(image, "percentile")
+    assert 0 < lo[0] < 0.2 and 0.7 < span[0] < 1.0
+    assert normalization_stats(image, DataConfig(normalize="dataset")) is None
+
+
+def test_fixed_and_dataset_modes_are_the_configured_affine_map():
+    image = _two_exposures()[:, :, None]
+    cfg = DataConfig(channels=1, normalize="dataset", mean=(0.5,), std=(0.25,))
+    expected = (image.astype(np.float32) / 255 - 0.5) / 0.25
+    assert np.allclose(image_to_tensor(image, cfg).numpy()[0], expected[:, :, 0], atol=1e-6)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        DataConfig(std=(0.0,))
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        DataConfig(normalize="zscore")
+
+
+def test_tiled_prediction_normalises_with_the_whole_image(tmp_path):
+    """Per-tile statistics would make a dark tile look bright: tiles must use the image's."""
+    pre = DataConfig(channels=1, size=(16, 16), normalize="image")
+    ckpt = make_checkpoint(_intensity_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
+    path = save_checkpoint(ckpt, tmp_path / "m.pt")
+    image = _two_exposures()
+    probs = {}
+    for strategy in ("full", "tile"):
+        cfg = PredictConfig(strategy=strategy, tile=(16, 16), precision="fp32", device="cpu")
+        probs[strategy] = Predictor.from_checkpoint(path, cfg).predict_proba(image)
+    assert np.allclose(probs["full"], probs["tile"], atol=1e-5)
+    mask = probs["tile"].argmax(0)
+    assert (mask[:, :28] == 0).mean() > 0.95 and (mask[:, 36:] == 2).mean() > 0.95
+
+
+def _images(root, exposures: list[float]) -> None:
+    rng = np.random.default_rng(1)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, level in enumerate(exposures):
+        mask = np.zeros((40, 40), np.uint8)
+        mask[8:20, 8:20] = 1
+        mask[26:34, 24:36] = 1
+        image = level * (1 + mask * 1.5) + rng.normal(0, 3, mask.shape)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+
+
+def test_the_fingerprint_decides_the_normalisation(tmp_path):
+    _images(tmp_path / "mixed", [10, 90, 20, 60])
+    _images(tmp_path / "even", [40, 41, 40, 42])
+    for name, expected in (("mixed", "image"), ("even", "dataset")):
+        ds = SegmentationDataset(tmp_path / name)
+        fp = compute_fingerprint(((s, *ds.raw(s)) for s in ds.stems), 2)
+        assert choose_normalization(fp)[0] == expected, (name, fp["exposure_spread"])
+        assert fp["images"] == 4 and fp["size_min"] == [40, 40]
+        assert fp["class_share"][1] == pytest.approx((144 + 96) / 1600)
+        assert fp["objects"]["1"]["count"] == 8  # two squares in each of 4 masks
+        assert fp["objects"]["1"]["area_p50"] == pytest.approx(120)
+
+
+def test_training_stores_the_fingerprint_and_the_chosen_transform(tmp_path, capsys):
+    _images(tmp_path / "mixed", [10, 90, 20, 60, 30, 70])
+    cfg = unetkit.TrainConfig(
+        dataset=str(tmp_path / "mixed"), run_dir=str(tmp_path / "run"), preset="milesial",
+        model=unetkit.preset_config("milesial", base_width=4, depth=2),
+        data=DataConfig(size=(32, 32)), epochs=1, batch_size=2, steps_per_epoch=1,
+        val_stems=("5",), device="cpu", precision="fp32", panels=0,
+    )  # fmt: skip
+    unetkit.fit(cfg)
+    for name in ("best.pt", "last.pt"):
+        ckpt = load_checkpoint(tmp_path / "run" / name)
+        assert ckpt.preprocessing.normalize == "image"
+        assert ckpt.train_state["fingerprint"]["images"] == 5
+    even = tmp_path / "even"
+    _images(even, [40, 41, 40, 42, 41, 40])
+    unetkit.fit(cfg.replace(dataset=str(even), run_dir=str(tmp_path / "run2")))
+    pre = load_checkpoint(tmp_path / "run2" / "last.pt").preprocessing
+    assert pre.normalize == "dataset" and 0.1 < pre.mean[0] < 0.3 and pre.std[0] > 0.01
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "run" / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "fingerprint: 5 images" in out and "exposure spread" in out
+
+
+def test_a_time_budget_decides_the_length_unless_epochs_are_given(tmp_path, monkeypatch):
+    assert unetkit.TrainConfig().max_epochs == 50
+    assert unetkit.TrainConfig(time_budget=10).max_epochs > 10**6
+    assert unetkit.TrainConfig(time_budget=10, epochs=3).max_epochs == 3
+    _images(tmp_path / "d", [40, 41, 40, 42])
+    from unetkit import config as config_module
+
+    monkeypatch.setattr(config_module, "DEFAULT_EPOCHS", 1)  # the cap a budget must lift
+    cfg = unetkit.TrainConfig(
+        dataset=str(tmp_path / "d"), run_dir=str(tmp_path / "run"), preset="milesial",
+        model=unetkit.preset_config("milesial", base_width=4, depth=1),
+        data=DataConfig(size=(16, 16)), batch_size=2, steps_per_epoch=1, val_stems=("3",),
+        device="cpu", precision="fp32", panels=0, time_budget=0.03,
+    )  # fmt: skip
+    unetkit.fit(cfg)
+    state = load_checkpoint(tmp_path / "run" / "last.pt").train_state
+    assert len(state["history"]) > 1  # ran past the 1-epoch default: the budget decided
+    assert state["history"][-1]["elapsed_min"] >= 0.03 * 0.9
