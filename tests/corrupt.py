@@ -313,8 +313,8 @@ def make_masks(folder: Path, size: tuple[int, int], n_classes: int = 3) -> list[
         (folder / name).write_bytes(data)
         cases.append(Case(name, expect, why, size if expect == "read" else None))
 
-    add("m_small.png", encode(good[:-2], "PNG"), "size|mismatch")
-    add("m_transposed.png", encode(np.ascontiguousarray(good.T), "PNG"), "size|mismatch")
+    add("m_small.png", encode(good[:-2], "PNG"), "size|mismatch|differ")
+    add("m_transposed.png", encode(np.ascontiguousarray(good.T), "PNG"), "size|mismatch|differ")
     bad_values = good.copy()
     bad_values[0, 0] = 7
     add("m_values.png", encode(bad_values, "PNG"), "7|outside|class")

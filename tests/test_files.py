@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
-from unetkit.files import atomic_dir, atomic_path, write_text
+from unetkit.files import (
+    TEMP_NAME,
+    TEMP_TAG,
+    atomic_dir,
+    atomic_path,
+    clean_stale_temps,
+    write_text,
+)
 
 
 def _mode(path) -> int:
@@ -53,3 +64,70 @@ def test_non_empty_folder_is_not_replaced_without_overwrite(tmp_path):
         (tmp / "new").write_text("n")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_temporary_names_follow_one_recognisable_scheme(tmp_path):
+    with atomic_path(tmp_path / "curves.png") as tmp:
+        assert TEMP_NAME.fullmatch(tmp.name) and tmp.name.startswith(f".curves{TEMP_TAG}")
+        assert tmp.suffix == ".png"  # writers that look at the extension still work
+        tmp.write_bytes(b"x")
+    with atomic_dir(tmp_path / "ds") as tmp:
+        assert TEMP_NAME.fullmatch(tmp.name) and tmp.name.startswith(f".ds{TEMP_TAG}")
+    with atomic_dir(tmp_path / "ds", overwrite=True) as tmp:  # replaces the old folder
+        (tmp / "x").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "ds"]
+    for name in ("curves.png", ".curves.png", ".curves.abcd1234.png", f"curves{TEMP_TAG}a.png"):
+        assert not TEMP_NAME.fullmatch(name)
+
+
+def _old(path):
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    return path
+
+
+def test_clean_stale_temps_removes_only_old_files_of_our_naming(tmp_path):
+    stale = tmp_path / f".curves{TEMP_TAG}k3j4h5g6.png"
+    stale.write_bytes(b"")
+    _old(stale)
+    stale_dir = tmp_path / f".ds{TEMP_TAG}abcdefgh"  # folders are never removed: a folder's
+    (stale_dir / "images").mkdir(parents=True)  # time says nothing of writes deeper inside
+    _old(stale_dir)
+    fresh = tmp_path / f".last{TEMP_TAG}aaaaaaaa.pt"  # maybe another process writing now
+    fresh.write_bytes(b"half")
+    keep = [tmp_path / n for n in (".curves.k3j4h5g6.png", "notes.txt", f"x{TEMP_TAG}abcdefgh")]
+    for path in keep:
+        path.write_text("mine")
+        _old(path)
+    (tmp_path / "panels").mkdir()
+    nested = tmp_path / "panels" / f".epoch_0001{TEMP_TAG}zzzzzzzz.png"
+    nested.write_bytes(b"")
+    _old(nested)
+    removed = clean_stale_temps(tmp_path)
+    assert removed == [stale]
+    assert (
+        fresh.exists()
+        and stale_dir.is_dir()
+        and all(p.read_text() == "mine" for p in keep)
+        and nested.exists()
+    )
+    assert clean_stale_temps(tmp_path, recursive=True) == [nested]
+    assert clean_stale_temps(tmp_path / "missing") == []
+
+
+def test_a_killed_write_leaves_a_temp_that_the_next_start_removes(tmp_path):
+    code = (
+        "import sys, time; from unetkit.files import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half'); print(tmp.name, flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "curves.png")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    name = proc.stdout.readline().strip()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # what a SIGKILL leaves behind
+    assert clean_stale_temps(tmp_path, min_age=0) == [tmp_path / name]
+    assert list(tmp_path.iterdir()) == []

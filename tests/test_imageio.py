@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,3 +171,30 @@ def test_image_to_tensor_normalises():
     assert out.shape == (3, 2, 2)  # grey broadcast to RGB
     with pytest.raises(UnetkitError, match="mean has 2 entries"):
         image_to_tensor(image, DataConfig(channels=3, mean=(0.1, 0.2)))
+
+
+def test_opencv_says_nothing_on_the_terminal_about_a_corrupt_png(tmp_path):
+    """16-bit colour PNGs are decoded by OpenCV, whose libpng prints to fd 2 by itself."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.random.default_rng(0).integers(0, 65535, (64, 64, 3), "u2"))
+    data = bytearray(buf.tobytes())
+    data[-40] ^= 0xFF  # inside the image data: a bad zlib check, found while decoding
+    (tmp_path / "bad16.png").write_bytes(bytes(data))
+    (tmp_path / "half16.png").write_bytes(buf.tobytes()[: len(buf) // 2])
+    code = (
+        "import sys; from unetkit.data.imageio import read_image\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        read_image(name)\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+        "print('still writes to stderr', file=sys.stderr)\n"
+    )
+    names = [str(tmp_path / "bad16.png"), str(tmp_path / "half16.png")]
+    proc = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "libpng" not in proc.stderr and "WARN" not in proc.stderr, proc.stderr
+    assert proc.stderr == "still writes to stderr\n"  # fd 2 is given back afterwards
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and "bad16.png" in lines[0] and "half16.png" in lines[1]

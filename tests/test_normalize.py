@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import unetkit
+from test_predict import CLASSES, PALETTE, _intensity_model
 from unetkit import DataConfig, PredictConfig, load_checkpoint, make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.data.dataset import SegmentationDataset
@@ -16,8 +17,6 @@ from unetkit.data.fingerprint import choose_normalization, compute_fingerprint
 from unetkit.data.imageio import image_to_tensor, normalization_stats
 from unetkit.data.normalize import image_stats
 from unetkit.infer import Predictor
-
-from test_predict import CLASSES, PALETTE, _intensity_model
 
 
 def _two_exposures(h: int = 48, w: int = 64) -> np.ndarray:

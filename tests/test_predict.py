@@ -428,3 +428,20 @@ def test_folder_prediction_removes_its_stale_temporary_files(trained, inputs, tm
     mine.write_bytes(b"keep")
     predict_paths(_predictor(trained["crop"]), [inputs], out, progress=False)
     assert not stale.exists() and mine.read_bytes() == b"keep"
+
+
+def test_restoring_a_folder_removes_its_stale_temporary_files(inputs, tmp_path):
+    from unetkit.infer.restore import Restorer, restore_paths
+
+    model = build_model("restore", base_width=4, depth=2, in_channels=1, out_channels=1)
+    pre = DataConfig(channels=1, size=(32, 32))
+    ckpt = make_checkpoint(model, classes=["image"], palette=[[0, 0, 0]], preprocessing=pre,
+                           task="regression", preset="restore")  # fmt: skip
+    restorer = Restorer.from_checkpoint(save_checkpoint(ckpt, tmp_path / "r.pt"), "cpu", "fp32")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".a{TEMP_TAG}abcdefgh.png"
+    stale.write_bytes(b"")
+    os.utime(stale, (1, 1))
+    report = restore_paths(restorer, [inputs / "a.png"], out, progress=False)
+    assert [p.name for p in report.written] == ["a.png"] and not stale.exists()

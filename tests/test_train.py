@@ -532,3 +532,40 @@ def test_a_start_killed_before_its_first_checkpoint_can_be_retried(dataset, tmp_
     (tmp_path / "user" / "notes.txt").write_text("mine")  # not only unetkit's files: refused
     assert _tiny_run(dataset, tmp_path / "user") == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_auto_validation_keeps_validation_a_small_share_of_the_time(dataset, tmp_path, monkeypatch):
+    fit_module = importlib.import_module("unetkit.train.fit")
+    # as if a validation took far longer than these 1-step epochs
+    monkeypatch.setattr(fit_module, "VALIDATION_WAIT", 1e6)
+    counts = {}
+    for every in (0, 1):
+        run = tmp_path / f"v{every}"
+        unetkit.fit(_config(dataset, run, epochs=5, steps_per_epoch=1, val_every=every))
+        rows = list(csv.DictReader((run / "history.csv").open()))
+        counts[every] = [r["epoch"] for r in rows if r.get("mean_iou")]
+    assert counts[1] == ["1", "2", "3", "4", "5"]
+    assert counts[0] == ["1", "5"]  # the first and the last
+
+
+def test_weight_average_follows_the_formula_and_is_what_checkpoints_hold(dataset, tmp_path):
+    from unetkit.train.ema import WeightAverage
+
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    avg = WeightAverage(net, 0.9)
+    expected = 0.0
+    for t in range(1, 30):
+        with torch.no_grad():
+            net.weight.fill_(float(t))
+        avg.update()
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * t
+    assert float(avg.model.weight[0, 0]) == pytest.approx(expected, rel=1e-6)
+    unetkit.fit(_config(dataset, tmp_path / "run", epochs=1))
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    raw = state.train_state["raw_weights"]
+    assert any(not torch.equal(raw[k], state.state_dict[k]) for k in raw)  # the average
+    best = load_checkpoint(tmp_path / "run" / "best.pt").state_dict
+    assert all(torch.equal(best[k], state.state_dict[k]) for k in best)  # 1 epoch: same

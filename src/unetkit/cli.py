@@ -444,9 +444,12 @@ def _error_line(exc: Exception) -> tuple[int, str]:
             return 2, f"error: {exc.filename}: {exc.strerror}"
         return 2, f"error: {exc}"
     if _is_usage_error(exc):
+        message = " ".join(exc.format_message().split())
+        if not message:  # no arguments at all: the help was shown
+            return int(exc.exit_code), ""
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        return int(exc.exit_code), f"error: {' '.join(exc.format_message().split())}{hint}"
+        return int(exc.exit_code), f"error: {message}{hint}"
     first = next((line for line in str(exc).splitlines() if line.strip()), "")
     return 1, (
         f"internal error: {type(exc).__name__}: {first} "
@@ -479,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug and not _is_usage_error(exc):
             raise
         code, line = _error_line(exc)
-        typer.echo(line, err=True)
+        if line:
+            typer.echo(line, err=True)
         return code
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 

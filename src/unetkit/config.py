@@ -317,6 +317,12 @@ class TrainConfig(_Config):
     ``model`` None means "the preset's config" (channels and classes filled in from the data).
     ``task``/``loss`` ``auto``: multi-class softmax + CE + Dice, binary sigmoid + BCE + Dice for
     sigmoid-head presets with 2 classes, image-to-image MSE for ``restore`` / ``x3``.
+    ``epochs`` None: with a ``time_budget`` (minutes) the budget decides the length (and the
+    LR schedule anneals over it), without one 50 epochs. ``val_every`` 0: validate the first
+    epoch, the last, and in between whenever training has run 4x as long as the previous
+    validation took. ``ema``: decay of an exponential moving average of the weights (0 = off)
+    that validation scores and checkpoints hold for prediction (``best.pt`` and ``last.pt``;
+    ``last.pt`` also keeps the raw weights for ``--resume``).
     """
 
     dataset: str = ""
@@ -345,10 +351,11 @@ class TrainConfig(_Config):
     steps_per_epoch: int = 0
     accumulate: int = 1
     clip_grad: float = 0.0
+    ema: float = 0.99
     early_stop: int = 0
     val_fraction: float = 0.2
     val_stems: tuple[str, ...] | None = None
-    val_every: int = 1
+    val_every: int = 0
     save_every: int = 1
     best_metric: str = "mean_iou"
     precision: str = "auto"
@@ -378,11 +385,13 @@ class TrainConfig(_Config):
         _check_choice("precision", self.precision, PRECISIONS)
         if self.epochs is not None:
             _check_min(self, ("epochs",), 1)
-        _check_min(self, ("batch_size", "accumulate", "val_every", "save_every"), 1)
+        _check_min(self, ("batch_size", "accumulate", "save_every"), 1)
+        _check_min(self, ("val_every",), 0)
         _check_min(self, ("lr", "sigma"), 0, strict=True)
         _check_min(self, ("weight_decay", "warmup_epochs", "clip_grad", "time_budget", "w0"), 0)
         _check_min(self, ("steps_per_epoch", "early_stop", "workers", "panels"), 0)
         _check_range("momentum", self.momentum, 0.0, 1.0)
+        _check_range("ema", self.ema, 0.0, 1.0)
         _check_range("val_fraction", self.val_fraction, 0.0, 1.0)
         weights = self.class_weights
         if not (

@@ -1,13 +1,26 @@
-"""Atomic file and folder writes: every output lands under a temporary name, then is renamed."""
+"""Atomic file and folder writes: every output lands under a temporary name, then is renamed.
+
+Every temporary name is ``.NAME.unetkit-tmp-XXXXXXXX[.SUFFIX]`` beside the target ``NAME``
+(8 random characters; the target's suffix kept for writers that look at it), so that what a
+killed process leaves behind is recognisable, and ``clean_stale_temps`` removes it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+TEMP_TAG = ".unetkit-tmp-"
+TEMP_NAME = re.compile(r"\..+" + re.escape(TEMP_TAG) + r"[a-z0-9_]{8}(\.[^.]*)?")
+STALE_AFTER_S = 10.0  # a temporary file untouched this long belongs to no running write
 
 
 def _umask() -> int:
@@ -35,7 +48,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+        prefix=f".{path.stem}{TEMP_TAG}",
+        suffix=path.suffix if suffix is None else suffix,
+        dir=path.parent,
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -71,15 +86,14 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMP_TAG}", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if path.exists():
             if not overwrite and any(path.iterdir()):
                 raise FileExistsError(f"{path}: exists and is not empty")
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = path.with_name(f".{path.name}{TEMP_TAG}{secrets.token_hex(4)}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -89,3 +103,33 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def clean_stale_temps(
+    folder: str | os.PathLike, min_age: float = STALE_AFTER_S, recursive: bool = False
+) -> list[Path]:
+    """Remove the temporary files that killed writes left in ``folder``; returns them.
+
+    Only files named as ``atomic_path`` names them (``TEMP_NAME``) and not modified for
+    ``min_age`` seconds (a write in progress keeps touching its file) are removed; folders
+    (``atomic_dir``'s) and every other name are left alone. A missing ``folder`` is no error.
+
+    Args:
+        folder: the folder to clean (a run folder, a prediction output folder).
+        min_age: seconds since the last modification.
+        recursive: also clean the folders inside (a run folder's ``panels/``).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in sorted(root.rglob(".*") if recursive else root.glob(".*")):
+        if not TEMP_NAME.fullmatch(path.name):
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime >= min_age:
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -12,7 +12,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UnetkitError
-from .imageio import image_to_tensor, normalization_stats, match_channels, read_image, read_mask
+from .imageio import image_to_tensor, match_channels, normalization_stats, read_image, read_mask
 from .layout import DatasetInfo, describe_dataset, map_binary_255
 from .transforms import letterbox, resize_to
 

@@ -9,12 +9,15 @@ mask would turn indices into grey levels).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import re
+import sys
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,12 +47,44 @@ def _is_16bit_colour_png(data: bytes) -> bool:
     return is_png and data[24] == 16 and data[25] in (2, 6)
 
 
+@contextlib.contextmanager
+def _captured_fd2() -> Iterator[list[str]]:
+    """Send what native code writes to file descriptor 2 meanwhile into a list, not the terminal.
+
+    OpenCV's libpng prints ``libpng error: ...`` (and OpenCV its ``[ WARN ]`` lines) straight
+    to fd 2 for a corrupt file, below Python's ``sys.stderr``; the error is reported in one
+    line anyway. Yields a list that holds the captured text once the block is left.
+    """
+    captured: list[str] = []
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()  # what Python wrote before goes where it was going
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
+
+
 def _decode_with_cv2(data: bytes, name: str) -> np.ndarray:
     import cv2
 
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with _captured_fd2() as noise:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    said = [line.strip() for line in "".join(noise).splitlines() if line.strip()]
+    if said:
+        log.debug("%s: OpenCV said: %s", name, " | ".join(said))
     if array is None:
-        raise UnetkitError(f"{name}: cannot decode image")
+        errors = [line for line in said if "error" in line.lower()]
+        raise UnetkitError(f"{name}: cannot decode image" + (f" ({errors[-1]})" if errors else ""))
     if array.ndim == 2:
         return array[:, :, None]
     return array[:, :, 2::-1].copy() if array.shape[2] >= 3 else array  # BGR(A) -> RGB

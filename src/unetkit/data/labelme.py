@@ -215,11 +215,16 @@ def resolve_image_path(doc: LabelmeFile, root: Path, allow_outside: bool = False
     raw = str(doc.image_path)
     parts = PureWindowsPath(raw).parts if "\\" in raw else PurePosixPath(raw).parts
     candidate = Path(*parts) if parts else Path(raw)
-    image = (doc.path.parent / candidate).resolve()
+    try:
+        image = (doc.path.parent / candidate).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise UnetkitError(f"{doc.path}: imagePath {raw!r} cannot be resolved ({exc})") from None
     if not allow_outside and not image.is_relative_to(root.resolve()):
         raise UnetkitError(
             f"{doc.path}: imagePath {raw!r} resolves outside {root} (use --allow-outside)"
         )
+    if image.is_dir():
+        raise UnetkitError(f"{doc.path}: imagePath {raw!r} is a folder, not an image file")
     if not image.is_file():
         raise UnetkitError(f"{doc.path}: image {raw!r} not found (looked for {image})")
     return image

@@ -148,6 +148,11 @@ def _convert(
     warnings: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     image = load_image(doc, root, allow_outside)
+    if image.dtype not in (np.uint8, np.uint16):  # float TIFF / .npy: no lossless PNG copy
+        raise UnetkitError(
+            f"{doc.path}: the image is {image.dtype}; prepare copies images as 8- or 16-bit "
+            "PNG: convert it first"
+        )
     mask = rasterize(doc.shapes, image.shape[:2], values)
     if crop_roi is not None:
         box = roi_box(image, *crop_roi)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..config import PredictConfig
 from ..data.imageio import read_image, read_mask
@@ -38,6 +37,7 @@ from ..data.layout import all_mask_values, decide_binary_255, map_binary_255
 from ..errors import UnetkitError
 from ..files import write_text
 from ..metrics import ConfusionMatrix, membrane_rand_error
+from ..progress import progress as progress_bar
 from ..viz import confusion_png
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def evaluate_model(
     channels = predictor.info.preprocessing.channels
 
     def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        for stem in tqdm(stems, desc="evaluate", unit="img", disable=not progress):
+        for stem in progress_bar(stems, desc="evaluate", unit="img", disable=not progress):
             gt = read_mask(info.mask_files[stem])
             if info.binary_255:
                 gt = map_binary_255(gt)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..data.imageio import read_image, read_mask, write_image, write_mask
 from ..errors import UnetkitError
-from ..files import write_text
+from ..files import clean_stale_temps, write_text
+from ..progress import progress as progress_bar
 from ..viz import colorize, overlay, save_png
 from .predict import Predictor
 
@@ -242,6 +242,7 @@ def predict_paths(
     out = Path(out_dir)
     paths = collect_inputs(inputs, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)  # what a killed run left half-written
     options = {
         "save_probs": save_probs,
         "labelme": labelme,
@@ -250,7 +251,7 @@ def predict_paths(
     }
     predictor.progress = progress
     report = PredictReport()
-    for path in tqdm(paths, desc="predict", unit="img", disable=not progress):
+    for path in progress_bar(paths, desc="predict", unit="img", disable=not progress):
         try:
             targets = _outputs(out, path.stem, save_probs, labelme)
             if skip_existing and all(t.is_file() for t in targets):
@@ -264,11 +265,4 @@ def predict_paths(
             continue
         report.rows.append(summary_row(path.name, mask, predictor.classes))
     write_summary(out / "summary.csv", report.rows, predictor.classes)
-    log.info(
-        "predicted %d, skipped %d existing, %d failed -> %s",
-        len(report.written),
-        len(report.skipped),
-        len(report.failed),
-        out,
-    )
-    return report
+    return report  # the caller says what was done (the CLI: one line on stdout)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..checkpoint import Checkpoint, load_model
 from ..data.imageio import image_to_tensor, read_image, write_image
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import UnetkitError
+from ..files import clean_stale_temps
+from ..progress import progress as progress_bar
 from .outputs import PredictReport, collect_inputs, record_failure
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,10 @@ def restore_paths(
     out = Path(out_dir)
     paths = collect_inputs(inputs, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)  # what a killed run left half-written
     report = PredictReport()
     channels = restorer.checkpoint.preprocessing.channels
-    for path in tqdm(paths, desc="restore", unit="img", disable=not progress):
+    for path in progress_bar(paths, desc="restore", unit="img", disable=not progress):
         target = out / f"{path.stem}.png"
         if skip_existing and target.is_file():
             report.skipped.append(path)

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..config import BLENDS
 from ..errors import UnetkitError
+from ..progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-BLENDS = ("gaussian", "constant")
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def iter_bands(
             window itself (a tensor) or its ``(C, h, w)`` float32 transpose (an array).
         blend: ``gaussian`` or ``constant`` weighting where kept tile parts overlap.
         batch_size: tiles per forward call.
-        progress: show a tqdm bar over tiles.
+        progress: show a progress bar over tiles (on a terminal).
 
     Yields:
         ``(y0, y1, band)`` with ``band`` float32 ``(K, y1 - y0, W)`` on ``forward``'s device;
@@ -261,7 +261,7 @@ def iter_bands(
     py, px = plans
     prepare = prepare or _default_prepare
     total = len(py.windows) * len(px.windows)
-    bar = tqdm(total=total, desc="tiles", unit="tile", leave=False, disable=not progress)
+    bar = progress_bar(total=total, desc="tiles", unit="tile", leave=False, disable=not progress)
     weights = acc = wsum = None
     done = 0  # image rows [0, done) were yielded; the buffers hold rows [done, done + tile_out)
     try:

@@ -20,6 +20,7 @@ from ..files import write_text
 from ..models.unet import UNet
 from . import artifacts
 from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown_distributed
+from .ema import WeightAverage
 from .loop import StepContext, train_one_epoch, validate
 from .losses import build_loss
 from .resolve import (
@@ -40,6 +41,8 @@ from .setup import (
 )
 
 log = logging.getLogger(__name__)
+
+VALIDATION_WAIT = 4.0  # auto validation: train 4x as long as the last validation took
 
 
 def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -152,6 +155,9 @@ class _Trainer:
         if self.dist.enabled and cfg.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.net: UNet = model
+        # the moving average of the weights: what validation scores and checkpoints hold
+        self.ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+        self.eval_net: UNet = self.ema.model if self.ema is not None else model
         if self.dist.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -223,13 +229,23 @@ class _Trainer:
                 },
                 "history": self.history,
                 "bad_validations": self.bad_validations,
+                "raw_weights": (
+                    {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+                    if self.ema is not None
+                    else None
+                ),
+                "ema_updates": self.ema.updates if self.ema is not None else 0,
             }
         )
         return state
 
     def _restore(self, state: dict) -> None:
         ckpt = load_checkpoint(self.run_dir / "last.pt")
-        self.net.load_state_dict(ckpt.state_dict)
+        raw = state.get("raw_weights")  # with an EMA: the training weights, beside the average
+        self.net.load_state_dict(raw if raw is not None else ckpt.state_dict)
+        if self.ema is not None:
+            self.ema.model.load_state_dict(ckpt.state_dict)
+            self.ema.updates = state.get("ema_updates", 0)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -246,7 +262,7 @@ class _Trainer:
         if not self.dist.is_main:
             return
         ckpt = make_checkpoint(
-            self.net,
+            self.eval_net,
             classes=list(self.cfg.classes),
             palette=self.info.palette,
             preprocessing=self.cfg.data,
@@ -354,6 +370,7 @@ class _Trainer:
             stop=self._out_of_time,
             show_progress=self.dist.is_main,
             on_step=on_step,
+            on_update=self.ema.update if self.ema is not None else None,
         )
         stopped = result["stopped"] or self._out_of_time()
         if not result["stopped"]:
@@ -366,8 +383,11 @@ class _Trainer:
             "elapsed_min": (time.monotonic() - self.start_time) / 60,
         }
         last = self.epoch >= cfg.max_epochs or stopped
-        if self.val_stems and (epoch % cfg.val_every == 0 or last):
+        if self.val_stems and (last or self._validation_due(epoch)):
+            started = time.monotonic()
             row.update(self._validate(epoch))
+            self.val_seconds = time.monotonic() - started
+            self.last_val_end = time.monotonic()
         early = self._track_best(row)
         self.history.append(row)
         if epoch % cfg.save_every == 0 or last or early:
@@ -384,6 +404,20 @@ class _Trainer:
             )
         return stopped or early
 
+    def _validation_due(self, epoch: int) -> bool:
+        """``val_every`` N: every N epochs. 0 (auto): the first epoch, then whenever training
+        has run 4x as long as the last validation took (validation <= ~20 % of the time; on
+        big validation images, validating every epoch would halve a time budget's training),
+        agreed by all ranks."""
+        if self.cfg.val_every:
+            return epoch % self.cfg.val_every == 0
+        last_end = getattr(self, "last_val_end", None)
+        if last_end is None:
+            return True
+        waited = time.monotonic() - last_end
+        due = waited >= VALIDATION_WAIT * self.val_seconds
+        return all_max(float(due), self.dist, self.device) > 0
+
     def _validate(self, epoch: int) -> dict:
         cfg = self.cfg
         indices = list(range(len(self.val_set)))[self.dist.rank :: self.dist.world_size]
@@ -394,8 +428,8 @@ class _Trainer:
             images.append(artifacts.panel_row(item, pred, self.info, cfg.data))
 
         metrics = validate(
-            self.train_model,
-            self.net,
+            self.eval_net if self.ema is not None else self.train_model,
+            self.eval_net,
             self.loss_fn,
             self.val_set,
             self.ctx,

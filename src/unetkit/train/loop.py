@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..device import autocast
 from ..errors import UnetkitError
 from ..metrics import ConfusionMatrix
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def train_one_epoch(
     stop: Callable[[], bool] | None = None,
     show_progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    on_update: Callable[[], None] | None = None,
 ) -> dict:
     """Train over ``batches``; returns {"loss", "images", "seconds", "steps", "stopped"}.
 
@@ -91,7 +92,7 @@ def train_one_epoch(
     model.train()
     total_loss, images, steps, stopped = 0.0, 0, 0, False
     start = time.perf_counter()
-    bar = tqdm(
+    bar = progress(
         total=total_steps,
         initial=start_step,
         desc=f"epoch {epoch}",
@@ -121,6 +122,8 @@ def train_one_epoch(
             )
         if sync:
             _optimizer_step(model, optimizer, scaler, ctx.clip_grad)
+            if on_update is not None:  # e.g. the moving average of the weights
+                on_update()
             if scheduler is not None and not isinstance(
                 scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
             ):
