@@ -569,3 +569,19 @@ def test_weight_average_follows_the_formula_and_is_what_checkpoints_hold(dataset
     assert any(not torch.equal(raw[k], state.state_dict[k]) for k in raw)  # the average
     best = load_checkpoint(tmp_path / "run" / "best.pt").state_dict
     assert all(torch.equal(best[k], state.state_dict[k]) for k in best)  # 1 epoch: same
+
+
+def test_validation_reports_what_evaluate_reports(dataset, tmp_path):
+    """Issue 10.5: best.pt is chosen on the metric ``evaluate`` reports, by the same path
+    (Predictor defaults: the 40 px images are tiled at the 32 px training size)."""
+    from unetkit import PredictConfig
+    from unetkit.infer import evaluate_model
+
+    run = tmp_path / "run"
+    unetkit.fit(_config(dataset, run, epochs=2, val_stems=("03", "04", "05")))
+    row = list(csv.DictReader((run / "history.csv").open()))[-1]
+    cfg = PredictConfig(precision="fp32", device="cpu")
+    metrics = evaluate_model(run / "last.pt", dataset, tmp_path / "r", config=cfg, progress=False)
+    assert metrics["stems"] == ["03", "04", "05"]
+    for key in ("mean_iou", "mean_dice", "pixel_accuracy"):
+        assert float(row[key]) == pytest.approx(metrics[key], abs=2e-6), key  # csv: 6 digits

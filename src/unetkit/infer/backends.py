@@ -75,12 +75,6 @@ def load_torch(
     if ckpt.task == "regression":
         raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")
     model = model.to(memory_format=torch.channels_last).eval()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(dev, prec):
-            return model(x).float()
-
     info = ModelInfo(
         ckpt.model_config,
         ckpt.classes,
@@ -91,7 +85,19 @@ def load_torch(
         str(path),
         _trained_split(ckpt.train_state),
     )
-    return Network(run, info, _shape_model(ckpt.model_config), dev, prec)
+    return torch_network(model, info, dev, prec)
+
+
+def torch_network(model: torch.nn.Module, info: ModelInfo, device: torch.device, precision: str):
+    """A ``Network`` around a model in memory (a loaded checkpoint, or the weights being
+    trained, which training validates through this same path); the caller sets eval mode."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            return model(x).float()
+
+    return Network(run, info, _shape_model(info.model_config), device, precision)
 
 
 def _trained_split(train_state: dict | None) -> dict[str, list[str]] | None:

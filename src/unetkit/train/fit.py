@@ -21,7 +21,7 @@ from ..models.unet import UNet
 from . import artifacts
 from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown_distributed
 from .ema import WeightAverage
-from .loop import StepContext, train_one_epoch, validate
+from .loop import StepContext, train_one_epoch, validate, validate_with_predictor
 from .losses import build_loss
 from .resolve import (
     REGRESSION_PRESETS,
@@ -404,6 +404,19 @@ class _Trainer:
             )
         return stopped or early
 
+    def _predictor(self):
+        """The weights being validated as an ``unetkit.infer.Predictor`` with default
+        settings: the very code path of ``unetkit predict`` and ``evaluate``."""
+        from ..config import PredictConfig
+        from ..infer.backends import ModelInfo, torch_network
+        from ..infer.predict import Predictor
+
+        cfg = self.cfg
+        info = ModelInfo(cfg.model, list(cfg.classes), self.info.palette, cfg.data, cfg.task,
+                         self.info.ignore_index, str(self.run_dir))  # fmt: skip
+        network = torch_network(self.eval_net, info, self.device, self.precision)
+        return Predictor(network, PredictConfig(device=str(self.device), precision=self.precision))
+
     def _validation_due(self, epoch: int) -> bool:
         """``val_every`` N: every N epochs. 0 (auto): the first epoch, then whenever training
         has run 4x as long as the last validation took (validation <= ~20 % of the time; on
@@ -427,19 +440,34 @@ class _Trainer:
         def on_panel(i, item, pred):
             images.append(artifacts.panel_row(item, pred, self.info, cfg.data))
 
-        metrics = validate(
-            self.eval_net if self.ema is not None else self.train_model,
-            self.eval_net,
-            self.loss_fn,
-            self.val_set,
-            self.ctx,
-            len(cfg.classes),
-            self.info.ignore_index,
-            list(cfg.classes),
-            indices=indices,
-            panel_indices=panels,
-            on_panel=on_panel,
-        )
+        if cfg.task == "regression":
+            metrics = validate(
+                self.eval_net if self.ema is not None else self.train_model,
+                self.eval_net,
+                self.loss_fn,
+                self.val_set,
+                self.ctx,
+                len(cfg.classes),
+                self.info.ignore_index,
+                list(cfg.classes),
+                indices=indices,
+                panel_indices=panels,
+                on_panel=on_panel,
+            )
+        else:
+            self.train_model.eval()  # (its BatchNorm statistics are the ones being averaged)
+            metrics = validate_with_predictor(
+                self._predictor(),
+                self.val_set,
+                len(cfg.classes),
+                self.info.ignore_index,
+                list(cfg.classes),
+                indices=indices,
+                device=self.device,
+                panel_indices=panels,
+                on_panel=on_panel,
+            )
+            self.train_model.train()
         metrics["val_loss"] = all_mean(metrics["val_loss"], self.dist, self.device)
         if images and self.dist.is_main:
             artifacts.write_panels(self.run_dir / "panels" / f"epoch_{epoch:04d}.png", images)

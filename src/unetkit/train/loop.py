@@ -225,3 +225,46 @@ def validate(
     metrics = cm.compute(class_names)
     metrics["val_loss"] = float(np.mean(losses)) if losses else float("nan")
     return metrics
+
+
+@torch.inference_mode()
+def validate_with_predictor(
+    predictor,
+    dataset,
+    num_classes: int,
+    ignore_index: int,
+    class_names: list[str],
+    *,
+    indices: list[int],
+    device: torch.device,
+    panel_indices: Iterable[int] = (),
+    on_panel: Callable[[int, dict, np.ndarray], None] | None = None,
+) -> dict:
+    """Whole-image validation through the prediction path that ``evaluate`` uses.
+
+    Each validation image is predicted whole by ``predictor`` (an ``unetkit.infer.Predictor``
+    around the weights being trained: the same normalisation, tiling, blending and threshold
+    as ``unetkit predict`` / ``evaluate``), so ``best.pt`` is chosen on the metric that
+    ``evaluate`` reports. The confusion matrix is exact and summed over ranks. ``val_loss`` is
+    the mean negative log-likelihood of the true class under the predicted probabilities.
+    """
+    panel_indices = set(panel_indices)
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    nll, counted = 0.0, 0
+    for i in indices:
+        image, mask = dataset.raw(dataset.stems[i])
+        probs = torch.from_numpy(predictor.predict_proba(image))  # (K, H, W)
+        pred = torch.from_numpy(predictor.probs_to_mask(probs).astype(np.int64))
+        target = torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        cm.update(pred.to(device), target.to(device))
+        valid = (target >= 0) & (target < probs.shape[0])
+        if valid.any():
+            p_true = probs.gather(0, target.clamp(0, probs.shape[0] - 1)[None])[0][valid]
+            nll += float(-torch.log(p_true.clamp_min(1e-7)).sum())
+            counted += int(valid.sum())
+        if on_panel is not None and i in panel_indices:
+            on_panel(i, dataset[i], pred.numpy())
+    cm.reduce_from_all_processes()
+    metrics = cm.compute(class_names)
+    metrics["val_loss"] = nll / counted if counted else float("nan")
+    return metrics
