@@ -43,7 +43,7 @@ def recipe(name: str, args) -> TrainConfig:
         return TrainConfig(
             preset="milesial",
             model=preset_config("milesial"),
-            data=DataConfig(channels=1, resize="resize", size=(256, 256)),
+            data=DataConfig(channels=1, resize="resize", size=(256, 256), normalize="fixed"),
             augment=NO_AUG,
             optimizer="rmsprop",
             lr=1e-5,
@@ -62,8 +62,6 @@ def recipe(name: str, args) -> TrainConfig:
         augment=AUGMENTS[args.aug],
         steps_per_epoch=args.steps,
         precision=args.precision,
-        epochs=10_000,
-        val_every=10_000,
     )
     changes = {
         k: v
@@ -120,7 +118,7 @@ def main() -> None:
     parser.add_argument("--base-width", type=int)
     parser.add_argument("--patch", type=int, default=256)
     parser.add_argument("--batch", type=int)
-    parser.add_argument("--steps", type=int, default=25, help="steps per epoch")
+    parser.add_argument("--steps", type=int, default=0, help="steps per epoch (0: the data's)")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--loss")
     parser.add_argument("--aug", choices=list(AUGMENTS), default="default")
@@ -128,6 +126,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tta", action="store_true", help="score with flip TTA as well")
+    parser.add_argument("--checkpoint", default="best.pt", help="best.pt or last.pt")
     parser.add_argument("--out", type=Path, help="keep the run folder here")
     parser.add_argument("--json", type=Path, help="also write the result row as JSON")
     args = parser.parse_args()
@@ -158,7 +157,7 @@ def main() -> None:
                 "used_min": minutes,
                 "steps": state["step"],
                 "images_per_s": images / (minutes * 60),
-                **score(run / "last.pt", device, tta),
+                **score(run / args.checkpoint, device, tta),
             }
         )
     print(f"\nISBI 2012, train 00-23, validate 24-29, {args.recipe} recipe, run {run}")

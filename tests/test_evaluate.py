@@ -331,3 +331,15 @@ def test_evaluate_scores_only_images_the_model_did_not_train_on(dataset, tmp_pat
     model = save_checkpoint(ckpt, tmp_path / "other.pt")
     metrics = evaluate_model(model, root, tmp_path / "o", config=fp32, progress=False)
     assert metrics["images"] == 3
+
+
+def test_cli_rand_error_is_opt_in(tmp_path, capsys):
+    gt = np.zeros((8, 8), np.uint8)
+    gt[4, :] = 1
+    _save(tmp_path / "gt" / "a.png", gt)
+    _save(tmp_path / "pred" / "a.png", gt)
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o"]
+    assert main([*args, str(tmp_path / "r1"), "--num-classes", "2"]) == 0
+    assert "adapted_rand_error" not in capsys.readouterr().out
+    assert main([*args, str(tmp_path / "r2"), "--num-classes", "2", "--rand-error"]) == 0
+    assert "adapted_rand_error" in capsys.readouterr().out

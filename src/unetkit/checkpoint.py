@@ -252,7 +252,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     ):
         raise UnetkitError(f"{path}: malformed checkpoint (state_dict is not a dict of tensors)")
     try:
-        return Checkpoint(
+        ckpt = Checkpoint(
             model_config=ModelConfig.from_dict(data["model_config"]),
             state_dict=data["state_dict"],
             classes=list(data["classes"]),
@@ -266,6 +266,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UnetkitError(f"{path}: malformed checkpoint ({_one_line(str(exc))})") from None
+    _check_training_size(ckpt.preprocessing, path)
+    return ckpt
+
+
+def _check_training_size(pre: DataConfig, path: Path) -> None:
+    """A training size is a tile size for prediction and export: refuse an absurd one."""
+    from .data.imageio import max_pixels
+
+    h, w = (int(n) for n in pre.size)
+    limit = max_pixels()
+    if h <= 0 or w <= 0 or (limit and h * w > limit):
+        raise UnetkitError(
+            f"{path}: malformed checkpoint (training size {h}x{w} is "
+            f"{'empty' if h <= 0 or w <= 0 else f'over the limit of {limit:,} pixels'})"
+        )
 
 
 def load_model(

@@ -355,19 +355,28 @@ def evaluate_cmd(
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    rand_error: bool = typer.Option(
+        False,
+        "--rand-error/--no-rand-error",
+        help="Also the ISBI 2012 adapted Rand error (2-class membrane tasks, membrane = class 1).",
+    ),
 ) -> None:
     """Score a model on a dataset, or predicted masks against true masks: metrics + report."""
     from .infer.evaluate import evaluate_dirs, evaluate_model
 
     if first.is_dir():
         names = [c.strip() for c in classes.split(",")] if classes else None
-        metrics = evaluate_dirs(first, second, out, num_classes, names, ignore_index)
+        metrics = evaluate_dirs(
+            first, second, out, num_classes, names, ignore_index, rand_error=rand_error
+        )
     else:
         cfg = _predict_config(
             strategy=strategy, tile=tile, tta=tta, threshold=threshold, device=device,
             precision=precision,
         )  # fmt: skip
-        metrics = evaluate_model(first, second, out, split, cfg, cfg.device, progress)
+        metrics = evaluate_model(
+            first, second, out, split, cfg, cfg.device, progress, rand_error=rand_error
+        )
     shown = ("mean_iou", "mean_dice", "pixel_accuracy", "pixel_error", "adapted_rand_error")
     for key in shown:
         if metrics.get(key) is not None:

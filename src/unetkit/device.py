@@ -6,9 +6,8 @@ import contextlib
 
 import torch
 
+from .config import PRECISIONS
 from .errors import UnetkitError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:

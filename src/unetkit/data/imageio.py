@@ -596,9 +596,7 @@ def image_to_tensor(
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (C, H, W)
 
 
-def normalization_stats(
-    image: np.ndarray, cfg: DataConfig
-) -> tuple[np.ndarray, np.ndarray] | None:
+def normalization_stats(image: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-image ``(shift, scale)`` of a whole image for ``cfg.normalize`` (None when the
     transform does not depend on the image); pass them to :func:`image_to_tensor` for its
     crops and tiles."""

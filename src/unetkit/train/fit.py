@@ -16,7 +16,7 @@ from ..data.layout import describe_dataset, describe_images
 from ..data.transforms import Augmenter
 from ..device import resolve_device, resolve_precision
 from ..errors import UnetkitError
-from ..files import write_text
+from ..files import clean_stale_temps, write_text
 from ..models.unet import UNet
 from . import artifacts
 from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown_distributed
@@ -72,6 +72,8 @@ class _Trainer:
             raise UnetkitError("training needs a dataset folder and a run folder (-o RUN_DIR)")
         self.dist = dist_info
         self.run_dir = Path(config.run_dir)
+        if dist_info.is_main:  # temp files of a killed run are not "content" of the folder
+            clean_stale_temps(self.run_dir, recursive=True)
         self.resume_state = check_run_dir(self.run_dir, resume, overwrite)
         regression = config.task == "regression" or (
             config.task == "auto" and config.preset in REGRESSION_PRESETS

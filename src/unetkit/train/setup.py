@@ -10,13 +10,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from ..config import TrainConfig
+from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ..errors import UnetkitError
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "poly", "plateau")
 
 
 def keep_large_buffers() -> bool:
