@@ -138,3 +138,31 @@ def test_a_time_budget_decides_the_length_unless_epochs_are_given(tmp_path, monk
     state = load_checkpoint(tmp_path / "run" / "last.pt").train_state
     assert len(state["history"]) > 1  # ran past the 1-epoch default: the budget decided
     assert state["history"][-1]["elapsed_min"] >= 0.03 * 0.9
+
+
+def test_normalize_flag_overrides_the_fingerprint(tmp_path, capsys):
+    _images(tmp_path / "d", [10, 90, 20, 60])
+    args = ["train", str(tmp_path / "d"), "--preset", "milesial", "--base-width", "4",
+            "--depth", "2", "--patch-size", "32", "--epochs", "1", "--steps-per-epoch", "1",
+            "--device", "cpu", "--precision", "fp32", "--val-stems", "3"]  # fmt: skip
+    assert main([*args, "-o", str(tmp_path / "r"), "--normalize", "percentile"]) == 0
+    assert load_checkpoint(tmp_path / "r" / "last.pt").preprocessing.normalize == "percentile"
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "x"), "--normalize", "zscore"]) == 2
+    err = capsys.readouterr().err
+    assert "--normalize" in err and "Traceback" not in err
+
+
+def test_onnx_export_carries_the_normalisation(tmp_path):
+    from unetkit.export import export_model
+
+    pre = DataConfig(channels=1, size=(16, 16), normalize="image")
+    ckpt = make_checkpoint(_intensity_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
+    path = save_checkpoint(ckpt, tmp_path / "m.pt")
+    export_model(path, "onnx", tmp_path / "m.onnx")
+    cfg = PredictConfig(strategy="tile", tile=(16, 16), precision="fp32", device="cpu")
+    onnx = Predictor.from_onnx(tmp_path / "m.onnx", cfg)
+    assert onnx.info.preprocessing.normalize == "image"
+    image = _two_exposures()
+    reference = Predictor.from_checkpoint(path, cfg).predict_proba(image)
+    np.testing.assert_allclose(onnx.predict_proba(image), reference, atol=1e-5)

@@ -159,8 +159,8 @@ def _check_train_flags(flags: dict) -> None:
         try:
             if name in fields:
                 TrainConfig(**{name: value})
-            elif name == "resize":
-                DataConfig(resize=value)
+            elif name in ("resize", "normalize"):
+                DataConfig(**{name: value})
             elif name == "patch_size":
                 DataConfig(size=(value, value))
             else:  # base_width, depth
@@ -208,6 +208,11 @@ def train_cmd(
     lr: float = typer.Option(None, "--lr"),
     patch_size: int = typer.Option(None, "--patch-size", help="Training patch / resize size."),
     resize: str = typer.Option(None, "--resize", help="random-crop | letterbox | resize | none"),
+    normalize: str = typer.Option(
+        None,
+        "--normalize",
+        help="auto (from the data fingerprint) | image | percentile | dataset | fixed",
+    ),
     base_width: int = typer.Option(None, "--base-width", help="Channels of the first level."),
     depth: int = typer.Option(None, "--depth", help="Number of down-sampling steps."),
     task: str = typer.Option(None, "--task", help="auto | multiclass | binary | regression"),

@@ -11,7 +11,7 @@ from ..errors import UnetkitError
 from ..models.presets import preset_config
 from .resolve import RESUMABLE_CHANGES
 
-_DATA_FLAGS = ("resize",)
+_DATA_FLAGS = ("resize", "normalize")
 _MODEL_FLAGS = ("base_width", "depth")
 
 
