@@ -585,3 +585,45 @@ def test_validation_reports_what_evaluate_reports(dataset, tmp_path):
     assert metrics["stems"] == ["03", "04", "05"]
     for key in ("mean_iou", "mean_dice", "pixel_accuracy"):
         assert float(row[key]) == pytest.approx(metrics[key], abs=2e-6), key  # csv: 6 digits
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_and_resumed_is_bitwise_equal(dataset, tmp_path):
+    """SIGKILL at random moments (seeded; they land mid-epoch, mid-accumulation, during
+    validation and during saves) and ``--resume`` each time: the weights and the training
+    history equal those of an uninterrupted run, bitwise. Figures: >= 5 kills survived."""
+    import random
+
+    args = [str(dataset), "--epochs", "6", "--steps-per-epoch", "4", "--accumulate", "2",
+            "--val-stems", "04,05", "--val-every", "1", "--deterministic", *TINY]  # fmt: skip
+    assert main(["train", args[0], "-o", str(tmp_path / "full"), *args[1:]]) == 0
+    run = tmp_path / "killed"
+    rng = random.Random(4)
+    kills, rounds = 0, 0
+    while rounds < 14:
+        rounds += 1
+        resume = (run / "last.pt").exists()
+        tail = ["--resume", str(run)] if resume else ["-o", str(run), *args[1:]]
+        cmd = [sys.executable, "-m", "unetkit", "train", args[0], *tail]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 5.0))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            continue
+        assert proc.returncode == 0
+        break
+    assert kills >= 5, f"only {kills} kills landed"
+    assert load_checkpoint(run / "last.pt").train_state["epoch"] == 6
+    _assert_bitwise_equal(tmp_path / "full" / "last.pt", run / "last.pt")
+    history = [
+        {k: v for k, v in row.items() if k not in ("images_per_s", "elapsed_min")}
+        for row in load_checkpoint(run / "last.pt").train_state["history"]
+    ]
+    reference = [
+        {k: v for k, v in row.items() if k not in ("images_per_s", "elapsed_min")}
+        for row in load_checkpoint(tmp_path / "full" / "last.pt").train_state["history"]
+    ]
+    assert history == reference

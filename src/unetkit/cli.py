@@ -232,6 +232,11 @@ def train_cmd(
     steps_per_epoch: int = typer.Option(None, "--steps-per-epoch"),
     accumulate: int = typer.Option(None, "--accumulate", help="Gradient accumulation steps."),
     clip_grad: float = typer.Option(None, "--clip-grad"),
+    ema: float = typer.Option(
+        None,
+        "--ema",
+        help="Decay of the weights' moving average that is validated and saved (0: off).",
+    ),
     early_stop: int = typer.Option(None, "--early-stop", help="Patience in validations."),
     val_fraction: float = typer.Option(None, "--val-fraction"),
     val_stems: str = typer.Option(None, "--val-stems", help="Comma-separated validation stems."),

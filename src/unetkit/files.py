@@ -47,11 +47,14 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}{TEMP_TAG}",
-        suffix=path.suffix if suffix is None else suffix,
-        dir=path.parent,
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.stem}{TEMP_TAG}",
+            suffix=path.suffix if suffix is None else suffix,
+            dir=path.parent,
+        )
+    except OSError as exc:
+        raise _not_written(path, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -61,9 +64,19 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual mode
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:  # disk full, read-only, permission denied: say so, in one line
+        tmp.unlink(missing_ok=True)
+        raise _not_written(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _not_written(path: Path, exc: OSError) -> Exception:
+    from .errors import UnetkitError
+
+    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+    return UnetkitError(f"{path}: cannot write it ({exc.strerror or exc}); {kept}")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

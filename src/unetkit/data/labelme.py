@@ -9,7 +9,9 @@ Fill rules follow labelme's ``utils.shape_to_mask`` (PIL ``ImageDraw`` with ``ou
 ``fill`` set): polygon / oriented_rectangle filled polygons; rectangle a filled box between its two
 corners (any order); circle a filled ellipse with radius = distance(centre, edge point);
 line / linestrip strokes of width 10; point a filled disc of radius 5; mask a boolean patch
-pasted at ``[y1:y2 + 1, x1:x2 + 1]``. Shapes are painted in file order, later over earlier, as in
+pasted at ``[y1:y2 + 1, x1:x2 + 1]``. Circles of radius over ``PIL_MAX_RADIUS`` keep
+d <= r + 0.5 (numpy; within a pixel of PIL's rule), and coordinates beyond ``MAX_COORD`` are
+refused (PIL would overflow). Shapes are painted in file order, later over earlier, as in
 labelme's ``shapes_to_label``. ``__ignore__`` is labelme's ignore label (written as 255).
 """
 
@@ -38,6 +40,10 @@ BACKGROUND_LABEL = "_background_"
 IGNORE_VALUE = 255
 LINE_WIDTH = 10  # labelme shape_to_mask(line_width=10)
 POINT_SIZE = 5  # labelme shape_to_mask(point_size=5): disc radius
+# PIL draws in int32: past ~2**31 a shape is silently mis-painted; no image is this large
+MAX_COORD = 10_000_000
+# PIL's ellipse overflows int64 above this radius (wrong, or ~20 s per circle); numpy beyond
+PIL_MAX_RADIUS = 16384
 # shape type -> (min points, max points or None)
 POINT_COUNTS = {
     "polygon": (3, None),
@@ -101,10 +107,16 @@ def _parse_points(raw: object, shape_type: str) -> np.ndarray:
         raise ValueError(f"points must be a list of [x, y] pairs, got shape {points.shape}")
     if not np.isfinite(points).all():
         raise ValueError("points contain NaN or infinite values")
+    if points.size and np.abs(points).max() > MAX_COORD:
+        raise ValueError(
+            f"points have coordinates beyond +-{MAX_COORD} px (largest "
+            f"{np.abs(points).max():.4g}); not a position in any image"
+        )
     low, high = POINT_COUNTS[shape_type]
     if len(points) < low or (high is not None and len(points) > high):
         want = f"{low}" if low == high else f"at least {low}"
-        raise ValueError(f"{shape_type} needs {want} points, got {len(points)}")
+        noun = "point" if want == "1" else "points"
+        raise ValueError(f"{shape_type} needs {want} {noun}, got {len(points)}")
     return points
 
 
@@ -278,6 +290,22 @@ def _draw(draw: ImageDraw.ImageDraw, shape: Shape, value: int) -> None:
         draw.polygon(xy, outline=value, fill=value)
 
 
+def _circle(shape: Shape) -> tuple[float, float, float]:
+    (cx, cy), (px, py) = shape.points
+    return float(cx), float(cy), math.hypot(cx - px, cy - py)
+
+
+def _is_big_circle(shape: Shape) -> bool:
+    return shape.shape_type == "circle" and _circle(shape)[2] > PIL_MAX_RADIUS
+
+
+def _paint_big_circle(canvas: np.ndarray, shape: Shape, value: int) -> None:
+    cx, cy, r = _circle(shape)
+    rows = (np.arange(canvas.shape[0]) - cy) ** 2
+    cols = (np.arange(canvas.shape[1]) - cx) ** 2
+    canvas[rows[:, None] + cols[None, :] <= (r + 0.5) ** 2] = value
+
+
 def _paste_patch(canvas: np.ndarray, shape: Shape, value: int) -> None:
     (x1, y1), _ = shape.points.astype(int)
     patch = shape.mask
@@ -293,6 +321,25 @@ def _paste_patch(canvas: np.ndarray, shape: Shape, value: int) -> None:
 def shape_mask(shape: Shape, size: tuple[int, int]) -> np.ndarray:
     """One shape as a boolean (H, W) mask (labelme's ``shape_to_mask``)."""
     return rasterize([shape], size, {shape.label: 1}) == 1
+
+
+def paints_nothing(shape: Shape, size: tuple[int, int]) -> bool:
+    """Whether ``shape`` covers no pixel of an image of ``size`` (outside it, or empty).
+
+    Cheap for the usual case: a vertex inside the image is always painted (outlines, strokes
+    and discs pass through their points); otherwise the shape is rasterised alone.
+    """
+    height, width = size
+    if shape.shape_type == "mask":
+        (x1, y1), _ = shape.points.astype(int)
+        assert shape.mask is not None
+        crop = shape.mask[max(-y1, 0) : max(height - y1, 0), max(-x1, 0) : max(width - x1, 0)]
+        return not crop.any()
+    xs, ys = shape.points[:, 0], shape.points[:, 1]
+    inside = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
+    if inside.any() and shape.shape_type != "circle":  # a zero-radius circle paints nothing
+        return False
+    return not shape_mask(shape, size).any()
 
 
 def rasterize(shapes: list[Shape], size: tuple[int, int], values: dict[str, int]) -> np.ndarray:
@@ -315,9 +362,12 @@ def rasterize(shapes: list[Shape], size: tuple[int, int], values: dict[str, int]
     array: np.ndarray | None = None
     for shape in shapes:
         value = values[shape.label]
-        if shape.shape_type == "mask":
+        if shape.shape_type == "mask" or _is_big_circle(shape):
             array = np.array(canvas)
-            _paste_patch(array, shape, value)
+            if shape.shape_type == "mask":
+                _paste_patch(array, shape, value)
+            else:
+                _paint_big_circle(array, shape, value)
             canvas = Image.fromarray(array)
             draw = ImageDraw.Draw(canvas)
         else:

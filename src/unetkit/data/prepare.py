@@ -36,6 +36,7 @@ from .labelme import (
     class_values,
     load_image,
     load_labelme,
+    paints_nothing,
     rasterize,
     read_label_list,
 )
@@ -154,6 +155,13 @@ def _convert(
             "PNG: convert it first"
         )
     mask = rasterize(doc.shapes, image.shape[:2], values)
+    height, width = image.shape[:2]
+    for shape in doc.shapes:  # dropped without a word before: say so, naming the shape
+        if paints_nothing(shape, (height, width)):
+            warnings.append(
+                f"{doc.path}: shape {shape.index} ({shape.shape_type} {shape.label!r}) paints "
+                f"no pixel of the {height}x{width} image (outside it, or of zero size)"
+            )
     if crop_roi is not None:
         box = roi_box(image, *crop_roi)
         if box is None:

@@ -258,6 +258,7 @@ def evaluate_model(
             gt = read_mask(info.mask_files[stem])
             if info.binary_255:
                 gt = map_binary_255(gt)
+            _check_range(info.mask_files[stem], gt, len(names), info.ignore_index)
             pred = predictor.predict_mask(read_image(info.image_files[stem], channels=channels))
             yield info.image_files[stem].name, pred, gt
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data.imageio import read_image, read_mask, write_image, write_mask
 from ..errors import UnetkitError
-from ..files import clean_stale_temps, write_text
+from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, write_text
 from ..progress import progress as progress_bar
 from ..viz import colorize, overlay, save_png
 from .predict import Predictor
@@ -51,6 +51,15 @@ def record_failure(report: PredictReport, path: Path, exc: Exception) -> None:
     message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
     log.error("skipped %s", message)
     report.failed.append((path, message))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """``path`` is a file of ``folder`` (False for a path that cannot be resolved: a symlink
+    loop raises RuntimeError before Python 3.13; read_image reports it later)."""
+    try:
+        return path.resolve().parent == folder.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def collect_inputs(inputs: list[str | os.PathLike], exclude: Path | None = None) -> list[Path]:
@@ -82,7 +91,7 @@ def collect_inputs(inputs: list[str | os.PathLike], exclude: Path | None = None)
                 if Path(p).suffix.lower() in IMAGE_SUFFIXES + (".npy",) and Path(p).is_file()
             )
         if exclude is not None:
-            matches = [p for p in matches if p.resolve().parent != exclude.resolve()]
+            matches = [p for p in matches if not _inside(p, exclude)]
         if not matches:
             raise UnetkitError(f"{item}: no such file, and no images found there")
         found.extend(matches)
@@ -164,6 +173,20 @@ def _outputs(out_dir: Path, stem: str, save_probs: bool, labelme: bool) -> list[
     names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
     names += [f"{stem}_probs.npy"] * save_probs + [f"{stem}.json"] * labelme
     return [out_dir / n for n in names]
+
+
+def _remove_own_temps(out_dir: Path, targets: list[Path]) -> None:
+    """Remove the temporary files of ``targets``, whatever their age.
+
+    Called once every target is in place: a temporary file of one of them can only be what a
+    killed write left (``clean_stale_temps`` waits until such files are 10 s old, so a rerun
+    right after a kill would keep them).
+    """
+    prefixes = tuple(f".{t.stem}{TEMP_TAG}" for t in targets)
+    for path in out_dir.glob(f".*{TEMP_TAG}*"):
+        if path.name.startswith(prefixes) and TEMP_NAME.fullmatch(path.name):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
 
 
 def _predict_one(predictor: Predictor, path: Path, out_dir: Path, options: dict) -> np.ndarray:
@@ -251,6 +274,7 @@ def predict_paths(
     }
     predictor.progress = progress
     report = PredictReport()
+    done: list[Path] = [out / "summary.csv"]
     for path in progress_bar(paths, desc="predict", unit="img", disable=not progress):
         try:
             targets = _outputs(out, path.stem, save_probs, labelme)
@@ -263,6 +287,8 @@ def predict_paths(
         except (UnetkitError, OSError, ValueError) as exc:
             record_failure(report, path, exc)
             continue
+        done += targets
         report.rows.append(summary_row(path.name, mask, predictor.classes))
     write_summary(out / "summary.csv", report.rows, predictor.classes)
+    _remove_own_temps(out, done)
     return report  # the caller says what was done (the CLI: one line on stdout)
