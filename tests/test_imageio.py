@@ -198,3 +198,28 @@ def test_opencv_says_nothing_on_the_terminal_about_a_corrupt_png(tmp_path):
     assert proc.stderr == "still writes to stderr\n"  # fd 2 is given back afterwards
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and "bad16.png" in lines[0] and "half16.png" in lines[1]
+
+
+def test_write_mask_is_atomic(tmp_path, monkeypatch):
+    """A write that fails half-way (a kill, a full disk) leaves the previous mask intact and no
+    temporary file: it writes to a temporary name and renames (mutation: in place)."""
+    from PIL import Image as PILImage
+
+    from unetkit.data.imageio import read_mask, write_mask
+
+    path = tmp_path / "m.png"
+    old = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
+    write_mask(path, old, [[0, 0, 0], [255, 0, 0], [0, 255, 0]])
+    before = path.read_bytes()
+
+    def half_write(self, fp, *args, **kwargs):
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PILImage.Image, "save", half_write)
+    with pytest.raises((OSError, ValueError)):
+        write_mask(path, np.zeros((3, 4), np.uint8), [[0, 0, 0]])
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(read_mask(path), old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png"]

@@ -68,6 +68,13 @@ def test_fill_rules(kind, points, expected):
     np.testing.assert_array_equal(paint(shape(kind, points)), expected.astype(np.uint8))
 
 
+def test_circle_radius_is_euclidean():
+    """The edge point (13, 14) is 5 px from the centre (10, 10), not max(3, 4) = 4: the same
+    disc as with the edge point (15, 10)."""
+    diagonal = paint(shape("circle", [[10, 10], [13, 14]]))
+    np.testing.assert_array_equal(diagonal, paint(shape("circle", [[10, 10], [15, 10]])))
+
+
 def _b64_png(array: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")

@@ -175,7 +175,12 @@ def test_gradient_checkpointing_is_equivalent(name):
 def test_checkpointing_really_recomputes():
     """The forward of each block runs a second time during backward (seed 002 never did)."""
     model = UNet(tiny("milesial").config.replace(checkpointing=True)).train()
-    calls = []
-    model.encoders[0][0].register_forward_pre_hook(lambda *a: calls.append(1))
+    calls: dict[str, int] = {}
+    blocks = [(f"encoder {i}", b) for i, b in enumerate(model.encoders)]
+    blocks += [(f"decoder {i}", b) for i, b in enumerate(model.decoders)]
+    for name, block in blocks:  # every encoder and decoder block, not just the first
+        block[0].register_forward_pre_hook(
+            lambda *a, name=name: calls.__setitem__(name, calls.get(name, 0) + 1)
+        )
     model(torch.randn(1, 3, 32, 32)).sum().backward()
-    assert len(calls) == 2
+    assert calls == {name: 2 for name, _ in blocks}
