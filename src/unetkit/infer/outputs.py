@@ -184,9 +184,9 @@ def _remove_own_temps(out_dir: Path, targets: list[Path]) -> None:
     """
     prefixes = tuple(f".{t.stem}{TEMP_TAG}" for t in targets)
     for path in out_dir.glob(f".*{TEMP_TAG}*"):
-        if path.name.startswith(prefixes) and TEMP_NAME.fullmatch(path.name):
-            if path.is_file() and not path.is_symlink():
-                path.unlink(missing_ok=True)
+        ours = path.name.startswith(prefixes) and TEMP_NAME.fullmatch(path.name)
+        if ours and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def _predict_one(predictor: Predictor, path: Path, out_dir: Path, options: dict) -> np.ndarray:
