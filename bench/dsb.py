@@ -176,6 +176,7 @@ def main() -> None:
         "instances/, default recipe only, per-class IoU",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--reuse", action="store_true", help="score runs already in --out")
     args = parser.parse_args()
     if not (DATA / "manifest.csv").is_file():
         raise SystemExit(f"DSB data not found at {DATA}")
@@ -197,7 +198,9 @@ def main() -> None:
             info[name] = {"minutes": (time.monotonic() - start) / 60}
             continue
         trainer = {"default": train_default, "milesial": train_milesial}[name]
-        ckpt = trainer(train_dir, work / name, args.budget)
+        ckpt = work / name / "best.pt"
+        if not (args.reuse and ckpt.is_file()):
+            ckpt = trainer(train_dir, work / name, args.budget)
         minutes = (time.monotonic() - start) / 60
         predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
         results[name] = score(predictor.predict_mask, test, group_of)

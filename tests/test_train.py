@@ -627,3 +627,12 @@ def test_killed_at_random_moments_and_resumed_is_bitwise_equal(dataset, tmp_path
         for row in load_checkpoint(tmp_path / "full" / "last.pt").train_state["history"]
     ]
     assert history == reference
+
+
+def test_resized_training_validates_whole_images_with_panels(dataset, tmp_path):
+    """A model trained on resized images is validated at the images' own size (as predict
+    does it); the panels show the whole image (they crashed on a size mismatch)."""
+    run = tmp_path / "run"
+    cfg = _config(dataset, run, epochs=1, panels=1, data=DataConfig(resize="resize", size=(32, 32)))
+    unetkit.fit(cfg)
+    assert (run / "panels" / "epoch_0001.png").is_file()

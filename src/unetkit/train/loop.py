@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.imageio import image_to_tensor
 from ..device import autocast
 from ..errors import UnetkitError
 from ..metrics import ConfusionMatrix
@@ -262,8 +263,9 @@ def validate_with_predictor(
             p_true = probs.gather(0, target.clamp(0, probs.shape[0] - 1)[None])[0][valid]
             nll += float(-torch.log(p_true.clamp_min(1e-7)).sum())
             counted += int(valid.sum())
-        if on_panel is not None and i in panel_indices:
-            on_panel(i, dataset[i], pred.numpy())
+        if on_panel is not None and i in panel_indices:  # the whole image, as predicted
+            tensor = image_to_tensor(image, dataset.config)
+            on_panel(i, {"image": tensor, "mask": target}, pred.numpy())
     cm.reduce_from_all_processes()
     metrics = cm.compute(class_names)
     metrics["val_loss"] = nll / counted if counted else float("nan")
