@@ -208,7 +208,7 @@ def main() -> None:
 
         state = torch.load(work / name / "last.pt", weights_only=True)["train_state"]
         info[name] = {"minutes": minutes, "steps": state["step"], "epochs": state["epoch"],
-                      "normalize": state["config"]["data"]["normalize"]}  # fmt: skip
+                      "normalize": state["config"]["data"].get("normalize", "fixed")}  # fmt: skip
     groups = sorted({group_of[s] for s in test})
     counts = {g: sum(group_of[s] == g for s in test) for g in groups}
     print(
