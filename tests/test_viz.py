@@ -110,3 +110,20 @@ def test_overlay_accepts_non_contiguous_float_images():
     out = overlay(chw.transpose(1, 2, 0), mask, make_palette(2), legend=False)
     assert out.shape == (20, 24, 3) and out.dtype == np.uint8
     assert (out[8, 10] != np.rint(chw[:, 8, 10] * 255)).any()  # the region is painted
+
+
+def test_curves_never_plot_counts_and_keep_metrics_on_their_own_axes(tmp_path):
+    """The pixel count (~1e6) on the metrics' axis flattened every metric to a line at 0."""
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "mean_iou": 0.5 + e / 10,
+         "pixel_accuracy": 0.9, "pixels": 3744488, "iou_background": 0.9, "iou_cell": 0.2 * e,
+         "images_per_s": 19.0}
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+    panels = plot_curves(history, tmp_path / "curves.png")
+    assert panels == {
+        "loss": ["train_loss", "val_loss"],
+        "metrics": ["mean_iou", "pixel_accuracy"],
+        "IoU per class": ["iou_background", "iou_cell"],
+    }
+    assert Image.open(tmp_path / "curves.png").size == (1500, 400)

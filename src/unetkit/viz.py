@@ -5,6 +5,7 @@ training curves and confusion matrices. Every image function returns (H, W, 3) u
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -239,39 +240,59 @@ def _save_figure(fig, path: str | os.PathLike) -> None:  # noqa: ANN001 - matplo
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
-    """Plot loss curves (keys containing "loss") and metric curves (other numbers) vs epoch.
+def plot_curves(
+    history: Sequence[dict[str, float]], path: str | os.PathLike
+) -> dict[str, list[str]]:
+    """Training curves vs epoch, one panel per kind of number, so none flattens another:
+    losses (keys containing "loss"), summary metrics in [0, 1] (mean IoU, Dice, accuracy, ...)
+    and per-class IoU (``iou_*``) on their own [0, 1] axes. Counts (``pixels``) and anything
+    else outside [0, 1] are never plotted.
 
     Args:
-        history: one dict per epoch, e.g. ``{"epoch": 1, "train_loss": 0.5, "val_mean_iou": 0.7}``.
+        history: one dict per epoch, e.g. ``{"epoch": 1, "train_loss": 0.5, "mean_iou": 0.7}``.
         path: output PNG (written atomically).
+
+    Returns:
+        panel title -> the keys plotted in it.
     """
     from matplotlib.figure import Figure
 
-    keys = sorted(
-        {
-            k
-            for row in history
-            for k, v in row.items()
-            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-    )
+    def numeric(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    keys = sorted({k for row in history for k, v in row.items() if k != "epoch" and numeric(v)})
     losses = [k for k in keys if "loss" in k]
-    metrics = [k for k in keys if "loss" not in k]
-    fig = Figure(figsize=(10 if metrics else 5, 4))
-    axes = fig.subplots(1, 2 if metrics else 1, squeeze=False)[0]
-    for ax, group, label in zip(axes, (losses, metrics), ("loss", "metric")):
+    unit = [
+        k
+        for k in keys
+        if k not in losses
+        and k != "pixels"
+        and all(0.0 <= r[k] <= 1.0 for r in history if numeric(r.get(k)))
+    ]
+    panels = {
+        "loss": losses,
+        "metrics": [k for k in unit if not k.startswith("iou_")],
+        "IoU per class": [k for k in unit if k.startswith("iou_")],
+    }
+    panels = {title: group for title, group in panels.items() if group} or {"loss": []}
+    fig = Figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, group) in zip(axes, panels.items()):
         for key in group:
-            pts = [(r.get("epoch", i + 1), r[key]) for i, r in enumerate(history) if key in r]
+            pts = [(r.get("epoch", i + 1), r[key]) for i, r in enumerate(history)
+                   if numeric(r.get(key))]  # fmt: skip
             if pts:
-                ax.plot(*zip(*pts), marker="o", markersize=3, label=key)
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=key.removeprefix("iou_"))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_title(title, fontsize=10)
+        if title != "loss":
+            ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
         if group:
             ax.legend(fontsize=8)
     fig.tight_layout()
     _save_figure(fig, path)
+    return panels
 
 
 def confusion_png(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike) -> None:
