@@ -182,3 +182,19 @@ def test_torch_floor_is_the_tested_version():
     assert tuple(map(int, floor.split("."))) == tuple(map(int, pinned.split(".")))[:2]
     assert f"torch >= {floor}" in (root / "README.md").read_text()
     assert hasattr(torch.compiler, "is_compiling")  # what the floor protects (absent in 2.2)
+
+
+def test_help_shows_the_config_defaults(capsys):
+    """Flags default to None (so that "not given" is visible); --help shows the real default."""
+    from unetkit.cli import main
+
+    def words(out: str) -> str:  # the help's boxes wrap text: drop the frame, join the lines
+        return " ".join(w for w in out.replace("│", " ").split())
+
+    assert main(["train", "--help"]) == 0
+    text = words(capsys.readouterr().out)
+    for expected in ("0.002", "adamw", "cosine", "50, or unlimited with"):
+        assert expected in text, expected
+    assert main(["predict", "--help"]) == 0
+    text = words(capsys.readouterr().out)
+    assert "0.25" in text and "gaussian" in text

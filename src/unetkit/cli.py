@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from .config import DataConfig, PredictConfig, TrainConfig
 from .errors import UnetkitError
 
 app = typer.Typer(
@@ -20,6 +21,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="U-Net segmentation: labelme folder -> dataset -> model -> masks, overlays, metrics.",
 )
+
+
+def _option(cls, field: str, *decls: str, **kwargs):
+    """A flag whose value None means "the config's default", with that default in ``--help``."""
+    return typer.Option(None, *decls, show_default=_default(cls, field), **kwargs)
+
+
+def _default(cls, field: str) -> str:
+    """What ``--help`` shows as a flag's default: the config field's own default."""
+    import dataclasses
+
+    spec = next(f for f in dataclasses.fields(cls) if f.name == field)
+    value = spec.default
+    if value is dataclasses.MISSING:  # a default factory
+        value = spec.default_factory()  # type: ignore[misc]
+    special = {
+        ("TrainConfig", "epochs"): "50, or unlimited with --time-budget",
+        ("TrainConfig", "val_every"): "0 = auto",
+        ("TrainConfig", "time_budget"): "0 = none",
+        ("TrainConfig", "steps_per_epoch"): "0 = the data's",
+        ("DataConfig", "size"): "256",
+    }
+    if (cls.__name__, field) in special:
+        return special[(cls.__name__, field)]
+    return "none" if value is None else str(value)
 
 
 @app.callback()
@@ -203,55 +229,81 @@ def train_cmd(
     config: Path = typer.Option(None, "--config", help="JSON file with TrainConfig fields."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder."),
-    epochs: int = typer.Option(None, "--epochs"),
-    batch_size: int = typer.Option(None, "--batch-size"),
-    lr: float = typer.Option(None, "--lr"),
-    patch_size: int = typer.Option(None, "--patch-size", help="Training patch / resize size."),
-    resize: str = typer.Option(None, "--resize", help="random-crop | letterbox | resize | none"),
-    normalize: str = typer.Option(
-        None,
+    epochs: int = _option(TrainConfig, "epochs", "--epochs"),
+    batch_size: int = _option(TrainConfig, "batch_size", "--batch-size"),
+    lr: float = _option(TrainConfig, "lr", "--lr"),
+    patch_size: int = _option(
+        DataConfig, "size", "--patch-size", help="Training patch / resize size."
+    ),
+    resize: str = _option(
+        DataConfig, "resize", "--resize", help="random-crop | letterbox | resize | none"
+    ),
+    normalize: str = _option(
+        DataConfig,
+        "normalize",
         "--normalize",
         help="auto (from the data fingerprint) | image | percentile | dataset | fixed",
     ),
     base_width: int = typer.Option(None, "--base-width", help="Channels of the first level."),
     depth: int = typer.Option(None, "--depth", help="Number of down-sampling steps."),
-    task: str = typer.Option(None, "--task", help="auto | multiclass | binary | regression"),
+    task: str = _option(
+        TrainConfig, "task", "--task", help="auto | multiclass | binary | regression"
+    ),
     loss: str = typer.Option(
         None, "--loss", help="auto | ce | bce | dice | ce+dice | bce+dice | mse | l1"
     ),
-    class_weights: str = typer.Option(None, "--class-weights", help="'balanced' or w0,w1,..."),
+    class_weights: str = _option(
+        TrainConfig, "class_weights", "--class-weights", help="'balanced' or w0,w1,..."
+    ),
     weight_map: bool = typer.Option(
         None, "--weight-map/--no-weight-map", help="The paper's border weight map."
     ),
     weight_map_objects: str = typer.Option(
         None, "--weight-map-objects", help="'foreground' or a class index (0 for ISBI)."
     ),
-    optimizer: str = typer.Option(None, "--optimizer", help="adam | adamw | sgd | rmsprop"),
-    momentum: float = typer.Option(None, "--momentum"),
-    schedule: str = typer.Option(None, "--schedule", help="constant | cosine | poly | plateau"),
-    steps_per_epoch: int = typer.Option(None, "--steps-per-epoch"),
-    accumulate: int = typer.Option(None, "--accumulate", help="Gradient accumulation steps."),
-    clip_grad: float = typer.Option(None, "--clip-grad"),
-    ema: float = typer.Option(
-        None,
+    optimizer: str = _option(
+        TrainConfig, "optimizer", "--optimizer", help="adam | adamw | sgd | rmsprop"
+    ),
+    momentum: float = _option(TrainConfig, "momentum", "--momentum"),
+    schedule: str = _option(
+        TrainConfig, "schedule", "--schedule", help="constant | cosine | poly | plateau"
+    ),
+    steps_per_epoch: int = _option(TrainConfig, "steps_per_epoch", "--steps-per-epoch"),
+    accumulate: int = _option(
+        TrainConfig, "accumulate", "--accumulate", help="Gradient accumulation steps."
+    ),
+    clip_grad: float = _option(TrainConfig, "clip_grad", "--clip-grad"),
+    ema: float = _option(
+        TrainConfig,
+        "ema",
         "--ema",
         help="Decay of the weights' moving average that is validated and saved (0: off).",
     ),
-    early_stop: int = typer.Option(None, "--early-stop", help="Patience in validations."),
-    val_fraction: float = typer.Option(None, "--val-fraction"),
+    early_stop: int = _option(
+        TrainConfig, "early_stop", "--early-stop", help="Patience in validations."
+    ),
+    val_fraction: float = _option(TrainConfig, "val_fraction", "--val-fraction"),
     val_stems: str = typer.Option(None, "--val-stems", help="Comma-separated validation stems."),
-    val_every: int = typer.Option(None, "--val-every"),
-    save_every: int = typer.Option(None, "--save-every"),
-    time_budget: float = typer.Option(None, "--time-budget", help="Minutes; stops cleanly."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
-    workers: int = typer.Option(None, "--workers"),
-    seed: int = typer.Option(None, "--seed"),
-    deterministic: bool = typer.Option(None, "--deterministic/--no-deterministic"),
+    val_every: int = _option(TrainConfig, "val_every", "--val-every"),
+    save_every: int = _option(TrainConfig, "save_every", "--save-every"),
+    time_budget: float = _option(
+        TrainConfig, "time_budget", "--time-budget", help="Minutes; stops cleanly."
+    ),
+    device: str = _option(TrainConfig, "device", "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = _option(
+        TrainConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
+    ),
+    workers: int = _option(TrainConfig, "workers", "--workers"),
+    seed: int = _option(TrainConfig, "seed", "--seed"),
+    deterministic: bool = _option(
+        TrainConfig, "deterministic", "--deterministic/--no-deterministic"
+    ),
     augment: bool = typer.Option(None, "--augment/--no-augment", help="Augmentations on/off."),
-    compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    sync_bn: bool = typer.Option(None, "--sync-bn/--no-sync-bn"),
-    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard"),
+    compile_: bool = _option(
+        TrainConfig, "compile", "--compile/--no-compile", help="torch.compile the model."
+    ),
+    sync_bn: bool = _option(TrainConfig, "sync_bn", "--sync-bn/--no-sync-bn"),
+    tensorboard: bool = _option(TrainConfig, "tensorboard", "--tensorboard/--no-tensorboard"),
 ) -> None:
     """Train a U-Net on a dataset folder; writes last.pt, best.pt, history.csv, curves.png."""
     from .train.cli_config import build_train_config
@@ -300,16 +352,26 @@ def predict_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) or exported ONNX file (.onnx)."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
-    strategy: str = typer.Option(None, "--strategy", help=_STRATEGY_HELP),
+    strategy: str = _option(PredictConfig, "strategy", "--strategy", help=_STRATEGY_HELP),
     tile: str = typer.Option(None, "--tile", help="Tile size N or HxW (default: training size)."),
-    overlap: float = typer.Option(None, "--overlap", help="Tile overlap in [0, 1)."),
-    blend: str = typer.Option(None, "--blend", help="gaussian | constant"),
-    batch_size: int = typer.Option(None, "--batch-size", help="Tiles per forward pass."),
-    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation."),
-    threshold: float = typer.Option(None, "--threshold", help="Binary models: foreground cut."),
-    min_area: int = typer.Option(None, "--min-area", help="Skip contours under N pixels."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
+    overlap: float = _option(PredictConfig, "overlap", "--overlap", help="Tile overlap in [0, 1)."),
+    blend: str = _option(PredictConfig, "blend", "--blend", help="gaussian | constant"),
+    batch_size: int = _option(
+        PredictConfig, "batch_size", "--batch-size", help="Tiles per forward pass."
+    ),
+    tta: bool = _option(
+        PredictConfig, "tta", "--tta/--no-tta", help="Flip test-time augmentation."
+    ),
+    threshold: float = _option(
+        PredictConfig, "threshold", "--threshold", help="Binary models: foreground cut."
+    ),
+    min_area: int = _option(
+        PredictConfig, "min_area", "--min-area", help="Skip contours under N pixels."
+    ),
+    device: str = _option(PredictConfig, "device", "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = _option(
+        PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
+    ),
     save_probs: bool = typer.Option(False, "--save-probs", help="Write NAME_probs.npy (fp16)."),
     labelme: bool = typer.Option(False, "--labelme", help="Write NAME.json labelme polygons."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
@@ -358,12 +420,18 @@ def evaluate_cmd(
     num_classes: int = typer.Option(None, "--num-classes", help="PRED_DIR GT_DIR: classes."),
     classes: str = typer.Option(None, "--classes", help="PRED_DIR GT_DIR: names a,b,c."),
     ignore_index: int = typer.Option(255, "--ignore-index", help="PRED_DIR GT_DIR only."),
-    strategy: str = typer.Option(None, "--strategy", help=_STRATEGY_HELP),
+    strategy: str = _option(PredictConfig, "strategy", "--strategy", help=_STRATEGY_HELP),
     tile: str = typer.Option(None, "--tile", help="Tile size N or HxW."),
-    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation."),
-    threshold: float = typer.Option(None, "--threshold", help="Binary models: foreground cut."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
+    tta: bool = _option(
+        PredictConfig, "tta", "--tta/--no-tta", help="Flip test-time augmentation."
+    ),
+    threshold: float = _option(
+        PredictConfig, "threshold", "--threshold", help="Binary models: foreground cut."
+    ),
+    device: str = _option(PredictConfig, "device", "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = _option(
+        PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     rand_error: bool = typer.Option(
         False,
