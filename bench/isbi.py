@@ -119,22 +119,7 @@ def score(checkpoint: Path, device: str, tta: bool = False) -> dict:
     strategy = pre.resize if pre.resize in ("resize", "letterbox") else "full"
     config = PredictConfig(strategy=strategy, tta=tta, precision="fp32")
     predictor = Predictor.from_checkpoint(checkpoint, config, device)
-    cm = ConfusionMatrix(2)
-    rand, perr = [], []
-    for stem in VAL:
-        gt = read_mask(DATA / "masks" / f"{stem}.png")
-        probs = predictor.predict_proba(read_image(DATA / "images" / f"{stem}.png", channels=1))
-        pred = probs.argmax(0)  # (H, W)
-        cm.update(torch.from_numpy(pred), torch.from_numpy(gt))
-        rand.append(membrane_rand_error(pred, gt, membrane=1))
-        perr.append(pixel_error(pred, gt))
-    m = cm.compute(["background", "membrane"])
-    return {
-        "dice": m["per_class"]["membrane"]["dice"],
-        "iou": m["per_class"]["membrane"]["iou"],
-        "pixel_error": float(np.mean(perr)),
-        "rand_error": float(np.mean(rand)),
-    }
+    return score_masks(lambda image: predictor.predict_proba(image).argmax(0))  # (H, W)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@
 records: ``refuse`` cases must be reported in one line naming the file and matching ``why``;
 ``read`` cases must be read (after the documented conversion in ``why``: 16-bit kept as uint16,
 alpha dropped, palette expanded, CMYK -> RGB, EXIF orientation applied) with ``shape`` (H, W).
-``make_masks(folder, size)`` does the same for masks of an image of ``size``.
+``make_masks(folder, size)`` does the same for masks of an image of ``size``; ``run_cli`` runs
+``unetkit`` in-process for the suite's tests.
 
 The files are small: a decompression bomb declares a huge size in its header and carries little
 (the PNG ones are real bombs: valid zlib streams of zeros that inflate to the declared size).
@@ -339,3 +340,18 @@ def make_masks(folder: Path, size: tuple[int, int], n_classes: int = 3) -> list[
     ok_pal.save(buf, format="PNG")
     add("m_palette_ok.png", buf.getvalue(), "", expect="read")
     return cases
+
+
+def run_cli(argv: list[str], capsys, caplog) -> tuple[int, list[str]]:
+    """``unetkit ARGV`` in-process: exit code and every line it printed or logged."""
+    import logging
+
+    from unetkit.cli import main
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines() + captured.err.splitlines()
+    lines += [line for r in caplog.records for line in r.getMessage().splitlines()]
+    return code, lines

@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import pickle
 import random
@@ -77,6 +76,11 @@ from unetkit.checkpoint import FORMAT, Checkpoint, load_checkpoint
 from unetkit.cli import main
 from unetkit.config import ModelConfig, TrainConfig
 from unetkit.errors import UnetkitError
+
+try:  # tests/ as a package or as a plain folder on sys.path
+    from .corrupt import run_cli as _run
+except ImportError:
+    from corrupt import run_cli as _run
 
 CLASSES = ["background", "cell", "nucleus"]
 PALETTE = [[0, 0, 0], [0, 200, 0], [200, 0, 0]]
@@ -203,16 +207,6 @@ def _onnx_without_metadata(path: Path) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(torch.nn.Conv2d(3, 3, 1), (torch.rand(1, 3, 8, 8),), buffer, dynamo=False)
     path.write_bytes(buffer.getvalue())
-
-
-def _run(argv: list[str], capsys, caplog) -> tuple[int, list[str]]:
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        code = main(argv)
-    captured = capsys.readouterr()
-    lines = captured.out.splitlines() + captured.err.splitlines()
-    lines += [line for r in caplog.records for line in r.getMessage().splitlines()]
-    return code, lines
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

@@ -58,7 +58,6 @@ mask values outside the classes out of every metric
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -78,8 +77,10 @@ from unetkit.errors import UnetkitError
 
 try:  # tests/ as a package or as a plain folder on sys.path
     from .corrupt import BOMB, SIZE, Case, encode, make_images, make_masks, pattern
+    from .corrupt import run_cli as _run
 except ImportError:
     from corrupt import BOMB, SIZE, Case, encode, make_images, make_masks, pattern
+    from corrupt import run_cli as _run
 
 CLASSES = ["background", "cell", "nucleus"]
 PALETTE = [[0, 0, 0], [0, 200, 0], [200, 0, 0]]
@@ -124,17 +125,6 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     pre = DataConfig(channels=3, resize="random-crop", size=(32, 32))
     ckpt = make_checkpoint(model.eval(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
     return save_checkpoint(ckpt, tmp_path_factory.mktemp("tiny") / "tiny.pt")
-
-
-def _run(argv: list[str], capsys, caplog) -> tuple[int, list[str]]:
-    """``unetkit ARGV`` in-process: exit code and every line it printed or logged."""
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        code = main(argv)
-    captured = capsys.readouterr()
-    lines = captured.out.splitlines() + captured.err.splitlines()
-    lines += [line for r in caplog.records for line in r.getMessage().splitlines()]
-    return code, lines
 
 
 def _good_mask(shape: tuple[int, int]) -> np.ndarray:

@@ -134,24 +134,7 @@ def test_resume_needs_a_checkpoint_and_the_same_config(dataset, tmp_path, capsys
     assert main(["train", str(dataset), "--resume", str(tmp_path / "nothing"), *TINY[:0]]) == 2
     assert "no config.json" in capsys.readouterr().err
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(dataset),
-                "-o",
-                str(run),
-                "--epochs",
-                "1",
-                "--val-stems",
-                "05",
-                "--steps-per-epoch",
-                "1",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert _tiny_run(dataset, run) == 0
     assert main(["train", str(dataset), "--resume", str(run), "--lr", "0.5"]) == 2
     assert "cannot change in a resumed run: lr" in capsys.readouterr().err
     other = make_dataset(tmp_path / "other", n=7)
