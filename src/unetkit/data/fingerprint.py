@@ -4,7 +4,8 @@ As nnU-Net plans from its dataset fingerprint, ``unetkit train`` measures its tr
 once (they are decoded anyway, into the cache) and decides the intensity normalisation from it:
 
 * per image and channel: size, mean, std, 1 / 99 percentiles (in [0, 1] units);
-* pooled per channel: mean and std over every pixel of every image;
+* pooled per channel: mean and std over every pixel of every image (images above ~4 M pixels
+  by a fixed-stride subsample, weighted by their true size);
 * class pixel shares, and per foreground class the connected objects (8-connectivity): count
   and area percentiles (10 / 50 / 90);
 * ``exposure_spread``: the spread of the per-image means relative to the typical contrast
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .normalize import channel_summary, unit_scale
+from .normalize import channel_summary, subsample
 
 SPREAD_LIMIT = 0.5
 
@@ -54,12 +55,13 @@ def compute_fingerprint(
     areas: dict[int, list[int]] = {c: [] for c in range(1, num_classes)}
     for stem, image, mask in samples:
         image = image if image.ndim == 3 else image[:, :, None]
-        summary = channel_summary(image)
-        rows.append({"stem": stem, "height": image.shape[0], "width": image.shape[1], **summary})
-        flat = image.reshape(-1, image.shape[2]).astype(np.float64) / unit_scale(image)
-        s, q = flat.sum(0), np.square(flat).sum(0)
+        sample = subsample(image).astype(np.float64)  # (N, C), the same pixels as the stats
+        rows.append({"stem": stem, "height": image.shape[0], "width": image.shape[1],
+                     **channel_summary(sample)})  # fmt: skip
+        n = image.shape[0] * image.shape[1]  # each image weighs by its true pixel count
+        s, q = sample.mean(0) * n, np.square(sample).mean(0) * n
         sums, sq = (s, q) if sums is None else (sums + s, sq + q)
-        pixels += flat.shape[0]
+        pixels += n
         if mask is not None and num_classes > 0:
             valid = mask[(mask >= 0) & (mask < num_classes)]
             counts += np.bincount(valid.ravel().astype(np.int64), minlength=num_classes)[

@@ -35,7 +35,7 @@ def unit_scale(image: np.ndarray) -> float:
     return float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
 
 
-def _subsample(image: np.ndarray) -> np.ndarray:
+def subsample(image: np.ndarray) -> np.ndarray:
     """(H, W, C) -> (N, C) float32 pixels in [0, 1]: all of them, or a fixed-stride grid."""
     h, w = image.shape[:2]
     step = max(1, math.ceil(math.sqrt(h * w / STATS_PIXELS)))
@@ -50,7 +50,7 @@ def image_stats(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray] |
     """
     if mode not in PER_IMAGE:
         return None
-    pixels = _subsample(image)
+    pixels = subsample(image)
     if mode == "image":
         shift = pixels.mean(0)
         scale = pixels.std(0)
@@ -60,9 +60,8 @@ def image_stats(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray] |
     return shift.astype(np.float32), np.maximum(scale, _EPS).astype(np.float32)
 
 
-def channel_summary(image: np.ndarray) -> dict[str, list[float]]:
-    """Mean, std and 1 / 99 percentiles per channel of one whole image, in [0, 1] units."""
-    pixels = _subsample(image)
+def channel_summary(pixels: np.ndarray) -> dict[str, list[float]]:
+    """Mean, std and 1 / 99 percentiles per channel of :func:`subsample` pixels (N, C)."""
     p1, p99 = np.percentile(pixels, (1.0, 99.0), axis=0)
     return {
         "mean": [round(float(v), 5) for v in pixels.mean(0)],

@@ -50,7 +50,6 @@ class Predictor:
             )
         self.rule = SizeRule.from_model(network.shape)
         self.progress = False
-        self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -109,9 +108,12 @@ class Predictor:
         return "tile" if size[0] > train_h or size[1] > train_w else "full"
 
     # -- the network as tiling sees it -----------------------------------------------------------
-    def _prepare(self, window: np.ndarray) -> torch.Tensor:
-        # per-image normalisation uses the statistics of the whole image (set by _run)
-        return image_to_tensor(window, self.info.preprocessing, self._stats)  # (C, h, w)
+    def _preparer(self, image: np.ndarray) -> Callable[[np.ndarray], torch.Tensor]:
+        """Window -> network input (C, h, w), normalised with the statistics of the whole
+        ``image`` (per-image modes), never of the window."""
+        pre = self.info.preprocessing
+        stats = normalization_stats(image, pre)
+        return lambda window: image_to_tensor(window, pre, stats)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged)."""
@@ -132,10 +134,10 @@ class Predictor:
         image = _as_hwc(image)
         size = image.shape[:2]
         strategy = self.strategy_for(size)
-        self._stats = normalization_stats(image, self.info.preprocessing)
+        prepare = self._preparer(image)
         with torch.inference_mode():
             if strategy in ("letterbox", "resize"):
-                return self._run_scaled(image, strategy, reduce)
+                return self._run_scaled(image, strategy, reduce, prepare)
             tile = self._tile() if strategy == "tile" else None
             return predict_tiled(
                 self._forward,
@@ -143,22 +145,24 @@ class Predictor:
                 tile,
                 self.config.overlap,
                 self.rule,
-                prepare=self._prepare,
+                prepare=prepare,
                 blend=self.config.blend,
                 batch_size=self.config.batch_size,
                 progress=self.progress and _tile_count(size, tile) > _PROGRESS_TILES,
                 reduce=reduce,
             )
 
-    def _run_scaled(self, image: np.ndarray, strategy: str, reduce: Callable | None):
+    def _run_scaled(
+        self, image: np.ndarray, strategy: str, reduce: Callable | None, prepare: Callable
+    ):
         from ..data.transforms import letterbox, resize_to
 
         size = tuple(int(n) for n in self.info.preprocessing.size)
         scale = letterbox if strategy == "letterbox" else resize_to
         scaled, geometry = scale(image, size, nearest=False)
         probs = predict_tiled(
-            self._forward, scaled, None, 0.0, self.rule, prepare=self._prepare
-        )  # (K, h, w) at the training size
+            self._forward, scaled, None, 0.0, self.rule, prepare=prepare
+        )  # (K, h, w) at the training size; normalised with the original image's statistics
         probs = geometry.undo(probs, nearest=False).contiguous()  # (K, H, W)
         return reduce(probs) if reduce is not None else probs
 

@@ -84,13 +84,14 @@ class _Trainer:
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
-        self.model = UNet(cfg.model)
-        self.model.check_input(self._train_input_size())
+        with torch.device("meta"):  # the size rule needs the config, not the weights
+            UNet(cfg.model).check_input(self._train_input_size())
         self._build_data()
-        if self.dist.is_main:  # every input checked before the run folder is touched
-            self.train_set.check_all()
-            self.val_set.check_all()
+        # every input is read and checked before the run folder is touched: the training
+        # images by the fingerprint pass (which reads each one), the validation images here
         self._plan_from_fingerprint()
+        if self.dist.is_main:
+            self.val_set.check_all()
         cfg = self.cfg
         if self.resume_state is not None:
             check_resumable(self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir)
@@ -99,7 +100,7 @@ class _Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
-        self.model = UNet(cfg.model)  # built again after the seed: the same init every time
+        self.model = UNet(cfg.model)
         self._build_training()
 
     # -- set-up ----------------------------------------------------------------------------
