@@ -1,0 +1,2 @@
+"""Objects (instances): targets for separating touching objects, post-processing, measurements,
+object-level metrics and object file formats."""
