@@ -59,6 +59,8 @@ class DatasetInfo:
         channels: channel count of the images (of the first image if they differ).
         image_files, mask_files: stem -> file path.
         binary_255: masks are 0/255 and map to classes 0/1.
+        instance_files: stem -> instance label image (``instances/`` beside the masks:
+            uint16 ids, 0 = background), for the stems that have one.
     """
 
     root: Path
@@ -76,6 +78,7 @@ class DatasetInfo:
     image_files: dict[str, Path] = field(default_factory=dict, repr=False)
     mask_files: dict[str, Path] = field(default_factory=dict, repr=False)
     binary_255: bool = False
+    instance_files: dict[str, Path] = field(default_factory=dict, repr=False)
 
 
 def _files(folder: Path) -> list[Path]:
@@ -330,13 +333,28 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
     if not isinstance(channels, int):
         channels = read_image(next(iter(pairs.values()))[0]).shape[2]
     split = meta.get("split") or (_voc_split(root) if layout == "voc" else None)
+    instances = _instance_files(root, list(pairs))
     return DatasetInfo(
         root=root, layout=layout, image_dir=image_dir, mask_dir=mask_dir, mask_suffix=suffix,
         stems=list(pairs), classes=classes, palette=[list(c) for c in palette],
         ignore_index=ignore_index, split=split, class_share=meta.get("class_share"),
         channels=int(channels), image_files={s: p[0] for s, p in pairs.items()},
         mask_files={s: p[1] for s, p in pairs.items()}, binary_255=binary,
+        instance_files=instances,
     )  # fmt: skip
+
+
+def _instance_files(root: Path, stems: list[str]) -> dict[str, Path]:
+    """``root/instances/STEM.*`` for the paired stems (PNG preferred), if the folder exists."""
+    folder = root / "instances"
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    wanted = set(stems)
+    for path in _files(folder):
+        if path.stem in wanted and (path.stem not in found or path.suffix.lower() == ".png"):
+            found[path.stem] = path
+    return dict(sorted(found.items()))
 
 
 def describe_images(root: str | os.PathLike) -> DatasetInfo:
