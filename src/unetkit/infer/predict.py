@@ -202,6 +202,20 @@ class Predictor:
         """Like ``predict`` but compact: (H, W) uint8 (a huge image needs no int64 copy)."""
         return self._run(image, self._mask).numpy()
 
+    def predict_objects(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class mask and objects of one image.
+
+        Semantic models: the objects are the 4-connected components of each class other than
+        background (``unetkit.objects.labels.connected_objects``).
+
+        Returns:
+            ((H, W) uint8 class mask as ``predict_mask``, (H, W) int32 object ids, 0 = none).
+        """
+        from ..objects.labels import connected_objects
+
+        mask = self.predict_mask(image)
+        return mask, connected_objects(mask, ignore_index=self.info.ignore_index)
+
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities of one image, at its size.
 
