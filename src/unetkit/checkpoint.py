@@ -5,13 +5,14 @@ A checkpoint is a dict of plain data and tensors (loadable with ``weights_only=T
     format, format_version, unetkit_version
     model_config    ModelConfig as a dict: the model is rebuilt from it alone
     preset          the preset name it started from (informational)
-    task            "multiclass" | "binary" | "regression"
+    task            "multiclass" | "binary" | "regression" | "instance"
     classes         class names, index = mask value
     palette         [[r, g, b], ...] per class
     ignore_index    mask value excluded from losses and metrics
     preprocessing   DataConfig as a dict: channels, normalisation, resize policy and size
     state_dict      the model's weights (unwrapped from DDP / torch.compile at save time)
     train_state     optional: epoch, step, optimizer / scheduler / scaler states, RNG, config
+    extra           optional: "objects" (ObjectConfig of instance models)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "unetkit-checkpoint"
 FORMAT_VERSION = 1
-TASKS = ("multiclass", "binary", "regression")
+TASKS = ("multiclass", "binary", "regression", "instance")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -113,7 +113,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_EPOCHS = 50  # without --epochs and without a time budget
 NORMALIZATIONS = ("auto", "image", "percentile", "dataset", "fixed")
 RESIZES = ("letterbox", "resize", "random-crop", "none")
-TASKS = ("auto", "multiclass", "binary", "regression")
+TASKS = ("auto", "multiclass", "binary", "regression", "instance")
 LOSSES = ("auto", "ce", "bce", "dice", "ce+dice", "bce+dice", "mse", "l1")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "poly", "plateau")
@@ -311,6 +311,37 @@ class AugmentConfig(_Config):
 
 
 @dataclass
+class ObjectConfig(_Config):
+    """Objects of ``--task instance`` models: the training target and the post-processing.
+
+    Stored in the checkpoint; ``predict`` / ``evaluate`` may override the post-processing.
+
+    Args:
+        boundary_width: width in pixels of the ``boundary`` class trained at each object's
+            edge (``unetkit.objects.targets``).
+        fg_threshold: a pixel is an object pixel where ``1 - p(background) > fg_threshold``.
+        seed_threshold: watershed seeds are the 4-connected regions where the summed
+            probability of the object classes' interiors exceeds this.
+        min_size: objects smaller than this (pixels) are dropped; None: chosen when training
+            starts, a fifth of the 10th percentile of the training objects' areas (>= 1).
+        fill_holes: holes inside an object become part of it.
+    """
+
+    boundary_width: int = 1
+    fg_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_size: int | None = None
+    fill_holes: bool = True
+
+    def __post_init__(self) -> None:
+        _check_min(self, ("boundary_width",), 1)
+        _check_range("fg_threshold", self.fg_threshold, 0.0, 1.0)
+        _check_range("seed_threshold", self.seed_threshold, 0.0, 1.0)
+        if self.min_size is not None:
+            _check_min(self, ("min_size",), 0)
+
+
+@dataclass
 class TrainConfig(_Config):
     """Everything ``unetkit train`` needs; saved in RUN_DIR and in every checkpoint.
 
@@ -331,6 +362,7 @@ class TrainConfig(_Config):
     model: ModelConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    objects: ObjectConfig = field(default_factory=ObjectConfig)
     classes: tuple[str, ...] | None = None
     task: str = "auto"
     loss: str = "auto"
@@ -419,6 +451,7 @@ class PredictConfig(_Config):
     tta: bool = False
     threshold: float = 0.5
     min_area: int = 0
+    objects: ObjectConfig | None = None
     device: str = "auto"
     precision: str = "auto"
 

@@ -45,6 +45,7 @@ def export_metadata(ckpt: Checkpoint) -> dict[str, str]:
         "ignore_index": int(ckpt.ignore_index),
         "model_config": ckpt.model_config.to_dict(),
         "preset": ckpt.preset,
+        "objects": ckpt.extra.get("objects"),
     }
     return {key: json.dumps(value) for key, value in values.items()}
 
@@ -76,6 +77,7 @@ _KEYS = (
     "ignore_index",
     "model_config",
     "preset",
+    "objects",
 )
 
 

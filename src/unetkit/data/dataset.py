@@ -12,6 +12,8 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UnetkitError
+from ..objects.io import read_instances
+from ..objects.targets import boundary_target
 from .imageio import image_to_tensor, match_channels, normalization_stats, read_image, read_mask
 from .layout import DatasetInfo, describe_dataset, map_binary_255
 from .transforms import letterbox, resize_to
@@ -79,6 +81,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
         weight_fn: full (H, W) int64 mask -> (H, W) float pixel weights; called once per mask
             and cached, then cropped / resized like the mask (bilinear).
         seed: crop seed; crop of sample i in epoch e uses ``default_rng((seed, e, i))``.
+        boundary_width: > 0 for ``--task instance``: the mask becomes the instance target
+            (each object's edge set to class K, ``unetkit.objects.targets.boundary_target``)
+            from the ``instances/`` label image, and ``weight_fn`` is called as
+            ``weight_fn(target, instances)``.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         train: bool = False,
         weight_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         seed: int = 0,
+        boundary_width: int = 0,
     ) -> None:
         self.info = info if isinstance(info, DatasetInfo) else describe_dataset(info)
         self.config = config or DataConfig()
@@ -102,6 +109,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.train = train
         self.weight_fn = weight_fn
         self.seed = seed
+        self.boundary_width = int(boundary_width)
+        self.object_areas: dict[str, np.ndarray] = {}  # per stem, once its instances are read
         self.epoch = 0
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]] = {}
         self._stats_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = {}
@@ -149,10 +158,20 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if stem in self.info.mask_files:
             _check_values(mask, len(self.info.classes), self.config.ignore_index,
                           self.info.mask_files[stem], self.info.classes)  # fmt: skip
+        k = len(self.info.classes)
+        instances = None
+        if self.boundary_width > 0:
+            instances = self._instances(stem, mask.shape)
+            areas = np.bincount(instances.ravel())[1:]
+            self.object_areas[stem] = areas[areas > 0]
+            ignore = self.config.ignore_index
+            mask = boundary_target(mask, instances, k, self.boundary_width, ignore)
+            k += 1
         weight = None
         if self.weight_fn is not None:
-            weight = np.asarray(self.weight_fn(mask), dtype=np.float32)
-        points = _class_points(mask, len(self.info.classes), stem) if self.train else {}
+            extra = () if instances is None else (instances,)
+            weight = np.asarray(self.weight_fn(mask, *extra), dtype=np.float32)
+        points = _class_points(mask, k, stem) if self.train else {}
         if self._cache_ok:
             item_bytes = image.nbytes + mask.nbytes + (weight.nbytes if weight is not None else 0)
             budget = min(2**31, _available_memory() // 4)
@@ -163,6 +182,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 log.info("dataset does not fit the cache budget (%d MiB); reading from disk",
                          budget >> 20)  # fmt: skip
         return image, mask, weight, points
+
+    def _instances(self, stem: str, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.info.instance_files.get(stem)
+        if path is None:
+            raise UnetkitError(f"{self.info.root}: no instance labels for {stem} in instances/")
+        instances = read_instances(path)
+        if instances.shape != tuple(shape):
+            raise UnetkitError(
+                f"{path}: instances are {instances.shape[0]}x{instances.shape[1]} but the "
+                f"mask is {shape[0]}x{shape[1]}"
+            )
+        return instances
 
     def raw(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """The whole (H, W, C) image and (H, W) class mask of ``stem``, as loaded (cached)."""

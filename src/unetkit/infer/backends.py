@@ -38,6 +38,7 @@ class ModelInfo:
     ignore_index: int = 255
     source: str = ""
     split: dict[str, list[str]] | None = None  # train / val stems it was trained with
+    objects: dict | None = None  # ObjectConfig of an instance model
 
 
 @dataclass
@@ -84,6 +85,7 @@ def load_torch(
         ckpt.ignore_index,
         str(path),
         _trained_split(ckpt.train_state),
+        ckpt.extra.get("objects"),
     )
     return torch_network(model, info, dev, prec)
 
@@ -133,6 +135,7 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> N
             meta.get("task", "multiclass"),
             int(meta.get("ignore_index", 255)),
             str(path),
+            objects=meta.get("objects"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UnetkitError(f"{path}: malformed unetkit metadata ({exc})") from None

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..config import STRATEGIES, PredictConfig
+from ..config import STRATEGIES, ObjectConfig, PredictConfig
 from ..data.imageio import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
@@ -91,6 +91,19 @@ class Predictor:
     @property
     def palette(self) -> list[list[int]]:
         return self.info.palette
+
+    @property
+    def instance(self) -> bool:
+        """True for ``--task instance`` models: K classes plus a boundary channel, objects by
+        watershed (``unetkit.objects.postprocess``)."""
+        return self.info.task == "instance"
+
+    @property
+    def objects_config(self) -> ObjectConfig:
+        """Post-processing of instance models: ``config.objects``, else the model's own."""
+        if self.config.objects is not None:
+            return self.config.objects
+        return ObjectConfig.from_dict(self.info.objects or {})
 
     @property
     def binary(self) -> bool:
@@ -177,6 +190,10 @@ class Predictor:
         return self._mask(probs).cpu().numpy()
 
     def _mask(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.instance:  # object pixels get the likeliest object class, boundary folded in
+            k = probs.shape[0] - 1
+            inside = (1 - probs[0]) > self.objects_config.fg_threshold
+            return torch.where(inside, probs[1:k].argmax(0) + 1, 0).to(torch.uint8)
         if self.binary:
             foreground = probs[-1]  # one sigmoid channel, or class 1 of two
             return (foreground > self.config.threshold).to(torch.uint8)
@@ -205,14 +222,19 @@ class Predictor:
     def predict_objects(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class mask and objects of one image.
 
-        Semantic models: the objects are the 4-connected components of each class other than
+        Instance models: a seeded watershed on the whole image's probabilities
+        (``unetkit.objects.postprocess.separate_objects``), and the class mask agrees with the
+        objects. Semantic models: the 4-connected components of each class other than
         background (``unetkit.objects.labels.connected_objects``).
 
         Returns:
             ((H, W) uint8 class mask as ``predict_mask``, (H, W) int32 object ids, 0 = none).
         """
         from ..objects.labels import connected_objects
+        from ..objects.postprocess import separate_objects
 
+        if self.instance:
+            return separate_objects(self._run(image, None).numpy(), self.objects_config)
         mask = self.predict_mask(image)
         return mask, connected_objects(mask, ignore_index=self.info.ignore_index)
 

@@ -18,7 +18,7 @@ def connected_objects(mask: np.ndarray, background: int = 0, ignore_index: int =
     labels = np.zeros(mask.shape, np.int32)
     count = 0
     for cls in np.unique(mask):
-        if cls == background or cls == ignore_index:
+        if cls in (background, ignore_index):
             continue
         comp, n = ndimage.label(mask == cls)
         labels[comp > 0] = comp[comp > 0] + count

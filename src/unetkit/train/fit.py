@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -29,6 +30,7 @@ from .resolve import (
     check_run_dir,
     class_weights,
     discard_failed_start,
+    network_classes,
     resolve_config,
     split_stems,
     weight_map_fn,
@@ -118,6 +120,7 @@ class _Trainer:
             train=True,
             weight_fn=weight_map_fn(cfg, info),
             seed=cfg.seed,
+            boundary_width=cfg.objects.boundary_width if cfg.task == "instance" else 0,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
@@ -127,7 +130,7 @@ class _Trainer:
     def _plan_from_fingerprint(self) -> None:
         """Measure the training images and resolve ``data.normalize: auto`` from them."""
         cfg = self.cfg
-        k = 0 if cfg.task == "regression" else len(cfg.classes)
+        k = 0 if cfg.task == "regression" else network_classes(cfg)
         samples = ((s, *self.train_set.raw(s)) for s in self.train_stems)
         self.fingerprint = compute_fingerprint(samples, k)
         data = cfg.data
@@ -145,6 +148,14 @@ class _Trainer:
         else:
             self.norm_reason = f"normalize {data.normalize} (as configured)"
         self.cfg = cfg.replace(data=data)
+        if cfg.task == "instance" and cfg.objects.min_size is None:
+            areas = np.concatenate([np.zeros(0), *self.train_set.object_areas.values()])
+            p10 = float(np.percentile(areas, 10)) if areas.size else 5.0
+            self.cfg = self.cfg.replace(
+                objects=cfg.objects.replace(min_size=max(1, round(p10 / 5)))
+            )
+            log.info("objects: min_size %d px (a fifth of the 10th percentile of %d training "
+                     "objects' areas)", self.cfg.objects.min_size, areas.size)  # fmt: skip
         self.train_set.config = data
         self.val_set.config = data.replace(resize="none") if data.resize == "random-crop" else data
 
@@ -168,8 +179,8 @@ class _Trainer:
         cw = class_weights(cfg, self.info)
         self.loss_fn = build_loss(
             cfg.loss,
-            cfg.task,
-            len(cfg.classes),
+            "multiclass" if cfg.task == "instance" else cfg.task,
+            network_classes(cfg),
             self.info.ignore_index,
             cw.to(dev) if cw is not None else None,
         )
@@ -273,6 +284,7 @@ class _Trainer:
             ignore_index=self.info.ignore_index,
             preset=self.cfg.preset,
             train_state=self._train_state(full),
+            extra={"objects": self.cfg.objects.to_dict()} if self.cfg.task == "instance" else None,
         )
         save_checkpoint(ckpt, self.run_dir / name)
 
@@ -301,7 +313,9 @@ class _Trainer:
                 self.device,
                 self.precision,
                 self.steps,
-                describe(self.fingerprint, list(cfg.classes)),
+                describe(
+                    self.fingerprint, list(cfg.classes) + ["boundary"] * (cfg.task == "instance")
+                ),
                 self.norm_reason,
                 cfg.pretty(),
             )
@@ -407,6 +421,10 @@ class _Trainer:
             )
         return stopped or early
 
+    def _network_class_names(self) -> list[str]:
+        extra = ["boundary"] if self.cfg.task == "instance" else []
+        return list(self.cfg.classes) + extra
+
     def _predictor(self):
         """The weights being validated as an ``unetkit.infer.Predictor`` with default
         settings: the very code path of ``unetkit predict`` and ``evaluate``."""
@@ -416,7 +434,8 @@ class _Trainer:
 
         cfg = self.cfg
         info = ModelInfo(cfg.model, list(cfg.classes), self.info.palette, cfg.data, cfg.task,
-                         self.info.ignore_index, str(self.run_dir))  # fmt: skip
+                         self.info.ignore_index, str(self.run_dir),
+                         objects=cfg.objects.to_dict())  # fmt: skip
         network = torch_network(self.eval_net, info, self.device, self.precision)
         return Predictor(network, PredictConfig(device=str(self.device), precision=self.precision))
 

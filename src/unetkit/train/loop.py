@@ -247,7 +247,9 @@ def validate_with_predictor(
     around the weights being trained: the same normalisation, tiling, blending and threshold
     as ``unetkit predict`` / ``evaluate``), so ``best.pt`` is chosen on the metric that
     ``evaluate`` reports. The confusion matrix is exact and summed over ranks. ``val_loss`` is
-    the mean negative log-likelihood of the true class under the predicted probabilities.
+    the mean negative log-likelihood of the true class under the predicted probabilities (for
+    instance models the object classes share ``1 - p(background)`` in proportion to their
+    interior probabilities: the boundary is part of the object).
     """
     panel_indices = set(panel_indices)
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
@@ -256,6 +258,10 @@ def validate_with_predictor(
         image, mask = dataset.raw(dataset.stems[i])
         probs = torch.from_numpy(predictor.predict_proba(image))  # (K, H, W)
         pred = torch.from_numpy(predictor.probs_to_mask(probs).astype(np.int64))
+        if probs.shape[0] == num_classes + 1:  # instance model: boundary is object, folded in
+            objects = probs[1:num_classes]
+            share = objects / objects.sum(0, keepdim=True).clamp_min(1e-7)
+            probs = torch.cat([probs[:1], share * (1 - probs[:1])])
         target = torch.from_numpy(np.asarray(mask, dtype=np.int64))
         cm.update(pred.to(device), target.to(device))
         valid = (target >= 0) & (target < probs.shape[0])

@@ -81,12 +81,16 @@ def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
             f"--task binary needs 2 classes (background + 1); the data has "
             f"{len(classes)}: {', '.join(classes)}"
         )
+    if task == "instance":
+        _check_instances(info, len(classes))
     loss = cfg.loss
     if loss == "auto":
-        loss = {"multiclass": "ce+dice", "binary": "bce+dice", "regression": "mse"}[task]
+        loss = {"binary": "bce+dice", "regression": "mse"}.get(task, "ce+dice")
     channels = info.channels if cfg.data.channels in (0, None) else cfg.data.channels
-    out = {"multiclass": len(classes), "binary": 1, "regression": channels}[task]
-    head = {"multiclass": "logits", "binary": "sigmoid"}.get(task, base.head)
+    out = {"binary": 1, "regression": channels, "instance": len(classes) + 1}.get(
+        task, len(classes)
+    )
+    head = {"multiclass": "logits", "binary": "sigmoid", "instance": "logits"}.get(task, base.head)
     model = base.replace(in_channels=channels, out_channels=out, head=head)
     data = cfg.data.replace(channels=channels, ignore_index=info.ignore_index)
     mean, std = data.mean, data.std
@@ -98,6 +102,24 @@ def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
     return cfg.replace(
         task=task, loss=loss, model=model, data=data, classes=classes, best_metric=best
     )
+
+
+def _check_instances(info, num_classes: int) -> None:
+    """``--task instance`` needs an instance label image (``instances/``) for every image."""
+    missing = [s for s in info.stems if s not in info.instance_files]
+    if missing:
+        have = f"only {len(info.instance_files)} of {len(info.stems)} images have one"
+        raise UnetkitError(
+            f"{info.root}: --task instance needs instance labels in instances/ ({have}; "
+            f"missing e.g. {', '.join(missing[:3])})"
+        )
+    if num_classes < 2:
+        raise UnetkitError(f"{info.root}: --task instance needs background + object classes")
+
+
+def network_classes(cfg: TrainConfig) -> int:
+    """Classes the network and the loss see: the data's, plus ``boundary`` for instances."""
+    return len(cfg.classes) + (1 if cfg.task == "instance" else 0)
 
 
 def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -120,6 +142,17 @@ def weight_map_fn(cfg: TrainConfig, info):
     objects = cfg.weight_map_objects
     objects = int(objects) if objects.lstrip("-").isdigit() else objects
     balance = "balanced" if cfg.class_weights == "balanced" else None
+    if cfg.task == "instance":  # from the real objects, not from connected components
+        from ..objects.targets import instance_weight_map
+
+        boundary = len(cfg.classes)
+
+        def instance_weight_fn(target, instances):
+            return instance_weight_map(
+                target, instances, boundary, cfg.w0, cfg.sigma, info.ignore_index
+            )
+
+        return instance_weight_fn
 
     def weight_fn(mask):
         return border_weight_map(
@@ -143,6 +176,11 @@ def class_weights(cfg: TrainConfig, info) -> torch.Tensor | None:
     if cw is None or (cw == "balanced" and cfg.weight_map):
         return None
     if cw == "balanced":
+        if cfg.task == "instance":
+            raise UnetkitError(
+                "class weights 'balanced' are not available with --task instance (use the "
+                "weight map, or give one weight per class and one for the boundary)"
+            )
         if not info.class_share:
             raise UnetkitError(
                 f"{info.root}: class weights 'balanced' need per-class pixel "
@@ -153,8 +191,9 @@ def class_weights(cfg: TrainConfig, info) -> torch.Tensor | None:
         return inverse_frequency_weights(info.class_share)
     if isinstance(cw, str):
         raise UnetkitError(f"class_weights must be 'balanced' or numbers; got {cw!r}")
-    if len(cw) != len(cfg.classes):
-        raise UnetkitError(f"{len(cw)} class weights for {len(cfg.classes)} classes")
+    if len(cw) != network_classes(cfg):
+        extra = " (the data's and boundary)" if cfg.task == "instance" else ""
+        raise UnetkitError(f"{len(cw)} class weights for {network_classes(cfg)} classes{extra}")
     return torch.tensor(cw, dtype=torch.float32)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import UnetkitError
+from ..objects.targets import two_nearest_distances
 
 # Border-term values below this are dropped: it bounds the window searched around each object.
 _BORDER_TOLERANCE = 1e-6
@@ -69,33 +70,6 @@ def _label_objects(
     return labels, count
 
 
-def _two_nearest_distances(
-    labels: np.ndarray, count: int, reach: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """d1, d2 (H, W): Euclidean distances to the nearest and second-nearest object.
-
-    Exact wherever both are <= ``reach``; elsewhere they may be inf or overestimates. Each object
-    only updates the window of its bounding box grown by ``reach``, so the cost is the sum of
-    the window areas rather than count x H x W.
-    """
-    d1 = np.full(labels.shape, np.inf)
-    d2 = np.full(labels.shape, np.inf)
-    margin = math.ceil(reach)
-    height, width = labels.shape
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        rows, cols = box
-        window = (
-            slice(max(rows.start - margin, 0), min(rows.stop + margin, height)),
-            slice(max(cols.start - margin, 0), min(cols.stop + margin, width)),
-        )
-        # Every pixel of object `index` lies in the window, so the EDT there is exact.
-        dist = ndimage.distance_transform_edt(labels[window] != index)
-        near, second = d1[window], d2[window]
-        second[...] = np.minimum(second, np.maximum(near, dist))
-        near[...] = np.minimum(near, dist)
-    return d1, d2
-
-
 def border_weight_map(
     mask: np.ndarray,
     w0: float = 10.0,
@@ -140,7 +114,7 @@ def border_weight_map(
     if count >= 2 and w0 > 0:
         # w0 exp(-r^2 / 2 sigma^2) < tolerance  <=>  r > sigma sqrt(2 ln(w0 / tolerance))
         reach = sigma * math.sqrt(2 * math.log(max(w0 / _BORDER_TOLERANCE, 1.0)))
-        d1, d2 = _two_nearest_distances(labels, count, reach)
+        d1, d2 = two_nearest_distances(labels, count, reach)
         gaps = valid & (labels == 0)
         total = d1[gaps] + d2[gaps]
         weights[gaps] += w0 * np.exp(-(total**2) / (2 * sigma**2))

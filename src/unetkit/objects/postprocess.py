@@ -1,0 +1,101 @@
+"""Objects from an instance model's probabilities: a seeded watershed (scikit-image).
+
+The model's softmax has the data's K classes plus ``boundary`` (last channel; see
+``unetkit.objects.targets``). On the whole image's probabilities:
+
+1. object pixels: ``1 - p(background) > fg_threshold``;
+2. seeds: the 4-connected regions of object pixels whose interior probability (the sum over
+   the object classes, boundary excluded) exceeds ``seed_threshold``;
+3. ``skimage.segmentation.watershed`` floods the boundary probability from the seeds, within
+   the object pixels; object regions that no seed reaches become objects of their own;
+4. holes inside an object are filled (``fill_holes``), objects under ``min_size`` pixels are
+   dropped, ids are renumbered 1..N in raster order of each object's first pixel;
+5. each object's class is the most probable object class summed over its pixels, and the class
+   mask is that class on the object's pixels (0 elsewhere), so mask and objects always agree.
+
+Post-processing runs once on the stitched probabilities, never per tile, so an object cut by a
+tile border is one object with one id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import ObjectConfig
+from .labels import renumber
+
+
+def _fill_holes(labels: np.ndarray) -> np.ndarray:
+    """Background regions enclosed by a single object join it (4-connected holes)."""
+    holes = ndimage.binary_fill_holes(labels > 0) & (labels == 0)
+    if not holes.any():
+        return labels
+    hole_ids, count = ndimage.label(holes)
+    # the object around each hole: the largest id on its outer ring (a hole touching two
+    # objects is the space between them, not a hole of one: left as it is)
+    ring = ndimage.binary_dilation(holes) & ~holes
+    around = labels[ring]
+    owner = ndimage.grey_dilation(hole_ids, size=3)[ring]
+    out = labels.copy()
+    low = ndimage.minimum(around, owner, index=np.arange(1, count + 1))
+    high = ndimage.maximum(around, owner, index=np.arange(1, count + 1))
+    single = (np.asarray(low) == np.asarray(high)) & (np.asarray(low) > 0)
+    lut = np.zeros(count + 1, np.int32)
+    lut[1:][single] = np.asarray(low, np.int32)[single]
+    fill = lut[hole_ids]
+    out[holes] = fill[holes]
+    return out
+
+
+def separate_objects(
+    probs: np.ndarray, config: ObjectConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class mask and object ids from an instance model's probabilities.
+
+    Args:
+        probs: (K + 1, H, W) softmax probabilities: background, K - 1 object classes, boundary.
+        config: thresholds, minimum size, hole filling (``min_size`` None counts as 0).
+
+    Returns:
+        ((H, W) uint8 class mask in 0..K-1, (H, W) int32 object ids 0..N).
+    """
+    from skimage.segmentation import watershed
+
+    cfg = config or ObjectConfig()
+    probs = np.asarray(probs, dtype=np.float32)
+    k = probs.shape[0] - 1  # the data's classes; the last channel is the boundary
+    if k < 2:
+        raise ValueError(f"instance probabilities need >= 3 channels; got {probs.shape[0]}")
+    objects = (1.0 - probs[0]) > cfg.fg_threshold
+    interior = probs[1:k].sum(0)
+    seeds, _ = ndimage.label(objects & (interior > cfg.seed_threshold))
+    labels = watershed(probs[k], markers=seeds, mask=objects).astype(np.int32)
+    unseeded = objects & (labels == 0)
+    if unseeded.any():
+        extra, _ = ndimage.label(unseeded)
+        top = int(labels.max())
+        labels[extra > 0] = extra[extra > 0] + top
+    if cfg.fill_holes:
+        labels = _fill_holes(labels)
+    min_size = cfg.min_size or 0
+    if min_size > 1 and labels.any():
+        areas = np.bincount(labels.ravel())
+        small = areas < min_size
+        small[0] = False
+        labels[small[labels]] = 0
+    labels = renumber(labels)
+    mask = np.zeros(labels.shape, np.uint8)
+    count = int(labels.max())
+    if count:
+        inside = labels > 0
+        if k == 2:
+            mask[inside] = 1
+        else:  # summed class probability over each object, boundary excluded
+            ids = labels[inside]
+            sums = np.stack(
+                [np.bincount(ids, probs[c][inside], minlength=count + 1) for c in range(1, k)]
+            )
+            best = (sums.argmax(0) + 1).astype(np.uint8)
+            mask[inside] = best[ids]
+    return mask, labels
