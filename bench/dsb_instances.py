@@ -1,0 +1,157 @@
+"""Objects in mixed nuclei (DSB 2018 dev subset): ``--task instance`` against simple baselines.
+
+The fixed split of ``bench/dsb.py`` (stratified by imaging group: 70 train / 19 test images).
+Every recipe is scored against the true instances of the 19 test images with the DSB 2018
+metric (the per-image mean over IoU thresholds 0.50:0.05:0.95 of TP / (TP + FP + FN)), AP at
+IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or more true ones):
+
+* ``instance``: ``unetkit train TRAIN -o RUN --task instance --time-budget B`` (the data with
+  its ``instances/``), then ``best.pt`` through ``Predictor.predict_objects`` defaults;
+* ``semantic``: the default semantic command ``unetkit train TRAIN -o RUN --time-budget B``,
+  objects = connected components of its mask (what a semantic U-Net gives);
+* ``otsu-ws``: no learning: per-image Otsu mask, split by a watershed on its distance transform
+  from local maxima at least 4 px apart (the classic nuclei recipe);
+* ``truth-cc``: connected components of the TRUE semantic masks: what a perfect pixel
+  classifier gives without separation (a reference, not a recipe).
+
+    python bench/dsb_instances.py --budget 15
+    python bench/dsb_instances.py --budget 15 --recipes instance,otsu-ws --out /tmp/dsbi
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsb import DATA, otsu_mask, split
+
+KEYS = ("map", "ap_50", "pq", "merges")
+
+
+def link_dataset(root: Path, stems: list[str]) -> Path:
+    for sub in ("images", "masks", "instances"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for stem in stems:
+            os.symlink(DATA / sub / f"{stem}.png", root / sub / f"{stem}.png")
+    (root / "classes.txt").write_text("background\nnucleus\n")
+    return root
+
+
+def train(train_dir: Path, run: Path, budget: float, task: str | None) -> Path:
+    cmd = [sys.executable, "-m", "unetkit", "train", str(train_dir), "-o", str(run),
+           "--time-budget", str(budget)] + (["--task", task] if task else [])  # fmt: skip
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return run / "best.pt"
+
+
+def otsu_watershed(image: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    mask = otsu_mask(image) > 0
+    dist = ndimage.distance_transform_edt(mask)
+    regions, _ = ndimage.label(mask)
+    peaks = peak_local_max(dist, min_distance=4, labels=regions, exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=mask).astype(np.int32)
+
+
+def score(objects_of, stems: list[str], group_of: dict[str, str]) -> dict:
+    """Per group and overall: the ObjectTally summary of each recipe's objects."""
+    from unetkit.data.imageio import read_image
+    from unetkit.objects.io import read_instances
+    from unetkit.objects.metrics import ObjectTally
+
+    tallies: dict[str, ObjectTally] = {}
+    seconds = 0.0
+    for stem in stems:
+        image = read_image(DATA / "images" / f"{stem}.png")
+        truth = read_instances(DATA / "instances" / f"{stem}.png")
+        start = time.perf_counter()
+        found = objects_of(image, stem)
+        seconds += time.perf_counter() - start
+        for key in (group_of[stem], "all"):
+            tallies.setdefault(key, ObjectTally()).add(found, truth)
+    return {"groups": {k: t.summary() for k, t in tallies.items()}, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--budget", type=float, default=15.0, help="training minutes")
+    parser.add_argument("--recipes", default="instance,semantic,otsu-ws,truth-cc")
+    parser.add_argument("--out", type=Path, help="keep the run folders here")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--reuse", action="store_true", help="score runs already in --out")
+    args = parser.parse_args()
+    if not (DATA / "manifest.csv").is_file():
+        raise SystemExit(f"DSB data not found at {DATA}")
+    from unetkit import PredictConfig, Predictor
+    from unetkit.data.imageio import read_mask
+    from unetkit.objects.labels import connected_objects
+
+    train_stems, test, group_of = split()
+    work = args.out or Path(tempfile.mkdtemp(prefix="dsbi-"))
+    work.mkdir(parents=True, exist_ok=True)
+    train_dir = work / "train"
+    if not train_dir.exists():
+        link_dataset(train_dir, train_stems)
+    results, minutes = {}, {}
+    for name in args.recipes.split(","):
+        start = time.monotonic()
+        if name == "otsu-ws":
+            results[name] = score(lambda img, s: otsu_watershed(img), test, group_of)
+        elif name == "truth-cc":
+            results[name] = score(
+                lambda img, s: connected_objects(read_mask(DATA / "masks" / f"{s}.png")),
+                test,
+                group_of,
+            )
+        else:
+            task = {"instance": "instance", "semantic": None}[name]
+            ckpt = work / name / "best.pt"
+            if not (args.reuse and ckpt.is_file()):
+                ckpt = train(train_dir, work / name, args.budget, task)
+            predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
+            results[name] = score(
+                lambda img, s, p=predictor: p.predict_objects(img)[1], test, group_of
+            )
+        minutes[name] = (time.monotonic() - start) / 60
+    groups = sorted({group_of[s] for s in test})
+    counts = {g: sum(group_of[s] == g for s in test) for g in groups}
+    print(
+        f"\nDSB 2018 dev objects: {len(train_stems)} train / {len(test)} test images, budget "
+        f"{args.budget:g} min (runs in {work})"
+    )
+    for key in KEYS:
+        print(f"\n{key} (" + {"map": "DSB mean AP over IoU 0.5:0.95, per-image mean",
+                              "ap_50": "AP at IoU 0.5, per-image mean",
+                              "pq": "panoptic quality, pooled",
+                              "merges": "merged predictions, total"}[key] + ")")  # fmt: skip
+        print(f"{'group':<22}{'n':>3}" + "".join(f"{r:>10}" for r in results))
+        for g in [*groups, "all"]:
+            n = counts.get(g, len(test))
+            cells = []
+            for r in results:
+                value = results[r]["groups"][g].get(key)
+                cells.append(f"{'-' if value is None else format(value, '.3f'):>10}"
+                             if key != "merges" else f"{value:>10d}")  # fmt: skip
+            print(f"{g:<22}{n:>3}" + "".join(cells))
+    print("minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "minutes": minutes}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Instance training targets: object edges, the boundary class, the weight map from instances."""
+
+import numpy as np
+import pytest
+
+from unetkit.errors import UnetkitError
+from unetkit.objects.targets import (
+    boundary_target,
+    instance_weight_map,
+    object_edges,
+    two_nearest_distances,
+)
+
+
+def _two_touching() -> np.ndarray:
+    labels = np.zeros((7, 10), np.int32)
+    labels[1:6, 1:5] = 1
+    labels[1:6, 5:9] = 2  # touches object 1 along column 4 | 5
+    return labels
+
+
+def test_edges_are_the_object_pixels_next_to_another_id():
+    labels = _two_touching()
+    edges = object_edges(labels)
+    interior = (labels > 0) & ~edges
+    # object 1 (rows 1-5, cols 1-4): interior rows 2-4, cols 2-3; object 2: rows 2-4, cols 6-7
+    expected = np.zeros_like(edges)
+    expected[2:5, 2:4] = True
+    expected[2:5, 6:8] = True
+    assert (interior == expected).all()
+    assert not edges[labels == 0].any()
+
+
+def test_the_image_border_is_not_an_edge():
+    labels = np.ones((5, 5), np.int32)  # one object filling the image (cut by every border)
+    assert not object_edges(labels).any()
+
+
+def test_wider_boundary():
+    labels = np.zeros((11, 11), np.int32)
+    labels[1:10, 1:10] = 1
+    edges = object_edges(labels, width=2)
+    assert edges.sum() == 81 - 25  # a 9x9 square keeps its central 5x5
+    with pytest.raises(UnetkitError, match="width"):
+        object_edges(labels, width=0)
+
+
+def test_boundary_target_sets_class_k_and_keeps_ignore():
+    labels = _two_touching()
+    mask = (labels > 0).astype(np.int64)
+    mask[0, 0] = 255
+    target = boundary_target(mask, labels, boundary_class=2)
+    assert target[0, 0] == 255
+    assert set(np.unique(target)) == {0, 1, 2, 255}
+    assert (target[labels == 0][1:] == 0).all()
+    assert target[3, 4] == 2 and target[3, 5] == 2  # the touching columns are boundary
+    assert target[3, 3] == 1 and target[3, 6] == 1
+    with pytest.raises(UnetkitError, match="instances are"):
+        boundary_target(mask[:, :5], labels, 2)
+
+
+def test_two_nearest_distances_match_brute_force():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((20, 24), np.int32)
+    for i in range(1, 5):
+        y, x = rng.integers(0, 18), rng.integers(0, 22)
+        labels[y : y + 2, x : x + 2] = i
+    count = int(labels.max())
+    d1, d2 = two_nearest_distances(labels, count, reach=100.0)
+    yy, xx = np.mgrid[:20, :24]
+    per_object = []
+    for i in range(1, count + 1):
+        pts = np.argwhere(labels == i)
+        if len(pts) == 0:
+            continue
+        dist = np.sqrt((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2)
+        per_object.append(dist.min(-1))
+    ordered = np.sort(np.stack(per_object), axis=0)
+    assert np.allclose(d1, ordered[0]) and np.allclose(d2, ordered[1])
+
+
+def test_weight_map_is_high_between_touching_objects_only():
+    labels = _two_touching()
+    lone = np.zeros((7, 30), np.int32)
+    lone[:, :10] = labels
+    lone[2:5, 25:28] = 3  # far away
+    mask = (lone > 0).astype(np.int64)
+    target = boundary_target(mask, lone, 2)
+    weights = instance_weight_map(target, lone, 2, w0=10.0, sigma=5.0)
+    # a boundary pixel where 1 touches 2: d1 = 0, d2 = 1 -> 1 + 10 exp(-1/50)
+    assert weights[3, 4] == pytest.approx(1 + 10 * np.exp(-1 / 50), rel=1e-5)
+    assert weights[3, 2] == 1.0  # interior
+    # object 3's own boundary: d2 is the distance to object 2 (>= 16 px): small term
+    assert weights[2, 25] < 1.1
+    no_border = instance_weight_map(target, lone, 2, w0=0.0)
+    assert (no_border == 1).all()
