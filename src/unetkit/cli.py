@@ -328,6 +328,9 @@ def train_cmd(
 _STRATEGY_HELP = "auto | full | letterbox | resize | tile"
 
 
+_OBJECT_FLAGS = ("fg_threshold", "seed_threshold", "min_size", "fill_holes")
+
+
 def _predict_config(**flags):
     """A PredictConfig from CLI flags (``tile`` as 'N' or 'HxW'); None flags keep defaults.
 
@@ -372,8 +375,30 @@ def predict_cmd(
     precision: str = _option(
         PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
     ),
+    fg_threshold: float = typer.Option(
+        None, "--fg-threshold", help="Instance models: object pixels where 1 - p(bg) > T."
+    ),
+    seed_threshold: float = typer.Option(
+        None, "--seed-threshold", help="Instance models: watershed seeds where p(interior) > T."
+    ),
+    min_size: int = typer.Option(None, "--min-size", help="Instance models: drop smaller objects."),
+    fill_holes: bool = typer.Option(
+        None, "--fill-holes/--no-fill-holes", help="Instance models: fill holes in objects."
+    ),
+    objects: bool = typer.Option(
+        False,
+        "--objects",
+        help="Semantic models: also objects (connected components); instance models always.",
+    ),
+    pixel_size: float = typer.Option(
+        None, "--pixel-size", help="Physical size of a pixel (e.g. um): adds *_phys columns."
+    ),
+    geojson: bool = typer.Option(False, "--geojson", help="Objects: NAME.geojson (QuPath)."),
+    coco: bool = typer.Option(False, "--coco", help="Objects: coco.json for the folder."),
     save_probs: bool = typer.Option(False, "--save-probs", help="Write NAME_probs.npy (fp16)."),
-    labelme: bool = typer.Option(False, "--labelme", help="Write NAME.json labelme polygons."),
+    labelme: bool = typer.Option(
+        False, "--labelme", help="Write NAME.json labelme polygons (one per object with objects)."
+    ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
@@ -384,7 +409,9 @@ def predict_cmd(
     flags = dict(locals())
     cfg = _predict_config(**{k: flags[k] for k in (
         "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "min_area",
-        "device", "precision")})  # fmt: skip
+        "device", "precision", *_OBJECT_FLAGS)})  # fmt: skip
+    if pixel_size is not None and not pixel_size > 0:
+        raise UnetkitError(f"--pixel-size must be > 0; got {pixel_size}")
     from .checkpoint import load_checkpoint
 
     if model.suffix.lower() != ".onnx" and load_checkpoint(model).task == "regression":
@@ -401,7 +428,8 @@ def predict_cmd(
     predictor = Predictor.load(model, cfg, cfg.device)
     report = predict_paths(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
-        skip_existing=skip_existing, progress=progress,
+        skip_existing=skip_existing, progress=progress, objects=objects or None,
+        pixel_size=pixel_size, geojson=geojson, coco=coco,
     )  # fmt: skip
     typer.echo(
         f"{len(report.written)} predicted, {len(report.skipped)} skipped (existing), "
@@ -432,6 +460,16 @@ def evaluate_cmd(
     precision: str = _option(
         PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
     ),
+    fg_threshold: float = typer.Option(
+        None, "--fg-threshold", help="Instance models: object pixels where 1 - p(bg) > T."
+    ),
+    seed_threshold: float = typer.Option(
+        None, "--seed-threshold", help="Instance models: watershed seeds where p(interior) > T."
+    ),
+    min_size: int = typer.Option(None, "--min-size", help="Instance models: drop smaller objects."),
+    fill_holes: bool = typer.Option(
+        None, "--fill-holes/--no-fill-holes", help="Instance models: fill holes in objects."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     rand_error: bool = typer.Option(
         False,
@@ -450,7 +488,8 @@ def evaluate_cmd(
     else:
         cfg = _predict_config(
             strategy=strategy, tile=tile, tta=tta, threshold=threshold, device=device,
-            precision=precision,
+            precision=precision, fg_threshold=fg_threshold, seed_threshold=seed_threshold,
+            min_size=min_size, fill_holes=fill_holes,
         )  # fmt: skip
         metrics = evaluate_model(
             first, second, out, split, cfg, cfg.device, progress, rand_error=rand_error
@@ -459,6 +498,10 @@ def evaluate_cmd(
     for key in shown:
         if metrics.get(key) is not None:
             typer.echo(f"{key:20s} {metrics[key]:.4f}")
+    for key in ("map", "ap_50", "pq", "f1_50"):
+        value = (metrics.get("objects") or {}).get(key)
+        if isinstance(value, float):
+            typer.echo(f"objects {key:12s} {value:.4f}")
     typer.echo(f"report: {out} (metrics.json, per_image.csv, confusion.csv, confusion.png)")
 
 

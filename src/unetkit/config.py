@@ -441,7 +441,11 @@ class TrainConfig(_Config):
 
 @dataclass
 class PredictConfig(_Config):
-    """How ``unetkit predict`` turns an image of any size into a mask."""
+    """How ``unetkit predict`` turns an image of any size into a mask.
+
+    ``fg_threshold``, ``seed_threshold``, ``min_size`` and ``fill_holes`` override the
+    post-processing stored in an instance model (``ObjectConfig``); None keeps the model's.
+    """
 
     strategy: str = "auto"
     tile: tuple[int, int] | None = None
@@ -451,7 +455,10 @@ class PredictConfig(_Config):
     tta: bool = False
     threshold: float = 0.5
     min_area: int = 0
-    objects: ObjectConfig | None = None
+    fg_threshold: float | None = None
+    seed_threshold: float | None = None
+    min_size: int | None = None
+    fill_holes: bool | None = None
     device: str = "auto"
     precision: str = "auto"
 
@@ -463,5 +470,12 @@ class PredictConfig(_Config):
         _check_range("threshold", self.threshold, 0.0, 1.0, closed=True)
         _check_min(self, ("batch_size",), 1)
         _check_min(self, ("min_area",), 0)
+        self.object_overrides()  # validated like the model's own settings
+
+    def object_overrides(self, base: ObjectConfig | None = None) -> ObjectConfig:
+        """``base`` (an instance model's post-processing) with this config's overrides."""
+        names = ("fg_threshold", "seed_threshold", "min_size", "fill_holes")
+        changes = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return (base or ObjectConfig()).replace(**changes)
         if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
             raise ValueError(f"tile must be (height, width) >= 1; got {self.tile}")

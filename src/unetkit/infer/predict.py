@@ -100,10 +100,8 @@ class Predictor:
 
     @property
     def objects_config(self) -> ObjectConfig:
-        """Post-processing of instance models: ``config.objects``, else the model's own."""
-        if self.config.objects is not None:
-            return self.config.objects
-        return ObjectConfig.from_dict(self.info.objects or {})
+        """Post-processing of instance models: the model's own, with ``config``'s overrides."""
+        return self.config.object_overrides(ObjectConfig.from_dict(self.info.objects or {}))
 
     @property
     def binary(self) -> bool:
