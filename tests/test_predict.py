@@ -445,3 +445,67 @@ def test_restoring_a_folder_removes_its_stale_temporary_files(inputs, tmp_path):
     os.utime(stale, (1, 1))
     report = restore_paths(restorer, [inputs / "a.png"], out, progress=False)
     assert [p.name for p in report.written] == ["a.png"] and not stale.exists()
+
+
+# -- instance models --------------------------------------------------------------------------
+def _instance_checkpoint(folder: Path, **objects) -> Path:
+    """The hand-wired model as an instance model: dark = background, grey = object interior,
+    white = boundary (its three logits)."""
+    from unetkit.config import ObjectConfig
+
+    pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), **NORM)
+    ckpt = make_checkpoint(
+        _intensity_model(), classes=["background", "cell"], palette=PALETTE[:2],
+        preprocessing=pre, task="instance",
+        extra={"objects": ObjectConfig(min_size=0, **objects).to_dict()},
+    )  # fmt: skip
+    return save_checkpoint(ckpt, folder / "instance.pt")
+
+
+def _cells(h: int, w: int, step: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """A grid of touching square cells (grey, 1 px white edges, no gaps between cells) on a
+    dark image, at an offset so that cells straddle every tile border: image and true ids."""
+    ids = np.zeros((h, w), np.int32)
+    count = 0
+    for top in range(3, h - step, step):
+        for left in range(5, w - step, step):
+            count += 1
+            ids[top : top + step, left : left + step] = count
+    from unetkit.objects.targets import object_edges
+
+    edge = object_edges(ids)
+    level = np.where(ids > 0, np.where(edge, LEVELS[2], LEVELS[1]), LEVELS[0])
+    return np.rint(255 * level).astype(np.uint8), ids
+
+
+def test_instance_objects_are_identical_whole_and_tiled(tmp_path):
+    """Issue 12.4: one object per cell with one id whether the image is predicted whole or in
+    32 px tiles; the cells touch and straddle every tile border."""
+    from unetkit.objects.labels import renumber
+
+    path = _instance_checkpoint(tmp_path)
+    image, truth = _cells(100, 150)
+    whole = _predictor(path, strategy="full")
+    tiled = _predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
+    mask_w, ids_w = whole.predict_objects(image)
+    mask_t, ids_t = tiled.predict_objects(image)
+    assert ids_w.max() == truth.max() == 8 * 12
+    assert (ids_w == renumber(truth)).all()  # touching cells apart, each exactly itself
+    assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
+    crossing = [
+        i for i in range(1, int(truth.max()) + 1)
+        if len(np.unique(np.argwhere(truth == i)[:, 1] // 24)) > 1  # tiles step 24 px
+    ]  # fmt: skip
+    assert len(crossing) > 20  # the test means something: many cells cross tile borders
+    assert set(np.unique(mask_w)) == {0, 1}  # boundary folded into the object class
+    assert (whole.predict_mask(image) == (truth > 0)).all()
+
+
+def test_instance_post_processing_overrides(tmp_path):
+    path = _instance_checkpoint(tmp_path)
+    image, truth = _cells(60, 60)
+    assert _predictor(path).objects_config.min_size == 0
+    big = _predictor(path, min_size=1000)
+    assert big.objects_config.min_size == 1000
+    assert big.predict_objects(image)[1].max() == 0
+    assert _predictor(path).predict_objects(image)[1].max() == truth.max()

@@ -13,6 +13,13 @@ pasted at ``[y1:y2 + 1, x1:x2 + 1]``. Circles of radius over ``PIL_MAX_RADIUS`` 
 d <= r + 0.5 (numpy; within a pixel of PIL's rule), and coordinates beyond ``MAX_COORD`` are
 refused (PIL would overflow). Shapes are painted in file order, later over earlier, as in
 labelme's ``shapes_to_label``. ``__ignore__`` is labelme's ignore label (written as 255).
+
+Objects (:func:`rasterize_objects`) follow labelme's own instance export (``shapes_to_label``
+keys each instance by ``(label, group_id)``, a missing ``group_id`` making a shape its own
+instance): every shape is one object, except that shapes sharing a ``group_id`` (not null) and
+a label are one object. Shapes of the background (0) and ignore (255) classes are no objects.
+The paint order is the class mask's, so the two always agree: an object's pixels are those its
+shapes win, all of its class, and every pixel of an object class belongs to an object.
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ class Shape:
         points: (N, 2) float64 (x, y) pixel coordinates.
         mask: (h, w) bool patch for ``mask`` shapes, else None.
         index: position in the file's ``shapes`` list.
+        group_id: labelme's ``group_id`` (an integer, or a string as some tools write it;
+            None when null): shapes with the same group id and label are one object.
     """
 
     label: str
@@ -74,6 +83,7 @@ class Shape:
     points: np.ndarray
     mask: np.ndarray | None = None
     index: int = 0
+    group_id: int | str | None = None
 
 
 @dataclass
@@ -141,6 +151,16 @@ def _parse_mask_patch(raw: object, points: np.ndarray) -> np.ndarray:
     return patch.astype(bool)
 
 
+def _parse_group_id(raw: object) -> int | str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, (int, str)) and not isinstance(raw, bool):
+        return raw
+    raise ValueError(f"group_id must be an integer or null, got {raw!r}")
+
+
 def parse_shape(raw: object, index: int) -> Shape:
     """Validate one entry of ``shapes``.
 
@@ -152,7 +172,8 @@ def parse_shape(raw: object, index: int) -> Shape:
         A :class:`Shape`.
 
     Raises:
-        ValueError: missing label, unknown shape type, wrong point count, bad mask patch.
+        ValueError: missing label, unknown shape type, wrong point count, bad mask patch, a
+            ``group_id`` that is neither an integer, a string nor null.
     """
     if not isinstance(raw, dict):
         raise ValueError("is not an object")
@@ -166,7 +187,11 @@ def parse_shape(raw: object, index: int) -> Shape:
         )
     points = _parse_points(raw.get("points"), shape_type)
     mask = _parse_mask_patch(raw.get("mask"), points) if shape_type == "mask" else None
-    return Shape(label=label, shape_type=shape_type, points=points, mask=mask, index=index)
+    group_id = _parse_group_id(raw.get("group_id"))
+    return Shape(
+        label=label, shape_type=shape_type, points=points, mask=mask, index=index,
+        group_id=group_id,
+    )  # fmt: skip
 
 
 def load_labelme(path: str | os.PathLike) -> LabelmeFile:
@@ -342,6 +367,26 @@ def paints_nothing(shape: Shape, size: tuple[int, int]) -> bool:
     return not shape_mask(shape, size).any()
 
 
+def _paint(shapes: list[Shape], size: tuple[int, int], fills: list[int], mode: str) -> np.ndarray:
+    """Paint ``shapes[i]`` with ``fills[i]`` in order (later over earlier) on a PIL ``mode``
+    canvas (``L``: 8-bit, ``I``: 32-bit; the same pixels either way)."""
+    height, width = size
+    canvas = Image.new(mode, (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for shape, value in zip(shapes, fills):
+        if shape.shape_type == "mask" or _is_big_circle(shape):
+            array = np.array(canvas)
+            if shape.shape_type == "mask":
+                _paste_patch(array, shape, value)
+            else:
+                _paint_big_circle(array, shape, value)
+            canvas = Image.fromarray(array)
+            draw = ImageDraw.Draw(canvas)
+        else:
+            _draw(draw, shape, value)
+    return np.array(canvas)
+
+
 def rasterize(shapes: list[Shape], size: tuple[int, int], values: dict[str, int]) -> np.ndarray:
     """Paint shapes in order (later over earlier) into a class-index mask.
 
@@ -356,23 +401,88 @@ def rasterize(shapes: list[Shape], size: tuple[int, int], values: dict[str, int]
     Raises:
         KeyError: a label missing from ``values`` (callers check labels first).
     """
-    height, width = size
-    canvas = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
-    array: np.ndarray | None = None
-    for shape in shapes:
-        value = values[shape.label]
-        if shape.shape_type == "mask" or _is_big_circle(shape):
-            array = np.array(canvas)
-            if shape.shape_type == "mask":
-                _paste_patch(array, shape, value)
-            else:
-                _paint_big_circle(array, shape, value)
-            canvas = Image.fromarray(array)
-            draw = ImageDraw.Draw(canvas)
-        else:
-            _draw(draw, shape, value)
-    return np.array(canvas)
+    return _paint(shapes, size, [values[shape.label] for shape in shapes], "L")
+
+
+def is_object_class(value: int) -> bool:
+    """Whether shapes of class index ``value`` are objects (not background 0, not ignore 255)."""
+    return value not in (0, IGNORE_VALUE)
+
+
+def shape_objects(shapes: list[Shape], values: dict[str, int]) -> list[int]:
+    """The object number of each shape (labelme's instance rule), before painting.
+
+    Each shape of an object class is a new object, except that shapes with the same
+    ``group_id`` (not None) and the same label share the object of the first of them. Objects
+    are numbered 1, 2, ... in the order of their first shape; shapes of the background and
+    ignore classes get 0.
+
+    Args:
+        shapes: validated shapes, in file order.
+        values: label -> class index (as for :func:`rasterize`).
+
+    Returns:
+        One object number per shape.
+
+    Raises:
+        KeyError: a label missing from ``values``.
+    """
+    numbers: dict[object, int] = {}
+    result = []
+    for i, shape in enumerate(shapes):
+        if not is_object_class(values[shape.label]):
+            result.append(0)
+            continue
+        key = ("group", shape.label, shape.group_id) if shape.group_id is not None else i
+        result.append(numbers.setdefault(key, len(numbers) + 1))
+    return result
+
+
+def compact_ids(labels: np.ndarray) -> np.ndarray:
+    """Renumber the ids present to 1..N keeping their order (0 stays 0), e.g. after objects
+    were painted over or cropped away: ``[0, 2, 5, 2] -> [0, 1, 2, 1]``.
+
+    Returns:
+        int32 ids of the same shape.
+    """
+    labels = np.asarray(labels)
+    if not labels.size:
+        return labels.astype(np.int32)
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    present = present[present > 0]
+    lut = np.zeros(int(labels.max()) + 1, np.int32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def rasterize_objects(
+    shapes: list[Shape], size: tuple[int, int], values: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The class mask and the instance label image of a set of shapes, painted together.
+
+    One pass records which shape wins each pixel (later over earlier); the class mask is that
+    shape's class (the same array as :func:`rasterize`) and the instance image its object
+    (:func:`shape_objects`), so an instance pixel always carries its object's class in the
+    mask, and a mask pixel of an object class always belongs to an object. Objects that win
+    no pixel (painted over, outside the image) are dropped and the rest renumbered 1..N in
+    the order of their first shape.
+
+    Args:
+        shapes: validated shapes.
+        size: (height, width).
+        values: label -> class index (0..255; ``__ignore__`` -> 255).
+
+    Returns:
+        (mask, instances): (H, W) uint8 class indices and (H, W) int32 object ids
+        (0 = no object).
+
+    Raises:
+        KeyError: a label missing from ``values`` (callers check labels first).
+    """
+    classes = np.array([0, *(values[shape.label] for shape in shapes)], np.uint8)
+    objects = np.array([0, *shape_objects(shapes, values)], np.int32)
+    winners = _paint(shapes, size, list(range(1, len(shapes) + 1)), "I")
+    return classes[winners], compact_ids(objects[winners])
 
 
 def read_label_list(labels: list[str] | str | os.PathLike) -> list[str]:

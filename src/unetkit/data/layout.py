@@ -1,11 +1,15 @@
 """Dataset folders: recognise the layout, pair images with masks by stem, read the classes.
 
-Accepted layouts (first match wins):
+Accepted layouts (first match wins); any of the first four may have ``instances/`` beside its
+masks (uint16 object ids, 0 = background, named as the images):
 
 * ``unetkit``: a ``prepare`` output (``classes.txt`` + ``dataset.json``, ``images/`` + ``masks/``)
 * ``voc``: ``JPEGImages/`` + ``SegmentationClass/`` (labelme2voc, seed 004)
 * ``imgs-masks``: ``imgs/`` + ``masks/`` where a mask is named ``<stem><suffix>.<ext>``
 * ``images-masks``: ``images/`` + ``masks/`` with identical stems (e.g. ISBI 2012)
+* ``images-instances``: ``images/`` + ``instances/`` and no ``masks/``: objects of one class,
+  the class mask is ``instances > 0`` (classes ``background``, ``object``, or the two names of
+  a classes file)
 * ``images-only``: plain images for image-to-image training (:func:`describe_images`)
 """
 
@@ -21,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UnetkitError
+from ..objects.io import read_instances
 from ..viz import make_palette
 from .imageio import read_image, read_mask
 
@@ -33,11 +38,14 @@ LAYOUTS = {
     "voc": ("JPEGImages", "SegmentationClass"),
     "imgs-masks": ("imgs", "masks"),
     "images-masks": ("images", "masks"),
+    "images-instances": ("images", "instances"),
 }
+INSTANCES_ONLY = "images-instances"
+OBJECT_CLASSES = ["background", "object"]
 ACCEPTED = (
     "a prepare output (classes.txt + dataset.json + images/ + masks/), "
     "VOC (JPEGImages/ + SegmentationClass/), imgs/ + masks/ (with a mask suffix), "
-    "images/ + masks/"
+    "images/ + masks/, images/ + instances/ (objects of one class)"
 )
 
 
@@ -45,10 +53,15 @@ ACCEPTED = (
 class DatasetInfo:
     """Everything known about a dataset folder before loading pixels.
 
+    Read masks with :meth:`read_mask` and instances with :meth:`read_instances`: they apply
+    the 0/255 mapping and derive the mask of an ``images-instances`` folder.
+
     Attributes:
         root: the folder.
-        layout: ``unetkit``, ``voc``, ``imgs-masks`` or ``images-masks``.
-        image_dir, mask_dir: the two sub-folders.
+        layout: ``unetkit``, ``voc``, ``imgs-masks``, ``images-masks`` or
+            ``images-instances``.
+        image_dir, mask_dir: the two sub-folders (``mask_dir`` is ``instances/`` for
+            ``images-instances``).
         mask_suffix: text between a stem and the mask's extension (``imgs-masks``).
         stems: paired stems, sorted.
         classes: class names, index = mask value.
@@ -57,10 +70,13 @@ class DatasetInfo:
         split: ``{"train": [...], "val": [...]}`` when the folder defines one.
         class_share: pixel share per class when known (``dataset.json``).
         channels: channel count of the images (of the first image if they differ).
-        image_files, mask_files: stem -> file path.
+        image_files, mask_files: stem -> file path (for ``images-instances`` the mask files
+            are the instance files: see ``masks_from_instances``).
         binary_255: masks are 0/255 and map to classes 0/1.
         instance_files: stem -> instance label image (``instances/`` beside the masks:
             uint16 ids, 0 = background), for the stems that have one.
+        masks_from_instances: the mask files are instance images and the class mask is
+            ``ids > 0`` (``images-instances``).
     """
 
     root: Path
@@ -79,6 +95,41 @@ class DatasetInfo:
     mask_files: dict[str, Path] = field(default_factory=dict, repr=False)
     binary_255: bool = False
     instance_files: dict[str, Path] = field(default_factory=dict, repr=False)
+    masks_from_instances: bool = False
+
+    def read_mask(self, stem: str, binary_255: bool = True) -> np.ndarray:
+        """The class mask of ``stem``, wherever it comes from.
+
+        Args:
+            stem: a stem of ``stems``.
+            binary_255: apply the 0/255 -> 0/1 mapping when the folder needs it
+                (``DataConfig.binary_255``).
+
+        Returns:
+            (H, W) int64 class indices: the mask file's values (255 -> 1 for 0/255 masks), or
+            ``ids > 0`` of the instance image for ``images-instances``.
+
+        Raises:
+            UnetkitError: an unknown stem or an unreadable file (one line naming it).
+        """
+        path = self.mask_files.get(stem)
+        if path is None:
+            raise UnetkitError(f"{self.root}: no mask for {stem!r}")
+        if self.masks_from_instances:
+            return (read_instances(path) > 0).astype(np.int64)
+        mask = read_mask(path)
+        return map_binary_255(mask) if self.binary_255 and binary_255 else mask
+
+    def read_instances(self, stem: str) -> np.ndarray:
+        """The instance label image of ``stem`` as (H, W) int32 ids, 0 = background.
+
+        Raises:
+            UnetkitError: ``stem`` has no file in ``instances/``, or it cannot be read.
+        """
+        path = self.instance_files.get(stem)
+        if path is None:
+            raise UnetkitError(f"{self.root}: no instance labels for {stem} in instances/")
+        return read_instances(path)
 
 
 def _files(folder: Path) -> list[Path]:
@@ -290,6 +341,10 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
     (``dataset.json``) and a classes file of more than two names are not scanned (255 is the
     ignore index there). Each mask is decoded once (:func:`mask_values`).
 
+    ``images/`` + ``instances/`` without ``masks/`` is one class of objects: the classes are
+    ``["background", "object"]``, or the names of a two-line classes file, and
+    :meth:`DatasetInfo.read_mask` gives ``ids > 0``; the instance images are not scanned.
+
     Args:
         root: the folder.
         mask_suffix: mask name suffix for ``imgs/`` + ``masks/`` (guessed when None).
@@ -299,7 +354,8 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
 
     Raises:
         UnetkitError: unrecognised layout, no pairs, unreadable metadata or mask, masks that
-            mix 0/1 and 0/255, values outside a two-line classes file.
+            mix 0/1 and 0/255, values outside a two-line classes file, a classes file of
+            other than two names beside ``instances/`` without ``masks/``.
     """
     root = Path(root)
     layout, suffix = find_layout(root, mask_suffix)
@@ -320,7 +376,9 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
     class_file = next((root / n for n in CLASS_FILES if (root / n).is_file()), None)
     masks = [m for _, m in pairs.values()]
     binary = False
-    if meta.get("classes"):
+    if layout == INSTANCES_ONLY:
+        classes = _object_classes(root, class_file)
+    elif meta.get("classes"):
         classes = list(meta["classes"])
     elif class_file is not None:
         classes = read_class_file(class_file)
@@ -333,15 +391,33 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
     if not isinstance(channels, int):
         channels = read_image(next(iter(pairs.values()))[0]).shape[2]
     split = meta.get("split") or (_voc_split(root) if layout == "voc" else None)
-    instances = _instance_files(root, list(pairs))
+    if layout == INSTANCES_ONLY:
+        instances = {s: p[1] for s, p in pairs.items()}
+    else:
+        instances = _instance_files(root, list(pairs))
     return DatasetInfo(
         root=root, layout=layout, image_dir=image_dir, mask_dir=mask_dir, mask_suffix=suffix,
         stems=list(pairs), classes=classes, palette=[list(c) for c in palette],
         ignore_index=ignore_index, split=split, class_share=meta.get("class_share"),
         channels=int(channels), image_files={s: p[0] for s, p in pairs.items()},
         mask_files={s: p[1] for s, p in pairs.items()}, binary_255=binary,
-        instance_files=instances,
+        instance_files=instances, masks_from_instances=layout == INSTANCES_ONLY,
     )  # fmt: skip
+
+
+def _object_classes(root: Path, class_file: Path | None) -> list[str]:
+    """The two classes of an ``images-instances`` folder: a classes file's, or the default."""
+    if class_file is None:
+        classes = list(OBJECT_CLASSES)
+    else:
+        classes = read_class_file(class_file)
+        if len(classes) != 2:
+            raise UnetkitError(
+                f"{class_file}: {len(classes)} class names, but images/ + instances/ without "
+                "masks/ has 2 (background and the objects' class); add masks/ for more classes"
+            )
+    log.info("%s: no masks/: class mask = instances > 0, classes %s", root, classes)
+    return classes
 
 
 def _instance_files(root: Path, stems: list[str]) -> dict[str, Path]:

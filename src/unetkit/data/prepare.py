@@ -4,9 +4,13 @@ Output layout::
 
     OUT_DIR/images/<stem>.png     lossless copy of the annotated image (EXIF orientation applied)
     OUT_DIR/masks/<stem>.png      palette PNG, pixel value = class index, 255 = ignore
+    OUT_DIR/instances/<stem>.png  uint16 object ids, 0 = none, 1..N in shape order (labelme's
+                                  instance rule, :func:`~unetkit.data.labelme.rasterize_objects`);
+                                  ``<stem>.tif`` (int32) when an image has over 65535 objects
     OUT_DIR/overlays/<stem>.png   image + class colours + outlines + legend (labelme-like)
     OUT_DIR/classes.txt           one class name per line, line i = index i
-    OUT_DIR/dataset.json          classes, palette, ignore index, pixel share, count, split
+    OUT_DIR/dataset.json          classes, palette, ignore index, pixel share, count, split,
+                                  ``"instances": true`` and the object count per image
 
 Every problem in the folder is collected and reported in one error; on success the folder is
 built under a temporary name and renamed into place, so OUT_DIR is never half-written. The
@@ -28,16 +32,18 @@ import numpy as np
 
 from ..errors import UnetkitError
 from ..files import atomic_dir, write_text
+from ..objects.io import PNG_MAX_ID, write_instances
 from ..viz import make_palette, overlay, save_png
 from .imageio import write_image, write_mask
 from .labelme import (
     IGNORE_VALUE,
     LabelmeFile,
     class_values,
+    compact_ids,
     load_image,
     load_labelme,
     paints_nothing,
-    rasterize,
+    rasterize_objects,
     read_label_list,
 )
 
@@ -58,6 +64,7 @@ class PrepareReport:
         class_share: fraction of labelled (non-ignore) pixels per class.
         split: ``{"train": stems, "val": stems}``.
         warnings: non-fatal findings (empty images, classes never used, ROI not found).
+        n_objects: objects written to ``instances/``, all images together.
     """
 
     out_dir: Path
@@ -66,6 +73,7 @@ class PrepareReport:
     class_share: list[float]
     split: dict[str, list[str]]
     warnings: list[str] = field(default_factory=list)
+    n_objects: int = 0
 
 
 def roi_box(
@@ -147,14 +155,15 @@ def _convert(
     allow_outside: bool,
     crop_roi: Sequence[float] | None,
     warnings: list[str],
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, class mask, instance ids) of one file, cropped to the ROI when asked."""
     image = load_image(doc, root, allow_outside)
     if image.dtype not in (np.uint8, np.uint16):  # float TIFF / .npy: no lossless PNG copy
         raise UnetkitError(
             f"{doc.path}: the image is {image.dtype}; prepare copies images as 8- or 16-bit "
             "PNG: convert it first"
         )
-    mask = rasterize(doc.shapes, image.shape[:2], values)
+    mask, instances = rasterize_objects(doc.shapes, image.shape[:2], values)
     height, width = image.shape[:2]
     for shape in doc.shapes:  # dropped without a word before: say so, naming the shape
         if paints_nothing(shape, (height, width)):
@@ -169,9 +178,10 @@ def _convert(
         else:
             top, left, bottom, right = box
             image, mask = image[top:bottom, left:right], mask[top:bottom, left:right]
+            instances = compact_ids(instances[top:bottom, left:right])  # objects cropped away
     if not doc.shapes:
         warnings.append(f"{doc.path}: no shapes; the mask is all background")
-    return image, mask
+    return image, mask, instances
 
 
 def _check_out_dir(labelme_dir: Path, out_dir: Path, overwrite: bool) -> None:
@@ -226,7 +236,7 @@ def prepare(
     if not docs and not errors:
         errors.append("no labelme JSON files found")
     warnings: list[str] = []
-    converted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    converted: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for stem, doc in docs.items():
         if explicit is None or not doc.labels - set(values):
             try:
@@ -243,18 +253,22 @@ def _write(
     out: Path,
     overwrite: bool,
     classes: list[str],
-    converted: dict[str, tuple[np.ndarray, np.ndarray]],
+    converted: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     val_fraction: float,
     seed: int,
     warnings: list[str],
 ) -> PrepareReport:
     palette = make_palette(len(classes))
     counts = np.zeros(len(classes), np.int64)
-    channels = sorted({image.shape[2] for image, _ in converted.values()})
+    channels = sorted({image.shape[2] for image, _, _ in converted.values()})
+    objects: dict[str, int] = {}
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        for stem, (image, mask) in converted.items():
+        for stem, (image, mask, instances) in converted.items():
             write_image(tmp / "images" / f"{stem}.png", image)
             write_mask(tmp / "masks" / f"{stem}.png", mask, palette)
+            objects[stem] = int(instances.max()) if instances.size else 0  # ids are 1..N
+            suffix = ".png" if objects[stem] <= PNG_MAX_ID else ".tif"
+            write_instances(tmp / "instances" / f"{stem}{suffix}", instances)
             viz = overlay(image, mask, palette, class_names=classes, ignore_index=IGNORE_VALUE)
             save_png(tmp / "overlays" / f"{stem}.png", viz)
             counts += np.bincount(mask[mask != IGNORE_VALUE].ravel(), minlength=len(classes))
@@ -273,9 +287,13 @@ def _write(
             "n_images": len(converted),
             "class_share": share,
             "split": split,
+            "instances": True,
+            "n_objects": sum(objects.values()),
+            "objects_per_image": objects,
         }
         write_text(tmp / "classes.txt", "\n".join(classes) + "\n")
         write_text(tmp / "dataset.json", json.dumps(meta, indent=2) + "\n")
     for message in warnings:
         log.warning("%s", message)
-    return PrepareReport(out, classes, len(converted), share, split, warnings)
+    n_objects = sum(objects.values())
+    return PrepareReport(out, classes, len(converted), share, split, warnings, n_objects)

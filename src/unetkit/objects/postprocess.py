@@ -7,7 +7,8 @@ The model's softmax has the data's K classes plus ``boundary`` (last channel; se
 2. seeds: the 4-connected regions of object pixels whose interior probability (the sum over
    the object classes, boundary excluded) exceeds ``seed_threshold``;
 3. ``skimage.segmentation.watershed`` floods the boundary probability from the seeds, within
-   the object pixels; object regions that no seed reaches become objects of their own;
+   the object pixels, with a little compactness (1e-3: where the boundary probability is
+   flat, a pixel goes to its nearest seed); object regions no seed reaches become objects;
 4. holes inside an object are filled (``fill_holes``), objects under ``min_size`` pixels are
    dropped, ids are renumbered 1..N in raster order of each object's first pixel;
 5. each object's class is the most probable object class summed over its pixels, and the class
@@ -70,7 +71,8 @@ def separate_objects(
     objects = (1.0 - probs[0]) > cfg.fg_threshold
     interior = probs[1:k].sum(0)
     seeds, _ = ndimage.label(objects & (interior > cfg.seed_threshold))
-    labels = watershed(probs[k], markers=seeds, mask=objects).astype(np.int32)
+    # a little compactness: on a flat boundary, pixels go to the nearest seed
+    labels = watershed(probs[k], markers=seeds, mask=objects, compactness=1e-3).astype(np.int32)
     unseeded = objects & (labels == 0)
     if unseeded.any():
         extra, _ = ndimage.label(unseeded)
