@@ -1,5 +1,6 @@
 """labelme JSON: every shape type's fill rule with hand-computed pixels, paint order, ignore
-regions, validation errors, image sources (imageData, imagePath, EXIF) and a property test."""
+regions, validation errors, image sources (imageData, imagePath, EXIF), shapes as objects
+(labelme's group_id rule, overlaps, mask / instance agreement) and a property test."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from PIL import Image
 
 from unetkit.data.labelme import (
     class_values,
+    compact_ids,
     load_image,
     load_labelme,
     parse_shape,
     rasterize,
+    rasterize_objects,
     read_label_list,
+    shape_objects,
 )
 from unetkit.errors import UnetkitError
 
@@ -27,9 +31,25 @@ H, W = 16, 28
 YY, XX = np.mgrid[:H, :W]
 
 
+VALUES = {"a": 1, "b": 2, "__ignore__": 255, "_background_": 0}
+
+
 def paint(*shapes: dict, size=(H, W)) -> np.ndarray:
     parsed = [parse_shape(s, i) for i, s in enumerate(shapes)]
-    return rasterize(parsed, size, {"a": 1, "b": 2, "__ignore__": 255})
+    return rasterize(parsed, size, VALUES)
+
+
+def objects(*shapes: dict, size=(H, W)) -> tuple[np.ndarray, np.ndarray]:
+    parsed = [parse_shape(s, i) for i, s in enumerate(shapes)]
+    return rasterize_objects(parsed, size, VALUES)
+
+
+def assert_consistent(mask: np.ndarray, instances: np.ndarray) -> None:
+    """Each object has one class, never background / ignore; every object-class pixel has one."""
+    for i in range(1, int(instances.max()) + 1):
+        under = np.unique(mask[instances == i])
+        assert len(under) == 1 and under[0] not in (0, 255), (i, under)
+    np.testing.assert_array_equal(instances > 0, (mask != 0) & (mask != 255))
 
 
 def box(top, bottom, left, right) -> np.ndarray:
@@ -68,6 +88,15 @@ def test_fill_rules(kind, points, expected):
     np.testing.assert_array_equal(paint(shape(kind, points)), expected.astype(np.uint8))
 
 
+@pytest.mark.parametrize(("kind", "points", "expected"), FILL_RULES)
+def test_objects_mask_is_the_class_mask(kind, points, expected):
+    """The one-pass painting (32-bit canvas) fills exactly the pixels of the class mask."""
+    mask, instances = objects(shape(kind, points, "b"))
+    np.testing.assert_array_equal(mask, 2 * expected.astype(np.uint8))
+    np.testing.assert_array_equal(instances, expected.astype(np.int32))
+    assert mask.dtype == np.uint8 and instances.dtype == np.int32
+
+
 def test_circle_radius_is_euclidean():
     """The edge point (13, 14) is 5 px from the centre (10, 10), not max(3, 4) = 4: the same
     disc as with the edge point (15, 10)."""
@@ -100,6 +129,76 @@ def test_later_shapes_paint_over_earlier_and_ignore():
     ignore = shape("rectangle", [[6, 6], [7, 7]], "__ignore__")
     out = paint(first, ignore)
     assert out[6, 6] == 255 and (out == 255).sum() == 4
+
+
+def test_touching_shapes_of_one_class_are_two_objects():
+    """Two polygons sharing an edge: one connected region of class a in the mask, two ids."""
+    left = shape("polygon", [[1, 1], [5, 1], [5, 4], [1, 4]])  # rows 1..4, columns 1..5
+    right = shape("polygon", [[6, 1], [9, 1], [9, 4], [6, 4]])  # columns 6..9: touching
+    mask, instances = objects(left, right)
+    np.testing.assert_array_equal(mask, box(1, 4, 1, 9).astype(np.uint8))
+    expected = np.where(box(1, 4, 1, 5), 1, np.where(box(1, 4, 6, 9), 2, 0))
+    np.testing.assert_array_equal(instances, expected)
+    assert (instances[1:5, 5] == 1).all() and (instances[1:5, 6] == 2).all()
+
+
+def test_shapes_sharing_group_id_and_label_are_one_object():
+    """labelme's rule: the key is (label, group_id); null group ids never merge."""
+    shapes = [
+        shape("rectangle", [[0, 0], [2, 2]], group_id=7),  # a, group 7: object 1
+        shape("rectangle", [[10, 0], [12, 2]], group_id=None),  # a, no group: object 2
+        shape("rectangle", [[20, 0], [22, 2]], group_id=7.0),  # a, group 7 again: object 1
+        shape("rectangle", [[0, 10], [2, 12]], "b", group_id=7),  # b, group 7: object 3
+        shape("rectangle", [[10, 10], [12, 12]], group_id=None),  # a, no group: object 4
+        shape("rectangle", [[20, 10], [22, 12]], "b", group_id=7),  # b, group 7: object 3
+    ]
+    parsed = [parse_shape(s, i) for i, s in enumerate(shapes)]
+    assert [p.group_id for p in parsed] == [7, None, 7, 7, None, 7]
+    assert shape_objects(parsed, VALUES) == [1, 2, 1, 3, 4, 3]
+    mask, instances = objects(*shapes)
+    assert instances.max() == 4
+    assert (instances[box(0, 2, 0, 2)] == 1).all() and (instances[box(0, 2, 20, 22)] == 1).all()
+    assert (instances[box(0, 2, 10, 12)] == 2).all() and (instances[box(10, 12, 10, 12)] == 4).all()
+    assert (instances[box(10, 12, 0, 2)] == 3).all() and (instances[box(10, 12, 20, 22)] == 3).all()
+    assert (instances > 0).sum() == 6 * 9
+    assert_consistent(mask, instances)
+    for bad in (True, [1], {"id": 1}, 1.5):
+        with pytest.raises(ValueError, match="group_id must be an integer or null"):
+            parse_shape(shape("rectangle", [[0, 0], [2, 2]], group_id=bad), 0)
+
+
+def test_overlaps_later_wins_in_mask_and_instances_alike():
+    patch = np.ones((2, 2), bool)
+    shapes = [
+        shape("rectangle", [[0, 0], [9, 9]], "a"),  # object 1, partly covered
+        shape("rectangle", [[5, 5], [14, 14]], "b"),  # object 2 over object 1
+        shape("rectangle", [[20, 0], [21, 1]], "a"),  # wholly covered below: dropped
+        shape("mask", [[20, 0], [21, 1]], "b", mask=_b64_png(patch)),  # over it: object 3
+        shape("rectangle", [[6, 6], [7, 7]], "__ignore__"),  # an ignore hole in object 2
+        shape("rectangle", [[0, 0], [1, 1]], "_background_"),  # erases a corner of object 1
+        shape("circle", [[20027, 7], [27, 7]], "a", group_id=3),  # numpy circle: column 27
+    ]
+    mask, instances = objects(*shapes)
+    parsed = [parse_shape(s, i) for i, s in enumerate(shapes)]
+    np.testing.assert_array_equal(mask, rasterize(parsed, (H, W), VALUES))
+    assert shape_objects(parsed, VALUES) == [1, 2, 3, 4, 0, 0, 5]
+    assert mask[2, 2] == 1 and instances[2, 2] == 1
+    assert mask[8, 8] == 2 and instances[8, 8] == 2  # the later shape wins the overlap
+    assert mask[6, 6] == 255 and instances[6, 6] == 0
+    assert mask[0, 0] == 0 and instances[0, 0] == 0
+    assert (instances[0:2, 20:22] == 3).all() and (mask[0:2, 20:22] == 2).all()
+    assert (instances[:, 27] == 4).all() and (mask[:, 27] == 1).all()  # ids 1..4, no gap
+    assert set(np.unique(instances)) == {0, 1, 2, 3, 4} and (instances[:, 26] != 4).all()
+    assert_consistent(mask, instances)
+    np.testing.assert_array_equal(objects(*shapes[:2])[1][5:10, 5:10], 2)
+    np.testing.assert_array_equal(objects(shapes[1], shapes[0])[1][5:10, 5:10], 2)  # reversed
+
+
+def test_compact_ids_keep_order():
+    assert compact_ids(np.array([[0, 2, 5], [2, 9, 0]])).tolist() == [[0, 1, 2], [1, 3, 0]]
+    assert compact_ids(np.zeros((2, 2), np.int32)).tolist() == [[0, 0], [0, 0]]
+    mask, instances = objects(size=(3, 4))  # no shapes
+    assert not mask.any() and not instances.any() and instances.shape == (3, 4)
 
 
 def _write(tmp_path, doc: dict, name: str = "x.json"):

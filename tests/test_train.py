@@ -619,3 +619,92 @@ def test_resized_training_validates_whole_images_with_panels(dataset, tmp_path):
     cfg = _config(dataset, run, epochs=1, panels=1, data=DataConfig(resize="resize", size=(32, 32)))
     unetkit.fit(cfg)
     assert (run / "panels" / "epoch_0001.png").is_file()
+
+
+# -- --task instance ---------------------------------------------------------------------------
+def make_instance_dataset(root: Path, n: int = 4, size: int = 48, seed: int = 0) -> Path:
+    """images/ + masks/ + instances/: pairs of touching discs (one class)."""
+    from unetkit.objects.io import write_instances
+
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "masks", "instances"):
+        (root / sub).mkdir(parents=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        ids = np.zeros((size, size), np.int32)
+        cy, cx = rng.integers(10, size - 20, 2)
+        for k, (dy, dx) in enumerate(((0, 0), (0, 10), (12, 4)), start=1):
+            ids[((yy - cy - dy) ** 2 + (xx - cx - dx) ** 2 < 36) & (ids == 0)] = k
+        image = np.where(ids > 0, 200, 40) + rng.normal(0, 10, ids.shape)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            root / "images" / f"{i:02d}.png"
+        )
+        Image.fromarray((ids > 0).astype(np.uint8)).save(root / "masks" / f"{i:02d}.png")
+        write_instances(root / "instances" / f"{i:02d}.png", ids)
+    return root
+
+
+def test_instance_task_trains_a_boundary_class_and_stores_its_post_processing(tmp_path):
+    from unetkit.infer import Predictor
+    from unetkit.objects.targets import boundary_target
+
+    data = make_instance_dataset(tmp_path / "inst")
+    run = tmp_path / "run"
+    code = main(["train", str(data), "-o", str(run), "--task", "instance", "--epochs", "1",
+                 "--steps-per-epoch", "2", "--val-stems", "03", *TINY])  # fmt: skip
+    assert code == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt.task == "instance" and ckpt.classes == ["background", "class1"]
+    assert ckpt.model_config.out_channels == 3  # background, object, boundary
+    objects = ckpt.extra["objects"]
+    # min_size: a fifth of the 10th percentile of the training objects' areas
+    from unetkit.objects.io import read_instances
+
+    areas = np.concatenate([np.bincount(read_instances(p).ravel())[1:]
+                            for p in sorted((data / "instances").iterdir())[:3]])  # fmt: skip
+    assert objects["min_size"] == max(1, round(np.percentile(areas[areas > 0], 10) / 5))
+    predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")
+    image = np.asarray(Image.open(data / "images" / "00.png"))
+    mask, ids = predictor.predict_objects(image)
+    assert mask.shape == ids.shape == image.shape and ((mask > 0) == (ids > 0)).all()
+    assert predictor.predict_proba(image).shape[0] == 3
+    # the training target the dataset hands out: the boundary is class 2
+    from unetkit.data.dataset import SegmentationDataset
+    from unetkit.data.layout import describe_dataset
+
+    info = describe_dataset(data)
+    ds = SegmentationDataset(info, ["00"], DataConfig(resize="none"), boundary_width=1)
+    ids00 = read_instances(data / "instances" / "00.png")
+    expected = boundary_target((ids00 > 0).astype(np.int64), ids00, 2)
+    assert (ds[0]["mask"].numpy() == expected).all()
+
+
+def test_instance_task_without_instances_is_refused(dataset, tmp_path, capsys):
+    code = main(["train", str(dataset), "-o", str(tmp_path / "r"), "--task", "instance", *TINY])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "instances/" in err[0] and str(dataset) in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_instance_weight_map_comes_from_the_instances(tmp_path):
+    """With --weight-map the border term sits where two true objects touch."""
+    from unetkit.data.dataset import SegmentationDataset
+    from unetkit.data.layout import describe_dataset
+    from unetkit.train.resolve import resolve_config, weight_map_fn
+
+    data = make_instance_dataset(tmp_path / "inst", n=1)
+    info = describe_dataset(data)
+    cfg = resolve_config(TrainConfig(dataset=str(data), task="instance", weight_map=True), info)
+    ds = SegmentationDataset(info, ["00"], cfg.data.replace(resize="none"),
+                             weight_fn=weight_map_fn(cfg, info), boundary_width=1)  # fmt: skip
+    item = ds[0]
+    weight, target = item["weight"].numpy(), item["mask"].numpy()
+    ids = np.asarray(Image.open(data / "instances" / "00.png")).astype(np.int32)
+    touching = (
+        (target == 2)
+        & (np.abs(np.diff(ids, axis=1, prepend=0)) > 0)
+        & (np.roll(ids, 1, axis=1) > 0)
+    )
+    assert touching.any() and (weight[touching] > 5).all()
+    assert weight[(target == 1)].max() == 1.0
