@@ -343,3 +343,67 @@ def test_cli_rand_error_is_opt_in(tmp_path, capsys):
     assert "adapted_rand_error" not in capsys.readouterr().out
     assert main([*args, str(tmp_path / "r2"), "--num-classes", "2", "--rand-error"]) == 0
     assert "adapted_rand_error" in capsys.readouterr().out
+
+
+def _two_touching() -> tuple[np.ndarray, np.ndarray]:
+    """A class mask with two touching squares, and their instance ids."""
+    ids = np.zeros((20, 30), np.uint16)
+    ids[2:12, 2:12], ids[2:12, 12:22] = 1, 2
+    return (ids > 0).astype(np.uint8), ids
+
+
+def test_objects_of_a_mask_folder_merged_or_separated(tmp_path):
+    """Truth by connected components merges the two squares; predicted instances beside
+    the masks (NAME_instances.png) are used instead of the mask's components."""
+    mask, ids = _two_touching()
+    _save(tmp_path / "gt" / "a.png", mask)
+    _save(tmp_path / "pred" / "a.png", mask)
+    m = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r1")
+    assert m["objects"]["n_true"] == 1 and m["objects"]["ap_50"] == 1.0
+    Image.fromarray(ids).save(tmp_path / "pred" / "a_instances.png")
+    m = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r2")
+    assert m["objects"]["n_pred"] == 2 and m["objects"]["splits"] == 1
+    assert m["objects"]["ap_50"] == 0.0  # neither half covers more than half the union
+    row = _read_csv(tmp_path / "r2" / "per_image.csv")[0]
+    assert row["obj_n_pred"] == "2" and row["obj_splits"] == "1"
+    assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["objects"]["images"] == 1
+
+
+def test_empty_prediction_scores_no_objects(tmp_path):
+    mask, _ = _two_touching()
+    _save(tmp_path / "gt" / "a.png", mask)
+    _save(tmp_path / "pred" / "a.png", np.zeros_like(mask))
+    m = evaluate_dirs(tmp_path / "pred", tmp_path / "gt", tmp_path / "r")
+    assert m["objects"]["ap_50"] == 0.0 and m["objects"]["map"] == 0.0
+    assert m["objects"]["count_error"] == 1.0
+
+
+def test_object_classes_must_agree(tmp_path):
+    gt = np.zeros((10, 20), np.uint8)
+    gt[2:8, 2:8], gt[2:8, 12:18] = 1, 2
+    pred = gt.copy()
+    pred[2:8, 12:18] = 1  # right place, wrong class
+    metrics, rows, _ = score_pairs([("x", pred, gt)], NAMES)
+    assert metrics["objects"]["ap_50"] == pytest.approx(1 / 3)  # TP 1, FP 1, FN 1
+    assert rows[0]["obj_map"] == pytest.approx(1 / 3)
+
+
+def test_evaluate_model_uses_the_dataset_instances(tmp_path):
+    """A model predicting every pixel as foreground against a folder with instances/."""
+    root = tmp_path / "data"
+    mask, ids = _two_touching()
+    image = np.full((20, 30), 128, np.uint8)
+    _save(root / "images" / "a.png", image)
+    _save(root / "masks" / "a.png", mask)
+    (root / "instances").mkdir()
+    Image.fromarray(ids).save(root / "instances" / "a.png")
+    (root / "classes.txt").write_text("background\nnucleus\n")
+    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=2)
+    torch.nn.init.constant_(model.head[0].bias, 0.0)
+    model.head[0].bias.data[1] = 100.0  # always foreground
+    ckpt = make_checkpoint(model, classes=["background", "nucleus"], palette=[[0, 0, 0]] * 2,
+                           preprocessing=DataConfig(channels=1, size=(32, 32)))  # fmt: skip
+    path = save_checkpoint(ckpt, tmp_path / "m.pt")
+    m = evaluate_model(path, root, tmp_path / "r", split="all", device="cpu", progress=False)
+    assert m["objects"]["truth"] == "instances/" and m["objects"]["n_true"] == 2
+    assert m["objects"]["n_pred"] == 1 and m["objects"]["merges"] == 1

@@ -12,6 +12,9 @@ Guards (the mutation each one kills):
 * ``test_mask_values_match_read_mask_in_every_mode``: a fast value pass that disagrees with
   ``read_mask`` (e.g. Pillow's 0/255 for 1-bit masks).
 * ``test_map_binary_255``: the one 0/255 -> 0/1 mapping.
+* ``test_images_and_instances_without_masks``: an ``images/`` + ``instances/`` folder refused,
+  or its ids taken as classes (``read_mask`` reading the instance file as a class mask).
+* ``test_read_mask_applies_the_binary_mapping``: callers mapping 0/255 themselves (or not).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from PIL import Image
 from unetkit.config import DataConfig
 from unetkit.data.dataset import SegmentationDataset
 from unetkit.data.imageio import read_mask
-from unetkit.data.layout import describe_dataset, map_binary_255, mask_values
+from unetkit.data.layout import describe_dataset, find_layout, map_binary_255, mask_values
 from unetkit.errors import UnetkitError
 
 DSB = Path("/work/shared/data/dsb2018-dev")
@@ -139,3 +142,65 @@ def test_real_sets_are_0_1_after_checking_every_mask(root, caplog):
     assert info.classes == ["background", "class1"] and not info.binary_255
     n = len(info.stems)
     assert f"classes inferred from {n} masks: values [0, 1]" in caplog.text
+
+
+def _instances(root: Path, stem: str, ids: np.ndarray) -> None:
+    for sub in ("images", "instances"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    image = (np.arange(ids.size) % 200 + 20).astype(np.uint8).reshape(ids.shape)
+    Image.fromarray(image).save(root / "images" / f"{stem}.png")
+    Image.fromarray(ids.astype(np.uint16)).save(root / "instances" / f"{stem}.png")
+
+
+IDS = np.array([[0, 1, 1, 0], [2, 2, 0, 300], [0, 0, 0, 300]])
+
+
+def test_images_and_instances_without_masks(tmp_path, caplog):
+    root = tmp_path / "d"
+    _instances(root, "a", IDS)
+    _instances(root, "b", np.zeros((3, 4), np.uint16))
+    assert find_layout(root) == ("images-instances", "")
+    with caplog.at_level(logging.INFO, logger="unetkit.data.layout"):
+        info = describe_dataset(root)
+    assert "class mask = instances > 0" in caplog.text
+    assert info.layout == "images-instances" and info.classes == ["background", "object"]
+    assert info.stems == ["a", "b"] and info.masks_from_instances and not info.binary_255
+    assert (
+        info.mask_files
+        == info.instance_files
+        == {s: root / "instances" / f"{s}.png" for s in ("a", "b")}
+    )
+    mask = info.read_mask("a")
+    assert mask.dtype == np.int64
+    assert mask.tolist() == [[0, 1, 1, 0], [1, 1, 0, 1], [0, 0, 0, 1]]
+    np.testing.assert_array_equal(info.read_instances("a"), IDS)
+    assert not info.read_mask("b").any()
+    (root / "classes.txt").write_text("background\nnucleus\n")
+    assert describe_dataset(root).classes == ["background", "nucleus"]
+    (root / "classes.txt").write_text("background\nnucleus\ncell\n")
+    with pytest.raises(UnetkitError, match=r"classes\.txt: 3 class names, but images/ \+ inst"):
+        describe_dataset(root)
+
+
+def test_masks_beside_instances_stay_the_class_masks(tmp_path):
+    root = tmp_path / "d"
+    _instances(root, "a", IDS)
+    _pair(root, "a", (IDS > 0) * 2)  # masks/ present: the classes come from the masks
+    info = describe_dataset(root)
+    assert info.layout == "images-masks" and not info.masks_from_instances
+    assert info.classes == ["background", "class1", "class2"]
+    assert info.read_mask("a").tolist() == ((IDS > 0) * 2).tolist()
+    assert info.instance_files == {"a": root / "instances" / "a.png"}
+    with pytest.raises(UnetkitError, match="no instance labels for zz"):
+        info.read_instances("zz")
+
+
+def test_read_mask_applies_the_binary_mapping(tmp_path):
+    root = tmp_path / "d"
+    _pair(root, "a", _square(255))
+    info = describe_dataset(root)
+    assert info.binary_255
+    assert (info.read_mask("a") == 1).sum() == 9 and info.read_mask("a").max() == 1
+    assert info.read_mask("a", binary_255=False).max() == 255  # DataConfig(binary_255=False)
+    with pytest.raises(UnetkitError, match="no mask for 'b'"):
+        info.read_mask("b")

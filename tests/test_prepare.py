@@ -1,4 +1,5 @@
-"""prepare: labelme folder -> dataset folder; round trip, determinism, all-or-nothing errors."""
+"""prepare: labelme folder -> dataset folder; round trip, determinism, all-or-nothing errors,
+instance label images (labelme's object rule) beside the masks."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from unetkit.data.imageio import read_image, read_mask
 from unetkit.data.labelme import load_image, load_labelme, rasterize
 from unetkit.data.layout import describe_dataset
 from unetkit.data.prepare import prepare, roi_box
+from unetkit.data.verify import verify
 from unetkit.errors import UnetkitError
+from unetkit.objects.io import read_instances
 
 
 def _files(root):
@@ -140,3 +143,87 @@ def test_roi_crop_in_prepare(tmp_path):
     assert mask.shape == (10, 20)  # the bright plate's bounding box
     np.testing.assert_array_equal(np.argwhere(mask == 1)[[0, -1]], [[1, 2], [5, 10]])
     assert (read_image(tmp_path / "out" / "images" / "a.png") == 230).all()
+
+
+def _scene(src, shapes: list[dict], size=(10, 12)) -> None:
+    """One labelme file ``scene.json`` over a grey ``scene.png`` of ``size``."""
+    src.mkdir()
+    Image.fromarray(np.full(size, 120, np.uint8)).save(src / "scene.png")
+    doc = {"shapes": shapes, "imagePath": "scene.png", "imageHeight": size[0],
+           "imageWidth": size[1]}  # fmt: skip
+    (src / "scene.json").write_text(json.dumps(doc))
+
+
+def _rect(label, x1, y1, x2, y2, group_id=None) -> dict:
+    points = [[x1, y1], [x2, y2]]
+    return {"label": label, "shape_type": "rectangle", "points": points, "group_id": group_id}
+
+
+SCENE = [
+    _rect("cell", 0, 0, 3, 3),  # object 1
+    _rect("cell", 4, 0, 7, 3),  # object 2, touching object 1
+    _rect("nucleus", 0, 6, 2, 8, group_id=1),  # object 3 ...
+    _rect("nucleus", 9, 6, 11, 8, group_id=1),  # ... in two parts (same group and label)
+    _rect("__ignore__", 6, 2, 7, 3),  # an ignore region over object 2
+]
+
+
+def test_instances_written_beside_masks(tmp_path):
+    _scene(tmp_path / "lm", SCENE)
+    out = tmp_path / "ds"
+    report = prepare(tmp_path / "lm", out, labels="__ignore__,cell,nucleus", val_fraction=0)
+    assert report.n_objects == 3
+    expected = np.zeros((10, 12), np.int32)
+    expected[0:4, 0:4], expected[0:4, 4:8] = 1, 2
+    expected[2:4, 6:8] = 0  # ignore
+    expected[6:9, 0:3], expected[6:9, 9:12] = 3, 3
+    assert Image.open(out / "instances" / "scene.png").mode == "I;16"  # uint16 PNG
+    ids = read_instances(out / "instances" / "scene.png")
+    np.testing.assert_array_equal(ids, expected)
+    mask = read_mask(out / "masks" / "scene.png")
+    assert (mask[ids == 1] == 1).all() and (mask[ids == 3] == 2).all() and mask[2, 6] == 255
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["instances"] is True and meta["n_objects"] == 3
+    assert meta["objects_per_image"] == {"scene": 3}
+    info = describe_dataset(out)
+    assert info.instance_files == {"scene": out / "instances" / "scene.png"}
+    np.testing.assert_array_equal(info.read_instances("scene"), expected)
+    assert verify(out) == []
+
+
+def test_prepared_instances_agree_with_masks(prepared_dataset):
+    meta = json.loads((prepared_dataset / "dataset.json").read_text())
+    assert meta["instances"] is True
+    for stem, count in meta["objects_per_image"].items():
+        ids = read_instances(prepared_dataset / "instances" / f"{stem}.png")
+        mask = read_mask(prepared_dataset / "masks" / f"{stem}.png")
+        assert set(np.unique(ids).tolist()) == set(range(count + 1))  # ids 1..N, no gap
+        np.testing.assert_array_equal(ids > 0, (mask > 0) & (mask != 255))
+        for i in range(1, count + 1):
+            assert len(np.unique(mask[ids == i])) == 1
+    assert meta["n_objects"] == sum(meta["objects_per_image"].values()) > 6
+
+
+def test_instances_as_tiff_beyond_the_png_range(tmp_path, monkeypatch):
+    monkeypatch.setattr("unetkit.data.prepare.PNG_MAX_ID", 2)  # 3 objects: "too many"
+    _scene(tmp_path / "lm", SCENE)
+    out = tmp_path / "ds"
+    prepare(tmp_path / "lm", out, labels="__ignore__,cell,nucleus", val_fraction=0)
+    assert sorted(p.name for p in (out / "instances").iterdir()) == ["scene.tif"]
+    assert read_instances(out / "instances" / "scene.tif").max() == 3
+    assert describe_dataset(out).instance_files == {"scene": out / "instances" / "scene.tif"}
+
+
+def test_roi_crop_renumbers_the_objects_left(tmp_path):
+    src = tmp_path / "lm"
+    src.mkdir()
+    image = np.zeros((30, 40, 3), np.uint8)
+    image[5:15, 10:30] = 230
+    Image.fromarray(image).save(src / "a.png")
+    shapes = [_rect("plate", 1, 20, 4, 25), _rect("plate", 12, 6, 20, 10)]  # outside, inside
+    doc = {"shapes": shapes, "imagePath": "a.png", "imageHeight": 30, "imageWidth": 40}
+    (src / "a.json").write_text(json.dumps(doc))
+    report = prepare(src, tmp_path / "out", crop_roi=(200, 50, 1000), val_fraction=0)
+    ids = read_instances(tmp_path / "out" / "instances" / "a.png")
+    assert ids.shape == (10, 20) and report.n_objects == 1
+    np.testing.assert_array_equal(ids, read_mask(tmp_path / "out" / "masks" / "a.png"))

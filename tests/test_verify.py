@@ -1,7 +1,9 @@
-"""verify: clean data gives no findings; each kind of problem is found, with its files."""
+"""verify: clean data gives no findings; each kind of problem is found, with its files;
+instance folders are checked against images and masks, and their objects counted."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from PIL import Image
 
 from unetkit.cli import main
-from unetkit.data.verify import Finding, format_findings, verify
+from unetkit.data.verify import Finding, check_dataset, format_findings, verify
 from unetkit.errors import UnetkitError
 
 MASK = np.zeros((8, 10), np.uint8)
@@ -151,3 +153,135 @@ def test_report_and_exit_code(tmp_path, capsys):
     # a folder without images/ + masks/ is a usage error, not a finding
     with pytest.raises(UnetkitError, match="unrecognised dataset layout"):
         verify(tmp_path)
+
+
+IDS = np.zeros((8, 10), np.uint16)
+IDS[2:6, 3:5], IDS[2:6, 5:8] = 1, 2  # MASK's region as two touching objects
+
+
+def _instances(root: Path, stem: str = "a", ids: np.ndarray = IDS) -> None:
+    (root / "instances").mkdir(exist_ok=True)
+    Image.fromarray(ids.astype(np.uint16)).save(root / "instances" / f"{stem}.png")
+
+
+def _with_instances(tmp_path: Path, classes=("background", "fg")) -> Path:
+    root = _folder(tmp_path, classes)
+    for stem in ("a", "b"):
+        _instances(root, stem)
+    return root
+
+
+def test_clean_instances_are_counted(tmp_path, prepared_dataset):
+    report = check_dataset(_with_instances(tmp_path))
+    assert report.findings == [] and report.n_instance_images == 2 and report.n_objects == 4
+    assert format_findings(report.findings, "d", report).splitlines() == [
+        "4 object(s) in 2 instance image(s)",
+        "0 error(s), 0 warning(s) in d",
+    ]
+    prepared = check_dataset(prepared_dataset)
+    assert prepared.findings == [] and prepared.n_instance_images == 6
+    meta = json.loads((prepared_dataset / "dataset.json").read_text())
+    assert prepared.n_objects == meta["n_objects"]
+
+
+def test_instance_size_mismatch(tmp_path):
+    root = _with_instances(tmp_path)
+    _instances(root, "b", np.zeros((9, 10), np.uint16))
+    f = _only(verify(root))
+    assert f.level == "error" and f.files == ["b.png", "b.png"]
+    assert f.message == "size mismatch: image 8x10, instances 9x10 (HxW)"
+    assert check_dataset(root).n_instance_images == 1  # the mis-sized one is not counted
+
+
+def test_object_on_background_and_ignore_pixels(tmp_path):
+    root = _with_instances(tmp_path)
+    ids = IDS.copy()
+    ids[1, 5:7] = 2  # two background pixels above object 2
+    _instances(root, "a", ids)
+    mask = MASK.copy()
+    mask[5, 3] = 255  # an ignore pixel under object 1 (255 is the ignore index beside 0/1)
+    Image.fromarray(mask).save(root / "masks" / "b.png")
+    findings = verify(root)
+    assert Finding(
+        "error", ["a.png", "a.png"],
+        "2 object pixel(s) on background or ignore pixels of the mask (1 object(s): id 2)",
+    ) in findings  # fmt: skip
+    assert Finding(
+        "error", ["b.png", "b.png"],
+        "1 object pixel(s) on background or ignore pixels of the mask (1 object(s): id 1)",
+    ) in findings  # fmt: skip
+    assert len(findings) == 2
+
+
+def test_object_spanning_two_classes(tmp_path):
+    root = _with_instances(tmp_path, classes=("background", "fg", "other"))
+    mask = MASK.copy()
+    mask[2:6, 4] = 2  # column 4 of object 1 is of class 2, the rest of class 1
+    Image.fromarray(mask).save(root / "masks" / "a.png")
+    f = _only(verify(root))
+    assert f == Finding(
+        "error", ["a.png", "a.png"], "1 object(s) span several classes of the mask: id 1"
+    )
+
+
+def test_foreground_without_object_and_binary_255_masks(tmp_path):
+    root = _with_instances(tmp_path, classes=None)
+    ids = IDS.copy()
+    ids[2:6, 7] = 0  # the last foreground column belongs to no object
+    _instances(root, "a", ids)
+    for stem in ("a", "b"):  # 0/255 masks: 255 is the foreground, not ignore
+        Image.fromarray(MASK * 255).save(root / "masks" / f"{stem}.png")
+    findings = verify(root)
+    assert (
+        Finding("warning", ["a.png", "a.png"], "4 foreground mask pixel(s) belong to no object")
+        in findings
+    )
+    assert [f.message for f in findings if f.level == "error"] == []
+
+
+def test_missing_orphan_and_unreadable_instance_files(tmp_path):
+    root = _with_instances(tmp_path)
+    (root / "instances" / "b.png").unlink()
+    _instances(root, "z")
+    findings = verify(root)
+    assert Finding(
+        "error", ["b.png"], "image without an instance file (1 of 2 images have one in instances/)"
+    ) in findings  # fmt: skip
+    assert Finding("error", ["z.png"], "instance file without an image") in findings
+    assert len(findings) == 2
+    (root / "instances" / "a.png").write_bytes(b"broken")
+    f = next(f for f in verify(root) if f.files == ["a.png"])
+    assert f.level == "error" and "cannot read" in f.message
+    negative = np.zeros((8, 10), np.int32)
+    negative[0, 0] = -3
+    (root / "instances" / "a.png").unlink()
+    Image.fromarray(negative).save(root / "instances" / "a.tif")
+    f = next(f for f in verify(root) if f.files == ["a.tif"])
+    assert f.message == "instance ids must be >= 0; found -3"
+
+
+def _instances_only(tmp_path: Path) -> Path:
+    root = _with_instances(tmp_path, classes=None)
+    shutil.rmtree(root / "masks")
+    return root
+
+
+def test_images_and_instances_without_masks(tmp_path):
+    root = _instances_only(tmp_path)
+    report = check_dataset(root)
+    assert report.findings == [] and report.n_objects == 4 and report.n_pairs == 2
+    Image.fromarray(np.zeros((8, 11), np.uint8)).save(root / "images" / "b.png")
+    Image.fromarray(MASK).save(root / "images" / "c.png")
+    _instances(root, "z", np.zeros((8, 10), np.uint16))
+    (root / "classes.txt").write_text("background\nfg\nother\n")
+    findings = verify(root)
+    assert (
+        Finding("error", ["b.png", "b.png"], "size mismatch: image 8x11, instances 8x10 (HxW)")
+        in findings
+    )
+    assert Finding("error", ["c.png"], "image without an instance file") in findings
+    assert Finding("error", ["z.png"], "instance file without an image") in findings
+    assert any(
+        f.files == ["classes.txt"] and f.message.startswith("3 class names") for f in findings
+    )
+    assert len(findings) == 4

@@ -272,9 +272,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
 
 
 def _check_training_size(pre: DataConfig, path: Path) -> None:
-    """A training size is a tile size for prediction and export: refuse an absurd one."""
+    """A training size is a tile size for prediction and export: refuse an absurd one (0x0,
+    "not decided", only where the size is a tile hint rather than the network's input)."""
     from .data.imageio import max_pixels
 
+    if tuple(pre.size) == (0, 0) and pre.resize in ("random-crop", "none"):
+        return
     h, w = (int(n) for n in pre.size)
     limit = max_pixels()
     if h <= 0 or w <= 0 or (limit and h * w > limit):

@@ -203,8 +203,10 @@ def _check_train_size(cfg, patch_size: int | None) -> None:
     from .models.unet import UNet
     from .train.resolve import REGRESSION_PRESETS
 
-    if cfg.model is None and cfg.preset not in PRESETS:
+    if cfg.model is None and cfg.preset not in (*PRESETS, "auto"):
         return  # fit() names the unknown preset
+    if tuple(cfg.data.size) == (0, 0):
+        return  # the auto recipe picks a legal size
     model = cfg.model or preset_config(cfg.preset)
     (h, w), s = cfg.data.size, model.scale
     regression = cfg.task == "regression" or (

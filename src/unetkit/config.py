@@ -241,7 +241,9 @@ class DataConfig(_Config):
             data, resolved when training starts).
         resize: ``letterbox`` (pad to a square, then resize), ``resize`` (stretch),
             ``random-crop`` (train on patches of large images), ``none``.
-        size: (height, width) for letterbox / resize; patch size for random-crop.
+        size: (height, width) for letterbox / resize; patch size for random-crop; 0x0 (the
+            default) is decided by the auto recipe when training starts
+            (``unetkit.train.recipe``), and checkpoints always hold the size used.
         normalize: ``image`` (per-image z-score), ``percentile`` (per-image 1 / 99.8 %
             percentiles), ``dataset`` (the dataset's mean / std), ``fixed`` (``mean`` / ``std``
             as given), or ``auto``: chosen from the data fingerprint when training starts
@@ -258,7 +260,7 @@ class DataConfig(_Config):
 
     channels: int = 0
     resize: str = "random-crop"
-    size: tuple[int, int] = (256, 256)
+    size: tuple[int, int] = (0, 0)
     normalize: str = "auto"
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
@@ -274,8 +276,12 @@ class DataConfig(_Config):
             raise ValueError(f"oversample must be in [0, 1]; got {self.oversample}")
         if min(self.std, default=1.0) <= 0:
             raise ValueError(f"std must be > 0; got {self.std}")
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"size must be (height, width) > 0; got {self.size}")
+        if len(self.size) != 2 or not (min(self.size) >= 1 or tuple(self.size) == (0, 0)):
+            raise ValueError(f"size must be (height, width) > 0, or 0x0 = auto; got {self.size}")
+
+    def size_or(self, default: tuple[int, int] = (256, 256)) -> tuple[int, int]:
+        """``size``, or ``default`` while it is 0x0 (not decided yet)."""
+        return default if tuple(self.size) == (0, 0) else (int(self.size[0]), int(self.size[1]))
 
 
 @dataclass
@@ -346,6 +352,12 @@ class TrainConfig(_Config):
     """Everything ``unetkit train`` needs; saved in RUN_DIR and in every checkpoint.
 
     ``model`` None means "the preset's config" (channels and classes filled in from the data).
+    ``preset`` ``auto``, ``batch_size`` 0 and ``data.size`` 0x0 are decided by the auto recipe
+    from the data fingerprint and the device when training starts (``unetkit.train.recipe``:
+    the ``small`` preset's layers at width 16 on a CPU, 32 on a GPU; the median image size
+    capped at 256 / 512 px; batch 4 on a CPU).
+    ``task`` ``instance``: touching objects apart, from ``instances/`` label images (K classes
+    plus a boundary class; ``objects`` holds the target and post-processing settings).
     ``task``/``loss`` ``auto``: multi-class softmax + CE + Dice, binary sigmoid + BCE + Dice for
     sigmoid-head presets with 2 classes, image-to-image MSE for ``restore`` / ``x3``.
     ``epochs`` None: with a ``time_budget`` (minutes) the budget decides the length (and the
@@ -358,7 +370,7 @@ class TrainConfig(_Config):
 
     dataset: str = ""
     run_dir: str = ""
-    preset: str = "small"
+    preset: str = "auto"
     model: ModelConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -379,7 +391,7 @@ class TrainConfig(_Config):
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     epochs: int | None = None
-    batch_size: int = 4
+    batch_size: int = 0
     steps_per_epoch: int = 0
     accumulate: int = 1
     clip_grad: float = 0.0
@@ -417,7 +429,8 @@ class TrainConfig(_Config):
         _check_choice("precision", self.precision, PRECISIONS)
         if self.epochs is not None:
             _check_min(self, ("epochs",), 1)
-        _check_min(self, ("batch_size", "accumulate", "save_every"), 1)
+        _check_min(self, ("accumulate", "save_every"), 1)
+        _check_min(self, ("batch_size",), 0)
         _check_min(self, ("val_every",), 0)
         _check_min(self, ("lr", "sigma"), 0, strict=True)
         _check_min(self, ("weight_decay", "warmup_epochs", "clip_grad", "time_budget", "w0"), 0)
@@ -470,6 +483,8 @@ class PredictConfig(_Config):
         _check_range("threshold", self.threshold, 0.0, 1.0, closed=True)
         _check_min(self, ("batch_size",), 1)
         _check_min(self, ("min_area",), 0)
+        if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
+            raise ValueError(f"tile must be (height, width) >= 1; got {self.tile}")
         self.object_overrides()  # validated like the model's own settings
 
     def object_overrides(self, base: ObjectConfig | None = None) -> ObjectConfig:
@@ -477,5 +492,3 @@ class PredictConfig(_Config):
         names = ("fg_threshold", "seed_threshold", "min_size", "fill_holes")
         changes = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         return (base or ObjectConfig()).replace(**changes)
-        if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
-            raise ValueError(f"tile must be (height, width) >= 1; got {self.tile}")

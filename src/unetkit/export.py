@@ -84,7 +84,7 @@ _KEYS = (
 def _sample_sizes(model: torch.nn.Module, ckpt: Checkpoint) -> list[tuple[int, int]]:
     """A small legal input size (not square, to catch swapped axes) and the training size."""
     small = tuple(model.legal_sizes(n)[1] for n in (37, 45))
-    real = tuple(model.legal_sizes(int(n))[1] for n in ckpt.preprocessing.size)
+    real = tuple(model.legal_sizes(int(n))[1] for n in ckpt.preprocessing.size_or())
     if None in small or None in real:
         raise UnetkitError("no legal input size near the training size for the parity check")
     return [small, real]  # type: ignore[list-item]

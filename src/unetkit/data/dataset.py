@@ -14,8 +14,8 @@ from ..config import DataConfig
 from ..errors import UnetkitError
 from ..objects.io import read_instances
 from ..objects.targets import boundary_target
-from .imageio import image_to_tensor, match_channels, normalization_stats, read_image, read_mask
-from .layout import DatasetInfo, describe_dataset, map_binary_255
+from .imageio import image_to_tensor, match_channels, normalization_stats, read_image
+from .layout import DatasetInfo, describe_dataset
 from .transforms import letterbox, resize_to
 
 log = logging.getLogger(__name__)
@@ -147,14 +147,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if stem not in self.info.mask_files:  # image-only data set (image-to-image training)
             mask = np.zeros(image.shape[:2], np.int64)
         else:
-            mask = read_mask(self.info.mask_files[stem])
+            # 0/255 -> 0/1 where the folder needs it; ids > 0 for instance-only folders
+            mask = self.info.read_mask(stem, binary_255=self.config.binary_255)
         if image.shape[:2] != mask.shape:
             raise UnetkitError(
                 f"{self.info.mask_files[stem]}: mask is {mask.shape[0]}x{mask.shape[1]} but "
                 f"the image is {image.shape[0]}x{image.shape[1]}"
             )
-        if self.info.binary_255 and self.config.binary_255:
-            mask = map_binary_255(mask)
         if stem in self.info.mask_files:
             _check_values(mask, len(self.info.classes), self.config.ignore_index,
                           self.info.mask_files[stem], self.info.classes)  # fmt: skip

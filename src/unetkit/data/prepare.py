@@ -181,6 +181,8 @@ def _convert(
             instances = compact_ids(instances[top:bottom, left:right])  # objects cropped away
     if not doc.shapes:
         warnings.append(f"{doc.path}: no shapes; the mask is all background")
+    if not instances.size or instances.max() <= np.iinfo(np.uint16).max:
+        instances = instances.astype(np.uint16)  # held until the folder is written: 2 B/px
     return image, mask, instances
 
 

@@ -226,6 +226,18 @@ def _read_checked_instances(
     return ids, []
 
 
+def _classes_per_object(ids: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ids of 1-D ``ids`` and how many distinct ``classes`` each covers."""
+    if not ids.size:
+        return ids, ids
+    low, span = int(classes.min()), int(classes.max()) - int(classes.min()) + 1
+    if span < 1 << 31:  # one int64 key per (id, class): a 1-D unique, much faster
+        keys = np.unique((ids.astype(np.int64) << 31) | (classes.astype(np.int64) - low))
+        return np.unique(keys >> 31, return_counts=True)
+    pairs = np.unique(np.stack([ids.astype(np.int64), classes.astype(np.int64)], axis=1), axis=0)
+    return np.unique(pairs[:, 0], return_counts=True)
+
+
 def _check_objects(
     path: Path,
     ids: np.ndarray,
@@ -255,8 +267,7 @@ def _check_objects(
             )  # fmt: skip
         )
     covered = inside & ~not_objects
-    pairs = np.unique(np.stack([ids[covered], mask[covered].astype(np.int64)], axis=1), axis=0)
-    objects, n_classes = np.unique(pairs[:, 0], return_counts=True)
+    objects, n_classes = _classes_per_object(ids[covered], mask[covered])
     split = objects[n_classes > 1]
     if len(split):
         findings.append(

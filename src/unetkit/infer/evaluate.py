@@ -6,6 +6,15 @@ precision / recall / support), ``per_image.csv`` (with ``pixel_error`` per image
 tasks), ``confusion.csv`` (rows = truth, columns = prediction) and ``confusion.png``.
 Ground-truth pixels equal to the ignore index count nowhere.
 
+Objects are scored too (``unetkit.objects.metrics``: AP at IoU 0.5 / 0.75, the DSB 2018 mean
+AP over 0.5:0.95, F1 at 0.5, panoptic quality, count error, merges and splits): per image in
+``per_image.csv`` (``obj_*`` columns), pooled under ``objects`` in ``metrics.json``. True
+objects are the dataset's ``instances/`` where it has them, else the connected components of
+each class of the true mask; predicted objects are an instance model's watershed objects,
+``NAME_instances.png`` of a prediction folder, or else the connected components of the
+predicted mask (what a semantic model gives). With more than one object class, objects match
+only within their class.
+
 The ISBI 2012 adapted Rand error (``adapted_rand_error``, per image and averaged) is a
 membrane / cell-boundary metric: it is computed only when asked for (``rand_error=True`` in
 :func:`score_pairs`, :func:`evaluate_dirs` and :func:`evaluate_model`), never from the class
@@ -37,13 +46,16 @@ from ..data.layout import all_mask_values, decide_binary_255, map_binary_255
 from ..errors import UnetkitError
 from ..files import write_text
 from ..metrics import ConfusionMatrix, membrane_rand_error
+from ..objects.io import read_instances
+from ..objects.labels import connected_objects, object_classes
+from ..objects.metrics import PER_IMAGE_KEYS, ObjectTally
 from ..progress import progress as progress_bar
 from ..viz import confusion_png
 
 log = logging.getLogger(__name__)
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
-_NOT_MASKS = ("_color", "_overlay")
+_NOT_MASKS = ("_color", "_overlay", "_instances", "_objects")
 
 
 def _per_image_row(name: str, matrix: ConfusionMatrix, names: list[str], extra: dict) -> dict:
@@ -56,20 +68,28 @@ def _per_image_row(name: str, matrix: ConfusionMatrix, names: list[str], extra: 
     return row
 
 
+def _object_ids(mask: np.ndarray, ids: np.ndarray | None, ignore_index: int) -> np.ndarray:
+    return connected_objects(mask, ignore_index=ignore_index) if ids is None else ids
+
+
 def score_pairs(
-    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    pairs: Iterable[tuple],
     class_names: list[str],
     ignore_index: int = 255,
     rand_error: bool = False,
+    objects: bool = True,
 ) -> tuple[dict[str, Any], list[dict], np.ndarray]:
-    """Accumulate metrics over ``(name, prediction (H, W) int, ground truth (H, W) int)``.
+    """Accumulate metrics over ``(name, prediction (H, W) int, ground truth (H, W) int)``
+    tuples, optionally followed by ``(predicted ids, true ids)`` (each None for the connected
+    components of its mask).
 
     Args:
-        pairs: per image its name, predicted and true class maps (same shape).
+        pairs: per image its name, predicted and true class maps (same shape)[, object ids].
         class_names: K names, index = class value.
         ignore_index: ground-truth value excluded everywhere.
         rand_error: also compute the ISBI 2012 adapted Rand error (K must be 2, membrane =
             class 1).
+        objects: also the object metrics (``obj_*`` per image, ``objects`` pooled).
 
     Returns:
         ``(metrics, per-image rows, confusion (K, K) int64)``; with K = 2 each row also holds
@@ -87,7 +107,8 @@ def score_pairs(
         )
     total = ConfusionMatrix(k, ignore_index)
     rows, rand = [], []
-    for name, pred, gt in pairs:
+    tally = ObjectTally()
+    for name, pred, gt, *ids in pairs:
         if pred.shape != gt.shape:
             raise UnetkitError(
                 f"{name}: prediction {pred.shape} and ground truth {gt.shape} differ"
@@ -101,12 +122,23 @@ def score_pairs(
         if rand_error:
             extra["adapted_rand_error"] = membrane_rand_error(pred, gt, 1, ignore_index)
             rand.append(extra["adapted_rand_error"])
+        if objects:
+            pred_ids, true_ids = (ids + [None, None])[:2]
+            pred_ids = _object_ids(pred, pred_ids, ignore_index)
+            true_ids = _object_ids(gt, true_ids, ignore_index)
+            if pred_ids.shape != pred.shape or true_ids.shape != gt.shape:
+                raise UnetkitError(f"{name}: object ids and masks differ in size")
+            classes = (object_classes(pred_ids, pred, k), object_classes(true_ids, gt, k))
+            scores = tally.add(pred_ids, true_ids, *(classes if k > 2 else (None, None)))
+            extra.update({f"obj_{key}": scores[key] for key in PER_IMAGE_KEYS})
         rows.append(_per_image_row(name, one, class_names, extra))
     if not rows:
         raise UnetkitError("nothing to evaluate: no prediction / ground-truth pairs")
     metrics = total.compute(class_names)
     if rand_error:
         metrics["adapted_rand_error"] = float(np.mean(rand))
+    if objects:
+        metrics["objects"] = tally.summary()
     metrics["images"] = len(rows)
     metrics["classes"] = list(class_names)
     return metrics, rows, total.matrix.cpu().numpy()
@@ -215,8 +247,10 @@ def evaluate_model(
     device: str | None = None,
     progress: bool = True,
     rand_error: bool = False,
+    objects: bool = True,
 ) -> dict[str, Any]:
-    """Predict a dataset's images with a model and score them against its masks.
+    """Predict a dataset's images with a model and score them against its masks (and its
+    objects: see the module docstring).
 
     Args:
         model: a checkpoint or an exported ONNX file.
@@ -228,6 +262,7 @@ def evaluate_model(
         device: ``auto``, ``cpu``, ``cuda``...; None = ``config.device``.
         progress: a progress bar over images.
         rand_error: also compute the adapted Rand error (two-class membrane models).
+        objects: also the object metrics.
 
     Returns:
         The metrics (as in ``metrics.json``).
@@ -253,19 +288,33 @@ def evaluate_model(
     log.info("evaluate: scoring %s", scored)
     channels = predictor.info.preprocessing.channels
 
-    def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    def pairs() -> Iterator[tuple]:
         for stem in progress_bar(stems, desc="evaluate", unit="img", disable=not progress):
-            gt = read_mask(info.mask_files[stem])
-            if info.binary_255:
-                gt = map_binary_255(gt)
+            gt = info.read_mask(stem)  # 0/255 mapped; ids > 0 for instance-only folders
             _check_range(info.mask_files[stem], gt, len(names), info.ignore_index)
-            pred = predictor.predict_mask(read_image(info.image_files[stem], channels=channels))
-            yield info.image_files[stem].name, pred, gt
+            true_ids = info.read_instances(stem) if stem in info.instance_files else None
+            if true_ids is not None and true_ids.shape != gt.shape:
+                raise UnetkitError(
+                    f"{info.instance_files[stem]}: instances are {true_ids.shape} but the mask "
+                    f"is {gt.shape}"
+                )
+            image = read_image(info.image_files[stem], channels=channels)
+            if objects:
+                pred, pred_ids = predictor.predict_objects(image)
+            else:
+                pred, pred_ids = predictor.predict_mask(image), None
+            yield info.image_files[stem].name, pred, gt, pred_ids, true_ids
 
-    metrics, rows, matrix = score_pairs(pairs(), names, info.ignore_index, rand_error)
+    metrics, rows, matrix = score_pairs(pairs(), names, info.ignore_index, rand_error, objects)
     metrics.update(
         model=str(model), dataset=str(dataset_root), split=split, scored=scored, stems=stems
     )
+    if objects:
+        metrics["objects"].update(
+            truth="instances/" if info.instance_files else "connected components of the masks",
+            predicted="watershed (instance model)" if predictor.instance
+            else "connected components of the predicted mask",
+        )  # fmt: skip
     write_report(out_dir, metrics, rows, matrix, names)
     return metrics
 
@@ -334,14 +383,18 @@ def evaluate_dirs(
     if class_names is None:
         class_names = [str(i) for i in range(max(k, 1))]
 
-    def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    pred_folder = Path(pred_dir)
+
+    def pairs() -> Iterator[tuple]:
         for stem in stems:
             pred, gt = read_mask(preds[stem]), read_mask(gts[stem])
             pred = map_binary_255(pred) if map_pred else pred
             gt = map_binary_255(gt) if map_gt else gt
             _check_range(preds[stem], pred, len(class_names), None)
             _check_range(gts[stem], gt, len(class_names), ignore_index)
-            yield stem, pred, gt
+            found = [pred_folder / f"{stem}_instances{s}" for s in (".png", ".tif")]
+            found = [p for p in found if p.is_file()]
+            yield stem, pred, gt, read_instances(found[0]) if found else None, None
 
     metrics, rows, matrix = score_pairs(pairs(), class_names, ignore_index, rand_error)
     metrics.update(predictions=str(pred_dir), ground_truth=str(gt_dir))

@@ -115,7 +115,7 @@ class Predictor:
         policy = self.info.preprocessing.resize
         if policy in ("letterbox", "resize"):
             return policy
-        train_h, train_w = self.info.preprocessing.size
+        train_h, train_w = self.info.preprocessing.size_or()
         return "tile" if size[0] > train_h or size[1] > train_w else "full"
 
     # -- the network as tiling sees it -----------------------------------------------------------
@@ -137,7 +137,7 @@ class Predictor:
         return probs
 
     def _tile(self) -> tuple[int, int]:
-        tile = self.config.tile or self.info.preprocessing.size
+        tile = self.config.tile or self.info.preprocessing.size_or()
         return int(tile[0]), int(tile[-1])
 
     def _run(self, image: np.ndarray, reduce: Callable | None) -> torch.Tensor:

@@ -144,6 +144,8 @@ def preset_config(name: str, **overrides: Any) -> ModelConfig:
     ``num_classes`` is accepted as an alias of ``out_channels``. Raises ``ValueError`` for an
     unknown name, listing the valid ones.
     """
+    if name == "auto":  # the auto recipe's layers (its width is decided when training starts)
+        name = "small"
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     if "num_classes" in overrides:

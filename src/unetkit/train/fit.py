@@ -24,6 +24,7 @@ from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown
 from .ema import WeightAverage
 from .loop import StepContext, train_one_epoch, validate, validate_with_predictor
 from .losses import build_loss
+from .recipe import plan as plan_recipe
 from .resolve import (
     REGRESSION_PRESETS,
     check_resumable,
@@ -81,13 +82,15 @@ class _Trainer:
             config.task == "auto" and config.preset in REGRESSION_PRESETS
         )
         self.info = (describe_images if regression else describe_dataset)(config.dataset)
+        self.width_auto = config.preset == "auto" and config.model is None
         self.cfg = cfg = resolve_config(config, self.info)
         self.train_stems, self.val_stems = split_stems(self.info, cfg)
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
-        with torch.device("meta"):  # the size rule needs the config, not the weights
-            UNet(cfg.model).check_input(self._train_input_size())
+        if tuple(cfg.data.size) != (0, 0):  # a given size: checked before any image is read
+            with torch.device("meta"):
+                UNet(cfg.model).check_input(self._train_input_size())
         self._build_data()
         # every input is read and checked before the run folder is touched: the training
         # images by the fingerprint pass (which reads each one), the validation images here
@@ -95,6 +98,8 @@ class _Trainer:
         if self.dist.is_main:
             self.val_set.check_all()
         cfg = self.cfg
+        with torch.device("meta"):  # the size rule needs the config, not the weights
+            UNet(cfg.model).check_input(self._train_input_size())
         if self.resume_state is not None:
             check_resumable(self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir)
         if self.device.type == "cpu":
@@ -124,8 +129,6 @@ class _Trainer:
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
-        n_global = cfg.batch_size * self.dist.world_size
-        self.steps = cfg.steps_per_epoch or max(1, -(-len(self.train_set) // n_global))
 
     def _plan_from_fingerprint(self) -> None:
         """Measure the training images and resolve ``data.normalize: auto`` from them."""
@@ -147,7 +150,12 @@ class _Trainer:
             self.norm_reason = f"normalize {mode}: {why}"
         else:
             self.norm_reason = f"normalize {data.normalize} (as configured)"
-        self.cfg = cfg.replace(data=data)
+        self.cfg, self.recipe_reason = plan_recipe(
+            cfg.replace(data=data), self.fingerprint, self.device, self.width_auto
+        )
+        data = self.cfg.data
+        n_global = self.cfg.batch_size * self.dist.world_size
+        self.steps = cfg.steps_per_epoch or max(1, -(-len(self.train_set) // n_global))
         if cfg.task == "instance" and cfg.objects.min_size is None:
             areas = np.concatenate([np.zeros(0), *self.train_set.object_areas.values()])
             p10 = float(np.percentile(areas, 10)) if areas.size else 5.0
@@ -313,10 +321,8 @@ class _Trainer:
                 self.device,
                 self.precision,
                 self.steps,
-                describe(
-                    self.fingerprint, list(cfg.classes) + ["boundary"] * (cfg.task == "instance")
-                ),
-                self.norm_reason,
+                describe(self.fingerprint, self._network_class_names()),
+                f"{self.norm_reason}\n{self.recipe_reason}",
                 cfg.pretty(),
             )
         self.writer = artifacts.tensorboard_writer(

@@ -59,8 +59,10 @@ def split_stems(info, cfg: TrainConfig) -> tuple[list[str], list[str]]:
 
 def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
     """Fill in what the dataset decides: channels, classes, task, loss and the model config."""
-    if cfg.preset not in PRESETS and cfg.model is None:
-        raise UnetkitError(f"unknown preset {cfg.preset!r}; valid presets: {', '.join(PRESETS)}")
+    if cfg.preset not in PRESETS and cfg.preset != "auto" and cfg.model is None:
+        raise UnetkitError(
+            f"unknown preset {cfg.preset!r}; valid presets: auto, {', '.join(PRESETS)}"
+        )
     classes = tuple(cfg.classes or info.classes)
     if cfg.classes and len(cfg.classes) != len(info.classes):
         raise UnetkitError(
