@@ -199,3 +199,13 @@ def test_help_shows_the_config_defaults(capsys):
     assert main(["predict", "--help"]) == 0
     text = words(capsys.readouterr().out)
     assert "0.25" in text and "gaussian" in text
+
+
+def test_prepare_and_verify_count_objects(labelme_folder, tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["prepare", str(labelme_folder), str(out)]) == 0
+    said = capsys.readouterr().out
+    n = int(re.search(r"objects: (\d+)", said).group(1))
+    assert n > 0 and len(list((out / "instances").iterdir())) > 0
+    assert main(["verify", str(out)]) == 0
+    assert f"{n} object(s) in " in capsys.readouterr().out

@@ -62,5 +62,18 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
     page = (out / "report.html").read_text()
     for src in ("run/curves.png", "evaluation/confusion.png", "predictions/large_overlay.png"):
         assert f'src="{src}"' in page and (out / src).is_file()
+    # the cells are counted: object outputs, object metrics against instances/, report section
+    val = json.loads((out / "dataset" / "dataset.json").read_text())["split"]["val"]
+    for suffix in ("_objects.csv", "_objects.png", "_instances.png"):
+        assert (out / "predictions" / f"{val[0]}{suffix}").is_file(), suffix
+    objects = metrics["objects"]
+    assert objects["n_true"] > 0 and objects["ap_50"] > 0.3
+    # counts within a factor of two of the true objects (a learnt model, not a blank mask)
+    assert 0.5 * objects["n_true"] <= objects["n_pred"] <= 2 * objects["n_true"]
+    assert "objects:" in summary and "AP@0.5" in summary
+    assert "<h2>Objects</h2>" in page and f'src="predictions/{val[0]}_objects.png"' in page
+    rows = (out / "predictions" / f"{val[0]}_objects.csv").read_text().splitlines()
+    assert rows[0].startswith("id,class,area_px") and len(rows) >= 2
+    assert f"{len(rows) - 1} objects" in page
     # a second run into the same folder is refused rather than mixed with the first
     assert main(["demo", "-o", str(out), "--budget", "5"]) == 2

@@ -47,7 +47,7 @@ def test_ap_per_threshold_counts_iou_above_t():
     pred = _boxes((30, 30), [(0, 0, 10, 7)])  # 70 px inside: IoU 0.70
     s = object_scores(pred, truth)
     # matched for t in 0.50..0.65 (4 of 10 thresholds), TP=1 FP=0 FN=0 there; else FP=FN=1
-    expected = np.mean([1.0 if 0.70 > t else 0.0 for t in THRESHOLDS])
+    expected = np.mean([1.0 if t < 0.70 else 0.0 for t in THRESHOLDS])
     assert s["map"] == pytest.approx(expected)
     assert s["ap_50"] == 1.0 and s["ap_75"] == 0.0
     assert s["sq"] == pytest.approx(0.7) and s["pq"] == pytest.approx(0.7)

@@ -509,3 +509,57 @@ def test_instance_post_processing_overrides(tmp_path):
     assert big.objects_config.min_size == 1000
     assert big.predict_objects(image)[1].max() == 0
     assert _predictor(path).predict_objects(image)[1].max() == truth.max()
+
+
+def test_instance_model_writes_object_outputs(tmp_path):
+    """Issue 12.5: ids, object table, object overlay, labelme / GeoJSON per object, coco.json
+    for the folder, object counts in summary.csv; all consistent with each other."""
+    from unetkit.objects.io import read_instances
+
+    path = _instance_checkpoint(tmp_path)
+    image, truth = _cells(60, 75)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(image).save(inputs / "a.png")
+    Image.fromarray(image[:, :40]).save(inputs / "b.png")
+    out = tmp_path / "out"
+    predict_paths(_predictor(path), [inputs], out, labelme=True, geojson=True, coco=True,
+                  pixel_size=0.5, progress=False)  # fmt: skip
+    ids = read_instances(out / "a_instances.png")
+    assert ids.max() == truth.max() and (ids == renumber_ids(truth)).all()
+    with open(out / "a_objects.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == truth.max()
+    first = rows[0]
+    assert first["class"] == "cell" and float(first["area"]) == pytest.approx(144 * 0.25)
+    overlay_png = np.asarray(Image.open(out / "a_objects.png"))
+    assert overlay_png.shape == (60, 75, 3)
+    doc = json.loads((out / "a.json").read_text())
+    assert len(doc["shapes"]) == truth.max()
+    assert sorted(s["group_id"] for s in doc["shapes"]) == list(range(1, truth.max() + 1))
+    geo = json.loads((out / "a.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == truth.max()
+    coco = json.loads((out / "coco.json").read_text())
+    n_b = int(read_instances(out / "b_instances.png").max())
+    assert len(coco["images"]) == 2 and len(coco["annotations"]) == truth.max() + n_b
+    assert len({a["id"] for a in coco["annotations"]}) == len(coco["annotations"])
+    with open(out / "summary.csv") as fh:
+        summary = {r["image"]: r for r in csv.DictReader(fh)}
+    assert summary["a.png"]["objects"] == str(truth.max())
+    assert summary["b.png"]["objects"] == str(n_b)
+
+
+def test_semantic_model_objects_on_request(trained, inputs, tmp_path):
+    out = tmp_path / "out"
+    predict_paths(_predictor(trained["crop"]), [inputs], out, progress=False)
+    assert not list(out.glob("*_instances.png"))  # semantic: masks only by default
+    predict_paths(_predictor(trained["crop"]), [inputs], out, objects=True, progress=False)
+    assert list(out.glob("*_instances.png")) and list(out.glob("*_objects.csv"))
+    with open(out / "summary.csv") as fh:
+        assert "objects" in next(csv.DictReader(fh))
+
+
+def renumber_ids(ids: np.ndarray) -> np.ndarray:
+    from unetkit.objects.labels import renumber
+
+    return renumber(ids)

@@ -708,3 +708,16 @@ def test_instance_weight_map_comes_from_the_instances(tmp_path):
     )
     assert touching.any() and (weight[touching] > 5).all()
     assert weight[(target == 1)].max() == 1.0
+
+
+def test_weight_map_default_is_on_for_instances_only(tmp_path):
+    from unetkit.data.layout import describe_dataset
+    from unetkit.train.resolve import resolve_config
+
+    data = make_instance_dataset(tmp_path / "inst", n=1)
+    info = describe_dataset(data)
+    assert resolve_config(TrainConfig(dataset=str(data), task="instance"), info).weight_map
+    assert not resolve_config(TrainConfig(dataset=str(data)), info).weight_map
+    off = TrainConfig(dataset=str(data), task="instance", weight_map=False)
+    assert not resolve_config(off, info).weight_map
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).weight_map is None

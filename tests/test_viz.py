@@ -127,3 +127,65 @@ def test_curves_never_plot_counts_and_keep_metrics_on_their_own_axes(tmp_path):
         "IoU per class": ["iou_background", "iou_cell"],
     }
     assert Image.open(tmp_path / "curves.png").size == (1500, 400)
+
+
+def _objects_scene():
+    image = np.full((30, 40, 3), 90, np.uint8)
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 15:25] = 2  # touches object 1 along x = 15
+    labels[20:28, 30:38] = 3_000_000  # ids up to millions
+    return image, labels
+
+
+def test_object_overlay_colours_boundaries_and_background():
+    from unetkit.viz import object_overlay
+
+    image, labels = _objects_scene()
+    out = object_overlay(image, labels)
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    assert (out[labels == 0] == 90).all()  # background untouched
+    inner_1, inner_2 = out[10, 9], out[10, 20]
+    assert inner_1.tolist() != inner_2.tolist()  # touching objects: different colours
+    assert (inner_1 != 90).any() and (out[24, 34] != 90).any()
+    yellow = [255, 255, 0]
+    assert out[10, 14].tolist() == yellow and out[10, 15].tolist() == yellow  # line between
+    assert out[5, 10].tolist() == yellow and out[20, 34].tolist() == yellow  # outer outlines
+    assert out[10, 10].tolist() != yellow
+    assert (object_overlay(image, labels) == out).all()  # deterministic
+    grey = image[:, :, 0].astype(np.float32) / 255
+    blue = object_overlay(grey, labels, contour_colour=(0, 0, 255))
+    assert blue.shape == (30, 40, 3) and blue[10, 15].tolist() == [0, 0, 255]
+
+
+def test_object_colours_bright_distinct_and_stable():
+    from unetkit.viz import object_colours
+
+    colours = object_colours(np.arange(1, 5000))
+    assert colours.shape == (4999, 3) and colours.dtype == np.uint8
+    assert (colours.max(axis=1) >= 200).all()  # never dark
+    assert len({tuple(c) for c in colours[:100].tolist()}) == 100
+    steps = np.abs(colours[1:].astype(int) - colours[:-1]).sum(axis=1)
+    assert steps.min() > 60  # consecutive ids look different
+    # a colour depends on its id only, not on the other ids asked for
+    assert object_colours(np.array([7, 3_000_000]))[0].tolist() == colours[6].tolist()
+
+
+def test_object_overlay_sparse_huge_ids_thin_objects_and_errors():
+    from unetkit.errors import UnetkitError
+    from unetkit.viz import object_overlay
+
+    image = np.zeros((4, 4), np.uint8)
+    labels = np.zeros((4, 4), np.int64)
+    labels[1:3, 1:3] = 2**40  # far beyond a colour table
+    out = object_overlay(image, labels, alpha=1.0, contour_colour=(1, 2, 3))
+    assert (out[labels == 0] == 0).all() and out[1, 1].tolist() == [1, 2, 3]
+    assert (object_overlay(image, np.zeros((4, 4), np.int32)) == 0).all()
+    line = np.zeros((3, 5), np.int32)
+    line[1, 1:4] = 5
+    out = object_overlay(np.zeros((3, 5), np.uint8), line, alpha=1.0)
+    assert (out[1, 1:4] == [255, 255, 0]).all()  # a 1-pixel-wide object is all outline
+    with pytest.raises(UnetkitError, match="differ in size"):
+        object_overlay(np.zeros((4, 5), np.uint8), labels)
+    with pytest.raises(UnetkitError, match="integers"):
+        object_overlay(image, labels.astype(np.float32))

@@ -145,6 +145,7 @@ def prepare_cmd(
     typer.echo(f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(report.classes))}")
     typer.echo(f"pixel share: {shares}")
     typer.echo(f"split: {len(report.split['train'])} train, {len(report.split['val'])} val")
+    typer.echo(f"objects: {report.n_objects} (one per shape or group_id) in instances/")
     for message in report.warnings:
         typer.echo(f"warning: {message}")
 
@@ -157,10 +158,11 @@ def verify_cmd(
     ),
 ) -> None:
     """Check a dataset folder and list every problem; exit 2 when there are errors."""
-    from .data.verify import format_findings, verify
+    from .data.verify import check_dataset, format_findings
 
-    findings = verify(dataset, mask_suffix=mask_suffix)
-    typer.echo(format_findings(findings, dataset))
+    report = check_dataset(dataset, mask_suffix=mask_suffix)
+    findings = report.findings
+    typer.echo(format_findings(findings, dataset, report))
     if any(f.level == "error" for f in findings):
         raise typer.Exit(2)
 

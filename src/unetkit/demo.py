@@ -1,7 +1,9 @@
 """``unetkit demo``: the whole system on data it makes itself, in a few minutes on a CPU.
 
 synthetic labelme folder -> prepare -> verify -> train -> evaluate (held-out) -> predict
-(held-out + one large tiled image) -> report.html with metrics, curves, panels, overlays.
+(held-out + one large tiled image) -> report.html with metrics, curves, panels, overlays, and
+the cells counted as objects (connected components of each class, scored against the shapes
+``prepare`` wrote to ``instances/``, with an object table and an object overlay).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class DemoResult:
     metrics: dict
     seconds: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
+    objects: dict[str, int] = field(default_factory=dict)  # predicted objects per image file
 
 
 def demo_config(
@@ -125,12 +128,14 @@ def run_demo(
         [*val_images, out / "large" / "large.png"],
         out / "predictions",
         progress=progress,
+        objects=True,
     )
     if predicted.failed:
         raise UnetkitError(f"demo prediction failed: {predicted.failed[0][1]}")
     lap("predict")
-    page = write_report(out, metrics, times, report.split["val"])
-    return DemoResult(out, metrics, times, page)
+    counts = {row["image"]: row["objects"] for row in predicted.rows}
+    page = write_report(out, metrics, times, report.split["val"], counts)
+    return DemoResult(out, metrics, times, page, counts)
 
 
 def _img(src: str, caption: str, width: int = 0) -> str:
@@ -141,8 +146,59 @@ def _img(src: str, caption: str, width: int = 0) -> str:
     )
 
 
-def write_report(out: Path, metrics: dict, times: dict[str, float], val_stems: list[str]) -> Path:
-    """A static report.html next to the images it shows."""
+def _objects_section(out: Path, metrics: dict, counts: dict[str, int], stem: str) -> str:
+    """Object counts, object metrics, and one image's object overlay and table."""
+    import csv
+
+    obj = metrics.get("objects") or {}
+    scores = "".join(
+        f"<li>{label}: <b>{_num(obj.get(key))}</b></li>"
+        for key, label in (
+            ("ap_50", "AP at IoU 0.5"),
+            ("map", "mean AP over IoU 0.5:0.95 (DSB 2018)"),
+            ("pq", "panoptic quality"),
+            ("count_error", "mean absolute count error per image"),
+        )
+    )
+    totals = f"{obj.get('n_pred', '-')} predicted, {obj.get('n_true', '-')} true"
+    listed = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{n}</td></tr>" for name, n in counts.items()
+    )
+    table = ""
+    path = out / "predictions" / f"{stem}_objects.csv"
+    if path.is_file():
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        keep = ["id", "class", "area_px", "perimeter_px", "centroid_y_px", "centroid_x_px"]
+        keep += ["equivalent_diameter_px", "eccentricity", "solidity"]
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in keep)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(r.get(k, ''))}</td>" for k in keep) + "</tr>"
+            for r in rows[:12]
+        )
+        table = (
+            f"<p>{html.escape(path.name)}: {len(rows)} objects (first 12 rows; the CSV also has "
+            f"the bounding box and the intensity per channel)</p><table><tr>{head}</tr>{body}"
+            "</table>"
+        )
+    return f"""<h2>Objects</h2>
+<p>Each class's connected components counted as objects, scored on the held-out images against
+the objects <code>prepare</code> wrote to <code>instances/</code> (one per labelme shape):
+{html.escape(totals)}.</p><ul>{scores}</ul>
+<table><tr><th>image</th><th>objects</th></tr>{listed}</table>
+{_img(f"predictions/{stem}_objects.png", f"{stem}: each object in its own colour, outlined")}
+{table}
+"""
+
+
+def write_report(
+    out: Path,
+    metrics: dict,
+    times: dict[str, float],
+    val_stems: list[str],
+    counts: dict[str, int] | None = None,
+) -> Path:
+    """A static report.html next to the images it shows (``counts``: objects per image)."""
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>"
         + "".join(f"<td>{_num(v.get(k))}</td>" for k in ("iou", "dice", "precision", "recall"))
@@ -172,6 +228,7 @@ predict. Times: {html.escape(timing)}.</p>
 <h2>Predictions on held-out images</h2>{"".join(_img(o, Path(o).stem, 360) for o in overlays)}
 <h2>A large image, predicted tile by tile</h2>
 {_img("predictions/large_overlay.png", "large.png with predicted regions and contours")}
+{_objects_section(out, metrics, counts, val_stems[0]) if counts and val_stems else ""}
 </body></html>
 """
     page = out / "report.html"
@@ -183,6 +240,16 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _objects_line(result: DemoResult) -> str:
+    obj = result.metrics.get("objects") or {}
+    counted = sum(result.objects.values())
+    return (
+        f"objects: {counted} counted in {len(result.objects)} predicted images; held-out "
+        f"AP@0.5 {_num(obj.get('ap_50'))}, {obj.get('n_pred', 0)} predicted vs "
+        f"{obj.get('n_true', 0)} true"
+    )
+
+
 def summary_text(result: DemoResult) -> str:
     """The one-screen summary printed at the end of ``unetkit demo``."""
     m, out = result.metrics, result.out_dir
@@ -191,12 +258,13 @@ def summary_text(result: DemoResult) -> str:
         f"unetkit demo finished in {sum(result.seconds.values()):.0f} s ({stages})",
         f"held-out mean IoU {m.get('mean_iou', 0):.3f}, mean Dice {m.get('mean_dice', 0):.3f}, "
         f"pixel accuracy {m.get('pixel_accuracy', 0):.3f}",
+        _objects_line(result),
         "",
         f"  labelme annotations   {out / 'labelme'}",
         f"  prepared dataset      {out / 'dataset'}  (images/, masks/, overlays/, dataset.json)",
         f"  training run          {out / 'run'}  (best.pt, history.csv, curves.png, panels/)",
         f"  evaluation            {out / 'evaluation'}  (metrics.json, confusion.png)",
-        f"  predictions           {out / 'predictions'}  (masks, colour, overlays, summary.csv)",
+        f"  predictions           {out / 'predictions'}  (masks, overlays, objects, summary.csv)",
         f"  report                {result.report}",
     ]
     return "\n".join(lines)

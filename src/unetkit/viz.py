@@ -326,3 +326,93 @@ def confusion_png(matrix: np.ndarray, class_names: Sequence[str], path: str | os
             ax.text(p, t, f"{norm[t, p]:.2f}", ha="center", va="center", color=colour, fontsize=8)
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+_GOLDEN = 0.6180339887498949  # consecutive ids get hues far apart
+
+
+def object_colours(ids: np.ndarray) -> np.ndarray:
+    """A fixed colour per object id, the same every run: hue stepped by the golden ratio,
+    saturation and value from a multiplicative hash of the id (never dark, never grey).
+
+    Args:
+        ids: integer ids, any shape.
+
+    Returns:
+        ``ids.shape + (3,)`` uint8 RGB.
+    """
+    ids = np.asarray(ids).astype(np.uint64)
+    hashed = (ids * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)  # Knuth: high bits mix
+    hue = np.mod(ids.astype(np.float64) * _GOLDEN, 1.0) * 6.0  # in sectors of 60 degrees
+    sat = 0.55 + 0.4 * ((hashed >> np.uint64(24)).astype(np.float64) / 255.0)
+    val = 0.8 + 0.2 * (((hashed >> np.uint64(16)) & np.uint64(0xFF)).astype(np.float64) / 255.0)
+    rgb = np.empty(ids.shape + (3,), np.float64)
+    for channel, n in enumerate((5.0, 3.0, 1.0)):  # HSV -> RGB, one channel at a time
+        k = np.mod(n + hue, 6.0)
+        rgb[..., channel] = val - val * sat * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return np.rint(rgb * 255).astype(np.uint8)
+
+
+def object_boundaries(labels: np.ndarray) -> np.ndarray:
+    """Object pixels with a 4-neighbour of another id (background, another object, or outside
+    the image): outlines inside each object, so touching objects show a line between them.
+
+    Returns:
+        (H, W) bool.
+    """
+    labels = np.asarray(labels)
+    padded = np.pad(labels, 1)
+    centre = padded[1:-1, 1:-1]
+    edge = (
+        (padded[:-2, 1:-1] != centre)
+        | (padded[2:, 1:-1] != centre)
+        | (padded[1:-1, :-2] != centre)
+        | (padded[1:-1, 2:] != centre)
+    )
+    return edge & (labels > 0)
+
+
+def object_overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    alpha: float = 0.45,
+    contour_colour: tuple[int, int, int] = (255, 255, 0),
+) -> np.ndarray:
+    """The image with each object blended in its own colour (``object_colours``) and every
+    object's outline drawn (``object_boundaries``); background pixels are left as they are.
+
+    Args:
+        image: (H, W) or (H, W, C) image of any dtype (see :func:`to_rgb8`).
+        labels: (H, W) integer object ids, 0 = background (any ids, up to millions).
+        alpha: weight of the object colour in the blend.
+        contour_colour: RGB of the outlines.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        UnetkitError: labels that are not (H, W) non-negative integers of the image's size.
+    """
+    rgb = to_rgb8(image)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise UnetkitError(f"object overlay: labels must be (H, W) integers; got {labels.dtype}")
+    if rgb.shape[:2] != labels.shape:
+        raise UnetkitError(
+            f"object overlay: image {rgb.shape[:2]} and labels {labels.shape} differ in size"
+        )
+    if labels.size and labels.min() < 0:
+        raise UnetkitError(f"object overlay: ids must be >= 0; found {int(labels.min())}")
+    inside = labels > 0
+    if not inside.any():
+        return rgb.copy()
+    top = int(labels.max())
+    if top < (1 << 16) + 2 * labels.size:  # a colour table indexed by id
+        colours = object_colours(np.arange(top + 1))[labels]
+    else:  # sparse huge ids: colour only the ids present
+        present, index = np.unique(labels, return_inverse=True)
+        colours = object_colours(present)[index.reshape(labels.shape)]
+    blend = rgb.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
+    out = np.where(inside[:, :, None], np.rint(blend), rgb).astype(np.uint8)
+    out[object_boundaries(labels)] = contour_colour
+    return out

@@ -6,6 +6,15 @@ Per input image ``NAME`` (at the input's size): ``NAME.png`` (class-index palett
 predicted regions, so they can be corrected in labelme). ``summary.csv`` lists, per image, the
 classes present and their pixel areas. Every file is written atomically; an input that cannot
 be read is reported in one line and skipped.
+
+With objects (instance models always; semantic models with ``objects=True``: the connected
+components of each class): ``NAME_instances.png`` (uint16 ids, 0 = background; ``.tif`` int32
+beyond 65535 objects), ``NAME_objects.csv`` (one row per object: class, area, perimeter,
+centroid, bounding box, equivalent diameter, eccentricity, solidity, mean / max intensity per
+channel; physical units with ``pixel_size``), ``NAME_objects.png`` (each object in its own
+colour with its outline), ``NAME.json`` with one labelme polygon per object (``group_id`` = its
+id), ``NAME.geojson`` (a QuPath-importable FeatureCollection) and ``coco.json`` (COCO instances
+for the folder) on request; ``summary.csv`` gains the object count.
 """
 
 from __future__ import annotations
@@ -158,10 +167,15 @@ def mask_to_labelme(
     }
 
 
-def summary_row(name: str, mask: np.ndarray, class_names: list[str]) -> dict:
-    """``summary.csv`` row: size, names of the classes present, pixel area of every class."""
+def summary_row(
+    name: str, mask: np.ndarray, class_names: list[str], objects: int | None = None
+) -> dict:
+    """``summary.csv`` row: size, names of the classes present, pixel area of every class
+    (and the object count, with objects)."""
     counts = np.bincount(mask.ravel(), minlength=len(class_names))
     row = {"image": name, "height": mask.shape[0], "width": mask.shape[1]}
+    if objects is not None:
+        row["objects"] = objects
     row["classes_present"] = ";".join(
         class_names[i] for i in range(len(class_names)) if counts[i] > 0
     )
@@ -169,10 +183,20 @@ def summary_row(name: str, mask: np.ndarray, class_names: list[str]) -> dict:
     return row
 
 
-def _outputs(out_dir: Path, stem: str, save_probs: bool, labelme: bool) -> list[Path]:
+def _outputs(out_dir: Path, stem: str, options: dict) -> list[Path]:
     names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
-    names += [f"{stem}_probs.npy"] * save_probs + [f"{stem}.json"] * labelme
+    names += [f"{stem}_probs.npy"] * options["save_probs"] + [f"{stem}.json"] * options["labelme"]
+    if options["objects"]:
+        names += [f"{stem}_instances.png", f"{stem}_objects.csv", f"{stem}_objects.png"]
+        names += [f"{stem}.geojson"] * options["geojson"]
     return [out_dir / n for n in names]
+
+
+def _existing_instances(out_dir: Path, stem: str) -> Path:
+    """``NAME_instances.png``, or the ``.tif`` written when the ids did not fit 16 bits."""
+    png = out_dir / f"{stem}_instances.png"
+    tif = png.with_suffix(".tif")
+    return tif if tif.is_file() and not png.is_file() else png
 
 
 def _remove_own_temps(out_dir: Path, targets: list[Path]) -> None:
@@ -189,15 +213,29 @@ def _remove_own_temps(out_dir: Path, targets: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def _predict_one(predictor: Predictor, path: Path, out_dir: Path, options: dict) -> np.ndarray:
+def _predict_one(
+    predictor: Predictor, path: Path, out_dir: Path, options: dict
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predict one image and write its outputs; returns its class mask and object ids."""
+    from ..objects.labels import connected_objects
+    from ..objects.postprocess import separate_objects
+
     info = predictor.info
     image = read_image(path, channels=info.preprocessing.channels)
+    ids = None
     if options["save_probs"]:
         probs = predictor.predict_proba(image)
         write_image(out_dir / f"{path.stem}_probs.npy", probs.astype(np.float16))
-        mask = predictor.probs_to_mask(probs)
+        if predictor.instance:
+            mask, ids = separate_objects(probs, predictor.objects_config)
+        else:
+            mask = predictor.probs_to_mask(probs)
+    elif options["objects"]:
+        mask, ids = predictor.predict_objects(image)
     else:
         mask = predictor.predict_mask(image)
+    if options["objects"] and ids is None:
+        ids = connected_objects(mask, ignore_index=info.ignore_index)
     write_mask(out_dir / f"{path.stem}.png", mask, info.palette)
     save_png(out_dir / f"{path.stem}_color.png", colorize(mask, info.palette, info.ignore_index))
     blended = overlay(
@@ -212,16 +250,85 @@ def _predict_one(predictor: Predictor, path: Path, out_dir: Path, options: dict)
         ignore_index=info.ignore_index,
     )
     save_png(out_dir / f"{path.stem}_overlay.png", blended)
-    if options["labelme"]:
-        rel = os.path.relpath(path.resolve(), out_dir.resolve())
+    rel = os.path.relpath(path.resolve(), out_dir.resolve())
+    if ids is not None:
+        _write_objects(predictor, image, mask, ids, path, out_dir, options, rel)
+    elif options["labelme"]:
         doc = mask_to_labelme(mask, info.classes, rel, options["min_area"], info.ignore_index)
         write_text(out_dir / f"{path.stem}.json", json.dumps(doc, indent=2))
-    return mask
+    return mask, ids
 
 
-def write_summary(path: Path, rows: list[dict], class_names: list[str]) -> None:
+def _write_objects(
+    predictor: Predictor,
+    image: np.ndarray,
+    mask: np.ndarray,
+    ids: np.ndarray,
+    path: Path,
+    out_dir: Path,
+    options: dict,
+    rel: str,
+) -> None:
+    """The object outputs of one image (and its share of ``coco.json``, kept in ``options``)."""
+    from ..objects.formats import coco_document, geojson_objects, labelme_objects
+    from ..objects.io import instances_path, write_instances
+    from ..objects.labels import object_classes
+    from ..objects.measure import object_fields, object_table, write_objects_csv
+    from ..viz import object_overlay
+
+    info, stem = predictor.info, path.stem
+    count = int(ids.max()) if ids.size else 0
+    target = instances_path(out_dir, stem, count)
+    other = target.with_suffix(".tif" if target.suffix == ".png" else ".png")
+    write_instances(target, ids)
+    other.unlink(missing_ok=True)  # a previous run's file of the other kind is stale now
+    classes = object_classes(ids, mask, len(info.classes))
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    rows = object_table(ids, image, classes, info.classes, options["pixel_size"])
+    fields = object_fields(channels, options["pixel_size"])
+    write_objects_csv(out_dir / f"{stem}_objects.csv", rows, fields)
+    save_png(out_dir / f"{stem}_objects.png", object_overlay(image, ids))
+    if options["labelme"]:
+        doc = labelme_objects(ids, classes, info.classes, rel)
+        write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
+    if options["geojson"]:
+        doc = geojson_objects(ids, classes, info.classes)
+        write_text(out_dir / f"{stem}.geojson", json.dumps(doc))
+    if options["coco"] is not None:
+        options["coco"].append(coco_document([(path.name, *ids.shape, ids, classes)], info.classes))
+
+
+def merge_coco(documents: list[dict]) -> dict:
+    """One COCO document from per-image ones: image and annotation ids renumbered from 1."""
+    merged: dict = {"images": [], "annotations": [], "categories": []}
+    next_image, next_ann = 1, 1
+    for doc in documents:
+        merged["categories"] = merged["categories"] or doc["categories"]
+        remap = {}
+        for image in doc["images"]:
+            remap[image["id"]] = next_image
+            merged["images"].append({**image, "id": next_image})
+            next_image += 1
+        for ann in doc["annotations"]:
+            merged["annotations"].append(
+                {**ann, "id": next_ann, "image_id": remap[ann["image_id"]]}
+            )
+            next_ann += 1
+    return merged
+
+
+def _read_ids(path: Path) -> np.ndarray:
+    from ..objects.io import read_instances
+
+    return read_instances(path)
+
+
+def write_summary(
+    path: Path, rows: list[dict], class_names: list[str], objects: bool = False
+) -> None:
     """Write ``summary.csv`` (atomically): one row per image, columns as ``summary_row``."""
-    fields = ["image", "height", "width", "classes_present"] + [f"{n}_pixels" for n in class_names]
+    fields = ["image", "height", "width"] + ["objects"] * objects + ["classes_present"]
+    fields += [f"{n}_pixels" for n in class_names]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -240,6 +347,10 @@ def predict_paths(
     min_area: float | None = None,
     alpha: float = 0.5,
     progress: bool = True,
+    objects: bool | None = None,
+    pixel_size: float | None = None,
+    geojson: bool = False,
+    coco: bool = False,
 ) -> PredictReport:
     """Predict every image named by ``inputs`` and write its outputs into ``out_dir``.
 
@@ -255,6 +366,11 @@ def predict_paths(
             ``predictor.config.min_area``).
         alpha: colour weight of the overlay.
         progress: a progress bar over images (and over tiles of big images).
+        objects: write the object outputs (module docstring); None = for instance models.
+            ``geojson``, ``coco`` and ``pixel_size`` imply objects.
+        pixel_size: physical size of a pixel (e.g. um): object measurements in those units.
+        geojson: also ``NAME.geojson`` (objects as QuPath detections).
+        coco: also ``coco.json``: the folder's objects as COCO instance annotations.
 
     Returns:
         A ``PredictReport``; unreadable inputs are in ``failed`` (each logged in one line).
@@ -266,29 +382,47 @@ def predict_paths(
     paths = collect_inputs(inputs, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out)  # what a killed run left half-written
+    if objects is None:
+        objects = predictor.instance or geojson or coco or pixel_size is not None
+    if pixel_size is not None and not pixel_size > 0:
+        raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
     options = {
         "save_probs": save_probs,
         "labelme": labelme,
         "alpha": alpha,
         "min_area": predictor.config.min_area if min_area is None else min_area,
+        "objects": objects,
+        "pixel_size": pixel_size,
+        "geojson": geojson,
+        "coco": [] if coco else None,
     }
     predictor.progress = progress
     report = PredictReport()
     done: list[Path] = [out / "summary.csv"]
     for path in progress_bar(paths, desc="predict", unit="img", disable=not progress):
         try:
-            targets = _outputs(out, path.stem, save_probs, labelme)
-            if skip_existing and all(t.is_file() for t in targets):
+            targets = _outputs(out, path.stem, options)
+            if objects:
+                targets[targets.index(out / f"{path.stem}_instances.png")] = _existing_instances(
+                    out, path.stem
+                )
+            # coco.json needs every image's objects: nothing is skipped for it
+            if skip_existing and not coco and all(t.is_file() for t in targets):
                 mask = read_mask(targets[0])
+                ids = _read_ids(_existing_instances(out, path.stem)) if objects else None
                 report.skipped.append(path)
             else:
-                mask = _predict_one(predictor, path, out, options)
+                mask, ids = _predict_one(predictor, path, out, options)
                 report.written.append(path)
         except (UnetkitError, OSError, ValueError) as exc:
             record_failure(report, path, exc)
             continue
         done += targets
-        report.rows.append(summary_row(path.name, mask, predictor.classes))
-    write_summary(out / "summary.csv", report.rows, predictor.classes)
+        count = (int(ids.max()) if ids.size else 0) if ids is not None else None
+        report.rows.append(summary_row(path.name, mask, predictor.classes, count))
+    write_summary(out / "summary.csv", report.rows, predictor.classes, objects)
+    if coco:
+        write_text(out / "coco.json", json.dumps(merge_coco(options["coco"])))
+        done.append(out / "coco.json")
     _remove_own_temps(out, done)
     return report  # the caller says what was done (the CLI: one line on stdout)

@@ -101,9 +101,11 @@ def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
     best = cfg.best_metric
     if task == "regression" and best == TrainConfig.best_metric:
         best = "val_loss"  # no classes to score: keep the weights with the lowest loss
+    weight_map = (task == "instance") if cfg.weight_map is None else cfg.weight_map
     return cfg.replace(
-        task=task, loss=loss, model=model, data=data, classes=classes, best_metric=best
-    )
+        task=task, loss=loss, model=model, data=data, classes=classes, best_metric=best,
+        weight_map=weight_map,
+    )  # fmt: skip
 
 
 def _check_instances(info, num_classes: int) -> None:
