@@ -15,10 +15,20 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+
+test: lint
 	$(VENV)/bin/pytest -q
+
+# the benchmarks README quotes (minutes each; real data in ../shared/data)
+bench: install
+	cd bench && ../$(PY) train_step.py --base-width 16
+	cd bench && ../$(PY) predict.py --rss-width 2 --rss-depth 3
+	cd bench && ../$(PY) dsb.py --budget 10 --recipes default,otsu,milesial
+	cd bench && ../$(PY) isbi.py --budget 10 --tta
+	cd bench && ../$(PY) dsb_instances.py --budget 15
 
 demo: install
 	$(VENV)/bin/unetkit demo -o demo

@@ -16,6 +16,7 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
 
     python bench/dsb_instances.py --budget 15
     python bench/dsb_instances.py --budget 15 --recipes instance,otsu-ws --out /tmp/dsbi
+    python bench/dsb_instances.py --recipes instance --instance-args "--boundary-width 2"
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def link_dataset(root: Path, stems: list[str]) -> Path:
     return root
 
 
-def train(train_dir: Path, run: Path, budget: float, task: str | None) -> Path:
+def train(train_dir: Path, run: Path, budget: float, task: str | None, extra: str = "") -> Path:
     cmd = [sys.executable, "-m", "unetkit", "train", str(train_dir), "-o", str(run),
            "--time-budget", str(budget)] + (["--task", task] if task else [])  # fmt: skip
+    cmd += extra.split()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return run / "best.pt"
 
@@ -69,7 +71,7 @@ def otsu_watershed(image: np.ndarray) -> np.ndarray:
 def score(objects_of, stems: list[str], group_of: dict[str, str]) -> dict:
     """Per group and overall: the ObjectTally summary of each recipe's objects."""
     from unetkit.data.imageio import read_image
-    from unetkit.objects.io import read_instances
+    from unetkit.data.instances import read_instances
     from unetkit.objects.metrics import ObjectTally
 
     tallies: dict[str, ObjectTally] = {}
@@ -94,6 +96,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the run folders here")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--reuse", action="store_true", help="score runs already in --out")
+    parser.add_argument(
+        "--instance-args", default="", help="extra train flags for the instance recipe"
+    )
     args = parser.parse_args()
     if not (DATA / "manifest.csv").is_file():
         raise SystemExit(f"DSB data not found at {DATA}")
@@ -122,7 +127,8 @@ def main() -> None:
             task = {"instance": "instance", "semantic": None}[name]
             ckpt = work / name / "best.pt"
             if not (args.reuse and ckpt.is_file()):
-                ckpt = train(train_dir, work / name, args.budget, task)
+                extra = args.instance_args if name == "instance" else ""
+                ckpt = train(train_dir, work / name, args.budget, task, extra)
             predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
             results[name] = score(
                 lambda img, s, p=predictor: p.predict_objects(img)[1], test, group_of

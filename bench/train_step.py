@@ -27,8 +27,8 @@ def run_one(args, precision: str, channels_last: bool, allocator: bool) -> dict:
     import torch
 
     from unetkit import build_model
+    from unetkit.device import keep_large_buffers
     from unetkit.train.losses import build_loss
-    from unetkit.train.setup import keep_large_buffers
 
     if allocator:
         keep_large_buffers()

@@ -140,7 +140,7 @@ def test_debug_works_before_and_after_the_subcommand(prepared_dataset, tmp_path,
 
 @pytest.mark.parametrize("exc", [KeyError(101), ValueError("bad slice"), ZeroDivisionError("x")])
 def test_a_genuine_bug_is_one_line_saying_so_exit_1(monkeypatch, capsys, exc):
-    from unetkit.models import summary
+    from unetkit import summary
 
     def broken(*args, **kwargs):
         raise exc
@@ -199,6 +199,18 @@ def test_help_shows_the_config_defaults(capsys):
     assert main(["predict", "--help"]) == 0
     text = words(capsys.readouterr().out)
     assert "0.25" in text and "gaussian" in text
+
+
+def test_help_shows_on_off_flags_without_a_value_placeholder(capsys):
+    """typer renders ``--overwrite`` as ``--overwrite <bool>``, as if it took a value."""
+    from unetkit.cli import main
+
+    for command in ("train", "predict", "evaluate", "compare", "demo", "prepare", "export"):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "<bool>" not in out, command
+    assert main(["train", "--help"]) == 0
+    assert "--overwrite" in capsys.readouterr().out
 
 
 def test_prepare_and_verify_count_objects(labelme_folder, tmp_path, capsys):

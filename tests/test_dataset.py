@@ -9,12 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from realdata import ISBI
 from unetkit.config import DataConfig
 from unetkit.data.dataset import SegmentationDataset
 from unetkit.data.layout import describe_dataset
 from unetkit.errors import UnetkitError
-
-ISBI = Path("/work/shared/data/isbi2012")
 
 
 def _save(path: Path, array: np.ndarray) -> None:

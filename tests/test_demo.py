@@ -18,8 +18,8 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
                 "demo",
                 "-o",
                 str(out),
-                "--budget",
-                "300",
+                "--time-budget",
+                "5",
                 "--epochs",
                 "4",
                 "--images",
@@ -75,5 +75,15 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
     rows = (out / "predictions" / f"{val[0]}_objects.csv").read_text().splitlines()
     assert rows[0].startswith("id,class,area_px") and len(rows) >= 2
     assert f"{len(rows) - 1} objects" in page
+    # per-image table worst first, with thumbnails; fingerprint, config and links to artefacts
+    assert "Per image (worst first)" in page and "Data fingerprint" in page
+    table = page[page.index("Per image (worst first)") :]
+    shown = [n for n in (f"{s}.png" for s in val) if n in table]
+    per_image = (out / "evaluation" / "per_image.csv").read_text().splitlines()[1:]
+    ious = {line.split(",")[0]: float(line.split(",")[3]) for line in per_image}
+    order = sorted(shown, key=lambda n: table.index(f"<br>{n}"))
+    assert [ious[n] for n in order] == sorted(ious[n] for n in order)
+    for href in ("run/history.csv", "evaluation/per_image.csv", "predictions/summary.csv"):
+        assert f'href="{href}"' in page
     # a second run into the same folder is refused rather than mixed with the first
-    assert main(["demo", "-o", str(out), "--budget", "5"]) == 2
+    assert main(["demo", "-o", str(out), "--time-budget", "0.1"]) == 2

@@ -24,6 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
+from realdata import ISBI
 from unetkit import (
     DataConfig,
     PredictConfig,
@@ -278,11 +279,11 @@ def test_evaluate_model_equals_predict_then_evaluate_dirs(dataset, tmp_path):
     saved = json.loads((cli / "metrics.json").read_text())
     assert saved["mean_iou"] == pytest.approx(direct["mean_iou"])
     pred, gt = str(tmp_path / "pred"), str(root / "masks")
-    assert main(["evaluate", pred, gt, "-o", str(tmp_path / "c2"), "--classes", "bg,a,b"]) == 0
+    assert main(["compare", pred, gt, "-o", str(tmp_path / "c2"), "--classes", "bg,a,b"]) == 0
     assert main(["evaluate", model, data, "-o", str(tmp_path / "x"), "--split", "v"]) == 2
-
-
-ISBI = Path("/work/shared/data/isbi2012")
+    # a folder of masks given to evaluate: one line pointing to compare, nothing written
+    assert main(["evaluate", pred, gt, "-o", str(tmp_path / "c3")]) == 2
+    assert not (tmp_path / "c3").exists()
 
 
 @pytest.mark.slow
@@ -338,7 +339,7 @@ def test_cli_rand_error_is_opt_in(tmp_path, capsys):
     gt[4, :] = 1
     _save(tmp_path / "gt" / "a.png", gt)
     _save(tmp_path / "pred" / "a.png", gt)
-    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o"]
+    args = ["compare", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o"]
     assert main([*args, str(tmp_path / "r1"), "--num-classes", "2"]) == 0
     assert "adapted_rand_error" not in capsys.readouterr().out
     assert main([*args, str(tmp_path / "r2"), "--num-classes", "2", "--rand-error"]) == 0

@@ -120,3 +120,20 @@ def test_export_cli(checkpoints, tmp_path, capsys):
     assert main(["export", str(path), "--format", "tflite", "-o", str(out)]) == 2
     assert "export format must be one of onnx, torchscript" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.pt"), "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_carries_the_checkpoint_card_whole(checkpoints, fmt, tmp_path):
+    """One model card: the export's metadata is the checkpoint's card, every field."""
+    from unetkit import load_checkpoint
+    from unetkit.card import ModelCard
+    from unetkit.infer.backends import load_onnx
+
+    path, _ = checkpoints["same"]
+    out = tmp_path / f"m.{fmt}"
+    export_model(path, fmt, out)
+    card = load_checkpoint(path).card.to_dict()
+    if fmt == "onnx":
+        assert load_onnx(out).info.to_dict() == card
+    else:
+        assert ModelCard.from_dict(read_torchscript_metadata(out)).to_dict() == card

@@ -26,14 +26,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from realdata import DSB, ISBI
 from unetkit.config import DataConfig
 from unetkit.data.dataset import SegmentationDataset
 from unetkit.data.imageio import read_mask
 from unetkit.data.layout import describe_dataset, find_layout, map_binary_255, mask_values
 from unetkit.errors import UnetkitError
-
-DSB = Path("/work/shared/data/dsb2018-dev")
-ISBI = Path("/work/shared/data/isbi2012")
 
 
 def _pair(root: Path, stem: str, mask: np.ndarray) -> None:

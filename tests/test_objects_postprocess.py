@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from unetkit.config import ObjectConfig
+from unetkit.data.targets import boundary_target
 from unetkit.objects.labels import connected_objects, object_classes, renumber
 from unetkit.objects.postprocess import separate_objects
-from unetkit.objects.targets import boundary_target
 
 
 def _discs(centres, radius=8, size=(64, 64)) -> np.ndarray:

@@ -14,12 +14,12 @@ from unetkit.cli import main
 from unetkit.config import DataConfig
 from unetkit.data.dataset import SegmentationDataset
 from unetkit.data.imageio import read_image, read_mask
+from unetkit.data.instances import read_instances
 from unetkit.data.labelme import load_image, load_labelme, rasterize
 from unetkit.data.layout import describe_dataset
 from unetkit.data.prepare import prepare, roi_box
 from unetkit.data.verify import verify
 from unetkit.errors import UnetkitError
-from unetkit.objects.io import read_instances
 
 
 def _files(root):

@@ -552,7 +552,7 @@ def test_evaluate_dirs_refuses_bad_masks(mask_corpus, tmp_path, capsys, caplog):
         if Path(case.name).suffix not in (".png", ".tif", ".tiff", ".bmp"):
             continue  # not a mask format for evaluate: not paired at all
         report = tmp_path / case.stem / "report"
-        argv = ["evaluate", str(pred), str(gt), "-o", str(report), "--num-classes", "3"]
+        argv = ["compare", str(pred), str(gt), "-o", str(report), "--num-classes", "3"]
         code, lines = _run(argv, capsys, caplog)
         _no_traceback(lines)
         named = [line for line in lines if case.name in line]

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import unetkit
+from realdata import ISBI
 from unetkit import TrainConfig, UnetkitError, load_checkpoint
 from unetkit.cli import main
 from unetkit.config import AugmentConfig, DataConfig
@@ -356,9 +357,6 @@ def test_ddp_validation_with_batch_norm_and_augmentation_covers_every_rank(datas
     _assert_validation_is_of_every_rank(dataset, tmp_path / "two", tmp_path / "check")
 
 
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not (ISBI / "images").is_dir(), reason="../shared/data/isbi2012 not present")
 def test_isbi_real_data_short_run(tmp_path):
@@ -624,7 +622,7 @@ def test_resized_training_validates_whole_images_with_panels(dataset, tmp_path):
 # -- --task instance ---------------------------------------------------------------------------
 def make_instance_dataset(root: Path, n: int = 4, size: int = 48, seed: int = 0) -> Path:
     """images/ + masks/ + instances/: pairs of touching discs (one class)."""
-    from unetkit.objects.io import write_instances
+    from unetkit.data.instances import write_instances
 
     rng = np.random.default_rng(seed)
     for sub in ("images", "masks", "instances"):
@@ -645,8 +643,8 @@ def make_instance_dataset(root: Path, n: int = 4, size: int = 48, seed: int = 0)
 
 
 def test_instance_task_trains_a_boundary_class_and_stores_its_post_processing(tmp_path):
+    from unetkit.data.targets import boundary_target
     from unetkit.infer import Predictor
-    from unetkit.objects.targets import boundary_target
 
     data = make_instance_dataset(tmp_path / "inst")
     run = tmp_path / "run"
@@ -658,7 +656,7 @@ def test_instance_task_trains_a_boundary_class_and_stores_its_post_processing(tm
     assert ckpt.model_config.out_channels == 3  # background, object, boundary
     objects = ckpt.extra["objects"]
     # min_size: a fifth of the 10th percentile of the training objects' areas
-    from unetkit.objects.io import read_instances
+    from unetkit.data.instances import read_instances
 
     areas = np.concatenate([np.bincount(read_instances(p).ravel())[1:]
                             for p in sorted((data / "instances").iterdir())[:3]])  # fmt: skip
@@ -721,3 +719,49 @@ def test_weight_map_default_is_on_for_instances_only(tmp_path):
     off = TrainConfig(dataset=str(data), task="instance", weight_map=False)
     assert not resolve_config(off, info).weight_map
     assert TrainConfig.from_dict(TrainConfig().to_dict()).weight_map is None
+
+
+def test_predict_and_resume_read_the_checkpoint_once(dataset, tmp_path, monkeypatch, capsys):
+    """Issue 11: predict read the model file twice (task check, then the predictor), and
+    resume read last.pt twice (run-folder check, then the restore)."""
+    import unetkit.checkpoint as checkpoint_module
+
+    run = tmp_path / "run"
+    assert _tiny_run(dataset, run) == 0
+    reads: list[str] = []
+    real = checkpoint_module.load_checkpoint
+
+    def counting(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", counting)
+    image = dataset / "images" / "05.png"
+    assert main(["predict", str(run / "best.pt"), str(image), "-o", str(tmp_path / "p")]) == 0
+    assert reads == ["best.pt"]
+    reads.clear()
+    assert main(["train", str(dataset), "--resume", str(run), "--epochs", "2"]) == 0
+    assert reads.count("last.pt") == 1, reads
+    assert real(run / "last.pt").train_state["epoch"] == 2
+
+
+def test_allocator_setting_is_made_by_the_cli_not_by_fit(dataset, tmp_path, monkeypatch):
+    """Issue 11: fit() changed glibc's allocator for the whole process; now only the explicit
+    ``performance_setup`` does, which the CLI calls (train here) and API users may call."""
+    import unetkit.device as device_module
+    from unetkit import performance_setup
+
+    calls: list[int] = []
+    monkeypatch.setattr(device_module, "keep_large_buffers", lambda: calls.append(1) or True)
+    from unetkit import ModelConfig, fit
+
+    cfg = TrainConfig(
+        dataset=str(dataset), run_dir=str(tmp_path / "api"), epochs=1, steps_per_epoch=1,
+        val_stems=("05",), model=ModelConfig(base_width=4, depth=2),
+        data=DataConfig(size=(32, 32)), batch_size=2, device="cpu", precision="fp32",
+    )  # fmt: skip
+    fit(cfg)
+    assert calls == []  # the library by itself changes nothing process-wide
+    assert _tiny_run(dataset, tmp_path / "cli") == 0
+    assert calls == [1]
+    assert performance_setup() == {"keep_large_buffers": True} and calls == [1, 1]

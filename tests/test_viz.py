@@ -67,12 +67,24 @@ def test_overlay_contours_skip_small_regions():
 def test_overlay_legend_strip():
     image, mask = _scene()
     mask[0, 0] = 255
-    out = overlay(image, mask, PALETTE, class_names=["bg", "cell", "nucleus"])
+    out = overlay(image, mask, PALETTE, class_names=["bg", "cell", "nucleus"], legend=True)
     assert out.shape[0] == 40 and out.shape[1] > 50
     legend = out[:, 50:]
     for colour in ([200, 0, 0], [0, 0, 200], [255, 255, 255]):  # swatches incl. "ignore"
         assert (legend == colour).all(axis=2).any()
-    assert overlay(image, mask, PALETTE, legend=False).shape == (40, 50, 3)
+    assert overlay(image, mask, PALETTE).shape == (40, 50, 3)  # the image's size by default
+
+
+def test_overlay_legend_lists_only_the_classes_present():
+    image, mask = _scene()
+    mask[mask == 2] = 0  # no nucleus left
+    names = ["bg", "cell", "nucleus", "absent-3", "absent-4"]
+    palette = [*PALETTE, (0, 250, 0), (250, 0, 250)]
+    out = overlay(image, mask, palette, class_names=names, legend=True)
+    legend = out[:, 50:]
+    assert (legend == [200, 0, 0]).all(axis=2).any()  # cell: present
+    for colour in ([0, 0, 200], [0, 250, 0], [250, 0, 250]):  # absent classes: no swatch
+        assert not (legend == colour).all(axis=2).any()
 
 
 def test_panel_pads_and_converts():

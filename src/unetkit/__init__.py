@@ -5,10 +5,16 @@ Importing this package has no side effects; the public API is listed in ``__all_
 
 from .checkpoint import Checkpoint, load_checkpoint, load_model, make_checkpoint, save_checkpoint
 from .config import AugmentConfig, DataConfig, ModelConfig, PredictConfig, TrainConfig
+from .device import performance_setup
 from .errors import UnetkitError
 from .models import PRESETS, UNet, build_model, preset_config
 
-__version__ = "0.1.0"
+try:  # one version number: the package metadata (pyproject.toml)
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("unetkit")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "PRESETS",
@@ -30,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "make_checkpoint",
+    "performance_setup",
     "prepare",
     "preset_config",
     "save_checkpoint",

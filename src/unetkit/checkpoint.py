@@ -13,6 +13,9 @@ A checkpoint is a dict of plain data and tensors (loadable with ``weights_only=T
     state_dict      the model's weights (unwrapped from DDP / torch.compile at save time)
     train_state     optional: epoch, step, optimizer / scheduler / scaler states, RNG, config
     extra           optional: "objects" (ObjectConfig of instance models)
+
+``Checkpoint.card`` gives the same description as a ``unetkit.card.ModelCard``, the one type
+that exports and predictors use.
 """
 
 from __future__ import annotations
@@ -66,6 +69,32 @@ class Checkpoint:
     preset: str | None = None
     train_state: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def card(self):
+        """The model card (``unetkit.card.ModelCard``): what this file says about the model,
+        in the form exports and predictors share."""
+        from .card import ModelCard
+
+        state = self.train_state or {}
+        data = state.get("data") or {}
+        split = (
+            {"train": list(data["train"]), "val": list(data.get("val") or [])}
+            if "train" in data
+            else None
+        )
+        return ModelCard(
+            model_config=self.model_config,
+            classes=list(self.classes),
+            palette=[list(p) for p in self.palette],
+            preprocessing=self.preprocessing,
+            task=self.task,
+            ignore_index=self.ignore_index,
+            preset=self.preset,
+            objects=self.extra.get("objects"),
+            split=split,
+            fingerprint=state.get("fingerprint"),
+        )
 
     def build_model(self, device: str | torch.device = "cpu") -> UNet:
         """The model with its weights, in eval mode, on ``device``.
@@ -142,16 +171,16 @@ def make_checkpoint(
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
     return Checkpoint(
-        net.config,
-        state,
-        list(classes),
-        [list(map(int, p)) for p in palette],
-        preprocessing,
-        task,
-        ignore_index,
-        preset,
-        train_state,
-        dict(extra or {}),
+        model_config=net.config,
+        state_dict=state,
+        classes=list(classes),
+        palette=[list(map(int, p)) for p in palette],
+        preprocessing=preprocessing,
+        task=task,
+        ignore_index=ignore_index,
+        preset=preset,
+        train_state=train_state,
+        extra=dict(extra or {}),
     )
 
 
@@ -288,10 +317,16 @@ def _check_training_size(pre: DataConfig, path: Path) -> None:
 
 
 def load_model(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[UNet, Checkpoint]:
-    """Rebuild the model of a checkpoint file: ``(model in eval mode, checkpoint)``."""
-    ckpt = load_checkpoint(path)
+    """Rebuild the model of a checkpoint file: ``(model in eval mode, checkpoint)``.
+
+    ``checkpoint``: the file's contents when the caller has read them already (never read
+    twice); ``path`` then only names it in messages.
+    """
+    ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
     try:
         return ckpt.build_model(device), ckpt
     except (RuntimeError, TypeError, ValueError) as exc:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from .config import DataConfig, PredictConfig, TrainConfig
+from .config import DataConfig, ObjectConfig, PredictConfig, TrainConfig
+from .device import performance_setup
 from .errors import UnetkitError
 
 app = typer.Typer(
@@ -73,7 +74,7 @@ def models_cmd(
     num_classes: int = typer.Option(None, "--num-classes", help="Override classes/outputs."),
 ) -> None:
     """List the model presets: parameters, output size and GFLOPs for a --size input."""
-    from .models.summary import preset_table
+    from .summary import preset_table
 
     overrides = {}
     if in_channels is not None:
@@ -86,7 +87,7 @@ def models_cmd(
 @app.command("info")
 def info_cmd(checkpoint: Path = typer.Argument(..., help="A unetkit checkpoint (.pt).")) -> None:
     """Show a checkpoint's model config, classes, preprocessing and training state."""
-    from .models.summary import checkpoint_summary
+    from .summary import checkpoint_summary
 
     typer.echo(checkpoint_summary(checkpoint))
 
@@ -123,7 +124,9 @@ def prepare_cmd(
         False, "--allow-outside", help="Accept imagePath values outside LABELME_DIR."
     ),
     crop_roi: str = typer.Option(
-        None, "--crop-roi", help="THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN]: seed 004's ROI crop."
+        None,
+        "--crop-roi",
+        help="THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN]: crop each image to its thresholded ROI.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT_DIR."),
 ) -> None:
@@ -171,13 +174,14 @@ def verify_cmd(
 # training commands (train) go below this line
 # ---------------------------------------------------------------------------------------------
 _UNCHECKED_FLAGS = ("augment", "class_weights", "val_stems")  # parsed by build_train_config
+_OBJECT_DEFAULTS = ObjectConfig()
 
 
 def _check_train_flags(flags: dict) -> None:
     """Check every train flag alone against the defaults, so that a bad value names its flag."""
     import dataclasses
 
-    from .config import DataConfig, ModelConfig, TrainConfig
+    from .config import ModelConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in flags.items():
@@ -191,6 +195,8 @@ def _check_train_flags(flags: dict) -> None:
                 DataConfig(**{name: value})
             elif name == "patch_size":
                 DataConfig(size=(value, value))
+            elif name == "boundary_width":
+                ObjectConfig(boundary_width=value)
             else:  # base_width, depth
                 ModelConfig(**{name: value})
         except (ValueError, TypeError) as exc:
@@ -251,7 +257,13 @@ def train_cmd(
     base_width: int = typer.Option(None, "--base-width", help="Channels of the first level."),
     depth: int = typer.Option(None, "--depth", help="Number of down-sampling steps."),
     task: str = _option(
-        TrainConfig, "task", "--task", help="auto | multiclass | binary | regression"
+        TrainConfig, "task", "--task", help="auto | multiclass | binary | instance | regression"
+    ),
+    boundary_width: int = typer.Option(
+        None,
+        "--boundary-width",
+        help="--task instance: width in px of the boundary class at each object's edge.",
+        show_default=str(_OBJECT_DEFAULTS.boundary_width),
     ),
     loss: str = typer.Option(
         None, "--loss", help="auto | ce | bce | dice | ce+dice | bce+dice | mse | l1"
@@ -320,6 +332,7 @@ def train_cmd(
     }
     _check_train_flags(flags)
     cfg = build_train_config(dataset, out, config, resume, flags)
+    performance_setup()
     if resume is None:
         _check_train_size(cfg, patch_size)
     run_dir = fit(cfg, resume=resume is not None, overwrite=overwrite)
@@ -332,7 +345,32 @@ def train_cmd(
 _STRATEGY_HELP = "auto | full | letterbox | resize | tile"
 
 
-_OBJECT_FLAGS = ("fg_threshold", "seed_threshold", "min_size", "fill_holes")
+# The inference flags, declared once: predict and evaluate take the same ones.
+_STRATEGY = _option(PredictConfig, "strategy", "--strategy", help=_STRATEGY_HELP)
+_TILE = typer.Option(None, "--tile", help="Tile size N or HxW (default: training size).")
+_OVERLAP = _option(PredictConfig, "overlap", "--overlap", help="Tile overlap in [0, 1).")
+_BLEND = _option(PredictConfig, "blend", "--blend", help="gaussian | constant")
+_BATCH = _option(PredictConfig, "batch_size", "--batch-size", help="Tiles per forward pass.")
+_TTA = _option(PredictConfig, "tta", "--tta/--no-tta", help="Flip test-time augmentation.")
+_THRESHOLD = _option(
+    PredictConfig, "threshold", "--threshold", help="Binary models: foreground cut."
+)
+_DEVICE = _option(PredictConfig, "device", "--device", help="auto | cpu | cuda | cuda:N")
+_PRECISION = _option(PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16")
+_FG_THRESHOLD = typer.Option(
+    None, "--fg-threshold", help="Instance models: object pixels where 1 - p(bg) > T."
+)
+_SEED_THRESHOLD = typer.Option(
+    None, "--seed-threshold", help="Instance models: watershed seeds where p(interior) > T."
+)
+_MIN_SIZE = typer.Option(None, "--min-size", help="Instance models: drop smaller objects.")
+_FILL_HOLES = typer.Option(
+    None, "--fill-holes/--no-fill-holes", help="Instance models: fill holes in objects."
+)
+_INFER_FLAGS = (
+    "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "device",
+    "precision", "fg_threshold", "seed_threshold", "min_size", "fill_holes",
+)  # fmt: skip
 
 
 def _predict_config(**flags):
@@ -359,49 +397,40 @@ def predict_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) or exported ONNX file (.onnx)."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
-    strategy: str = _option(PredictConfig, "strategy", "--strategy", help=_STRATEGY_HELP),
-    tile: str = typer.Option(None, "--tile", help="Tile size N or HxW (default: training size)."),
-    overlap: float = _option(PredictConfig, "overlap", "--overlap", help="Tile overlap in [0, 1)."),
-    blend: str = _option(PredictConfig, "blend", "--blend", help="gaussian | constant"),
-    batch_size: int = _option(
-        PredictConfig, "batch_size", "--batch-size", help="Tiles per forward pass."
-    ),
-    tta: bool = _option(
-        PredictConfig, "tta", "--tta/--no-tta", help="Flip test-time augmentation."
-    ),
-    threshold: float = _option(
-        PredictConfig, "threshold", "--threshold", help="Binary models: foreground cut."
-    ),
+    strategy: str = _STRATEGY,
+    tile: str = _TILE,
+    overlap: float = _OVERLAP,
+    blend: str = _BLEND,
+    batch_size: int = _BATCH,
+    tta: bool = _TTA,
+    threshold: float = _THRESHOLD,
     min_area: int = _option(
         PredictConfig, "min_area", "--min-area", help="Skip contours under N pixels."
     ),
-    device: str = _option(PredictConfig, "device", "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = _option(
-        PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
-    ),
-    fg_threshold: float = typer.Option(
-        None, "--fg-threshold", help="Instance models: object pixels where 1 - p(bg) > T."
-    ),
-    seed_threshold: float = typer.Option(
-        None, "--seed-threshold", help="Instance models: watershed seeds where p(interior) > T."
-    ),
-    min_size: int = typer.Option(None, "--min-size", help="Instance models: drop smaller objects."),
-    fill_holes: bool = typer.Option(
-        None, "--fill-holes/--no-fill-holes", help="Instance models: fill holes in objects."
-    ),
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    fg_threshold: float = _FG_THRESHOLD,
+    seed_threshold: float = _SEED_THRESHOLD,
+    min_size: int = _MIN_SIZE,
+    fill_holes: bool = _FILL_HOLES,
     objects: bool = typer.Option(
         False,
         "--objects",
         help="Semantic models: also objects (connected components); instance models always.",
     ),
     pixel_size: float = typer.Option(
-        None, "--pixel-size", help="Physical size of a pixel (e.g. um): adds *_phys columns."
+        None,
+        "--pixel-size",
+        help="Physical size of a pixel (e.g. um): object areas and lengths in those units.",
     ),
     geojson: bool = typer.Option(False, "--geojson", help="Objects: NAME.geojson (QuPath)."),
     coco: bool = typer.Option(False, "--coco", help="Objects: coco.json for the folder."),
     save_probs: bool = typer.Option(False, "--save-probs", help="Write NAME_probs.npy (fp16)."),
     labelme: bool = typer.Option(
         False, "--labelme", help="Write NAME.json labelme polygons (one per object with objects)."
+    ),
+    legend: bool = typer.Option(
+        False, "--legend", help="Overlays: a legend strip of the classes present (wider PNG)."
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
@@ -411,17 +440,17 @@ def predict_cmd(
     from .infer.predict import Predictor
 
     flags = dict(locals())
-    cfg = _predict_config(**{k: flags[k] for k in (
-        "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "min_area",
-        "device", "precision", *_OBJECT_FLAGS)})  # fmt: skip
+    cfg = _predict_config(**{k: flags[k] for k in (*_INFER_FLAGS, "min_area")})
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"--pixel-size must be > 0; got {pixel_size}")
     from .checkpoint import load_checkpoint
 
-    if model.suffix.lower() != ".onnx" and load_checkpoint(model).task == "regression":
+    performance_setup()
+    ckpt = None if model.suffix.lower() == ".onnx" else load_checkpoint(model)  # read once
+    if ckpt is not None and ckpt.task == "regression":
         from .infer.restore import Restorer, restore_paths
 
-        restorer = Restorer.from_checkpoint(model, cfg.device, cfg.precision)
+        restorer = Restorer.from_checkpoint(model, cfg.device, cfg.precision, ckpt)
         report = restore_paths(
             restorer, inputs, out, skip_existing=skip_existing, progress=progress
         )
@@ -429,11 +458,11 @@ def predict_cmd(
         if report.failed:
             raise typer.Exit(2)
         return
-    predictor = Predictor.load(model, cfg, cfg.device)
+    predictor = Predictor.load(model, cfg, cfg.device, ckpt)
     report = predict_paths(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
         skip_existing=skip_existing, progress=progress, objects=objects or None,
-        pixel_size=pixel_size, geojson=geojson, coco=coco,
+        pixel_size=pixel_size, geojson=geojson, coco=coco, legend=legend,
     )  # fmt: skip
     typer.echo(
         f"{len(report.written)} predicted, {len(report.skipped)} skipped (existing), "
@@ -443,61 +472,14 @@ def predict_cmd(
         raise typer.Exit(2)
 
 
-@app.command("evaluate")
-def evaluate_cmd(
-    first: Path = typer.Argument(..., help="MODEL (checkpoint / .onnx) or PRED_DIR."),
-    second: Path = typer.Argument(..., help="DATASET folder or GT_DIR."),
-    out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
-    split: str = typer.Option("auto", "--split", help="auto (val if defined) | all | NAME."),
-    num_classes: int = typer.Option(None, "--num-classes", help="PRED_DIR GT_DIR: classes."),
-    classes: str = typer.Option(None, "--classes", help="PRED_DIR GT_DIR: names a,b,c."),
-    ignore_index: int = typer.Option(255, "--ignore-index", help="PRED_DIR GT_DIR only."),
-    strategy: str = _option(PredictConfig, "strategy", "--strategy", help=_STRATEGY_HELP),
-    tile: str = typer.Option(None, "--tile", help="Tile size N or HxW."),
-    tta: bool = _option(
-        PredictConfig, "tta", "--tta/--no-tta", help="Flip test-time augmentation."
-    ),
-    threshold: float = _option(
-        PredictConfig, "threshold", "--threshold", help="Binary models: foreground cut."
-    ),
-    device: str = _option(PredictConfig, "device", "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = _option(
-        PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
-    ),
-    fg_threshold: float = typer.Option(
-        None, "--fg-threshold", help="Instance models: object pixels where 1 - p(bg) > T."
-    ),
-    seed_threshold: float = typer.Option(
-        None, "--seed-threshold", help="Instance models: watershed seeds where p(interior) > T."
-    ),
-    min_size: int = typer.Option(None, "--min-size", help="Instance models: drop smaller objects."),
-    fill_holes: bool = typer.Option(
-        None, "--fill-holes/--no-fill-holes", help="Instance models: fill holes in objects."
-    ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
-    rand_error: bool = typer.Option(
-        False,
-        "--rand-error/--no-rand-error",
-        help="Also the ISBI 2012 adapted Rand error (2-class membrane tasks, membrane = class 1).",
-    ),
-) -> None:
-    """Score a model on a dataset, or predicted masks against true masks: metrics + report."""
-    from .infer.evaluate import evaluate_dirs, evaluate_model
+_RAND_ERROR = typer.Option(
+    False,
+    "--rand-error/--no-rand-error",
+    help="Also the ISBI 2012 adapted Rand error (2-class membrane tasks, membrane = class 1).",
+)
 
-    if first.is_dir():
-        names = [c.strip() for c in classes.split(",")] if classes else None
-        metrics = evaluate_dirs(
-            first, second, out, num_classes, names, ignore_index, rand_error=rand_error
-        )
-    else:
-        cfg = _predict_config(
-            strategy=strategy, tile=tile, tta=tta, threshold=threshold, device=device,
-            precision=precision, fg_threshold=fg_threshold, seed_threshold=seed_threshold,
-            min_size=min_size, fill_holes=fill_holes,
-        )  # fmt: skip
-        metrics = evaluate_model(
-            first, second, out, split, cfg, cfg.device, progress, rand_error=rand_error
-        )
+
+def _print_metrics(metrics: dict, out: Path) -> None:
     shown = ("mean_iou", "mean_dice", "pixel_accuracy", "pixel_error", "adapted_rand_error")
     for key in shown:
         if metrics.get(key) is not None:
@@ -507,6 +489,65 @@ def evaluate_cmd(
         if isinstance(value, float):
             typer.echo(f"objects {key:12s} {value:.4f}")
     typer.echo(f"report: {out} (metrics.json, per_image.csv, confusion.csv, confusion.png)")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    first: Path = typer.Argument(..., help="MODEL: a checkpoint (.pt) or an ONNX export."),
+    second: Path = typer.Argument(..., help="DATASET folder (images/ + masks/)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
+    split: str = typer.Option("auto", "--split", help="auto (val if defined) | all | NAME."),
+    strategy: str = _STRATEGY,
+    tile: str = _TILE,
+    overlap: float = _OVERLAP,
+    blend: str = _BLEND,
+    batch_size: int = _BATCH,
+    tta: bool = _TTA,
+    threshold: float = _THRESHOLD,
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    fg_threshold: float = _FG_THRESHOLD,
+    seed_threshold: float = _SEED_THRESHOLD,
+    min_size: int = _MIN_SIZE,
+    fill_holes: bool = _FILL_HOLES,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    rand_error: bool = _RAND_ERROR,
+) -> None:
+    """Score a model on the images of a dataset it did not train on: metrics + report."""
+    from .infer.evaluate import evaluate_model
+
+    if first.is_dir():
+        raise UnetkitError(
+            f"{first}: a folder, not a model; to score predicted masks against true masks "
+            f"use `unetkit compare {first} {second} -o {out}`"
+        )
+    flags = dict(locals())
+    cfg = _predict_config(**{k: flags[k] for k in _INFER_FLAGS})
+    performance_setup()
+    metrics = evaluate_model(
+        first, second, out, split, cfg, cfg.device, progress, rand_error=rand_error
+    )
+    _print_metrics(metrics, out)
+
+
+@app.command("compare")
+def compare_cmd(
+    pred_dir: Path = typer.Argument(..., help="Folder of predicted masks (NAME.png)."),
+    gt_dir: Path = typer.Argument(..., help="Folder of true masks (NAME.png), or a dataset."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Classes (default: from data)."),
+    classes: str = typer.Option(None, "--classes", help="Class names a,b,c (index order)."),
+    ignore_index: int = typer.Option(255, "--ignore-index", help="True-mask value not scored."),
+    rand_error: bool = _RAND_ERROR,
+) -> None:
+    """Score predicted masks against true masks (no model): metrics + report."""
+    from .infer.evaluate import evaluate_dirs
+
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    metrics = evaluate_dirs(
+        pred_dir, gt_dir, out, num_classes, names, ignore_index, rand_error=rand_error
+    )
+    _print_metrics(metrics, out)
 
 
 @app.command("export")
@@ -538,7 +579,9 @@ def export_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo"), "-o", "--out", help="Folder for everything it makes."),
-    budget: float = typer.Option(90.0, "--budget", help="Training seconds at most."),
+    time_budget: float = typer.Option(
+        1.5, "--time-budget", help="Training minutes at most (the unit of train's flag)."
+    ),
     epochs: int = typer.Option(12, "--epochs", help="Training epochs (10 steps each) at most."),
     images: int = typer.Option(24, "--images", help="Synthetic images to make."),
     large: str = typer.Option("1200x1600", "--large", help="HxW of the large tiled image."),
@@ -553,8 +596,14 @@ def demo_cmd(
         h, w = parse_size(large, "--large")
     except ValueError as exc:
         raise UnetkitError(str(exc)) from None
+    performance_setup()
     result = run_demo(
-        out, n_images=images, budget_s=budget, large=(h, w), seed=seed, overwrite=overwrite
+        out,
+        n_images=images,
+        budget_s=60 * time_budget,
+        large=(h, w),
+        seed=seed,
+        overwrite=overwrite,
     )
     typer.echo(summary_text(result))
 
@@ -591,6 +640,25 @@ def _error_line(exc: Exception) -> tuple[int, str]:
     )
 
 
+def _command():
+    """The click command behind ``app``, with on/off flags shown in ``--help`` without a
+    value placeholder (typer shows ``<bool>`` as if ``--overwrite`` took a value)."""
+    command = typer.main.get_command(app)
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        for param in sub.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+
+        def help_option(ctx, _make=sub.get_help_option):  # --help is made per context
+            option = _make(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        sub.get_help_option = help_option
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit 0, 2 for the user's errors (one line), 1 for unetkit's bugs.
 
@@ -602,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for i, a in enumerate(args) if i >= end or a != "--debug"]
     try:
         # click returns (not raises) typer.Exit's code when standalone_mode is off
-        result = app(args=args, prog_name="unetkit", standalone_mode=False)
+        result = _command().main(args=args, prog_name="unetkit", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:

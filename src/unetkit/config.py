@@ -141,31 +141,34 @@ class ModelConfig(_Config):
         widths: explicit per-level widths (length ``depth + 1``), overrides ``base_width``.
         padding: ``valid`` (unpadded 3x3 convs, the paper), ``zeros`` or ``reflect``.
         norm: normalisation after each conv (or before it when ``norm_first``).
-        norm_first: normalise before each conv (seed 003's layout).
+        norm_first: normalise before each conv (a BN-first layout of Keras tutorials).
         groups: groups for group norm.
         activation: ``relu`` or ``leaky``; ``leaky_slope`` its negative slope.
         dropout: Dropout2d after every conv's activation in every block.
         dropout_deep: Dropout2d after the deepest encoder block and the bottleneck (the paper's
             "drop-out layers at the end of the contracting path").
         conv_bias: bias in the 3x3 convs (off when followed by batch norm).
-        block: ``double3x3`` (two 3x3 convs) or ``3x3+1x1`` (seed 003).
-        dilation: dilation of the encoder's 3x3 convs (seed 001's simple U-Net uses 2).
+        block: ``double3x3`` (two 3x3 convs) or ``3x3+1x1`` (a 3x3 conv, then a
+            1x1 conv that sets the width).
+        dilation: dilation of the encoder's 3x3 convs (2 widens a shallow U-Net's
+            receptive field).
         down: ``maxpool``, ``avgpool`` or ``strided`` (3x3 stride-2 conv keeping the width).
         down_norm: norm layer in the strided down-sampling conv.
         up: ``transposed`` (2x2 stride-2 transposed conv), ``bilinear`` (align_corners=True) or
             ``nearest``. ``bilinear``/``nearest`` without ``up_conv`` halve widths in the
             decoder blocks instead (milesial's layout).
         up_conv: kernel of a conv after the up-sampling that halves the channels (0 = none).
-            With ``transposed`` the transposed conv then keeps the width (seed 004).
-        up_bias: bias in the transposed conv (seed 000's TF deconvolution has none).
-        up_act: activation after the up-sampling (seed 001).
+            With ``transposed`` the transposed conv then keeps the width.
+        up_bias: bias in the transposed conv (TensorFlow tutorials'
+            ``conv2d_transpose`` often has none).
+        up_act: activation after the up-sampling.
         merge: how a skip meets the up-sampled map: ``crop`` the skip (the paper), ``pad`` the
-            up-sampled map (milesial; odd sizes work), ``resize`` the skip bilinearly (seed 001).
+            up-sampled map (milesial; odd sizes work), ``resize`` the skip bilinearly.
         head: ``logits`` (softmax over classes), ``sigmoid`` (one independent channel per
             class), ``pixel_shuffle`` (``out_channels * scale**2`` then depth-to-space).
         head_kernel: kernel size of the final conv (1 or 3).
         scale: pixel-shuffle factor of the ``pixel_shuffle`` head.
-        output_resize: resize the output to the input size (seed 001).
+        output_resize: resize the output to the input size.
         checkpointing: gradient checkpointing of every block while training.
     """
 
@@ -324,7 +327,7 @@ class ObjectConfig(_Config):
 
     Args:
         boundary_width: width in pixels of the ``boundary`` class trained at each object's
-            edge (``unetkit.objects.targets``).
+            edge (``unetkit.data.targets``).
         fg_threshold: a pixel is an object pixel where ``1 - p(background) > fg_threshold``.
         seed_threshold: watershed seeds are the 4-connected regions where the summed
             probability of the object classes' interiors exceeds this.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,6 @@ from .config import AugmentConfig, DataConfig, PredictConfig, TrainConfig
 from .errors import UnetkitError
 from .files import write_text
 from .models.presets import preset_config
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -191,6 +188,81 @@ the objects <code>prepare</code> wrote to <code>instances/</code> (one per label
 """
 
 
+def _per_image_section(out: Path) -> str:
+    """Every scored image, worst first (mean IoU), with its overlay as a thumbnail."""
+    import csv
+
+    path = out / "evaluation" / "per_image.csv"
+    if not path.is_file():
+        return ""
+    with path.open(newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: float(r.get("mean_iou") or 0))
+    keys = [("mean_iou", "mean IoU"), ("mean_dice", "mean Dice"), ("obj_ap_50", "AP@0.5")]
+    keys += [("obj_n_true", "objects (true)"), ("obj_n_pred", "objects (predicted)")]
+    head = "<th>image</th>" + "".join(f"<th>{html.escape(t)}</th>" for _, t in keys)
+    body = []
+    for row in rows:
+        stem = Path(row["image"]).stem
+        thumb = f"predictions/{stem}_overlay.png"
+        cell = (
+            f'<a href="{thumb}"><img src="{thumb}" width="96"></a><br>{html.escape(row["image"])}'
+            if (out / thumb).is_file()
+            else html.escape(row["image"])
+        )
+        values = "".join(f"<td>{_cell(row.get(k))}</td>" for k, _ in keys)
+        body.append(f"<tr><td>{cell}</td>{values}</tr>")
+    return (
+        "<h2>Per image (worst first)</h2><table><tr>" + head + "</tr>" + "".join(body) + "</table>"
+    )
+
+
+def _cell(value: str | None) -> str:
+    if value in (None, ""):
+        return "-"
+    number = float(value)
+    return str(int(number)) if number.is_integer() and number > 1 else f"{number:.3f}"
+
+
+def _run_section(out: Path) -> str:
+    """The run's configuration and data fingerprint (from the checkpoint), and links."""
+    import json as _json
+
+    from .checkpoint import load_checkpoint
+
+    parts = []
+    best = out / "run" / "best.pt"
+    if best.is_file():
+        state = load_checkpoint(best).train_state or {}
+        fingerprint = state.get("fingerprint")
+        if fingerprint:
+            from .data.fingerprint import describe
+
+            classes = (state.get("data") or {}).get("classes") or []
+            text = html.escape(describe(fingerprint, classes))
+            parts.append(f"<h2>Data fingerprint</h2><pre>{text}</pre>")
+        config = state.get("config")
+        if config:
+            text = html.escape(_json.dumps(config, indent=1))
+            summary = "<summary>Training configuration</summary>"
+            parts.append(f"<details>{summary}<pre>{text}</pre></details>")
+    links = [
+        ("dataset/", "prepared dataset"), ("dataset/overlays/", "annotation overlays"),
+        ("run/config.json", "run config"), ("run/history.csv", "training history"),
+        ("run/curves.png", "curves"), ("run/best.pt", "best checkpoint"),
+        ("evaluation/metrics.json", "metrics"), ("evaluation/per_image.csv", "per-image scores"),
+        ("evaluation/confusion.csv", "confusion matrix"),
+        ("predictions/summary.csv", "prediction summary"),
+        ("predictions/", "every prediction"),
+    ]  # fmt: skip
+    items = "".join(
+        f'<li><a href="{href}">{html.escape(label)}</a> <code>{href}</code></li>'
+        for href, label in links
+        if (out / href).exists()
+    )
+    parts.append(f"<h2>Files</h2><ul>{items}</ul>")
+    return "\n".join(parts)
+
+
 def write_report(
     out: Path,
     metrics: dict,
@@ -229,6 +301,8 @@ predict. Times: {html.escape(timing)}.</p>
 <h2>A large image, predicted tile by tile</h2>
 {_img("predictions/large_overlay.png", "large.png with predicted regions and contours")}
 {_objects_section(out, metrics, counts, val_stems[0]) if counts and val_stems else ""}
+{_per_image_section(out)}
+{_run_section(out)}
 </body></html>
 """
     page = out / "report.html"

@@ -21,64 +21,33 @@ from typing import Any
 import numpy as np
 import torch
 
+from .card import ModelCard
 from .checkpoint import Checkpoint, load_model
 from .errors import UnetkitError
 from .files import atomic_path
+from .infer.backends import META_PREFIX, onnx_session
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
-META_PREFIX = "unetkit."
 TORCHSCRIPT_META = "unetkit.json"
 MAX_LOGIT_DIFF = 1e-4
 MIN_AGREEMENT = 0.9999
 
 
 def export_metadata(ckpt: Checkpoint) -> dict[str, str]:
-    """The checkpoint's description as ``{key: JSON string}`` (keys without the prefix)."""
-    values: dict[str, Any] = {
-        "format_version": 1,
-        "classes": list(ckpt.classes),
-        "palette": [[int(c) for c in rgb] for rgb in ckpt.palette],
-        "preprocessing": ckpt.preprocessing.to_dict(),
-        "task": ckpt.task,
-        "ignore_index": int(ckpt.ignore_index),
-        "model_config": ckpt.model_config.to_dict(),
-        "preset": ckpt.preset,
-        "objects": ckpt.extra.get("objects"),
-    }
-    return {key: json.dumps(value) for key, value in values.items()}
+    """The checkpoint's model card as ``{key: JSON string}`` (keys without the prefix)."""
+    return ckpt.card.to_metadata()
 
 
 def parse_metadata(props: dict[str, str], source: str | os.PathLike) -> dict[str, Any]:
-    """Decode ``export_metadata`` output (with or without the ``unetkit.`` prefix).
+    """Decode ``export_metadata`` output (with or without the ``unetkit.`` prefix) into the
+    card's plain data (``ModelCard.to_dict``).
 
     Raises:
-        UnetkitError: the file has no unetkit metadata or it is not valid JSON.
+        UnetkitError: the file has no unetkit metadata or it is not valid.
     """
-    values = {k.removeprefix(META_PREFIX): v for k, v in props.items()}
-    missing = [
-        k for k in ("classes", "palette", "preprocessing", "model_config") if k not in values
-    ]
-    if missing:
-        raise UnetkitError(f"{source}: no unetkit metadata ({', '.join(missing)} missing)")
-    try:
-        return {k: json.loads(v) for k, v in values.items() if k in _KEYS}
-    except json.JSONDecodeError as exc:
-        raise UnetkitError(f"{source}: malformed unetkit metadata ({exc})") from None
-
-
-_KEYS = (
-    "format_version",
-    "classes",
-    "palette",
-    "preprocessing",
-    "task",
-    "ignore_index",
-    "model_config",
-    "preset",
-    "objects",
-)
+    return ModelCard.from_metadata(props, str(source), prefix=META_PREFIX).to_dict()
 
 
 def _sample_sizes(model: torch.nn.Module, ckpt: Checkpoint) -> list[tuple[int, int]]:
@@ -253,31 +222,6 @@ def read_torchscript_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise UnetkitError(f"{path}: no unetkit metadata in this TorchScript file")
     raw = extra[TORCHSCRIPT_META]
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-
-
-def onnx_session(path: str | os.PathLike, providers: list[str] | None = None):
-    """An onnxruntime session of ``path``; every failure one line naming the file.
-
-    Raises:
-        UnetkitError: a missing, empty or unreadable file, one that is not ONNX (protobuf),
-            or onnxruntime not installed.
-    """
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UnetkitError(
-            f"{path}: reading ONNX files needs onnxruntime (pip install onnxruntime)"
-        ) from None
-    path = Path(path)
-    if not path.is_file():
-        raise UnetkitError(f"{path}: no such ONNX file")
-    if path.stat().st_size == 0:
-        raise UnetkitError(f"{path}: not a readable ONNX file: empty file (0 bytes)")
-    try:
-        return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        text = " ".join(str(exc).split())[:160]
-        raise UnetkitError(f"{path}: not a readable ONNX file ({text})") from None
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:

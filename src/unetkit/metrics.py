@@ -12,7 +12,6 @@ al. 2015, Front. Neuroanat. 9:142), with the same definition as scikit-image's
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -21,8 +20,6 @@ import torch
 from scipy import ndimage, sparse
 
 from .errors import UnetkitError
-
-log = logging.getLogger(__name__)
 
 
 def _as_tensor(array: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:

@@ -4,7 +4,6 @@ training curves and confusion matrices. Every image function returns (H, W, 3) u
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -14,32 +13,10 @@ import numpy as np
 
 from .errors import UnetkitError
 from .files import atomic_path
-
-log = logging.getLogger(__name__)
+from .palette import make_palette
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
-
-
-def make_palette(n: int) -> list[list[int]]:
-    """The PASCAL VOC colour map (labelme's too): class 0 black, 1 dark red, 2 dark green, ...
-
-    Each class index's bits are spread over the three channels from the most significant bit
-    down (bit 0 -> red, bit 1 -> green, bit 2 -> blue, then the next three bits one step lower).
-
-    Args:
-        n: number of colours.
-
-    Returns:
-        ``n`` lists ``[r, g, b]`` of ints in 0..255.
-    """
-    index = np.arange(n, dtype=np.int64)
-    rgb = np.zeros((n, 3), dtype=np.int64)
-    for shift in range(8):
-        for channel in range(3):
-            bit = (index >> (3 * shift + channel)) & 1
-            rgb[:, channel] |= bit << (7 - shift)
-    return rgb.tolist()
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -130,7 +107,7 @@ def draw_contours(
         rgb: (H, W, 3) uint8 image, drawn on in place.
         mask: (H, W) int class indices.
         lut: (K, 3) uint8 colour per class.
-        min_area: regions with ``cv2.contourArea`` below this are skipped (seed 004 uses 10).
+        min_area: regions with ``cv2.contourArea`` below this are skipped (10 hides specks).
         thickness: line width in pixels.
 
     Returns:
@@ -155,10 +132,10 @@ def overlay(
     class_names: Sequence[str] | None = None,
     contours: bool = True,
     min_area: float = 0,
-    legend: bool = True,
+    legend: bool = False,
     ignore_index: int = 255,
 ) -> np.ndarray:
-    """The image with class colours blended in, region outlines and a legend (labelme-like).
+    """The image with class colours blended in, region outlines and optionally a legend.
 
     Args:
         image: (H, W) or (H, W, C) image of any dtype (see :func:`to_rgb8`).
@@ -168,11 +145,12 @@ def overlay(
         class_names: names for the legend (index = class).
         contours: draw each region's outline in its class colour.
         min_area: skip outlines of regions smaller than this many pixels.
-        legend: append a legend strip on the right (needs ``class_names``).
+        legend: append a legend strip on the right (needs ``class_names``) listing the classes
+            present in ``mask`` (background always); without it the output has the image's size.
         ignore_index: these pixels are blended with white and listed as "ignore".
 
     Returns:
-        (H, W + legend width, 3) uint8 RGB.
+        (H, W, 3) uint8 RGB, or (H, W + legend width, 3) with ``legend``.
     """
     rgb = to_rgb8(image)
     mask = np.asarray(mask).astype(np.int64)
@@ -189,8 +167,11 @@ def overlay(
         thickness = max(1, round(min(mask.shape) / 300))
         draw_contours(out, np.where(mask == ignore_index, 0, mask), lut, min_area, thickness)
     if legend and class_names:
-        names = [f"{i} {n}" for i, n in enumerate(class_names)]
-        swatches = [tuple(int(v) for v in lut[i]) for i in range(len(class_names))]
+        present = np.bincount(mask[(mask >= 0) & (mask < len(class_names))].ravel(),
+                              minlength=len(class_names)) > 0  # fmt: skip
+        shown = [i for i in range(len(class_names)) if i == 0 or present[i]]
+        names = [f"{i} {class_names[i]}" for i in shown]
+        swatches = [tuple(int(v) for v in lut[i]) for i in shown]
         if (mask == ignore_index).any():
             names.append(f"{ignore_index} ignore")
             swatches.append(_WHITE)
@@ -227,9 +208,17 @@ def panel(images: Sequence[np.ndarray], titles: Sequence[str]) -> np.ndarray:
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Atomically write an (H, W, 3) or (H, W) uint8 image as PNG."""
-    from .data.imageio import write_image
+    from PIL import Image
 
-    write_image(path, np.asarray(rgb))
+    array = np.asarray(rgb)
+    if array.dtype != np.uint8 or not (
+        array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
+    ):
+        raise UnetkitError(
+            f"{path}: a PNG picture must be (H, W[, 3]) uint8; got {array.shape} {array.dtype}"
+        )
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
 
 
 def _save_figure(fig, path: str | os.PathLike) -> None:  # noqa: ANN001 - matplotlib Figure

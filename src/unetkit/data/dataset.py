@@ -12,10 +12,10 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UnetkitError
-from ..objects.io import read_instances
-from ..objects.targets import boundary_target
 from .imageio import image_to_tensor, match_channels, normalization_stats, read_image
+from .instances import read_instances
 from .layout import DatasetInfo, describe_dataset
+from .targets import boundary_target
 from .transforms import letterbox, resize_to
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             and cached, then cropped / resized like the mask (bilinear).
         seed: crop seed; crop of sample i in epoch e uses ``default_rng((seed, e, i))``.
         boundary_width: > 0 for ``--task instance``: the mask becomes the instance target
-            (each object's edge set to class K, ``unetkit.objects.targets.boundary_target``)
+            (each object's edge set to class K, ``unetkit.data.targets.boundary_target``)
             from the ``instances/`` label image, and ``weight_fn`` is called as
             ``weight_fn(target, instances)``.
     """

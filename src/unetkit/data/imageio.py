@@ -474,7 +474,7 @@ def read_mask(path: PathLike, colormap: Mapping | Sequence | None = None) -> np.
 
 
 def _full_palette(palette: Sequence[Sequence[int]]) -> list[int]:
-    from ..viz import make_palette
+    from ..palette import make_palette
 
     full = [list(c) for c in make_palette(256)]
     for i, colour in enumerate(palette[:256]):
@@ -545,9 +545,6 @@ def write_image(path: PathLike, array: np.ndarray) -> None:
         else:
             img = Image.fromarray(array)  # uint16 (H, W) -> I;16, uint8 -> L / RGB / RGBA
             img.save(tmp, format="TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG")
-
-
-write_rgb_png = write_image
 
 
 def image_to_tensor(

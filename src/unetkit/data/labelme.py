@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import math
 import os
 import warnings
@@ -40,8 +39,6 @@ from PIL import Image, ImageDraw
 from ..errors import UnetkitError
 from .imageio import decode_image, open_image, read_image
 
-log = logging.getLogger(__name__)
-
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
 IGNORE_VALUE = 255
@@ -49,6 +46,7 @@ LINE_WIDTH = 10  # labelme shape_to_mask(line_width=10)
 POINT_SIZE = 5  # labelme shape_to_mask(point_size=5): disc radius
 # PIL draws in int32: past ~2**31 a shape is silently mis-painted; no image is this large
 MAX_COORD = 10_000_000
+LABELME_VERSION = "5.4.1"  # the labelme file format version unetkit writes
 # PIL's ellipse overflows int64 above this radius (wrong, or ~20 s per circle); numpy beyond
 PIL_MAX_RADIUS = 16384
 # shape type -> (min points, max points or None)

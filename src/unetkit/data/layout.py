@@ -4,7 +4,7 @@ Accepted layouts (first match wins); any of the first four may have ``instances/
 masks (uint16 object ids, 0 = background, named as the images):
 
 * ``unetkit``: a ``prepare`` output (``classes.txt`` + ``dataset.json``, ``images/`` + ``masks/``)
-* ``voc``: ``JPEGImages/`` + ``SegmentationClass/`` (labelme2voc, seed 004)
+* ``voc``: ``JPEGImages/`` + ``SegmentationClass/`` (labelme's ``labelme2voc.py`` output)
 * ``imgs-masks``: ``imgs/`` + ``masks/`` where a mask is named ``<stem><suffix>.<ext>``
 * ``images-masks``: ``images/`` + ``masks/`` with identical stems (e.g. ISBI 2012)
 * ``images-instances``: ``images/`` + ``instances/`` and no ``masks/``: objects of one class,
@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UnetkitError
-from ..objects.io import read_instances
-from ..viz import make_palette
+from ..palette import make_palette
 from .imageio import read_image, read_mask
+from .instances import read_instances
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Output layout::
     OUT_DIR/instances/<stem>.png  uint16 object ids, 0 = none, 1..N in shape order (labelme's
                                   instance rule, :func:`~unetkit.data.labelme.rasterize_objects`);
                                   ``<stem>.tif`` (int32) when an image has over 65535 objects
-    OUT_DIR/overlays/<stem>.png   image + class colours + outlines + legend (labelme-like)
+    OUT_DIR/overlays/<stem>.png   image + class colours + outlines + legend of the classes present
     OUT_DIR/classes.txt           one class name per line, line i = index i
     OUT_DIR/dataset.json          classes, palette, ignore index, pixel share, count, split,
                                   ``"instances": true`` and the object count per image
@@ -32,9 +32,10 @@ import numpy as np
 
 from ..errors import UnetkitError
 from ..files import atomic_dir, write_text
-from ..objects.io import PNG_MAX_ID, write_instances
-from ..viz import make_palette, overlay, save_png
+from ..palette import make_palette
+from ..viz import overlay, save_png
 from .imageio import write_image, write_mask
+from .instances import PNG_MAX_ID, write_instances
 from .labelme import (
     IGNORE_VALUE,
     LabelmeFile,
@@ -216,7 +217,8 @@ def prepare(
         val_fraction: share of images in the validation split.
         seed: seed of the split.
         allow_outside: accept ``imagePath`` values that leave ``labelme_dir``.
-        crop_roi: ``(threshold, min_area, max_area[, margin])`` for seed 004's ROI crop.
+        crop_roi: ``(threshold, min_area, max_area[, margin])`` to crop each image
+            to its thresholded region of interest.
         overwrite: replace an existing non-empty ``out_dir``.
 
     Returns:
@@ -271,7 +273,9 @@ def _write(
             objects[stem] = int(instances.max()) if instances.size else 0  # ids are 1..N
             suffix = ".png" if objects[stem] <= PNG_MAX_ID else ".tif"
             write_instances(tmp / "instances" / f"{stem}{suffix}", instances)
-            viz = overlay(image, mask, palette, class_names=classes, ignore_index=IGNORE_VALUE)
+            viz = overlay(
+                image, mask, palette, class_names=classes, legend=True, ignore_index=IGNORE_VALUE
+            )
             save_png(tmp / "overlays" / f"{stem}.png", viz)
             counts += np.bincount(mask[mask != IGNORE_VALUE].ravel(), minlength=len(classes))
         share = (counts / max(int(counts.sum()), 1)).round(6).tolist()

@@ -81,12 +81,13 @@ class Resized:
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Geometry of a letterbox (seed 004): pasted on a square of side ``side``, then resized.
+    """Geometry of a letterbox: pasted on a square of side ``side``, then resized.
 
     Attributes:
         original: (height, width) of the input.
         side: the square's side (the longest input side).
-        offset: (top, left) of the input inside the square (seed 004 pastes at (0, 0)).
+        offset: (top, left) of the input inside the square ((0, 0): the top
+            left, as simple letterboxing code does).
         size: (height, width) of the result.
     """
 

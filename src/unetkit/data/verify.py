@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnetkitError
-from ..objects.io import read_instances
 from .imageio import read_image, read_mask
+from .instances import read_instances
 from .layout import (
     CLASS_FILES,
     INSTANCES_ONLY,
@@ -212,7 +212,7 @@ def _read_checked_instances(
     path: Path, image_path: Path, image_size: tuple[int, int] | None
 ) -> tuple[np.ndarray | None, list[Finding]]:
     """The ids (None when unusable) and the findings: unreadable, negative or non-integer
-    ids (:func:`~unetkit.objects.io.read_instances`), a size other than the image's."""
+    ids (:func:`~unetkit.data.instances.read_instances`), a size other than the image's."""
     try:
         ids = read_instances(path)
     except UnetkitError as exc:

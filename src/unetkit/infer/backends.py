@@ -9,7 +9,6 @@ allocates no PyTorch parameters.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,28 +16,16 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model
-from ..config import DataConfig, ModelConfig
+from ..card import ModelCard
+from ..checkpoint import Checkpoint, load_model
+from ..config import ModelConfig
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import UnetkitError
 from ..models.unet import UNet
 
-log = logging.getLogger(__name__)
+META_PREFIX = "unetkit."  # the ONNX metadata_props keys of the model card
 
-
-@dataclass
-class ModelInfo:
-    """What a model file says about itself (from a checkpoint or ONNX metadata)."""
-
-    model_config: ModelConfig
-    classes: list[str]
-    palette: list[list[int]]
-    preprocessing: DataConfig
-    task: str = "multiclass"
-    ignore_index: int = 255
-    source: str = ""
-    split: dict[str, list[str]] | None = None  # train / val stems it was trained with
-    objects: dict | None = None  # ObjectConfig of an instance model
+ModelInfo = ModelCard  # what a model file says about itself: one type (``unetkit.card``)
 
 
 @dataclass
@@ -67,26 +54,21 @@ def _shape_model(config: ModelConfig) -> UNet:
 
 
 def load_torch(
-    path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "auto"
+    path: str | os.PathLike,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    checkpoint: Checkpoint | None = None,
 ) -> Network:
-    """A checkpoint as a ``Network`` (eval mode, channels_last, autocast at ``precision``)."""
+    """A checkpoint as a ``Network`` (eval mode, channels_last, autocast at ``precision``);
+    ``checkpoint``: the file's contents, when already read."""
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    model, ckpt = load_model(path, dev)
+    model, ckpt = load_model(path, dev, checkpoint)
     if ckpt.task == "regression":
         raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")
     model = model.to(memory_format=torch.channels_last).eval()
-    info = ModelInfo(
-        ckpt.model_config,
-        ckpt.classes,
-        ckpt.palette,
-        ckpt.preprocessing,
-        ckpt.task,
-        ckpt.ignore_index,
-        str(path),
-        _trained_split(ckpt.train_state),
-        ckpt.extra.get("objects"),
-    )
+    info = ckpt.card
+    info.source = str(path)
     return torch_network(model, info, dev, prec)
 
 
@@ -102,21 +84,12 @@ def torch_network(model: torch.nn.Module, info: ModelInfo, device: torch.device,
     return Network(run, info, _shape_model(info.model_config), device, precision)
 
 
-def _trained_split(train_state: dict | None) -> dict[str, list[str]] | None:
-    data = (train_state or {}).get("data") or {}
-    if "train" not in data:
-        return None
-    return {"train": list(data["train"]), "val": list(data.get("val") or [])}
-
-
 def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> Network:
     """An exported ONNX file as a ``Network`` run by onnxruntime (fp32; CUDA when asked for).
 
     Raises:
         UnetkitError: an unreadable file or one without unetkit metadata.
     """
-    from ..export import onnx_session, parse_metadata
-
     dev = resolve_device(device)
     providers = ["CPUExecutionProvider"]
     if dev.type == "cuda":
@@ -125,20 +98,8 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> N
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
     session = onnx_session(path, providers)  # one line naming the file for any failure
-    meta = parse_metadata(session.get_modelmeta().custom_metadata_map, path)
-    try:
-        info = ModelInfo(
-            ModelConfig.from_dict(meta["model_config"]),
-            list(meta["classes"]),
-            [list(p) for p in meta["palette"]],
-            DataConfig.from_dict(meta["preprocessing"]),
-            meta.get("task", "multiclass"),
-            int(meta.get("ignore_index", 255)),
-            str(path),
-            objects=meta.get("objects"),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UnetkitError(f"{path}: malformed unetkit metadata ({exc})") from None
+    props = session.get_modelmeta().custom_metadata_map
+    info = ModelCard.from_metadata(props, str(path), prefix=META_PREFIX)
     if info.task == "regression":
         raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")
     name = session.get_inputs()[0].name
@@ -150,10 +111,38 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> N
     return Network(run, info, _shape_model(info.model_config), torch.device("cpu"), "fp32")
 
 
+def onnx_session(path: str | os.PathLike, providers: list[str] | None = None):
+    """An onnxruntime session of ``path``; every failure one line naming the file.
+
+    Raises:
+        UnetkitError: a missing, empty or unreadable file, one that is not ONNX (protobuf),
+            or onnxruntime not installed.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UnetkitError(
+            f"{path}: reading ONNX files needs onnxruntime (pip install onnxruntime)"
+        ) from None
+    path = Path(path)
+    if not path.is_file():
+        raise UnetkitError(f"{path}: no such ONNX file")
+    if path.stat().st_size == 0:
+        raise UnetkitError(f"{path}: not a readable ONNX file: empty file (0 bytes)")
+    try:
+        return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        text = " ".join(str(exc).split())[:160]
+        raise UnetkitError(f"{path}: not a readable ONNX file ({text})") from None
+
+
 def load_network(
-    path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "auto"
+    path: str | os.PathLike,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    checkpoint: Checkpoint | None = None,
 ) -> Network:
     """A checkpoint (``.pt`` / anything else) or an ONNX file (``.onnx``) as a ``Network``."""
     if Path(path).suffix.lower() == ".onnx":
         return load_onnx(path, device)
-    return load_torch(path, device, precision)
+    return load_torch(path, device, precision, checkpoint)

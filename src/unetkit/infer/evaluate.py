@@ -42,11 +42,11 @@ import numpy as np
 
 from ..config import PredictConfig
 from ..data.imageio import read_image, read_mask
+from ..data.instances import read_instances
 from ..data.layout import all_mask_values, decide_binary_255, map_binary_255
 from ..errors import UnetkitError
 from ..files import write_text
 from ..metrics import ConfusionMatrix, membrane_rand_error
-from ..objects.io import read_instances
 from ..objects.labels import connected_objects, object_classes
 from ..objects.metrics import PER_IMAGE_KEYS, ObjectTally
 from ..progress import progress as progress_bar

@@ -1,7 +1,8 @@
 """Predict files and folders and write what people look at: masks, colours, overlays, JSON.
 
 Per input image ``NAME`` (at the input's size): ``NAME.png`` (class-index palette PNG, lossless),
-``NAME_color.png``, ``NAME_overlay.png`` (blend + contours + legend), optionally
+``NAME_color.png``, ``NAME_overlay.png`` (blend + contours; a legend strip of the classes
+present with ``legend``), optionally
 ``NAME_probs.npy`` (float16 ``(K, H, W)``) and ``NAME.json`` (labelme 5.x polygons of the
 predicted regions, so they can be corrected in labelme). ``summary.csv`` lists, per image, the
 classes present and their pixel areas. Every file is written atomically; an input that cannot
@@ -32,6 +33,7 @@ import cv2
 import numpy as np
 
 from ..data.imageio import read_image, read_mask, write_image, write_mask
+from ..data.labelme import LABELME_VERSION
 from ..errors import UnetkitError
 from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, write_text
 from ..progress import progress as progress_bar
@@ -41,8 +43,6 @@ from .predict import Predictor
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-LABELME_VERSION = "5.4.1"
-_OUTPUT_TAGS = ("_color", "_overlay")
 
 
 @dataclass
@@ -246,7 +246,7 @@ def _predict_one(
         info.classes,
         contours=True,
         min_area=options["min_area"],
-        legend=True,
+        legend=options["legend"],
         ignore_index=info.ignore_index,
     )
     save_png(out_dir / f"{path.stem}_overlay.png", blended)
@@ -270,8 +270,8 @@ def _write_objects(
     rel: str,
 ) -> None:
     """The object outputs of one image (and its share of ``coco.json``, kept in ``options``)."""
+    from ..data.instances import instances_path, write_instances
     from ..objects.formats import coco_document, geojson_objects, labelme_objects
-    from ..objects.io import instances_path, write_instances
     from ..objects.labels import object_classes
     from ..objects.measure import object_fields, object_table, write_objects_csv
     from ..viz import object_overlay
@@ -318,7 +318,7 @@ def merge_coco(documents: list[dict]) -> dict:
 
 
 def _read_ids(path: Path) -> np.ndarray:
-    from ..objects.io import read_instances
+    from ..data.instances import read_instances
 
     return read_instances(path)
 
@@ -351,6 +351,7 @@ def predict_paths(
     pixel_size: float | None = None,
     geojson: bool = False,
     coco: bool = False,
+    legend: bool = False,
 ) -> PredictReport:
     """Predict every image named by ``inputs`` and write its outputs into ``out_dir``.
 
@@ -371,6 +372,8 @@ def predict_paths(
         pixel_size: physical size of a pixel (e.g. um): object measurements in those units.
         geojson: also ``NAME.geojson`` (objects as QuPath detections).
         coco: also ``coco.json``: the folder's objects as COCO instance annotations.
+        legend: a legend strip (the classes present) right of each overlay; without it the
+            overlay has the input's size.
 
     Returns:
         A ``PredictReport``; unreadable inputs are in ``failed`` (each logged in one line).
@@ -395,6 +398,7 @@ def predict_paths(
         "pixel_size": pixel_size,
         "geojson": geojson,
         "coco": [] if coco else None,
+        "legend": legend,
     }
     predictor.progress = progress
     report = PredictReport()

@@ -13,20 +13,18 @@ Strategies (``PredictConfig.strategy``):
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from ..checkpoint import Checkpoint
 from ..config import STRATEGIES, ObjectConfig, PredictConfig
 from ..data.imageio import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
 from .tiling import SizeRule, predict_tiled
-
-log = logging.getLogger(__name__)
 
 _PROGRESS_TILES = 16  # show a tile progress bar for images with more tiles than this
 
@@ -73,11 +71,17 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str | None = None
+        cls,
+        path: str | os.PathLike,
+        config: PredictConfig | None = None,
+        device: str | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> Predictor:
-        """``from_onnx`` for ``.onnx`` files, ``from_checkpoint`` for anything else."""
+        """``from_onnx`` for ``.onnx`` files, ``from_checkpoint`` for anything else
+        (``checkpoint``: the file's contents when the caller has read them already)."""
         config = config or PredictConfig()
-        return cls(load_network(path, device or config.device, config.precision), config)
+        device = device or config.device
+        return cls(load_network(path, device, config.precision, checkpoint), config)
 
     # -- what the model is ---------------------------------------------------------------------
     @property

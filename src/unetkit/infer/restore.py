@@ -7,7 +7,6 @@ atomically; unreadable inputs are reported in one line and skipped.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -21,8 +20,6 @@ from ..errors import UnetkitError
 from ..files import clean_stale_temps
 from ..progress import progress as progress_bar
 from .outputs import PredictReport, collect_inputs, record_failure
-
-log = logging.getLogger(__name__)
 
 
 class Restorer:
@@ -42,10 +39,14 @@ class Restorer:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str = "auto", precision: str = "auto"
+        cls,
+        path: str | os.PathLike,
+        device: str = "auto",
+        precision: str = "auto",
+        checkpoint: Checkpoint | None = None,
     ) -> Restorer:
         dev = resolve_device(device)
-        model, ckpt = load_model(path, dev)
+        model, ckpt = load_model(path, dev, checkpoint)
         if ckpt.task != "regression":
             raise UnetkitError(f"{path}: a {ckpt.task} model predicts masks, not images")
         return cls(model, ckpt, dev, resolve_precision(precision, dev))

@@ -96,7 +96,7 @@ class Down(nn.Sequential):
 
     def __init__(self, cfg: ModelConfig, channels: int):
         if cfg.down == "maxpool":
-            # ceil_mode with a resize merge so odd sizes keep their last row (seed 001)
+            # ceil_mode with a resize merge so odd sizes keep their last row
             layers: list[nn.Module] = [nn.MaxPool2d(2, ceil_mode=cfg.merge == "resize")]
         elif cfg.down == "avgpool":
             layers = [nn.AvgPool2d(2, ceil_mode=cfg.merge == "resize")]

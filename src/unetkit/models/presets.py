@@ -1,4 +1,5 @@
-"""Named presets: each seed variant as data over ``ModelConfig`` (SPEC section 1)."""
+"""Named presets: the paper's U-Net, milesial/Pytorch-UNet's and common tutorial variants,
+each as data over ``ModelConfig``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "milesial-bilinear": dict(
         padding="zeros", norm="batch", merge="pad", up="bilinear", in_channels=3, out_channels=2
     ),
-    # seed 004: reflect padding, BN, Dropout2d(0.3), LeakyReLU; strided-conv down; ConvT + 1x1.
+    # tutorial variant: reflect padding, BN, Dropout2d(0.3), LeakyReLU; strided-conv down;
+    # ConvT + 1x1.
     "reflect": dict(
         padding="reflect",
         norm="batch",
@@ -39,7 +41,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         in_channels=3,
         out_channels=2,
     ),
-    # seed 000 (PyTorch): conv-BN-dropout-LeakyReLU, strided down, nearest + 1x1 up, sigmoid.
+    # tutorial variant (PyTorch): conv-BN-dropout-LeakyReLU, strided down, nearest + 1x1 up,
+    # sigmoid.
     "strided": dict(
         padding="zeros",
         norm="batch",
@@ -56,7 +59,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         in_channels=3,
         out_channels=3,
     ),
-    # seed 000 (Keras): widths 32..512, same padding, ReLU, max-pool, transposed up, sigmoid.
+    # the Keras tutorial U-Net: widths 32..512, same padding, ReLU, max-pool, transposed up,
+    # sigmoid.
     "keras32": dict(
         base_width=32,
         padding="zeros",
@@ -67,7 +71,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         in_channels=1,
         out_channels=1,
     ),
-    # seed 000 (TF): LeakyReLU(0.2), widths 32..512, 1x1 conv to C channels at input size.
+    # a TensorFlow restoration U-Net: LeakyReLU(0.2), widths 32..512, 1x1 conv to C channels
+    # at the input size.
     "restore": dict(
         base_width=32,
         padding="zeros",
@@ -95,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         in_channels=3,
         out_channels=3,
     ),
-    # seed 003 (Keras): BN before 3x3 then 1x1 convs, average pooling, light dropout, nearest up.
+    # a Keras variant: BN before 3x3 then 1x1 convs, average pooling, light dropout, nearest up.
     "avgpool": dict(
         base_width=32,
         padding="zeros",
@@ -111,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         in_channels=3,
         out_channels=3,
     ),
-    # seed 001 (simple): dilation-2 valid encoder convs, dropout deep, resize merge and output.
+    # a simple U-Net: dilation-2 valid encoder convs, dropout deep, resize merge and output.
     "dilated": dict(
         padding="valid",
         norm="none",

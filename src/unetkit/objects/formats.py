@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from ..data.labelme import LABELME_VERSION
 from ..errors import UnetkitError
 from .measure import _check_labels
 
@@ -83,8 +84,6 @@ def labelme_objects(
     Returns:
         A document with the keys of ``mask_to_labelme``'s.
     """
-    from ..infer.outputs import LABELME_VERSION  # lazily: that module imports torch
-
     labels = _check_labels(labels)
     shapes = [
         {
@@ -135,7 +134,7 @@ def geojson_objects(
     Returns:
         The FeatureCollection.
     """
-    from ..viz import make_palette
+    from ..palette import make_palette
 
     labels = _check_labels(labels)
     polygons = object_polygons(labels)

@@ -1,7 +1,7 @@
 """Objects from an instance model's probabilities: a seeded watershed (scikit-image).
 
 The model's softmax has the data's K classes plus ``boundary`` (last channel; see
-``unetkit.objects.targets``). On the whole image's probabilities:
+``unetkit.data.targets``). On the whole image's probabilities:
 
 1. object pixels: ``1 - p(background) > fg_threshold``;
 2. seeds: the 4-connected regions of object pixels whose interior probability (the sum over

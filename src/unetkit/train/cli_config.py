@@ -13,6 +13,7 @@ from .resolve import RESUMABLE_CHANGES
 
 _DATA_FLAGS = ("resize", "normalize")
 _MODEL_FLAGS = ("base_width", "depth")
+_OBJECT_FLAGS = ("boundary_width",)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -64,6 +65,7 @@ def build_train_config(
         n = flags.pop("patch_size")
         data["size"] = (n, n)
     model = {k: flags.pop(k) for k in _MODEL_FLAGS if k in flags}
+    objects = {k: flags.pop(k) for k in _OBJECT_FLAGS if k in flags}
     if "val_stems" in flags:
         flags["val_stems"] = tuple(s.strip() for s in flags["val_stems"].split(",") if s.strip())
     if "class_weights" in flags and flags["class_weights"] != "balanced":
@@ -79,6 +81,8 @@ def build_train_config(
             cfg = cfg.replace(data=cfg.data.replace(**data))
         if model:
             cfg = cfg.replace(model=(cfg.model or preset_config(cfg.preset)).replace(**model))
+        if objects:
+            cfg = cfg.replace(objects=cfg.objects.replace(**objects))
         if augment_on is False:
             cfg = cfg.replace(augment=AugmentConfig.none())
     except (ValueError, TypeError) as exc:

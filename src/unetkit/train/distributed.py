@@ -10,8 +10,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class DistInfo:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from ..checkpoint import make_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data.dataset import SegmentationDataset
 from ..data.fingerprint import choose_normalization, compute_fingerprint, describe
@@ -40,7 +40,6 @@ from .setup import (
     build_optimizer,
     build_scheduler,
     epoch_batches,
-    keep_large_buffers,
 )
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,8 @@ class _Trainer:
         self.run_dir = Path(config.run_dir)
         if dist_info.is_main:  # temp files of a killed run are not "content" of the folder
             clean_stale_temps(self.run_dir, recursive=True)
-        self.resume_state = check_run_dir(self.run_dir, resume, overwrite)
+        self.resume_ckpt = check_run_dir(self.run_dir, resume, overwrite)
+        self.resume_state = None if self.resume_ckpt is None else self.resume_ckpt.train_state
         regression = config.task == "regression" or (
             config.task == "auto" and config.preset in REGRESSION_PRESETS
         )
@@ -102,8 +102,6 @@ class _Trainer:
             UNet(cfg.model).check_input(self._train_input_size())
         if self.resume_state is not None:
             check_resumable(self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir)
-        if self.device.type == "cpu":
-            keep_large_buffers()
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
@@ -262,7 +260,7 @@ class _Trainer:
         return state
 
     def _restore(self, state: dict) -> None:
-        ckpt = load_checkpoint(self.run_dir / "last.pt")
+        ckpt = self.resume_ckpt  # read once, by check_run_dir
         raw = state.get("raw_weights")  # with an EMA: the training weights, beside the average
         self.net.load_state_dict(raw if raw is not None else ckpt.state_dict)
         if self.ema is not None:
@@ -434,14 +432,22 @@ class _Trainer:
     def _predictor(self):
         """The weights being validated as an ``unetkit.infer.Predictor`` with default
         settings: the very code path of ``unetkit predict`` and ``evaluate``."""
+        from ..card import ModelCard
         from ..config import PredictConfig
-        from ..infer.backends import ModelInfo, torch_network
+        from ..infer.backends import torch_network
         from ..infer.predict import Predictor
 
         cfg = self.cfg
-        info = ModelInfo(cfg.model, list(cfg.classes), self.info.palette, cfg.data, cfg.task,
-                         self.info.ignore_index, str(self.run_dir),
-                         objects=cfg.objects.to_dict())  # fmt: skip
+        info = ModelCard(
+            model_config=cfg.model,
+            classes=list(cfg.classes),
+            palette=self.info.palette,
+            preprocessing=cfg.data,
+            task=cfg.task,
+            ignore_index=self.info.ignore_index,
+            objects=cfg.objects.to_dict(),
+            source=str(self.run_dir),
+        )
         network = torch_network(self.eval_net, info, self.device, self.precision)
         return Predictor(network, PredictConfig(device=str(self.device), precision=self.precision))
 

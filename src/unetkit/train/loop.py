@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -18,8 +17,6 @@ from ..device import autocast
 from ..errors import UnetkitError
 from ..metrics import ConfusionMatrix
 from ..progress import progress
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -15,16 +15,12 @@ are computed in float32 whatever the autocast dtype, so they are safe under bf16
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnetkitError
-
-log = logging.getLogger(__name__)
 
 LOSSES_BY_TASK: dict[str, tuple[str, ...]] = {
     "multiclass": ("ce", "dice", "ce+dice"),

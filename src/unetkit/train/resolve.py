@@ -147,7 +147,7 @@ def weight_map_fn(cfg: TrainConfig, info):
     objects = int(objects) if objects.lstrip("-").isdigit() else objects
     balance = "balanced" if cfg.class_weights == "balanced" else None
     if cfg.task == "instance":  # from the real objects, not from connected components
-        from ..objects.targets import instance_weight_map
+        from ..data.targets import instance_weight_map
 
         boundary = len(cfg.classes)
 
@@ -201,8 +201,9 @@ def class_weights(cfg: TrainConfig, info) -> torch.Tensor | None:
     return torch.tensor(cw, dtype=torch.float32)
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
-    """The training state to resume from, or None for a fresh run in an empty folder.
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool):
+    """The checkpoint to resume from (``last.pt``, read once), or None for a fresh run in an
+    empty folder.
 
     Raises:
         UnetkitError: resuming without a checkpoint, or a fresh run in a non-empty folder.
@@ -219,10 +220,10 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> dict | None:
                 else ""
             )
             raise UnetkitError(f"{run_dir}: nothing to resume (no last.pt){hint}")
-        state = load_checkpoint(last).train_state
-        if not state:
+        ckpt = load_checkpoint(last)
+        if not ckpt.train_state:
             raise UnetkitError(f"{last}: has no training state to resume from")
-        return state
+        return ckpt
     if failed_start(run_dir):  # e.g. killed before its first checkpoint
         log.info("%s: an earlier start left no checkpoint; starting again", run_dir)
         discard_failed_start(run_dir)

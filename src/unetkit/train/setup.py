@@ -1,10 +1,7 @@
-"""Training set-up: allocator, optimiser, learning-rate schedule, batch order."""
+"""Training set-up: optimiser, learning-rate schedule, batch order."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import logging
 import math
 from collections.abc import Callable, Iterator
 
@@ -12,27 +9,6 @@ import torch
 
 from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ..errors import UnetkitError
-
-log = logging.getLogger(__name__)
-
-
-def keep_large_buffers() -> bool:
-    """Make glibc keep freed large buffers instead of returning them to the OS.
-
-    Every training step allocates and frees the same large activation buffers; glibc serves
-    them with fresh mmap()s that page-fault on first touch. Disabling mmap for large blocks and
-    heap trimming lets them be reused (measured in ``bench/train_step.py``). Returns False where
-    this is not glibc.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_max = -1, -4
-        ok = libc.mallopt(m_mmap_max, 0) == 1
-        ok = libc.mallopt(m_trim_threshold, 2**30) == 1 and ok
-        return ok
-    except (OSError, AttributeError, TypeError):
-        return False
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:

@@ -12,8 +12,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from ..data.targets import two_nearest_distances
 from ..errors import UnetkitError
-from ..objects.targets import two_nearest_distances
 
 # Border-term values below this are dropped: it bounds the window searched around each object.
 _BORDER_TOLERANCE = 1e-6

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from unetkit.errors import UnetkitError
-from unetkit.objects.targets import (
+from unetkit.data.targets import (
     boundary_target,
     instance_weight_map,
     object_edges,
     two_nearest_distances,
 )
+from unetkit.errors import UnetkitError
 
 
 def _two_touching() -> np.ndarray:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.imageio import read_mask
 from ..errors import UnetkitError
 from ..files import atomic_path
+from .imageio import read_mask
 
 PNG_MAX_ID = 65535
 

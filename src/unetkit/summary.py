@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..checkpoint import load_model
-from ..errors import UnetkitError
-from .presets import PRESETS, preset_config
-from .unet import UNet
+from .checkpoint import load_model
+from .errors import UnetkitError
+from .models.presets import PRESETS, preset_config
+from .models.unet import UNet
 
 
 def gflops(model: UNet, size: tuple[int, int]) -> float:
@@ -81,7 +81,7 @@ def checkpoint_summary(path: str | Path) -> str:
                 "images (evaluate scores the val images)"
             )
         if ts.get("fingerprint"):
-            from ..data.fingerprint import describe
+            from .data.fingerprint import describe
 
             lines.append(describe(ts["fingerprint"], list(ckpt.classes)))
     else:
@@ -91,8 +91,8 @@ def checkpoint_summary(path: str | Path) -> str:
 
 def onnx_summary(path: str | Path) -> str:
     """A text description of an ONNX file written by ``unetkit export``, from its metadata."""
-    from ..config import DataConfig, ModelConfig
-    from ..export import read_onnx_metadata
+    from .config import DataConfig, ModelConfig
+    from .export import read_onnx_metadata
 
     path = Path(path)
     meta = read_onnx_metadata(path)
