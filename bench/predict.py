@@ -5,8 +5,15 @@ RGB image, against the same model on whole 512 x 512 images (``full``: no tiling
 fp32 and, where the hardware has it natively, bf16. Memory: each image size runs in its own
 subprocess, which reports its own peak resident set size (``ru_maxrss``) before and after.
 
+Whole-slide: ``--wsi-sizes N ...`` generates an N x N RGB tiled BigTIFF (a smooth pattern
+with noise, written tile by tile so the bench never holds it either) and runs ``unetkit
+predict`` on it in a subprocess (the image read by region, the mask written band by band as a
+tiled BigTIFF): peak RSS of that process and microseconds per pixel, against an in-memory
+``predict_mask`` of a 4096 x 4096 image by the same model in the same run.
+
     python bench/predict.py                      # milesial, base width 8, depth 4
     python bench/predict.py --rss-sizes 4096 10000 --rss-width 4 --rss-depth 3
+    python bench/predict.py --skip-throughput --rss-sizes --wsi-sizes 16384 40000
 """
 
 from __future__ import annotations
@@ -78,6 +85,66 @@ def _child(size: int, width: int, depth: int) -> dict:
     return {"loaded_mib": loaded, "peak_mib": _maxrss_mib(), "seconds": seconds}
 
 
+def _write_tiled_tiff(path: Path, size: int, tile: int = 512) -> None:
+    """An RGB tiled BigTIFF of size x size, generated tile by tile (never whole in memory)."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:tile, 0:tile].astype(np.float32)
+
+    def tiles():
+        for y0 in range(0, size, tile):
+            for x0 in range(0, size, tile):
+                base = 128 + 90 * np.sin((y + y0) / 37.0) * np.cos((x + x0) / 53.0)
+                noise = rng.integers(-12, 13, (tile, tile, 3), dtype=np.int16)
+                yield np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
+
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(tiles(), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile),
+                  compression="zlib", photometric="rgb")  # fmt: skip
+
+
+def _wsi(args) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        predictor = _predictor(args.rss_width, args.rss_depth, folder, strategy="tile")
+        ckpt = Path(folder) / f"w{args.rss_width}d{args.rss_depth}.pt"
+        reference = _image(4096)
+        start = time.perf_counter()
+        predictor.predict_mask(reference)
+        ref_us = (time.perf_counter() - start) / reference[:, :, 0].size * 1e6
+        print(f"\nwhole-slide path: milesial base width {args.rss_width}, depth {args.rss_depth}, "
+              f"precision auto; in-memory 4096x4096 reference {ref_us:.3f} us/px")  # fmt: skip
+        print(f"{'image':>14s} {'write s':>8s} {'predict s':>10s} {'us/px':>7s} {'vs ref':>7s} "
+              f"{'peak RSS MiB':>13s} {'output':>10s}")  # fmt: skip
+        for size in args.wsi_sizes:
+            tif = Path(folder) / f"slide{size}.tif"
+            start = time.perf_counter()
+            _write_tiled_tiff(tif, size)
+            written = time.perf_counter() - start
+            out = Path(folder) / f"out{size}"
+            code = ("import resource, sys; from unetkit.cli import main; "
+                    "rc = main(sys.argv[1:]); "
+                    "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); "
+                    "sys.exit(rc)")  # fmt: skip
+            cmd = [sys.executable, "-c", code, "predict", str(ckpt), str(tif), "-o", str(out),
+                   "--strategy", "tile", "--no-progress"]  # fmt: skip
+            start = time.perf_counter()
+            run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            seconds = time.perf_counter() - start
+            rss = float(run.stdout.split("RSS")[-1])
+            import tifffile
+
+            with tifffile.TiffFile(out / f"slide{size}.tif") as mask:
+                page = mask.pages[0]
+                ok = page.is_tiled and (page.imagelength, page.imagewidth) == (size, size)
+            us = seconds / size**2 * 1e6
+            verdict = "tiled ok" if ok else "WRONG"
+            print(f"{size:>6d}x{size:<7d} {written:8.0f} {seconds:10.0f} {us:7.3f} "
+                  f"{us / ref_us:6.2f}x {rss:13.0f} {verdict:>10s}")  # fmt: skip
+            tif.unlink()
+
+
 def _throughput(args) -> list[tuple[str, float]]:
     from unetkit.device import cpu_has_bf16
     from unetkit.infer.tiling import plan_image
@@ -114,6 +181,7 @@ def main() -> None:
     parser.add_argument("--rss-width", type=int, default=4, help="Base width for the RSS runs.")
     parser.add_argument("--rss-depth", type=int, default=3)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--wsi-sizes", type=int, nargs="*", default=[], help="Tiled TIFF sides.")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -136,6 +204,8 @@ def main() -> None:
             r = json.loads(out.strip().splitlines()[-1])
             print(f"{size:>5d}x{size:<6d} {r['loaded_mib']:11.0f} {r['peak_mib']:10.0f} "
                   f"{r['seconds']:9.1f}")  # fmt: skip
+    if args.wsi_sizes:
+        _wsi(args)
 
 
 if __name__ == "__main__":

@@ -432,6 +432,11 @@ def predict_cmd(
     legend: bool = typer.Option(
         False, "--legend", help="Overlays: a legend strip of the classes present (wider PNG)."
     ),
+    level: int = typer.Option(
+        None,
+        "--level",
+        help="TIFF inputs: predict this pyramid level (0 = full size), read by region.",
+    ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
@@ -462,7 +467,7 @@ def predict_cmd(
     report = predict_paths(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
         skip_existing=skip_existing, progress=progress, objects=objects or None,
-        pixel_size=pixel_size, geojson=geojson, coco=coco, legend=legend,
+        pixel_size=pixel_size, geojson=geojson, coco=coco, legend=legend, level=level,
     )  # fmt: skip
     typer.echo(
         f"{len(report.written)} predicted, {len(report.skipped)} skipped (existing), "

@@ -336,7 +336,7 @@ class ObjectConfig(_Config):
         fill_holes: holes inside an object become part of it.
     """
 
-    boundary_width: int = 1
+    boundary_width: int = 2
     fg_threshold: float = 0.5
     seed_threshold: float = 0.5
     min_size: int | None = None

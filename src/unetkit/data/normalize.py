@@ -35,12 +35,22 @@ def unit_scale(image: np.ndarray) -> float:
     return float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
 
 
+def stats_step(height: int, width: int) -> int:
+    """The stride of the statistics' subsample of an image of this size (1 up to
+    :data:`STATS_PIXELS` pixels)."""
+    return max(1, math.ceil(math.sqrt(height * width / STATS_PIXELS)))
+
+
 def subsample(image: np.ndarray) -> np.ndarray:
     """(H, W, C) -> (N, C) float32 pixels in [0, 1]: all of them, or a fixed-stride grid."""
-    h, w = image.shape[:2]
-    step = max(1, math.ceil(math.sqrt(h * w / STATS_PIXELS)))
-    pixels = image[::step, ::step].reshape(-1, image.shape[2]).astype(np.float32)
-    return pixels / unit_scale(image)
+    step = stats_step(*image.shape[:2])
+    return grid_pixels(image[::step, ::step])
+
+
+def grid_pixels(grid: np.ndarray) -> np.ndarray:
+    """An already subsampled (h, w, C) grid as (N, C) float32 pixels in [0, 1] (images read
+    by region, whose ``image[::step, ::step]`` is assembled band by band, come in here)."""
+    return grid.reshape(-1, grid.shape[2]).astype(np.float32) / unit_scale(grid)
 
 
 def image_stats(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -50,7 +60,11 @@ def image_stats(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray] |
     """
     if mode not in PER_IMAGE:
         return None
-    pixels = subsample(image)
+    return pixel_stats(subsample(image), mode)
+
+
+def pixel_stats(pixels: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, scale)`` per channel of (N, C) pixels in [0, 1] for a per-image ``mode``."""
     if mode == "image":
         shift = pixels.mean(0)
         scale = pixels.std(0)

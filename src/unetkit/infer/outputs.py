@@ -173,7 +173,18 @@ def summary_row(
     """``summary.csv`` row: size, names of the classes present, pixel area of every class
     (and the object count, with objects)."""
     counts = np.bincount(mask.ravel(), minlength=len(class_names))
-    row = {"image": name, "height": mask.shape[0], "width": mask.shape[1]}
+    return counts_row(name, mask.shape[:2], counts, class_names, objects)
+
+
+def counts_row(
+    name: str,
+    size: tuple[int, int],
+    counts: np.ndarray,
+    class_names: list[str],
+    objects: int | None = None,
+) -> dict:
+    """``summary_row`` from class pixel counts (images predicted band by band)."""
+    row = {"image": name, "height": int(size[0]), "width": int(size[1])}
     if objects is not None:
         row["objects"] = objects
     row["classes_present"] = ";".join(
@@ -352,6 +363,8 @@ def predict_paths(
     geojson: bool = False,
     coco: bool = False,
     legend: bool = False,
+    level: int | None = None,
+    large_pixels: int | None = None,
 ) -> PredictReport:
     """Predict every image named by ``inputs`` and write its outputs into ``out_dir``.
 
@@ -374,6 +387,10 @@ def predict_paths(
         coco: also ``coco.json``: the folder's objects as COCO instance annotations.
         legend: a legend strip (the classes present) right of each overlay; without it the
             overlay has the input's size.
+        level: predict TIFF inputs at this pyramid level, read by region.
+        large_pixels: TIFFs above this many pixels are read by region and written as a tiled
+            BigTIFF mask plus a preview (``unetkit.infer.large``; default
+            ``unetkit.data.largeimage.LARGE_PIXELS``).
 
     Returns:
         A ``PredictReport``; unreadable inputs are in ``failed`` (each logged in one line).
@@ -403,7 +420,32 @@ def predict_paths(
     predictor.progress = progress
     report = PredictReport()
     done: list[Path] = [out / "summary.csv"]
+    from ..data.largeimage import LARGE_PIXELS
+    from .large import count_classes, is_large, large_outputs, predict_large
+
+    threshold = LARGE_PIXELS if large_pixels is None else large_pixels
     for path in progress_bar(paths, desc="predict", unit="img", disable=not progress):
+        if is_large(path, level, threshold):
+            try:
+                if objects:
+                    raise UnetkitError(
+                        f"{path}: objects of an image read by region are not supported; "
+                        "predict a pyramid level that fits in memory (--level)"
+                    )
+                targets = large_outputs(out, path.stem)
+                if skip_existing and all(t.is_file() for t in targets):
+                    counts, size = count_classes(targets[0], len(predictor.classes))
+                    report.skipped.append(path)
+                else:
+                    counts, size = predict_large(predictor, path, out, level or 0, options["alpha"])
+                    report.written.append(path)
+            except (UnetkitError, OSError, ValueError) as exc:
+                record_failure(report, path, exc)
+                continue
+            done += targets
+            row = counts_row(path.name, size, counts, predictor.classes)
+            report.rows.append({**row, "objects": ""} if objects else row)
+            continue
         try:
             targets = _outputs(out, path.stem, options)
             if objects:

@@ -14,17 +14,17 @@ Strategies (``PredictConfig.strategy``):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint
 from ..config import STRATEGIES, ObjectConfig, PredictConfig
-from ..data.imageio import image_to_tensor, normalization_stats
+from ..data.imageio import image_to_tensor, match_channels, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
-from .tiling import SizeRule, predict_tiled
+from .tiling import SizeRule, iter_bands, plan_image, predict_tiled
 
 _PROGRESS_TILES = 16  # show a tile progress bar for images with more tiles than this
 
@@ -239,6 +239,54 @@ class Predictor:
             return separate_objects(self._run(image, None).numpy(), self.objects_config)
         mask = self.predict_mask(image)
         return mask, connected_objects(mask, ignore_index=self.info.ignore_index)
+
+    def iter_mask_bands(self, image) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Class masks of an image read by region (``unetkit.data.largeimage.LargeImage``),
+        one band of rows at a time, top to bottom: nothing of the size of the image is held.
+
+        The image is tiled exactly as ``predict_mask`` tiles an in-memory image of its size
+        (same plan, blend and whole-image normalisation statistics, from the same pixels), so
+        the bands are the rows of ``predict_mask`` of the whole image.
+
+        Yields:
+            ``(y0, y1, mask)`` with ``mask`` (y1 - y0, W) uint8; the bands tile [0, H).
+
+        Raises:
+            UnetkitError: instance models (their watershed needs the whole image) and models
+                that predict resized images (``letterbox`` / ``resize``).
+        """
+        from ..data.normalize import grid_pixels, pixel_stats, stats_step
+
+        if self.instance:
+            raise UnetkitError(
+                f"{image.path}: objects need the whole image's probabilities; predict a "
+                "pyramid level (--level) that fits in memory"
+            )
+        size = (image.height, image.width)
+        strategy = self.strategy_for(size)
+        if strategy in ("letterbox", "resize"):
+            raise UnetkitError(
+                f"{image.path}: a model that predicts resized images ({strategy}) cannot "
+                "predict an image read by region; use --strategy tile"
+            )
+        pre = self.info.preprocessing
+        stats = None
+        if pre.normalize in ("image", "percentile"):
+            grid = match_channels(image.strided(stats_step(*size)), pre.channels, "image")
+            stats = pixel_stats(grid_pixels(grid), pre.normalize)
+        tile = self._tile() if strategy == "tile" else None
+        plans = plan_image(size, tile, self.config.overlap, self.rule)
+        with torch.inference_mode():
+            for y0, y1, band in iter_bands(
+                self._forward,
+                image,
+                plans,
+                prepare=lambda window: image_to_tensor(window, pre, stats),
+                blend=self.config.blend,
+                batch_size=self.config.batch_size,
+                progress=self.progress,
+            ):
+                yield y0, y1, self._mask(band).cpu().numpy()
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities of one image, at its size.

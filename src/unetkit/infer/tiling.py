@@ -188,7 +188,9 @@ def read_window(image: np.ndarray | torch.Tensor, ys: tuple[int, int], xs: tuple
     """A window of an image, mirrored beyond its border.
 
     Args:
-        image: ``np.ndarray (H, W, ...)`` (possibly memory-mapped) or ``torch.Tensor (C, H, W)``.
+        image: ``np.ndarray (H, W, ...)`` (possibly memory-mapped), ``torch.Tensor (C, H, W)``,
+            or an object with ``shape`` (H, W, C) and ``read_region(rows, cols)``
+            (``unetkit.data.largeimage.LargeImage``).
         ys, xs: ``(start, stop)`` rows and columns; may extend beyond the image.
 
     Returns:
@@ -197,6 +199,8 @@ def read_window(image: np.ndarray | torch.Tensor, ys: tuple[int, int], xs: tuple
     tensor = isinstance(image, torch.Tensor)
     height, width = image.shape[-2:] if tensor else image.shape[:2]
     rows, cols = _axis_index(*ys, height), _axis_index(*xs, width)
+    if hasattr(image, "read_region"):  # an image read by region (``data.largeimage``)
+        return image.read_region(rows, cols)
     if tensor:
         if isinstance(rows, np.ndarray):
             image = image.index_select(-2, torch.as_tensor(rows, device=image.device))

@@ -1,0 +1,156 @@
+"""Images read by region (``data.largeimage``) and predicted band by band (``infer.large``):
+the reader equals numpy indexing, and the tiled BigTIFF mask equals the in-memory prediction
+of the same image exactly."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from unetkit import DataConfig, PredictConfig, make_checkpoint, save_checkpoint
+from unetkit.cli import main
+from unetkit.data.largeimage import LargeImage, streamable
+from unetkit.errors import UnetkitError
+from unetkit.infer.outputs import predict_paths
+from unetkit.infer.predict import Predictor
+from unetkit.infer.tiling import reflect_indices
+from unetkit.models import UNet
+
+CLASSES = ["background", "a", "b"]
+PALETTE = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
+
+
+def _image(h: int = 300, w: int = 260, c: int = 3, seed: int = 0) -> np.ndarray:
+    """Smooth structure plus noise, with a dark left half (per-image statistics matter)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = 120 + 80 * np.sin(y / 13.0)[..., None] * np.cos(x / 17.0)[..., None]
+    image = base + rng.normal(0, 20, (h, w, c))
+    image[:, : w // 2] *= 0.3
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _write(path, image: np.ndarray, **kwargs) -> None:
+    tifffile.imwrite(path, image, tile=(64, 64), compression="zlib", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    from unetkit import ModelConfig
+
+    net = UNet(ModelConfig(in_channels=3, out_channels=3, base_width=4, depth=2)).eval()
+    pre = DataConfig(channels=3, size=(48, 48), normalize="image")
+    folder = tmp_path_factory.mktemp("m")
+    path = save_checkpoint(
+        make_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre), folder / "m.pt"
+    )
+    # random weights favour one class everywhere: centre the head's logits so that every
+    # class wins somewhere (a mask worth comparing), context-dependent as a real model is
+    probs = Predictor.from_checkpoint(path, PredictConfig(), "cpu").predict_proba(_image())
+    median = np.median(np.log(np.maximum(probs, 1e-12)).reshape(3, -1), axis=1)
+    with torch.no_grad():
+        net.head[0].bias -= torch.as_tensor(median, dtype=torch.float32)
+    ckpt = make_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre)
+    return save_checkpoint(ckpt, folder / "m.pt")
+
+
+@pytest.mark.parametrize("layout", ["YXS", "YX", "CYX"])
+def test_read_region_and_strided_equal_numpy_indexing(tmp_path, layout):
+    rgb = _image(130, 150)
+    stored = {"YXS": rgb, "YX": rgb[:, :, 0], "CYX": np.moveaxis(rgb, -1, 0)}[layout]
+    expected = {"YXS": rgb, "YX": rgb[:, :, :1], "CYX": rgb}[layout]
+    _write(tmp_path / "a.tif", stored, **({"photometric": "minisblack"} if layout != "YXS" else {}))
+    with LargeImage(tmp_path / "a.tif") as image:
+        assert image.shape == expected.shape and image.axes in (layout, "QYX")
+        rows, cols = reflect_indices(-7, 40, 130), slice(100, 150)
+        np.testing.assert_array_equal(image.read_region(rows, cols), expected[rows][:, cols])
+        np.testing.assert_array_equal(
+            image.read_region(slice(90, 130), reflect_indices(140, 170, 150)),
+            expected[90:130][:, reflect_indices(140, 170, 150)],
+        )
+        for step in (1, 3, 7):
+            np.testing.assert_array_equal(
+                image.strided(step, band_rows=20), expected[::step, ::step]
+            )
+
+
+def test_streamable_only_for_large_tiled_tiffs(tmp_path):
+    _write(tmp_path / "a.tif", _image(130, 150))
+    assert streamable(tmp_path / "a.tif", large_pixels=100 * 100)
+    assert not streamable(tmp_path / "a.tif")  # small: read whole as before
+    assert streamable(tmp_path / "a.tif", level=0)  # a level asked for: by region
+    Image.fromarray(_image(130, 150)).save(tmp_path / "a.png")
+    assert not streamable(tmp_path / "a.png", large_pixels=1)
+    one_strip = tmp_path / "strip.tif"
+    tifffile.imwrite(one_strip, np.zeros((5000, 5000), np.uint8), rowsperstrip=5000)
+    assert streamable(one_strip, large_pixels=1)  # 25 MB in one strip: still by region
+    big_strip = tmp_path / "bigstrip.tif"
+    tifffile.imwrite(big_strip, np.zeros((9000, 8000), np.uint8), rowsperstrip=9000)
+    assert not streamable(big_strip, large_pixels=1)  # 72 MB strip: not read by region
+    (tmp_path / "junk.tif").write_bytes(b"II*\x00garbage")
+    assert not streamable(tmp_path / "junk.tif", large_pixels=1)
+
+
+def test_a_missing_level_is_one_line(tmp_path):
+    _write(tmp_path / "a.tif", _image(64, 64))
+    with pytest.raises(UnetkitError, match=r"a\.tif: no pyramid level 2 \(it has levels 0\.\.0\)"):
+        LargeImage(tmp_path / "a.tif", level=2)
+
+
+def test_band_prediction_equals_the_in_memory_prediction(model_path, tmp_path):
+    image = _image(300, 260)
+    (tmp_path / "in").mkdir()
+    _write(tmp_path / "in" / "big.tif", image)
+    predictor = Predictor.from_checkpoint(model_path, PredictConfig(strategy="tile"), "cpu")
+    expected = predictor.predict_mask(image)
+    assert len(np.unique(expected)) >= 2  # a mask worth comparing
+    out = tmp_path / "out"
+    report = predict_paths(
+        predictor, [tmp_path / "in"], out, progress=False, large_pixels=200 * 200
+    )
+    assert [p.name for p in report.written] == ["big.tif"] and not report.failed
+    with tifffile.TiffFile(out / "big.tif") as tif:
+        page = tif.pages[0]
+        assert tif.is_bigtiff and page.is_tiled and page.tilewidth == 256
+        assert page.photometric == tifffile.PHOTOMETRIC.PALETTE
+        mask = page.asarray()
+    np.testing.assert_array_equal(mask, expected)  # exact: same tiles, statistics, blend
+    preview = np.asarray(Image.open(out / "big_preview.png"))
+    assert preview.shape == (300, 260, 3)  # under 2048 px: every pixel
+    assert not (out / "big_overlay.png").exists() and not (out / "big.png").exists()
+    with open(out / "summary.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    counts = np.bincount(expected.ravel(), minlength=3)
+    assert [int(row[f"{c}_pixels"]) for c in CLASSES] == counts.tolist()
+    assert (int(row["height"]), int(row["width"])) == (300, 260)
+    # a second run with --skip-existing reads the counts back from the TIFF
+    again = predict_paths(
+        predictor, [tmp_path / "in"], out, progress=False, large_pixels=200 * 200,
+        skip_existing=True,
+    )  # fmt: skip
+    assert [p.name for p in again.skipped] == ["big.tif"] and again.rows == report.rows
+
+
+def test_cli_predicts_a_pyramid_level(model_path, tmp_path, caplog):
+    full = _image(256, 320)
+    half = full[::2, ::2].copy()
+    path = tmp_path / "pyr.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(full, tile=(64, 64), subifds=1, compression="zlib")
+        tif.write(half, tile=(64, 64), subfiletype=1, compression="zlib")
+    with LargeImage(path, level=1) as image:
+        assert image.shape == half.shape and image.level_shapes[1][:2] == half.shape[:2]
+    out = tmp_path / "out"
+    assert main(["predict", str(model_path), str(path), "-o", str(out), "--level", "1"]) == 0
+    predictor = Predictor.from_checkpoint(model_path, PredictConfig(), "cpu")
+    np.testing.assert_array_equal(tifffile.imread(out / "pyr.tif"), predictor.predict_mask(half))
+    caplog.clear()
+    assert main(["predict", str(model_path), str(path), "-o", str(out), "--level", "5"]) == 2
+    said = [r.getMessage() for r in caplog.records if "pyr.tif" in r.getMessage()]
+    assert len(said) == 1 and "no pyramid level 5 (it has levels 0..1)" in said[0]
