@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench wheel-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ install: $(VENV)/.installed
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 test: lint
 	$(VENV)/bin/pytest -q
@@ -30,8 +31,22 @@ bench: install
 	cd bench && ../$(PY) isbi.py --budget 10 --tta
 	cd bench && ../$(PY) dsb_instances.py --budget 15
 
+# the wheel built from the tree, installed non-editable into a fresh environment, runs the
+# demo and predicts with its model (an editable install would hide missing package data)
+WHEEL_DIR := build/wheel-check
+wheel-check: install
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(PY) -m pip wheel -q --no-deps -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/pip install -q torch==2.13.0
+	$(WHEEL_DIR)/venv/bin/pip install -q $(WHEEL_DIR)/unetkit-*.whl
+	cd $(WHEEL_DIR) && venv/bin/python -c "import unetkit, pathlib; p = pathlib.Path(unetkit.__file__).parent; assert (p / 'py.typed').is_file() and 'site-packages' in str(p), p"
+	cd $(WHEEL_DIR) && venv/bin/unetkit demo -o demo --time-budget 0.2 --images 8 --large 240x320
+	cd $(WHEEL_DIR) && venv/bin/unetkit predict demo/run/best.pt demo/large/large.png -o pred
+	test -s $(WHEEL_DIR)/pred/large.png && test -s $(WHEEL_DIR)/pred/summary.csv
+
 demo: install
 	$(VENV)/bin/unetkit demo -o demo
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo build .pytest_cache .ruff_cache .mypy_cache

@@ -145,6 +145,30 @@ def test_roi_crop_in_prepare(tmp_path):
     assert (read_image(tmp_path / "out" / "images" / "a.png") == 230).all()
 
 
+def test_cli_crop_roi_with_a_margin(tmp_path, capsys):
+    """Bug: --crop-roi T,MIN,MAX,MARGIN parsed the margin as a float, so the crop box was
+    floats and slicing the image crashed (an internal error) whenever an ROI was found."""
+    from unetkit.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    image = np.zeros((30, 40, 3), np.uint8)
+    image[5:15, 10:30] = 230
+    Image.fromarray(image).save(src / "a.png")
+    doc = {
+        "shapes": [{"label": "plate", "shape_type": "rectangle", "points": [[12, 6], [20, 10]]}],
+        "imagePath": "a.png",
+        "imageHeight": 30,
+        "imageWidth": 40,
+    }
+    (src / "a.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    assert main(["prepare", str(src), str(out), "--crop-roi", "200,50,1000,2"]) == 0
+    assert read_mask(out / "masks" / "a.png").shape == (14, 24)  # the box + 2 px each side
+    assert main(["prepare", str(src), str(tmp_path / "o2"), "--crop-roi", "200,50,1000,2.5"]) == 2
+    assert "MARGIN whole pixels" in capsys.readouterr().err
+
+
 def _scene(src, shapes: list[dict], size=(10, 12)) -> None:
     """One labelme file ``scene.json`` over a grey ``scene.png`` of ``size``."""
     src.mkdir()

@@ -27,7 +27,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under DistributedDataParallel / DataParallel / torch.compile wrappers."""
     while True:
         if hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # torch.compile
+            model = cast(nn.Module, model._orig_mod)  # torch.compile
         elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
         else:

@@ -36,7 +36,8 @@ def _default(cls, field: str) -> str:
     spec = next(f for f in dataclasses.fields(cls) if f.name == field)
     value = spec.default
     if value is dataclasses.MISSING:  # a default factory
-        value = spec.default_factory()  # type: ignore[misc]
+        assert spec.default_factory is not dataclasses.MISSING  # no plain default: a factory
+        value = spec.default_factory()
     special = {
         ("TrainConfig", "epochs"): "50, or unlimited with --time-budget",
         ("TrainConfig", "val_every"): "0 = auto",
@@ -102,9 +103,12 @@ def _parse_roi(text: str | None) -> tuple[float, ...] | None:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) not in (3, 4):
-        raise UnetkitError(f"--crop-roi must be THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN]; got {text!r}")
-    return values
+    if len(values) not in (3, 4) or (len(values) == 4 and not values[3].is_integer()):
+        raise UnetkitError(
+            f"--crop-roi must be THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN] (MARGIN whole pixels); "
+            f"got {text!r}"
+        )
+    return values[:3] + tuple(int(v) for v in values[3:])  # a pixel margin slices the image
 
 
 @app.command("prepare")
@@ -632,12 +636,13 @@ def _error_line(exc: Exception) -> tuple[int, str]:
             return 2, f"error: {exc.filename}: {exc.strerror}"
         return 2, f"error: {exc}"
     if _is_usage_error(exc):
-        message = " ".join(exc.format_message().split())
+        # a click exception (of click or of typer's vendored copy), checked by duck typing
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
         if not message:  # no arguments at all: the help was shown
-            return int(exc.exit_code), ""
+            return int(exc.exit_code), ""  # type: ignore[attr-defined]
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        return int(exc.exit_code), f"error: {message}{hint}"
+        return int(exc.exit_code), f"error: {message}{hint}"  # type: ignore[attr-defined]
     first = next((line for line in str(exc).splitlines() if line.strip()), "")
     return 1, (
         f"internal error: {type(exc).__name__}: {first} "

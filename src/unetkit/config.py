@@ -10,6 +10,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,7 +42,7 @@ def _coerce(value: Any, annotation: Any) -> Any:
     """Turn JSON-ish values (lists) back into the annotated type (tuples, nested configs)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        args: Sequence[Any] = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
         for arg in args:  # the first member the value fits (lists fit tuples, dicts configs)
@@ -92,7 +93,7 @@ class _Config:
                 f"valid keys: {', '.join(sorted(names))}"
             )
         hints = typing.get_type_hints(cls)
-        return cls(**{k: _coerce(v, hints[k]) for k, v in data.items()})  # type: ignore[call-arg]
+        return cls(**{k: _coerce(v, hints[k]) for k, v in data.items()})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (dicts, lists, str, int, float, bool, None) safe for JSON and checkpoints."""

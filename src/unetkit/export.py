@@ -16,7 +16,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .checkpoint import Checkpoint, load_model
 from .errors import UnetkitError
 from .files import atomic_path
 from .infer.backends import META_PREFIX, onnx_session
+
+if TYPE_CHECKING:
+    from .models.unet import UNet
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ def parse_metadata(props: dict[str, str], source: str | os.PathLike) -> dict[str
     return ModelCard.from_metadata(props, str(source), prefix=META_PREFIX).to_dict()
 
 
-def _sample_sizes(model: torch.nn.Module, ckpt: Checkpoint) -> list[tuple[int, int]]:
+def _sample_sizes(model: UNet, ckpt: Checkpoint) -> list[tuple[int, int]]:
     """A small legal input size (not square, to catch swapped axes) and the training size."""
     small = tuple(model.legal_sizes(n)[1] for n in (37, 45))
     real = tuple(model.legal_sizes(int(n))[1] for n in ckpt.preprocessing.size_or())
@@ -69,7 +72,7 @@ def _onnx_bytes(model: torch.nn.Module, sample: torch.Tensor, opset: int) -> byt
         torch.onnx.export(
             model,
             (sample,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects
             input_names=["image"],
             output_names=["logits"],
             dynamic_axes={
@@ -128,7 +131,7 @@ def _compare(reference: np.ndarray, exported: np.ndarray) -> tuple[float, float]
 
 
 def check_parity(
-    model: torch.nn.Module,
+    model: UNet,
     run,
     sizes: list[tuple[int, int]],
     source: str | os.PathLike,

@@ -78,7 +78,7 @@ def _text_size(text: str, scale: float) -> tuple[int, int]:
     return w, h + base
 
 
-def _legend(names: list[str], colours: list[tuple[int, int, int]], height: int) -> np.ndarray:
+def _legend(names: list[str], colours: Sequence[tuple[int, ...]], height: int) -> np.ndarray:
     """A white-on-dark strip of colour swatches and names, wrapped into columns to fit."""
     row = int(np.clip(height // max(len(names), 1), 14, 22))
     scale = row / 40.0

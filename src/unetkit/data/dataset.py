@@ -6,6 +6,7 @@ import logging
 import os
 import zlib
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -145,7 +146,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         path = self.info.image_files[stem]
         image = match_channels(read_image(path), self.config.channels, str(path))
         if stem not in self.info.mask_files:  # image-only data set (image-to-image training)
-            mask = np.zeros(image.shape[:2], np.int64)
+            mask: np.ndarray = np.zeros(image.shape[:2], np.int64)
         else:
             # 0/255 -> 0/1 where the folder needs it; ids > 0 for instance-only folders
             mask = self.info.read_mask(stem, binary_255=self.config.binary_255)
@@ -219,7 +220,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def _geometry(self, index: int, image, mask, weight, points):
         cfg, ignore = self.config, self.config.ignore_index
-        size = tuple(cfg.size)
+        size = cast("tuple[int, int]", tuple(cfg.size))
         if cfg.resize == "letterbox":
             image = letterbox(image, size, nearest=False)[0]
             mask = letterbox(mask, size, nearest=True, fill=ignore)[0]

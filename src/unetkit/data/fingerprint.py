@@ -76,6 +76,7 @@ def compute_fingerprint(
         return {"images": 0}
     means = np.array([r["mean"] for r in rows])  # (N, C)
     stds = np.array([r["std"] for r in rows])
+    assert sums is not None and sq is not None  # rows is not empty: the loop set them
     pooled_mean = sums / pixels
     pooled_std = np.sqrt(np.maximum(sq / pixels - pooled_mean**2, 0.0))
     typical = np.maximum(np.median(stds, 0), 1e-6)

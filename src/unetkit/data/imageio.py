@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,6 +29,7 @@ from ..files import atomic_path
 
 if TYPE_CHECKING:
     import torch
+    from PIL.TiffImagePlugin import TiffImageFile
 
     from ..config import DataConfig
 
@@ -207,7 +208,7 @@ def _needs_cv2(img: Image.Image, data: bytes) -> bool:
     if img.format == "PNG":
         return _is_16bit_colour_png(data)
     if img.format == "TIFF" and img.mode in ("RGB", "RGBA", "RGBX"):
-        bits = img.tag_v2.get(258, 8)  # BitsPerSample
+        bits = cast("TiffImageFile", img).tag_v2.get(258, 8)  # BitsPerSample
         return any(int(b) > 8 for b in (bits if isinstance(bits, tuple) else (bits,)))
     return False
 
@@ -577,10 +578,11 @@ def image_to_tensor(
     channels = image.shape[2]
     if stats is None:
         stats = image_stats(image, cfg.normalize)
-    if stats is None:
-        stats = (cfg.mean, cfg.std)
+    given: tuple[np.ndarray | Sequence[float], ...] = (
+        (cfg.mean, cfg.std) if stats is None else stats
+    )
     checked = []
-    for label, values in zip(("mean", "std"), stats):
+    for label, values in zip(("mean", "std"), given):
         if len(values) not in (1, channels):
             raise UnetkitError(f"{label} has {len(values)} entries for a {channels}-channel image")
         checked.append(np.asarray(values, dtype=np.float32))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -100,7 +101,8 @@ class LargeImage:
                     f"{self.path}: axes {self.axes} are not supported (YX, YXS or CYX)"
                 )
             self.level_shapes = [tuple(int(n) for n in lv.shape) for lv in levels]
-            self._array = zarr.open(self._tif.aszarr(series=0, level=level), mode="r")
+            store = self._tif.aszarr(series=0, level=level)
+            self._array = cast("zarr.Array", zarr.open(store, mode="r"))  # one level: an array
         except UnetkitError:
             self._tif.close()
             raise

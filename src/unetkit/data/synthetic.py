@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -115,7 +116,7 @@ def _smooth_noise(rng: np.random.Generator, size: tuple[int, int], sigma: float)
     h, w = size
     step = max(1, int(sigma // 2))
     small = (max(2, -(-h // step)), max(2, -(-w // step)))
-    field = rng.standard_normal(small).astype(np.float32)
+    field: np.ndarray = rng.standard_normal(small).astype(np.float32)
     field = cv2.GaussianBlur(field, (0, 0), sigma / step)
     if step > 1:
         field = cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -168,9 +169,10 @@ def make_image_and_mask(
         (image (H, W, 3) uint8 RGB, mask (H, W) int64 with 0 = background).
     """
     rng = np.random.default_rng(seed)
-    shapes = make_shapes(tuple(size), rng, classes)
+    size = cast("tuple[int, int]", tuple(size))  # a list is accepted too
+    shapes = make_shapes(size, rng, classes)
     values = {name: i + 1 for i, name in enumerate(classes)}
-    mask = rasterize(shapes, tuple(size), values).astype(np.int64)
+    mask = rasterize(shapes, size, values).astype(np.int64)
     return render(mask, rng), mask
 
 
@@ -181,7 +183,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def _labelme_json(shapes: list[Shape], name: str, size, image_data: bytes | None) -> str:
-    doc = {
+    doc: dict[str, Any] = {
         "version": "5.5.0",
         "flags": {},
         "shapes": [
@@ -235,9 +237,9 @@ def make_labelme_folder(
     with atomic_dir(out) as tmp:
         for i in range(n_images):
             rng = np.random.default_rng(seed * 100003 + i)
-            shapes = make_shapes(tuple(size), rng, classes)
+            shapes = make_shapes(cast("tuple[int, int]", tuple(size)), rng, classes)
             values = {name: k + 1 for k, name in enumerate(classes)}
-            mask = rasterize(shapes, tuple(size), values)
+            mask = rasterize(shapes, cast("tuple[int, int]", tuple(size)), values)
             png = _png_bytes(render(mask, rng))
             name = f"img_{i:03d}"
             embed = image_data_every > 0 and i % image_data_every == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -137,8 +138,9 @@ def letterbox(
     top, left = ((side - h) // 2, (side - w) // 2) if center else (0, 0)
     square = np.full((side, side, *array.shape[2:]), fill, dtype=array.dtype)
     square[top : top + h, left : left + w] = array
-    out = resize_array(square, tuple(size), nearest)
-    return out, Letterbox(original=(h, w), side=side, offset=(top, left), size=tuple(size))
+    size = cast("tuple[int, int]", tuple(size))  # a list is accepted too
+    out = resize_array(square, size, nearest)
+    return out, Letterbox(original=(h, w), side=side, offset=(top, left), size=size)
 
 
 def resize_to(
@@ -146,7 +148,8 @@ def resize_to(
 ) -> tuple[np.ndarray, Resized]:
     """Stretch to ``size`` = (height, width); returns the array and its :class:`Resized`."""
     h, w = array.shape[:2]
-    return resize_array(array, tuple(size), nearest), Resized(original=(h, w), size=tuple(size))
+    size = cast("tuple[int, int]", tuple(size))  # a list is accepted too
+    return resize_array(array, size, nearest), Resized(original=(h, w), size=size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ def _check_mask(
         f.append(Finding("warning", [name], "0/255 mask: use the binary mapping 255 -> 1"))
     allowed = set(range(len(classes))) | {ignore} if classes is not None else None
     if allowed is not None and not binary and values - allowed:
+        assert classes is not None  # allowed is set only with classes
         bad = sorted(values - allowed)
         f.append(
             Finding(

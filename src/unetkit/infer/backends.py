@@ -66,7 +66,7 @@ def load_torch(
     model, ckpt = load_model(path, dev, checkpoint)
     if ckpt.task == "regression":
         raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")
-    model = model.to(memory_format=torch.channels_last).eval()
+    model = model.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     info = ckpt.card
     info.source = str(path)
     return torch_network(model, info, dev, prec)

@@ -26,8 +26,10 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -71,7 +73,7 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def collect_inputs(inputs: list[str | os.PathLike], exclude: Path | None = None) -> list[Path]:
+def collect_inputs(inputs: Sequence[str | os.PathLike], exclude: Path | None = None) -> list[Path]:
     """Image files named by ``inputs``: files, folders (their images, not recursive), globs.
 
     Args:
@@ -349,7 +351,7 @@ def write_summary(
 
 def predict_paths(
     predictor: Predictor,
-    inputs: list[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
     save_probs: bool = False,
@@ -406,7 +408,7 @@ def predict_paths(
         objects = predictor.instance or geojson or coco or pixel_size is not None
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
-    options = {
+    options: dict[str, Any] = {
         "save_probs": save_probs,
         "labelme": labelme,
         "alpha": alpha,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import numpy as np
 import torch
@@ -172,7 +173,7 @@ class Predictor:
     ):
         from ..data.transforms import letterbox, resize_to
 
-        size = tuple(int(n) for n in self.info.preprocessing.size)
+        size = cast("tuple[int, int]", tuple(int(n) for n in self.info.preprocessing.size))
         scale = letterbox if strategy == "letterbox" else resize_to
         scaled, geometry = scale(image, size, nearest=False)
         probs = predict_tiled(

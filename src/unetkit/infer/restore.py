@@ -8,6 +8,7 @@ atomically; unreadable inputs are reported in one line and skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ class Restorer:
 
 def restore_paths(
     restorer: Restorer,
-    inputs: list[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
     skip_existing: bool = False,

@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -28,9 +29,13 @@ from ..config import BLENDS
 from ..errors import UnetkitError
 from ..progress import progress as progress_bar
 
+if TYPE_CHECKING:
+    from ..models.unet import UNet
+
 log = logging.getLogger(__name__)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+_Image = TypeVar("_Image", bound="np.ndarray | torch.Tensor")  # prepare gets windows of it
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class SizeRule:
     align: int = 1
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module) -> SizeRule:
+    def from_model(cls, model: UNet) -> SizeRule:
         """The rule of a ``UNet`` (``output_size``, ``legal_sizes``, ``2**depth``)."""
         return cls(model.output_size, model.legal_sizes, 2 ** int(model.config.depth))
 
@@ -71,9 +76,10 @@ class SizeRule:
     def at_most(self, n: int) -> int:
         """The largest legal input length <= ``n``, else the smallest legal one above it."""
         below, above = self.legal_sizes(max(int(n), 1))
-        if below is None and above is None:
+        best = below if below is not None else above
+        if best is None:
             raise UnetkitError(f"no legal network input size near {n}")
-        return int(below if below is not None else above)
+        return int(best)
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,7 @@ def read_window(image: np.ndarray | torch.Tensor, ys: tuple[int, int], xs: tuple
     rows, cols = _axis_index(*ys, height), _axis_index(*xs, width)
     if hasattr(image, "read_region"):  # an image read by region (``data.largeimage``)
         return image.read_region(rows, cols)
-    if tensor:
+    if isinstance(image, torch.Tensor):
         if isinstance(rows, np.ndarray):
             image = image.index_select(-2, torch.as_tensor(rows, device=image.device))
             rows = slice(None)
@@ -238,10 +244,10 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 def iter_bands(
     forward: Forward,
-    image: np.ndarray | torch.Tensor,
+    image: _Image,
     plans: tuple[AxisPlan, AxisPlan],
     *,
-    prepare: Callable[[np.ndarray | torch.Tensor], torch.Tensor] | None = None,
+    prepare: Callable[[_Image], torch.Tensor] | None = None,
     blend: str = "gaussian",
     batch_size: int = 4,
     progress: bool = False,
@@ -281,6 +287,7 @@ def iter_bands(
                     weights = blend_weights((py.tile_out, px.tile_out), blend, out.device)
                     acc = out.new_zeros(out.shape[1], py.tile_out, px.length)
                     wsum = out.new_zeros(1, py.tile_out, px.length)
+                assert acc is not None and wsum is not None  # made with weights
                 for (j, wx), tile_out in zip(group, out):
                     ax, bx = px.keeps[j]
                     cols = slice(wx + px.offset + ax, wx + px.offset + bx)
@@ -290,6 +297,7 @@ def iter_bands(
                 bar.update(len(group))
             last = k + 1 == len(py.windows)
             n = (py.length if last else py.first_row(k + 1)) - done
+            assert acc is not None and wsum is not None  # every row has at least one tile
             yield done, done + n, acc[:, :n] / wsum[:, :n]
             done += n
             if not last:  # shift the band up by the finished rows
@@ -336,13 +344,13 @@ def image_size(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
 
 def predict_tiled(
     forward: Forward,
-    image: np.ndarray | torch.Tensor,
+    image: _Image,
     tile: tuple[int, int] | None,
     overlap: float = 0.25,
     rule: SizeRule | None = None,
     *,
     context: int | None = None,
-    prepare: Callable[[np.ndarray | torch.Tensor], torch.Tensor] | None = None,
+    prepare: Callable[[_Image], torch.Tensor] | None = None,
     blend: str = "gaussian",
     batch_size: int = 4,
     progress: bool = False,
@@ -375,8 +383,15 @@ def predict_tiled(
     plans = plan_image((height, width), tile, overlap, rule, context)
     log.debug("tiles: rows %s, cols %s", plans[0], plans[1])
     result = None
-    options = {"prepare": prepare, "blend": blend, "batch_size": batch_size, "progress": progress}
-    for y0, y1, band in iter_bands(forward, image, plans, **options):
+    for y0, y1, band in iter_bands(
+        forward,
+        image,
+        plans,
+        prepare=prepare,
+        blend=blend,
+        batch_size=batch_size,
+        progress=progress,
+    ):
         band = reduce(band) if reduce is not None else band
         if result is None:
             shape = (*band.shape[:-2], height, width)

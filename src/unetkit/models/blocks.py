@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,8 @@ class BatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and getattr(_STATE, "recomputing", False):
             # throwaway copies keep the op (and what autograd saves) identical to the forward
+            # make_norm builds it with track_running_stats (the default)
+            assert self.running_mean is not None and self.running_var is not None
             mean, var = self.running_mean.clone(), self.running_var.clone()
             return F.batch_norm(x, mean, var, self.weight, self.bias, True, 0.1, self.eps)
         return super().forward(x)
@@ -60,7 +63,7 @@ def make_act(cfg: ModelConfig) -> nn.Module:
 def conv(cfg: ModelConfig, cin: int, cout: int, k: int, dilation: int = 1, bias=None) -> nn.Conv2d:
     """A k x k conv with the configured padding (none for ``valid``)."""
     pad = 0 if cfg.padding == "valid" or k == 1 else dilation * (k // 2)
-    mode = "reflect" if cfg.padding == "reflect" else "zeros"
+    mode: Literal["reflect", "zeros"] = "reflect" if cfg.padding == "reflect" else "zeros"
     bias = cfg.conv_bias if bias is None else bias
     return nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, padding_mode=mode, bias=bias)
 

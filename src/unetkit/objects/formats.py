@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,7 +86,7 @@ def labelme_objects(
         A document with the keys of ``mask_to_labelme``'s.
     """
     labels = _check_labels(labels)
-    shapes = [
+    shapes: list[dict[str, Any]] = [
         {
             "label": _name(_class_of(object_id, classes), class_names),
             "points": points,
@@ -184,7 +185,8 @@ def coco_document(
     Raises:
         UnetkitError: labels whose size is not the entry's height and width.
     """
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     categories = [{"id": c, "name": class_names[c]} for c in range(1, len(class_names))]
     for image_id, (file_name, height, width, labels, classes) in enumerate(entries, start=1):
         labels = _check_labels(labels)

@@ -160,7 +160,11 @@ def object_table(
     for i, object_id in enumerate(ids.tolist()):
         row: dict = {"id": object_id, "class": _class_label(object_id, classes, class_names)}
         for name in fields[2:]:
-            row[name] = float(pixel_size) if name == "pixel_size" else lists[name][i]
+            if name == "pixel_size":
+                assert pixel_size is not None  # object_fields lists it only with a pixel size
+                row[name] = float(pixel_size)
+            else:
+                row[name] = lists[name][i]
         rows.append(row)
     return rows
 

@@ -30,7 +30,7 @@ class WeightAverage:
         self.updates += 1
         t = self.updates
         d = min(self.decay, (1 + t) / (10 + t))
-        avg = [p for p in self.model.parameters()]
+        avg: list[torch.Tensor] = [p for p in self.model.parameters()]
         new = [p.detach() for p in self.source.parameters()]
         torch._foreach_lerp_(avg, new, 1.0 - d)
         for a, b in zip(self.model.buffers(), self.source.buffers()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -88,6 +89,7 @@ class _Trainer:
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
+        assert cfg.model is not None  # resolve_config fills in the model and the classes
         if tuple(cfg.data.size) != (0, 0):  # a given size: checked before any image is read
             with torch.device("meta"):
                 UNet(cfg.model).check_input(self._train_input_size())
@@ -98,6 +100,7 @@ class _Trainer:
         if self.dist.is_main:
             self.val_set.check_all()
         cfg = self.cfg
+        assert cfg.model is not None
         with torch.device("meta"):  # the size rule needs the config, not the weights
             UNet(cfg.model).check_input(self._train_input_size())
         if self.resume_state is not None:
@@ -111,6 +114,7 @@ class _Trainer:
     # -- set-up ----------------------------------------------------------------------------
     def _train_input_size(self) -> tuple[int, int]:
         h, w = self.cfg.data.size
+        assert self.cfg.model is not None  # set by resolve_config
         s = self.cfg.model.scale
         return (h // s, w // s) if self.cfg.task == "regression" else (h, w)
 
@@ -167,21 +171,25 @@ class _Trainer:
 
     def _build_training(self) -> None:
         cfg, dev = self.cfg, self.device
+        assert cfg.model is not None  # set by resolve_config
         model = self.model.to(dev)
         if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if cfg.sync_bn and dev.type != "cuda":
             raise UnetkitError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only)")
         if self.dist.enabled and cfg.sync_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # converts the BatchNorm layers in place and returns the same (non-BN) root module
+            model = cast(UNet, torch.nn.SyncBatchNorm.convert_sync_batchnorm(model))
         self.net: UNet = model
         # the moving average of the weights: what validation scores and checkpoints hold
         self.ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
-        self.eval_net: UNet = self.ema.model if self.ema is not None else model
+        self.eval_net: UNet = cast(UNet, self.ema.model) if self.ema is not None else model
+        wrapped: torch.nn.Module = model
         if self.dist.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.train_model = torch.compile(model) if cfg.compile else model
+            wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # torch.compile of a module is a module (OptimizedModule); its stubs say Callable
+        self.train_model = cast(torch.nn.Module, torch.compile(wrapped)) if cfg.compile else wrapped
         cw = class_weights(cfg, self.info)
         self.loss_fn = build_loss(
             cfg.loss,
@@ -218,6 +226,7 @@ class _Trainer:
 
     # -- state -----------------------------------------------------------------------------
     def _train_state(self, full: bool = True) -> dict:
+        assert self.cfg.classes is not None  # set by resolve_config
         state = {
             "epoch": self.epoch,
             "step": self.global_step,
@@ -281,6 +290,7 @@ class _Trainer:
     def _save(self, name: str, full: bool = True) -> None:
         if not self.dist.is_main:
             return
+        assert self.cfg.classes is not None  # set by resolve_config
         ckpt = make_checkpoint(
             self.eval_net,
             classes=list(self.cfg.classes),
@@ -307,6 +317,7 @@ class _Trainer:
 
     def _run(self) -> Path:
         cfg = self.cfg
+        assert cfg.classes is not None  # set by resolve_config
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / "config.json", cfg.pretty() + "\n")
@@ -348,9 +359,10 @@ class _Trainer:
         torch.manual_seed(seed)
         self.aug_gen.manual_seed(seed)
         skip = self.step_in_epoch
-        if skip and getattr(self, "_saved_rng", None):  # resuming mid-epoch
-            torch.set_rng_state(self._saved_rng["torch"])
-            self.aug_gen.set_state(self._saved_rng["augment"])
+        saved_rng = getattr(self, "_saved_rng", None)
+        if skip and saved_rng:  # resuming mid-epoch
+            torch.set_rng_state(saved_rng["torch"])
+            self.aug_gen.set_state(saved_rng["augment"])
         self._saved_rng = None
         self.train_set.set_epoch(epoch)
         order = list(
@@ -427,6 +439,7 @@ class _Trainer:
 
     def _network_class_names(self) -> list[str]:
         extra = ["boundary"] if self.cfg.task == "instance" else []
+        assert self.cfg.classes is not None  # set by resolve_config
         return list(self.cfg.classes) + extra
 
     def _predictor(self):
@@ -438,6 +451,7 @@ class _Trainer:
         from ..infer.predict import Predictor
 
         cfg = self.cfg
+        assert cfg.model is not None and cfg.classes is not None  # set by resolve_config
         info = ModelCard(
             model_config=cfg.model,
             classes=list(cfg.classes),
@@ -467,6 +481,7 @@ class _Trainer:
 
     def _validate(self, epoch: int) -> dict:
         cfg = self.cfg
+        assert cfg.classes is not None  # set by resolve_config
         indices = list(range(len(self.val_set)))[self.dist.rank :: self.dist.world_size]
         panels = list(range(min(cfg.panels, len(self.val_set)))) if self.dist.is_main else []
         images = []

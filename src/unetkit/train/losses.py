@@ -87,6 +87,8 @@ class CrossEntropyLoss(nn.Module):
     ``weight=`` mean reduction extended by the per-pixel map.
     """
 
+    class_weights: torch.Tensor | None  # a buffer
+
     def __init__(self, ignore_index: int = 255, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.ignore_index = ignore_index
@@ -109,6 +111,8 @@ class BinaryCrossEntropyLoss(nn.Module):
     :class:`CrossEntropyLoss`, or (1,) = the foreground weight alone (torch's ``pos_weight``
     idea), which is the same as ``[1, w]``.
     """
+
+    class_weights: torch.Tensor | None  # a buffer
 
     def __init__(self, ignore_index: int = 255, class_weights: torch.Tensor | None = None):
         super().__init__()

@@ -123,6 +123,7 @@ def _check_instances(info, num_classes: int) -> None:
 
 def network_classes(cfg: TrainConfig) -> int:
     """Classes the network and the loss see: the data's, plus ``boundary`` for instances."""
+    assert cfg.classes is not None  # a resolved config
     return len(cfg.classes) + (1 if cfg.task == "instance" else 0)
 
 
@@ -143,12 +144,13 @@ def weight_map_fn(cfg: TrainConfig, info):
         return None
     from .weightmap import border_weight_map
 
-    objects = cfg.weight_map_objects
-    objects = int(objects) if objects.lstrip("-").isdigit() else objects
+    given = cfg.weight_map_objects
+    objects: int | str = int(given) if given.lstrip("-").isdigit() else given
     balance = "balanced" if cfg.class_weights == "balanced" else None
     if cfg.task == "instance":  # from the real objects, not from connected components
         from ..data.targets import instance_weight_map
 
+        assert cfg.classes is not None  # a resolved config
         boundary = len(cfg.classes)
 
         def instance_weight_fn(target, instances):
@@ -240,6 +242,7 @@ def check_resumable(
 ) -> None:
     """Refuse to resume with another dataset (classes, stems) or another config."""
     diffs = resume_differences(state["config"], cfg.to_dict())
+    assert cfg.classes is not None  # a resolved config
     if state.get("data") != {"classes": list(cfg.classes), "train": train, "val": val}:
         diffs.append("dataset: classes or image stems differ")
     if diffs:

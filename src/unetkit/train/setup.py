@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import torch
 
@@ -48,7 +49,7 @@ def build_scheduler(
     if cfg.schedule not in SCHEDULES:
         raise UnetkitError(f"schedule must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
     if cfg.schedule == "plateau":
-        mode = "min" if "loss" in cfg.best_metric else "max"
+        mode: Literal["min", "max"] = "min" if "loss" in cfg.best_metric else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=0.5, patience=3
         )
