@@ -91,7 +91,7 @@ def predict_large(
             for y0, y1, mask in predictor.iter_mask_bands(image):
                 counts[:] += np.bincount(mask.ravel(), minlength=len(counts))[: len(counts)]
                 first = (-y0) % step  # the preview keeps rows that are multiples of step
-                preview_rows.append(mask[first::step, ::step])
+                preview_rows.append(mask[first::step, ::step].copy())  # not a view of the band
                 yield y0, y1, mask
 
         target = out_dir / f"{path.stem}.tif"
