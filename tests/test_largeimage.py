@@ -154,3 +154,28 @@ def test_cli_predicts_a_pyramid_level(model_path, tmp_path, caplog):
     assert main(["predict", str(model_path), str(path), "-o", str(out), "--level", "5"]) == 2
     said = [r.getMessage() for r in caplog.records if "pyr.tif" in r.getMessage()]
     assert len(said) == 1 and "no pyramid level 5 (it has levels 0..1)" in said[0]
+
+
+def test_strided_keeps_no_band_alive(tmp_path):
+    """A 40000 px slide peaked at 6.3 GiB: ``strided`` kept views into every full-width band
+    of rows it read, so the whole image stayed in memory. Its parts must own their data."""
+    import gc
+    import weakref
+
+    _write(tmp_path / "a.tif", _image(200, 150))
+    with LargeImage(tmp_path / "a.tif") as image:
+        bands: list = []
+        alive: list[int] = []
+        real = image.rows
+
+        def rows(r0, r1):
+            gc.collect()
+            alive.append(sum(ref() is not None for ref in bands))  # earlier bands still held
+            band = real(r0, r1)
+            bands.append(weakref.ref(band))
+            return band
+
+        image.rows = rows  # type: ignore[method-assign]
+        grid = image.strided(4, band_rows=40)
+    assert len(bands) == 5 and grid.shape == (50, 38, 3)
+    assert alive == [0, 0, 0, 0, 0]  # each band is let go once subsampled

@@ -167,7 +167,8 @@ class LargeImage:
         """``image[::step, ::step]`` as (ceil(H / step), ceil(W / step), C), read band by band."""
         step = max(1, int(step))
         chunk = max(step, band_rows // step * step)  # bands start on multiples of step
-        parts = [self.rows(r0, min(r0 + chunk, self.height))[::step, ::step]
+        # copies, not views: a view would keep every full-width band of rows alive
+        parts = [self.rows(r0, min(r0 + chunk, self.height))[::step, ::step].copy()
                  for r0 in range(0, self.height, chunk)]  # fmt: skip
         return np.concatenate(parts, axis=0)
 
