@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from unetkit.data.labelme import LABELME_VERSION
 from unetkit.errors import UnetkitError
-from unetkit.infer.outputs import LABELME_VERSION, mask_to_labelme
+from unetkit.infer.outputs import mask_to_labelme
 from unetkit.objects.formats import (
     coco_document,
     feature_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,8 +125,9 @@ def test_roi_crop(tmp_path):
     assert roi_box(image, 200, 5000, 9000) is None
 
 
-def test_roi_crop_in_prepare(tmp_path):
-    src = tmp_path / "lm"
+def _plate_folder(src: Path) -> Path:
+    """One labelme file over a dark 30x40 image with a bright 10x20 plate (rows 5-14, cols
+    10-29) and a rectangle shape on it."""
     src.mkdir()
     image = np.zeros((30, 40, 3), np.uint8)
     image[5:15, 10:30] = 230
@@ -137,6 +139,11 @@ def test_roi_crop_in_prepare(tmp_path):
         "imageWidth": 40,
     }
     (src / "a.json").write_text(json.dumps(doc))
+    return src
+
+
+def test_roi_crop_in_prepare(tmp_path):
+    src = _plate_folder(tmp_path / "lm")
     report = prepare(src, tmp_path / "out", crop_roi=(200, 50, 1000), val_fraction=0)
     assert report.split == {"train": ["a"], "val": []}
     mask = read_mask(tmp_path / "out" / "masks" / "a.png")
@@ -150,18 +157,7 @@ def test_cli_crop_roi_with_a_margin(tmp_path, capsys):
     floats and slicing the image crashed (an internal error) whenever an ROI was found."""
     from unetkit.cli import main
 
-    src = tmp_path / "src"
-    src.mkdir()
-    image = np.zeros((30, 40, 3), np.uint8)
-    image[5:15, 10:30] = 230
-    Image.fromarray(image).save(src / "a.png")
-    doc = {
-        "shapes": [{"label": "plate", "shape_type": "rectangle", "points": [[12, 6], [20, 10]]}],
-        "imagePath": "a.png",
-        "imageHeight": 30,
-        "imageWidth": 40,
-    }
-    (src / "a.json").write_text(json.dumps(doc))
+    src = _plate_folder(tmp_path / "src")
     out = tmp_path / "out"
     assert main(["prepare", str(src), str(out), "--crop-roi", "200,50,1000,2"]) == 0
     assert read_mask(out / "masks" / "a.png").shape == (14, 24)  # the box + 2 px each side

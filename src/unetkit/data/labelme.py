@@ -149,6 +149,33 @@ def _parse_mask_patch(raw: object, points: np.ndarray) -> np.ndarray:
     return patch.astype(bool)
 
 
+def polygon_shape(label: str, points: list[list[float]], group_id: int | None = None) -> dict:
+    """One labelme 5.x polygon shape (what ``predict --labelme`` writes)."""
+    return {
+        "label": label,
+        "points": points,
+        "group_id": group_id,
+        "description": "",
+        "shape_type": "polygon",
+        "flags": {},
+        "mask": None,
+    }
+
+
+def labelme_document(shapes: list[dict], image_path: str, size: tuple[int, int]) -> dict:
+    """A labelme 5.x document around ``shapes`` for an image of ``size`` (H, W), the image
+    referenced by ``image_path`` (relative to the JSON file), not embedded."""
+    return {
+        "version": LABELME_VERSION,
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": int(size[0]),
+        "imageWidth": int(size[1]),
+    }
+
+
 def _parse_group_id(raw: object) -> int | str | None:
     if raw is None:
         return None

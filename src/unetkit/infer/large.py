@@ -16,7 +16,6 @@ written under temporary names and renamed into place.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,10 +134,3 @@ def count_classes(path: Path, n_classes: int) -> tuple[np.ndarray, tuple[int, in
 def large_outputs(out_dir: Path, stem: str) -> list[Path]:
     """The files ``predict_large`` writes for ``stem``."""
     return [out_dir / f"{stem}.tif", out_dir / f"{stem}_preview.png"]
-
-
-def is_large(path: str | os.PathLike, level: int | None, large_pixels: int) -> bool:
-    """Whether ``predict`` takes the by-region path for ``path``."""
-    from ..data.largeimage import streamable
-
-    return streamable(path, level, large_pixels)

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from ..data.imageio import read_image, read_mask, write_image, write_mask
-from ..data.labelme import LABELME_VERSION
+from ..data.labelme import labelme_document, polygon_shape
 from ..errors import UnetkitError
 from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, write_text
 from ..progress import progress as progress_bar
@@ -147,26 +147,9 @@ def mask_to_labelme(
         for contour in contours:
             if len(contour) < 3 or cv2.contourArea(contour) < min_area:
                 continue
-            shapes.append(
-                {
-                    "label": class_names[int(cls)],
-                    "points": contour[:, 0, :].astype(float).tolist(),  # (N, 2) x, y
-                    "group_id": None,
-                    "description": "",
-                    "shape_type": "polygon",
-                    "flags": {},
-                    "mask": None,
-                }
-            )
-    return {
-        "version": LABELME_VERSION,
-        "flags": {},
-        "shapes": shapes,
-        "imagePath": image_path,
-        "imageData": None,
-        "imageHeight": int(mask.shape[0]),
-        "imageWidth": int(mask.shape[1]),
-    }
+            points = contour[:, 0, :].astype(float).tolist()  # (N, 2) x, y
+            shapes.append(polygon_shape(class_names[int(cls)], points))
+    return labelme_document(shapes, image_path, mask.shape[:2])
 
 
 def summary_row(
@@ -330,12 +313,6 @@ def merge_coco(documents: list[dict]) -> dict:
     return merged
 
 
-def _read_ids(path: Path) -> np.ndarray:
-    from ..data.instances import read_instances
-
-    return read_instances(path)
-
-
 def write_summary(
     path: Path, rows: list[dict], class_names: list[str], objects: bool = False
 ) -> None:
@@ -422,12 +399,13 @@ def predict_paths(
     predictor.progress = progress
     report = PredictReport()
     done: list[Path] = [out / "summary.csv"]
-    from ..data.largeimage import LARGE_PIXELS
-    from .large import count_classes, is_large, large_outputs, predict_large
+    from ..data.instances import read_instances
+    from ..data.largeimage import LARGE_PIXELS, streamable
+    from .large import count_classes, large_outputs, predict_large
 
     threshold = LARGE_PIXELS if large_pixels is None else large_pixels
     for path in progress_bar(paths, desc="predict", unit="img", disable=not progress):
-        if is_large(path, level, threshold):
+        if streamable(path, level, threshold):
             try:
                 if objects:
                     raise UnetkitError(
@@ -445,9 +423,8 @@ def predict_paths(
                 record_failure(report, path, exc)
                 continue
             done += targets
-            row = counts_row(path.name, size, counts, predictor.classes)
-            report.rows.append({**row, "objects": ""} if objects else row)
-            continue
+            report.rows.append(counts_row(path.name, size, counts, predictor.classes))
+            continue  # (with objects the image was refused above)
         try:
             targets = _outputs(out, path.stem, options)
             if objects:
@@ -457,7 +434,7 @@ def predict_paths(
             # coco.json needs every image's objects: nothing is skipped for it
             if skip_existing and not coco and all(t.is_file() for t in targets):
                 mask = read_mask(targets[0])
-                ids = _read_ids(_existing_instances(out, path.stem)) if objects else None
+                ids = read_instances(_existing_instances(out, path.stem)) if objects else None
                 report.skipped.append(path)
             else:
                 mask, ids = _predict_one(predictor, path, out, options)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from ..data.labelme import LABELME_VERSION
+from ..data.labelme import labelme_document, polygon_shape
 from ..errors import UnetkitError
 from .measure import _check_labels
 
@@ -86,27 +86,11 @@ def labelme_objects(
         A document with the keys of ``mask_to_labelme``'s.
     """
     labels = _check_labels(labels)
-    shapes: list[dict[str, Any]] = [
-        {
-            "label": _name(_class_of(object_id, classes), class_names),
-            "points": points,
-            "group_id": object_id,
-            "description": "",
-            "shape_type": "polygon",
-            "flags": {},
-            "mask": None,
-        }
+    shapes = [
+        polygon_shape(_name(_class_of(object_id, classes), class_names), points, object_id)
         for object_id, points in object_polygons(labels).items()
     ]
-    return {
-        "version": LABELME_VERSION,
-        "flags": {},
-        "shapes": shapes,
-        "imagePath": image_path,
-        "imageData": None,
-        "imageHeight": int(labels.shape[0]),
-        "imageWidth": int(labels.shape[1]),
-    }
+    return labelme_document(shapes, image_path, labels.shape)
 
 
 def feature_id(object_id: int) -> str:
