@@ -89,14 +89,14 @@ def otsu_mask(image: np.ndarray) -> np.ndarray:
     return 1 - mask if mask.mean() > 0.5 else mask
 
 
-def train_default(train_dir: Path, run: Path, budget: float) -> Path:
+def train_default(train_dir: Path, run: Path, budget: float, extra: str = "") -> Path:
     cmd = [sys.executable, "-m", "unetkit", "train", str(train_dir), "-o", str(run),
-           "--time-budget", str(budget)]  # fmt: skip
+           "--time-budget", str(budget), *extra.split()]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return run / "best.pt"
 
 
-def train_milesial(train_dir: Path, run: Path, budget: float) -> Path:
+def train_milesial(train_dir: Path, run: Path, budget: float, extra: str = "") -> Path:
     from unetkit import TrainConfig, fit, preset_config
     from unetkit.config import AugmentConfig, DataConfig
 
@@ -130,7 +130,9 @@ def score(predict, stems: list[str], group_of: dict[str, str]) -> dict:
     return {"dice": dice, "per_image": per_image}
 
 
-def boundary_run(train_dir: Path, work: Path, test: list[str], budget: float) -> None:
+def boundary_run(
+    train_dir: Path, work: Path, test: list[str], budget: float, extra: str = ""
+) -> None:
     """The default command on the 3-class boundary target; per-class IoU on the test images."""
     from PIL import Image
 
@@ -139,7 +141,7 @@ def boundary_run(train_dir: Path, work: Path, test: list[str], budget: float) ->
     from unetkit.metrics import ConfusionMatrix
 
     start = time.monotonic()
-    ckpt = train_default(train_dir, work / "default", budget)
+    ckpt = train_default(train_dir, work / "default", budget, extra)
     minutes = (time.monotonic() - start) / 60
     predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
     names = ["background", "interior", "boundary"]
@@ -176,6 +178,9 @@ def main() -> None:
         "instances/, default recipe only, per-class IoU",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument(
+        "--train-args", default="", help="extra `unetkit train` flags for the default recipe"
+    )
     parser.add_argument("--reuse", action="store_true", help="score runs already in --out")
     args = parser.parse_args()
     if not (DATA / "manifest.csv").is_file():
@@ -189,7 +194,7 @@ def main() -> None:
     if not train_dir.exists():
         _link_dataset(train_dir, train, args.target)
     if args.target == "boundary":
-        return boundary_run(train_dir, work, test, args.budget)
+        return boundary_run(train_dir, work, test, args.budget, args.train_args)
     results, info = {}, {}
     for name in args.recipes.split(","):
         start = time.monotonic()
@@ -200,7 +205,8 @@ def main() -> None:
         trainer = {"default": train_default, "milesial": train_milesial}[name]
         ckpt = work / name / "best.pt"
         if not (args.reuse and ckpt.is_file()):
-            ckpt = trainer(train_dir, work / name, args.budget)
+            extra = args.train_args if name == "default" else ""
+            ckpt = trainer(train_dir, work / name, args.budget, extra)
         minutes = (time.monotonic() - start) / 60
         predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
         results[name] = score(predictor.predict_mask, test, group_of)
