@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unetkit import DataConfig, build_model
+import unetkit
+from unetkit import DataConfig, TrainConfig, build_model
 from unetkit.checkpoint import make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.errors import UnetkitError
@@ -221,3 +222,43 @@ def test_prepare_and_verify_count_objects(labelme_folder, tmp_path, capsys):
     assert n > 0 and len(list((out / "instances").iterdir())) > 0
     assert main(["verify", str(out)]) == 0
     assert f"{n} object(s) in " in capsys.readouterr().out
+
+
+def test_train_options_become_the_config_fit_gets(prepared_dataset, tmp_path, monkeypatch):
+    """The options given (and only those) override the config file, each at its own key."""
+    import importlib
+    import json
+
+    from unetkit.config import AugmentConfig
+
+    fit_module = importlib.import_module("unetkit.train.fit")  # the package exports fit()
+    seen = {}
+    monkeypatch.setattr(fit_module, "fit", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"lr": 0.5, "seed": 7, "data": {"resize": "letterbox"}}))
+    argv = ["train", str(prepared_dataset), "-o", str(tmp_path / "r"), "--config", str(config)]
+    flags = ["--preset", "milesial", "--patch-size", "64", "--base-width", "4", "--depth", "2",
+             "--normalize", "image", "--class-weights", "1,2,3", "--val-stems", "a, b,",
+             "--boundary-width", "3", "--no-augment", "--compile", "--epochs", "2"]  # fmt: skip
+    assert main([*argv, *flags]) == 0
+    cfg = seen["cfg"]
+    assert cfg.lr == 0.5 and cfg.seed == 7 and cfg.data.resize == "letterbox"  # the file's
+    assert cfg.preset == "milesial" and cfg.data.size == (64, 64) and cfg.epochs == 2
+    assert cfg.model == unetkit.preset_config("milesial", base_width=4, depth=2)
+    assert cfg.data.normalize == "image" and cfg.class_weights == (1.0, 2.0, 3.0)
+    assert cfg.val_stems == ("a", "b") and cfg.objects.boundary_width == 3
+    assert cfg.augment == AugmentConfig.none() and cfg.compile is True
+    assert cfg.optimizer == TrainConfig.optimizer and cfg.weight_map is None  # not given
+    seen.clear()
+    assert main([*argv, "--augment", "--class-weights", "balanced"]) == 0
+    assert seen["cfg"].augment == AugmentConfig() and seen["cfg"].class_weights == "balanced"
+    assert seen["cfg"].model is None  # no model option: the preset's config, resolved by fit
+
+
+def test_bad_class_weights_name_the_option(prepared_dataset, tmp_path, capsys):
+    argv = ["train", str(prepared_dataset), "-o", str(tmp_path / "r"), "--class-weights"]
+    assert main([*argv, "1,x"]) == 2
+    assert "--class-weights: 'balanced' or numbers, got '1,x'" in capsys.readouterr().err
+    assert main([*argv, "-1,2"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: --class-weights: class_weights must be 'balanced' or numbers")

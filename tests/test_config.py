@@ -117,3 +117,58 @@ def test_good_values_still_pass():
                 class_weights=(1.0, 3.0), weight_map_objects="0", precision="bf16")  # fmt: skip
     TrainConfig(class_weights="balanced", time_budget=5.0, schedule="plateau")
     PredictConfig(strategy="tile", tile=(64, 48), overlap=0.0, blend="constant", threshold=1.0)
+
+
+def test_apply_overrides_sets_dotted_fields_of_the_right_type():
+    from unetkit.config import ModelConfig, apply_overrides
+
+    cfg = TrainConfig(model=ModelConfig())
+    new = apply_overrides(
+        cfg, {"lr": 1, "data.size": [96, 128], "model.depth": 3, "val_stems": ["a", "b"]}
+    )
+    assert new.lr == 1.0 and isinstance(new.lr, float)
+    assert new.data.size == (96, 128) and new.model.depth == 3 and new.val_stems == ("a", "b")
+    assert new.data.resize == cfg.data.resize and new.model.base_width == 64  # others kept
+    assert cfg.lr == TrainConfig.lr and cfg.data.size == (0, 0)  # the original is unchanged
+    # a nested config as a whole, from a dict or an instance, then one of its fields
+    new = apply_overrides(TrainConfig(), {"model": {"depth": 2}, "model.base_width": 8})
+    assert (new.model.depth, new.model.base_width) == (2, 8)
+    assert apply_overrides(TrainConfig(), {"class_weights": "balanced"}).class_weights == "balanced"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"epoch": 3},
+            r"unknown key epoch: TrainConfig has no field 'epoch'; valid keys: .*epochs",
+        ),
+        ({"data.colour": 1}, "unknown key data.colour: DataConfig has no field 'colour'"),
+        ({"lr": "fast"}, r"^lr: expected float; got 'fast'$"),
+        ({"epochs": True}, r"^epochs: expected int \| None; got True$"),
+        ({"batch_size": 2.5}, r"^batch_size: expected int; got 2.5$"),
+        ({"data.size": (64,)}, r"^data.size: expected tuple\[int, int\]; got \(64,\)$"),
+        ({"model": {}, "model.depth": "3"}, r"^model.depth: expected int; got '3'$"),
+        ({"class_weights": 3}, r"^class_weights: expected tuple\[float, \.\.\.\] \| str \| None"),
+        ({"lr.x": 1}, r"^lr.x: lr is a float, not a config$"),
+        ({"model.depth": 3}, r"^model.depth: model is None \(set it first\), not a config$"),
+    ],
+)
+def test_apply_overrides_rejects_unknown_keys_and_wrong_types(overrides, message):
+    from unetkit.config import apply_overrides
+
+    with pytest.raises(ValueError, match=message) as info:
+        apply_overrides(TrainConfig(), overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_apply_overrides_validates_the_result():
+    from unetkit.config import ModelConfig, apply_overrides
+
+    with pytest.raises(ValueError, match="lr must be > 0; got -1.0"):
+        apply_overrides(TrainConfig(), {"lr": -1})
+    with pytest.raises(ValueError, match="resize must be one of letterbox"):
+        apply_overrides(TrainConfig(), {"data.resize": "crop"})
+    with pytest.raises(ValueError, match="widths needs depth"):  # checked with the new depth
+        apply_overrides(TrainConfig(model=ModelConfig(widths=(4, 8, 16))), {"model.depth": 3})
+    assert apply_overrides(TrainConfig(), {}) == TrainConfig()

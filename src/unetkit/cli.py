@@ -177,34 +177,22 @@ def verify_cmd(
 # ---------------------------------------------------------------------------------------------
 # training commands (train) go below this line
 # ---------------------------------------------------------------------------------------------
-_UNCHECKED_FLAGS = ("augment", "class_weights", "val_stems")  # parsed by build_train_config
 _OBJECT_DEFAULTS = ObjectConfig()
 
 
-def _check_train_flags(flags: dict) -> None:
-    """Check every train flag alone against the defaults, so that a bad value names its flag."""
-    import dataclasses
+def _comma_list(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b,"`` -> ("a", "b"); None stays None (not given)."""
+    return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
 
-    from .config import ModelConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key, value in flags.items():
-        name = key.rstrip("_")
-        if value is None or name in _UNCHECKED_FLAGS:
-            continue
-        try:
-            if name in fields:
-                TrainConfig(**{name: value})
-            elif name in ("resize", "normalize"):
-                DataConfig(**{name: value})
-            elif name == "patch_size":
-                DataConfig(size=(value, value))
-            elif name == "boundary_width":
-                ObjectConfig(boundary_width=value)
-            else:  # base_width, depth
-                ModelConfig(**{name: value})
-        except (ValueError, TypeError) as exc:
-            raise UnetkitError(f"--{name.replace('_', '-')}: {exc}") from None
+def _class_weights(text: str | None) -> tuple[float, ...] | str | None:
+    """``--class-weights``: 'balanced' or numbers w0,w1,...; None stays None (not given)."""
+    if text is None or text == "balanced":
+        return text
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UnetkitError(f"--class-weights: 'balanced' or numbers, got {text!r}") from None
 
 
 def _check_train_size(cfg, patch_size: int | None) -> None:
@@ -329,13 +317,46 @@ def train_cmd(
     from .train.cli_config import build_train_config
     from .train.fit import fit
 
-    flags = {
-        k: v
-        for k, v in locals().items()
-        if k not in ("dataset", "out", "config", "resume", "overwrite", "fit", "build_train_config")
+    given = {  # every option as its TrainConfig key; None: not given (the config's value)
+        "preset": preset,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "data.size": None if patch_size is None else (patch_size, patch_size),
+        "data.resize": resize,
+        "data.normalize": normalize,
+        "model.base_width": base_width,
+        "model.depth": depth,
+        "task": task,
+        "objects.boundary_width": boundary_width,
+        "loss": loss,
+        "class_weights": _class_weights(class_weights),
+        "weight_map": weight_map,
+        "weight_map_objects": weight_map_objects,
+        "optimizer": optimizer,
+        "momentum": momentum,
+        "schedule": schedule,
+        "steps_per_epoch": steps_per_epoch,
+        "accumulate": accumulate,
+        "clip_grad": clip_grad,
+        "ema": ema,
+        "early_stop": early_stop,
+        "val_fraction": val_fraction,
+        "val_stems": _comma_list(val_stems),
+        "val_every": val_every,
+        "save_every": save_every,
+        "time_budget": time_budget,
+        "device": device,
+        "precision": precision,
+        "workers": workers,
+        "seed": seed,
+        "deterministic": deterministic,
+        "compile": compile_,
+        "sync_bn": sync_bn,
+        "tensorboard": tensorboard,
     }
-    _check_train_flags(flags)
-    cfg = build_train_config(dataset, out, config, resume, flags)
+    overrides = {key: value for key, value in given.items() if value is not None}
+    cfg = build_train_config(dataset, out, config, resume, overrides, augment=augment)
     performance_setup()
     if resume is None:
         _check_train_size(cfg, patch_size)

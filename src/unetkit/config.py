@@ -108,6 +108,107 @@ class _Config:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def _typed(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """(fits, value as the field holds it) for a value given for a field of this type.
+
+    Stricter than ``_coerce`` (which reads trusted JSON): a bool is not a number, a float is
+    not an int, a tuple's length and items are checked; ints become floats, lists tuples and
+    dicts nested configs.
+    """
+    if annotation is Any:
+        return True, value
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            fits, typed = _typed(value, arg)
+            if fits:
+                return True, typed
+        return False, value
+    if annotation is type(None):
+        return value is None, value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [args[0]] * len(value)
+        elif len(args) != len(value):
+            return False, value
+        else:
+            items = list(args)
+        checked = [_typed(v, a) for v, a in zip(value, items)]
+        return all(ok for ok, _ in checked), tuple(v for _, v in checked)
+    if isinstance(annotation, type) and issubclass(annotation, _Config):
+        if isinstance(value, annotation):
+            return True, value
+        if isinstance(value, dict):
+            return True, annotation.from_dict(value)
+        return False, value
+    if annotation is float:
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return fits, float(value) if fits else value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(annotation, type) and isinstance(value, annotation), value
+
+
+def _type_name(annotation: Any) -> str:
+    """``tuple[int, int]``, ``int | None``, ``ModelConfig | None``: as written in the class."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return (
+        str(annotation)
+        .replace("typing.", "")
+        .replace(f"{__name__}.", "")
+        .replace("NoneType", "None")
+    )
+
+
+def apply_overrides(config: T, overrides: dict[str, Any]) -> T:
+    """A copy of ``config`` with dotted fields set: ``{"lr": 0.01, "data.size": (256, 256)}``.
+
+    Each value is checked against its field's type (ints are accepted for floats, lists for
+    tuples, dicts for nested configs), and the result is validated again as it is built, as
+    ``replace`` does. A nested config that is None (``TrainConfig.model`` before it is
+    resolved) must be set before its fields are.
+
+    Raises:
+        ValueError: one line naming the key: an unknown key, a value of the wrong type
+            (with the expected type), a nested key under a field that is not a config, or a
+            value the config's own checks refuse.
+    """
+    return _apply(config, overrides, "")
+
+
+def _apply(config: T, overrides: dict[str, Any], prefix: str) -> T:
+    hints = typing.get_type_hints(type(config))
+    names = [f.name for f in dataclasses.fields(config)]  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        name, _, rest = key.partition(".")
+        if name not in names:
+            raise ValueError(
+                f"unknown key {prefix}{key}: {type(config).__name__} has no field {name!r}; "
+                f"valid keys: {', '.join(sorted(names))}"
+            )
+        if rest:
+            nested.setdefault(name, {})[rest] = value
+            continue
+        fits, typed = _typed(value, hints[name])
+        if not fits:
+            raise ValueError(f"{prefix}{key}: expected {_type_name(hints[name])}; got {value!r}")
+        changes[name] = typed
+    for name, inner in nested.items():
+        current = changes.get(name, getattr(config, name))
+        if not isinstance(current, _Config):
+            what = "None (set it first)" if current is None else f"a {type(current).__name__}"
+            key = f"{prefix}{name}.{next(iter(inner))}"
+            raise ValueError(f"{key}: {prefix}{name} is {what}, not a config")
+        changes[name] = _apply(current, inner, f"{prefix}{name}.")
+    return config.replace(**changes) if changes else config
+
+
 # The allowed values of every string setting, defined once here (the code that acts on them
 # imports them from here).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -1,19 +1,26 @@
-"""``unetkit train`` flags (+ a JSON config, + a run being resumed) -> TrainConfig."""
+"""``unetkit train`` options (+ a JSON config, + a run being resumed) -> TrainConfig."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import AugmentConfig, TrainConfig
+from ..config import AugmentConfig, ModelConfig, TrainConfig, apply_overrides
 from ..errors import UnetkitError
 from ..models.presets import preset_config
 from .resolve import RESUMABLE_CHANGES
 
-_DATA_FLAGS = ("resize", "normalize")
-_MODEL_FLAGS = ("base_width", "depth")
-_OBJECT_FLAGS = ("boundary_width",)
+# options whose name is not their config key's last part (``--patch-size`` sets data.size)
+_OPTION_NAMES = {"data.size": "patch_size"}
+# each option is checked alone against these defaults, so that a bad value names its option
+_CHECK_BASE = TrainConfig(model=ModelConfig())
+
+
+def option_name(key: str) -> str:
+    """The ``unetkit train`` option that sets a config key, as in ``patch_size``."""
+    return _OPTION_NAMES.get(key, key.rpartition(".")[2])
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -26,25 +33,42 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Each override alone against the defaults: a bad value is one line naming its option."""
+    for key, value in overrides.items():
+        try:
+            apply_overrides(_CHECK_BASE, {key: value})
+        except (ValueError, TypeError) as exc:
+            raise UnetkitError(f"--{option_name(key).replace('_', '-')}: {exc}") from None
+
+
 def build_train_config(
     dataset: Path,
     out: Path | None,
     config_file: Path | None,
     resume: Path | None,
-    flags: dict[str, Any],
+    overrides: Mapping[str, Any],
+    augment: bool | None = None,
 ) -> TrainConfig:
-    """Defaults <- --config file <- explicit flags; with --resume, the saved run's config.
+    """Defaults <- --config file <- the options given; with --resume, the saved run's config.
+
+    Args:
+        overrides: the options the user gave, as dotted TrainConfig keys
+            (``{"lr": 0.01, "data.size": (256, 256), "model.depth": 3}``); model keys apply to
+            the preset's config when the config file holds no model.
+        augment: ``--augment`` / ``--no-augment`` (None: not given); off turns every
+            augmentation off.
 
     Raises:
-        UnetkitError: unreadable config, unknown keys, flags a resumed run cannot change.
+        UnetkitError: unreadable config, unknown keys, bad values (naming the option),
+            options a resumed run cannot change.
     """
-    flags = {k.rstrip("_"): v for k, v in flags.items() if v is not None}
-    augment_on = flags.pop("augment", None)
+    check_overrides(overrides)
     if resume is not None:
         cfg = load_run_config(resume)
-        changed = sorted(k for k in flags if k not in RESUMABLE_CHANGES)
-        if augment_on is not None:
-            changed.append("augment" if augment_on else "no-augment")
+        changed = sorted(option_name(k) for k in overrides if k not in RESUMABLE_CHANGES)
+        if augment is not None:
+            changed.append("augment" if augment else "no-augment")
         if changed:
             raise UnetkitError(
                 f"--resume: these settings cannot change in a resumed run: {', '.join(changed)}"
@@ -52,7 +76,7 @@ def build_train_config(
         # the folder given is the run, and the data given is the data: never follow the
         # stored paths (the run or the data may have been moved); fit() checks that the data
         # is the same (classes and image stems) before it resumes
-        return cfg.replace(**flags, run_dir=str(resume), dataset=str(dataset))
+        return apply_overrides(cfg, {**overrides, "run_dir": str(resume), "dataset": str(dataset)})
     if out is None:
         raise UnetkitError("train needs a run folder: -o RUN_DIR")
     base = _read_json(config_file) if config_file else {}
@@ -60,31 +84,13 @@ def build_train_config(
         cfg = TrainConfig.from_dict({**base, "dataset": str(dataset), "run_dir": str(out)})
     except (ValueError, TypeError) as exc:
         raise UnetkitError(f"{config_file}: {exc}") from None
-    data = {k: flags.pop(k) for k in _DATA_FLAGS if k in flags}
-    if "patch_size" in flags:
-        n = flags.pop("patch_size")
-        data["size"] = (n, n)
-    model = {k: flags.pop(k) for k in _MODEL_FLAGS if k in flags}
-    objects = {k: flags.pop(k) for k in _OBJECT_FLAGS if k in flags}
-    if "val_stems" in flags:
-        flags["val_stems"] = tuple(s.strip() for s in flags["val_stems"].split(",") if s.strip())
-    if "class_weights" in flags and flags["class_weights"] != "balanced":
-        try:
-            flags["class_weights"] = tuple(float(v) for v in flags["class_weights"].split(","))
-        except ValueError:
-            raise UnetkitError(
-                f"--class-weights: 'balanced' or numbers, got {flags['class_weights']!r}"
-            ) from None
+    changes = dict(overrides)
+    if augment is False:
+        changes["augment"] = AugmentConfig.none()
     try:
-        cfg = cfg.replace(**flags)
-        if data:
-            cfg = cfg.replace(data=cfg.data.replace(**data))
-        if model:
-            cfg = cfg.replace(model=(cfg.model or preset_config(cfg.preset)).replace(**model))
-        if objects:
-            cfg = cfg.replace(objects=cfg.objects.replace(**objects))
-        if augment_on is False:
-            cfg = cfg.replace(augment=AugmentConfig.none())
+        if cfg.model is None and any(k.startswith("model.") for k in changes):
+            changes["model"] = preset_config(changes.get("preset", cfg.preset))
+        cfg = apply_overrides(cfg, changes)
     except (ValueError, TypeError) as exc:
         raise UnetkitError(str(exc)) from None
     return cfg
