@@ -10,7 +10,7 @@ from typing import Any
 from ..config import AugmentConfig, ModelConfig, TrainConfig, apply_overrides
 from ..errors import UnetkitError
 from ..models.presets import preset_config
-from .resolve import RESUMABLE_CHANGES
+from .rundir import RESUMABLE_CHANGES
 
 # options whose name is not their config key's last part (``--patch-size`` sets data.size)
 _OPTION_NAMES = {"data.size": "patch_size"}

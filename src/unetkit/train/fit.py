@@ -28,15 +28,13 @@ from .losses import build_loss
 from .recipe import plan as plan_recipe
 from .resolve import (
     REGRESSION_PRESETS,
-    check_resumable,
-    check_run_dir,
     class_weights,
-    discard_failed_start,
     network_classes,
     resolve_config,
     split_stems,
     weight_map_fn,
 )
+from .rundir import check_resumable, check_run_dir, discard_failed_start
 from .setup import (
     build_optimizer,
     build_scheduler,
