@@ -196,13 +196,19 @@ class _Trainer:
             self.info.ignore_index,
             cw.to(dev) if cw is not None else None,
         )
-        self.optimizer = build_optimizer(cfg, self.net.parameters())
+        self.optimizer = build_optimizer(
+            cfg.optimizer, self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum, nesterov=cfg.nesterov,
+        )  # fmt: skip
         self.budget_used = 0.0  # share of the time budget spent, agreed by all ranks
         self.scheduler = build_scheduler(
-            cfg,
+            cfg.schedule,
             self.optimizer,
             self.steps // cfg.accumulate or 1,
-            (lambda: self.budget_used) if cfg.time_budget > 0 else None,
+            epochs=cfg.max_epochs,
+            warmup_epochs=cfg.warmup_epochs,
+            best_metric=cfg.best_metric,
+            budget_used=(lambda: self.budget_used) if cfg.time_budget > 0 else None,
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.augment = Augmenter(cfg.augment, self.info.ignore_index)

@@ -1,60 +1,75 @@
-"""Training set-up: optimiser, learning-rate schedule, batch order."""
+"""Training set-up: optimiser, learning-rate schedule, batch order (each builder takes the
+values it uses, not the whole TrainConfig)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, TypeAlias
 
 import torch
 
-from ..config import OPTIMIZERS, SCHEDULES, TrainConfig
+from ..config import OPTIMIZERS, SCHEDULES
 from ..errors import UnetkitError
 
+Scheduler: TypeAlias = (
+    torch.optim.lr_scheduler.LambdaLR | torch.optim.lr_scheduler.ReduceLROnPlateau
+)
 
-def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    """Adam (seed default), AdamW, SGD with momentum (the paper: 0.99) or RMSprop (milesial)."""
-    name = cfg.optimizer
+
+def build_optimizer(
+    name: str,
+    params: Iterable[torch.nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
+    """Adam, AdamW, SGD with momentum (the paper: 0.99) or RMSprop (milesial).
+
+    ``momentum`` is used by SGD and RMSprop, ``nesterov`` by SGD.
+    """
     if name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
+            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
         )
     if name == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise UnetkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
 
 
 def build_scheduler(
-    cfg: TrainConfig,
-    optimizer,
+    name: str,
+    optimizer: torch.optim.Optimizer,
     steps_per_epoch: int,
+    *,
+    epochs: int,
+    warmup_epochs: float,
+    best_metric: str,
     budget_used: Callable[[], float] | None = None,
-):
-    """A per-step LambdaLR (constant / cosine / poly, with linear warm-up) or ReduceLROnPlateau.
+) -> Scheduler:
+    """A per-step LambdaLR (constant / cosine / poly, with linear warm-up over
+    ``warmup_epochs``, annealed over ``epochs``) or ReduceLROnPlateau on ``best_metric``
+    (minimised when it is a loss, maximised otherwise).
 
     With a time budget, ``budget_used()`` (the share of the budget spent, the same on every
     rank) also drives the schedule, so the learning rate anneals by the end of the budget even
     when ``epochs`` is far away.
     """
-    if cfg.schedule not in SCHEDULES:
-        raise UnetkitError(f"schedule must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
-    if cfg.schedule == "plateau":
-        mode: Literal["min", "max"] = "min" if "loss" in cfg.best_metric else "max"
+    if name not in SCHEDULES:
+        raise UnetkitError(f"schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
+    if name == "plateau":
+        mode: Literal["min", "max"] = "min" if "loss" in best_metric else "max"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=0.5, patience=3
         )
-    total = max(1, cfg.max_epochs * steps_per_epoch)
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    total = max(1, epochs * steps_per_epoch)
+    warm = int(warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warm:
@@ -62,9 +77,9 @@ def build_scheduler(
         t = min(1.0, (step - warm) / max(1, total - warm))
         if budget_used is not None:
             t = min(1.0, max(t, budget_used()))
-        if cfg.schedule == "cosine":
+        if name == "cosine":
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
-        if cfg.schedule == "poly":
+        if name == "poly":
             return (1 - t) ** 0.9
         return 1.0
 
