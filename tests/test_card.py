@@ -6,19 +6,18 @@ import json
 
 import pytest
 
-from unetkit import DataConfig, ModelConfig, UnetkitError, make_checkpoint
+from unetkit import DataConfig, UnetkitError
 from unetkit.card import ModelCard
-from unetkit.models import UNet
 
 
-def _checkpoint():
-    model = UNet(ModelConfig(in_channels=1, out_channels=3, base_width=4, depth=2))
+@pytest.fixture
+def checkpoint(tiny_model, tiny_checkpoint):
     state = {
         "fingerprint": {"images": 2, "channels": 1},
         "data": {"classes": ["bg", "a", "b"], "train": ["01", "02"], "val": ["03"]},
     }
-    return make_checkpoint(
-        model,
+    return tiny_checkpoint(
+        tiny_model(None, in_channels=1, out_channels=3),  # the ModelConfig defaults
         classes=["bg", "a", "b"],
         palette=[[0, 0, 0], [200, 0, 0], [0, 0, 200]],
         preprocessing=DataConfig(channels=1, size=(32, 32), normalize="image"),
@@ -29,8 +28,8 @@ def _checkpoint():
     )
 
 
-def test_checkpoint_card_holds_every_field():
-    card = _checkpoint().card
+def test_checkpoint_card_holds_every_field(checkpoint):
+    card = checkpoint.card
     assert card.classes == ["bg", "a", "b"] and card.task == "instance"
     assert card.split == {"train": ["01", "02"], "val": ["03"]}
     assert card.fingerprint == {"images": 2, "channels": 1}
@@ -38,8 +37,8 @@ def test_checkpoint_card_holds_every_field():
     assert card.preprocessing.normalize == "image" and card.model_config.base_width == 4
 
 
-def test_round_trips_through_dict_and_metadata():
-    card = _checkpoint().card
+def test_round_trips_through_dict_and_metadata(checkpoint):
+    card = checkpoint.card
     again = ModelCard.from_dict(json.loads(json.dumps(card.to_dict())), "x")
     assert again.to_dict() == card.to_dict() and again.source == "x"
     props = {f"unetkit.{k}": v for k, v in card.to_metadata().items()}
@@ -48,8 +47,8 @@ def test_round_trips_through_dict_and_metadata():
     assert all(isinstance(v, str) for v in card.to_metadata().values())
 
 
-def test_older_exports_without_optional_keys_still_read():
-    card = _checkpoint().card.to_dict()
+def test_older_exports_without_optional_keys_still_read(checkpoint):
+    card = checkpoint.card.to_dict()
     old = {k: card[k] for k in ("classes", "palette", "preprocessing", "model_config")}
     read = ModelCard.from_dict(old)
     assert read.task == "multiclass" and read.split is None and read.objects is None
@@ -63,8 +62,8 @@ def test_older_exports_without_optional_keys_still_read():
         (lambda d: d.update(model_config={"no_such_field": 1}), "malformed unetkit metadata"),
     ],
 )
-def test_bad_cards_are_one_line_naming_the_file(change, message):
-    data = _checkpoint().card.to_dict()
+def test_bad_cards_are_one_line_naming_the_file(checkpoint, change, message):
+    data = checkpoint.card.to_dict()
     change(data)
     with pytest.raises(UnetkitError, match=r"^m\.onnx: ") as info:
         ModelCard.from_dict(data, "m.onnx")

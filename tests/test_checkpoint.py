@@ -8,32 +8,35 @@ import pickle
 import pytest
 import torch
 
-from unetkit import DataConfig, UnetkitError, build_model, load_checkpoint, load_model
-from unetkit.checkpoint import make_checkpoint, save_checkpoint, unwrap
-
-
-def _ckpt(model, **kw):
-    return make_checkpoint(
-        model,
-        classes=["background", "cell", "nucleus"],
-        palette=[[0, 0, 0], [128, 0, 0], [0, 128, 0]],
-        preprocessing=DataConfig(channels=3, resize="letterbox", size=(64, 64)),
-        preset="milesial",
-        **kw,
-    )
+from unetkit import DataConfig, UnetkitError, load_checkpoint, load_model
+from unetkit.checkpoint import save_checkpoint, unwrap
 
 
 @pytest.fixture
-def model():
-    torch.manual_seed(0)
-    m = build_model("milesial", base_width=4, depth=2, num_classes=3)
-    m.train()
+def ckpt_of(tiny_checkpoint):
+    """``ckpt_of(model, **kw)``: a 3-class letterbox checkpoint of ``model``."""
+
+    def make(model, **kw):
+        return tiny_checkpoint(
+            model,
+            palette=[[0, 0, 0], [128, 0, 0], [0, 128, 0]],
+            preprocessing=DataConfig(channels=3, resize="letterbox", size=(64, 64)),
+            preset="milesial",
+            **kw,
+        )
+
+    return make
+
+
+@pytest.fixture
+def model(tiny_model):
+    m = tiny_model(out_channels=3).train()
     m(torch.randn(2, 3, 16, 16))  # move BN running stats away from their defaults
     return m.eval()
 
 
-def test_round_trip_gives_identical_logits(tmp_path, model):
-    path = save_checkpoint(_ckpt(model), tmp_path / "m.pt")
+def test_round_trip_gives_identical_logits(tmp_path, model, ckpt_of):
+    path = save_checkpoint(ckpt_of(model), tmp_path / "m.pt")
     rebuilt, ckpt = load_model(path)
     x = torch.randn(1, 3, 37, 29)
     with torch.no_grad():
@@ -46,8 +49,8 @@ def test_round_trip_gives_identical_logits(tmp_path, model):
     assert not rebuilt.training
 
 
-def test_checkpoint_is_plain_data(tmp_path, model):
-    path = save_checkpoint(_ckpt(model, train_state={"epoch": 3, "step": 30}), tmp_path / "m.pt")
+def test_checkpoint_is_plain_data(tmp_path, model, ckpt_of):
+    path = save_checkpoint(ckpt_of(model, train_state={"epoch": 3, "step": 30}), tmp_path / "m.pt")
     data = torch.load(path, weights_only=True)
     assert data["format"] == "unetkit-checkpoint"
     assert data["format_version"] == 1
@@ -55,14 +58,14 @@ def test_checkpoint_is_plain_data(tmp_path, model):
     assert load_checkpoint(path).train_state["epoch"] == 3
 
 
-def test_unwraps_compiled_and_ddp_wrappers(model):
+def test_unwraps_compiled_and_ddp_wrappers(model, ckpt_of):
     class Wrapper(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self._orig_mod = inner
 
     assert unwrap(Wrapper(torch.nn.DataParallel(model))) is model
-    keys = _ckpt(torch.nn.DataParallel(model)).state_dict.keys()
+    keys = ckpt_of(torch.nn.DataParallel(model)).state_dict.keys()
     assert not any(k.startswith("module.") for k in keys)
 
 
@@ -103,8 +106,8 @@ def test_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
 
 
-def test_interrupted_save_leaves_previous_file_intact(tmp_path, model, monkeypatch):
-    path = save_checkpoint(_ckpt(model, train_state={"epoch": 1}), tmp_path / "last.pt")
+def test_interrupted_save_leaves_previous_file_intact(tmp_path, model, monkeypatch, ckpt_of):
+    path = save_checkpoint(ckpt_of(model, train_state={"epoch": 1}), tmp_path / "last.pt")
     before = path.read_bytes()
 
     def crash(obj, f, *a, **kw):
@@ -114,22 +117,22 @@ def test_interrupted_save_leaves_previous_file_intact(tmp_path, model, monkeypat
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(_ckpt(model, train_state={"epoch": 2}), path)
+        save_checkpoint(ckpt_of(model, train_state={"epoch": 2}), path)
     assert path.read_bytes() == before
     assert load_checkpoint(path).train_state == {"epoch": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
-def test_non_finite_weights_are_never_saved(tmp_path, model):
+def test_non_finite_weights_are_never_saved(tmp_path, model, ckpt_of):
     with torch.no_grad():
         next(model.parameters())[0].fill_(float("nan"))
     with pytest.raises(UnetkitError, match="non-finite"):
-        save_checkpoint(_ckpt(model), tmp_path / "nan.pt")
+        save_checkpoint(ckpt_of(model), tmp_path / "nan.pt")
     assert not list(tmp_path.iterdir())
 
 
-def test_future_format_version_refused(tmp_path, model):
-    path = save_checkpoint(_ckpt(model), tmp_path / "m.pt")
+def test_future_format_version_refused(tmp_path, model, ckpt_of):
+    path = save_checkpoint(ckpt_of(model), tmp_path / "m.pt")
     data = torch.load(path, weights_only=True)
     data["format_version"] = 99
     torch.save(data, path)

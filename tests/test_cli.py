@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import unetkit
-from unetkit import DataConfig, TrainConfig, build_model
-from unetkit.checkpoint import make_checkpoint, save_checkpoint
+from unetkit import DataConfig, TrainConfig
+from unetkit.checkpoint import save_checkpoint
 from unetkit.cli import main
 from unetkit.errors import UnetkitError
 
@@ -28,9 +28,9 @@ def test_models_table(capsys):
     assert float(lines["paper"][4]) > 100  # GFLOPs of the paper's network on a 572 tile
 
 
-def test_info(tmp_path, capsys):
-    model = build_model("paper", base_width=4, depth=2)
-    ckpt = make_checkpoint(
+def test_info(tmp_path, capsys, tiny_model, tiny_checkpoint):
+    model = tiny_model("paper")
+    ckpt = tiny_checkpoint(
         model,
         classes=["background", "membrane"],
         palette=[[0, 0, 0], [255, 0, 0]],

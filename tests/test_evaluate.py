@@ -29,9 +29,7 @@ from unetkit import (
     DataConfig,
     PredictConfig,
     UnetkitError,
-    build_model,
     load_checkpoint,
-    make_checkpoint,
     save_checkpoint,
 )
 from unetkit.cli import main
@@ -190,7 +188,7 @@ def test_adapted_rand_error_is_opt_in(tmp_path):
         score_pairs(pairs, NAMES, rand_error=True)
 
 
-def test_evaluate_model_maps_0_255_and_passes_rand_error(tmp_path):
+def test_evaluate_model_maps_0_255_and_passes_rand_error(tmp_path, tiny_model, tiny_checkpoint):
     rng = np.random.default_rng(1)
     root = tmp_path / "bin"
     for i in range(2):
@@ -198,13 +196,11 @@ def test_evaluate_model_maps_0_255_and_passes_rand_error(tmp_path):
         mask[rng.integers(0, 20, 60), rng.integers(0, 24, 60)] = 255
         _save(root / "images" / f"{i}.png", rng.integers(0, 256, (20, 24)))
         _save(root / "masks" / f"{i}.png", mask)
-    torch.manual_seed(0)
-    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=2)
+    model = tiny_model(in_channels=1, out_channels=2)
     torch.nn.init.constant_(model.head[0].bias, 0.0)
     model.head[0].bias.data[0] = 100.0  # always background
     pre = DataConfig(channels=1, size=(32, 32))
-    names = ["background", "class1"]
-    ckpt = make_checkpoint(model, classes=names, palette=[[0, 0, 0]] * 2, preprocessing=pre)
+    ckpt = tiny_checkpoint(model, classes=["background", "class1"], preprocessing=pre)
     path = save_checkpoint(ckpt, tmp_path / "m.pt")
     fp32 = PredictConfig(precision="fp32")
     plain = evaluate_model(path, root, tmp_path / "r", config=fp32, device="cpu", progress=False)
@@ -248,7 +244,7 @@ def test_split_selection():
 
 
 @pytest.fixture()
-def dataset(tmp_path) -> tuple[Path, Path]:
+def dataset(tmp_path, tiny_model, tiny_checkpoint) -> tuple[Path, Path]:
     """An images/ + masks/ folder (3 images) and a tiny 3-class checkpoint."""
     rng = np.random.default_rng(0)
     root = tmp_path / "data"
@@ -256,11 +252,10 @@ def dataset(tmp_path) -> tuple[Path, Path]:
         _save(root / "images" / f"{i:02d}.png", rng.integers(0, 256, (h, w)))
         _save(root / "masks" / f"{i:02d}.png", rng.integers(0, 3, (h, w)))
     (root / "classes.txt").write_text("\n".join(NAMES) + "\n")
-    torch.manual_seed(0)
-    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=3)
+    model = tiny_model(in_channels=1, out_channels=3)
     torch.nn.init.normal_(model.head[0].bias, std=0.1)  # several classes predicted
     pre = DataConfig(channels=1, size=(32, 32))
-    ckpt = make_checkpoint(model, classes=NAMES, palette=[[0, 0, 0]] * 3, preprocessing=pre)
+    ckpt = tiny_checkpoint(model, classes=NAMES, preprocessing=pre)
     return root, save_checkpoint(ckpt, tmp_path / "m.pt")
 
 
@@ -389,7 +384,7 @@ def test_object_classes_must_agree(tmp_path):
     assert rows[0]["obj_map"] == pytest.approx(1 / 3)
 
 
-def test_evaluate_model_uses_the_dataset_instances(tmp_path):
+def test_evaluate_model_uses_the_dataset_instances(tmp_path, tiny_model, tiny_checkpoint):
     """A model predicting every pixel as foreground against a folder with instances/."""
     root = tmp_path / "data"
     mask, ids = _two_touching()
@@ -399,10 +394,10 @@ def test_evaluate_model_uses_the_dataset_instances(tmp_path):
     (root / "instances").mkdir()
     Image.fromarray(ids).save(root / "instances" / "a.png")
     (root / "classes.txt").write_text("background\nnucleus\n")
-    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=2)
+    model = tiny_model(in_channels=1, out_channels=2)
     torch.nn.init.constant_(model.head[0].bias, 0.0)
     model.head[0].bias.data[1] = 100.0  # always foreground
-    ckpt = make_checkpoint(model, classes=["background", "nucleus"], palette=[[0, 0, 0]] * 2,
+    ckpt = tiny_checkpoint(model, classes=["background", "nucleus"],
                            preprocessing=DataConfig(channels=1, size=(32, 32)))  # fmt: skip
     path = save_checkpoint(ckpt, tmp_path / "m.pt")
     m = evaluate_model(path, root, tmp_path / "r", split="all", device="cpu", progress=False)

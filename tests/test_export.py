@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from unetkit import DataConfig, UnetkitError, build_model, make_checkpoint, save_checkpoint
+from unetkit import DataConfig, UnetkitError, save_checkpoint
 from unetkit.cli import main
 from unetkit.export import (
     check_parity,
@@ -25,14 +25,13 @@ PALETTE = [[0, 0, 0], [10, 200, 30], [250, 5, 5]]
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict:
+def checkpoints(tmp_path_factory, tiny_model, tiny_checkpoint) -> dict:
     folder = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
     out = {}
     for name, preset, size in (("same", "milesial", (48, 40)), ("valid", "paper", (60, 60))):
-        model = build_model(preset, base_width=4, depth=2, in_channels=1, out_channels=3)
+        model = tiny_model(preset, in_channels=1, out_channels=3)
         pre = DataConfig(channels=1, size=size, mean=(0.4,), std=(0.2,))
-        ckpt = make_checkpoint(
+        ckpt = tiny_checkpoint(
             model, classes=CLASSES, palette=PALETTE, preprocessing=pre, preset=preset
         )
         out[name] = (save_checkpoint(ckpt, folder / f"{name}.pt"), model.eval())

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import unetkit
-from test_predict import CLASSES, PALETTE, _intensity_model
+from test_predict import CLASSES, PALETTE
 from unetkit import DataConfig, PredictConfig, load_checkpoint, make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.data.dataset import SegmentationDataset
@@ -55,10 +55,10 @@ def test_fixed_and_dataset_modes_are_the_configured_affine_map():
         DataConfig(normalize="zscore")
 
 
-def test_tiled_prediction_normalises_with_the_whole_image(tmp_path):
+def test_tiled_prediction_normalises_with_the_whole_image(tmp_path, grey_level_model):
     """Per-tile statistics would make a dark tile look bright: tiles must use the image's."""
     pre = DataConfig(channels=1, size=(16, 16), normalize="image")
-    ckpt = make_checkpoint(_intensity_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
+    ckpt = make_checkpoint(grey_level_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
     path = save_checkpoint(ckpt, tmp_path / "m.pt")
     image = _two_exposures()
     probs = {}
@@ -153,11 +153,11 @@ def test_normalize_flag_overrides_the_fingerprint(tmp_path, capsys):
     assert "--normalize" in err and "Traceback" not in err
 
 
-def test_onnx_export_carries_the_normalisation(tmp_path):
+def test_onnx_export_carries_the_normalisation(tmp_path, grey_level_model):
     from unetkit.export import export_model
 
     pre = DataConfig(channels=1, size=(16, 16), normalize="image")
-    ckpt = make_checkpoint(_intensity_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
+    ckpt = make_checkpoint(grey_level_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
     path = save_checkpoint(ckpt, tmp_path / "m.pt")
     export_model(path, "onnx", tmp_path / "m.onnx")
     cfg = PredictConfig(strategy="tile", tile=(16, 16), precision="fp32", device="cpu")

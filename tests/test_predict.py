@@ -32,41 +32,16 @@ LEVELS = (0.1, 0.5, 0.9)  # intensity of each class in the toy images
 NORM = {"mean": (0.5,), "std": (0.25,)}
 
 
-def _intensity_model(out_channels: int = 3):
-    """A tiny U-Net wired by hand to classify pixels by grey level (no training needed).
-
-    Every conv is zero except centre taps that carry ``relu(x)`` and ``relu(-x)`` (x normalised)
-    along the level-0 skip, so the head sees them unchanged: logits ``[2 relu(-x), 1.6,
-    2 relu(x)]``: class 0 below grey 0.3, class 2 above 0.7, class 1 between (binary: one
-    logit ``2 relu(x) - 1.6``).
-    """
-    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=out_channels)
-    state = model.state_dict()
-    for key, value in state.items():
-        if value.dim() == 4 or key.startswith(("ups.", "head.")):  # convs; batch norms kept
-            value.zero_()
-    state["encoders.0.0.weight"][0, 0, 1, 1], state["encoders.0.0.weight"][1, 0, 1, 1] = 1, -1
-    for conv in ("encoders.0.3", "decoders.1.0", "decoders.1.3"):
-        state[f"{conv}.weight"][0, 0, 1, 1] = state[f"{conv}.weight"][1, 1, 1, 1] = 1
-    head = state["head.0.weight"][:, :, 0, 0]
-    if out_channels == 3:
-        head[0, 1], head[2, 0], state["head.0.bias"][1] = 2, 2, 1.6
-    else:
-        head[0, 0], state["head.0.bias"][0] = 2, -1.6
-    model.load_state_dict(state)
-    return model.eval()
-
-
 def _truth(image: np.ndarray) -> np.ndarray:
-    """The class of every pixel for ``_intensity_model``."""
+    """The class of every pixel for the ``grey_level_model`` (conftest)."""
     grey = image.astype(np.float64) / 255
     return (grey > 0.3).astype(np.int64) + (grey > 0.7)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
+def trained(tmp_path_factory, grey_level_model) -> dict:
     """Checkpoints of the hand-wired model: random-crop and letterbox trained, and binary."""
-    model = _intensity_model()
+    model = grey_level_model()
     folder = tmp_path_factory.mktemp("models")
     paths = {}
     for name, resize in (("crop", "random-crop"), ("letterbox", "letterbox")):
@@ -75,7 +50,7 @@ def trained(tmp_path_factory) -> dict:
         paths[name] = save_checkpoint(ckpt, folder / f"{name}.pt")
     pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), **NORM)
     ckpt = make_checkpoint(
-        _intensity_model(1), classes=["background", "white"], palette=PALETTE[::2],
+        grey_level_model(1), classes=["background", "white"], palette=PALETTE[::2],
         preprocessing=pre, task="binary",
     )  # fmt: skip
     paths["binary"] = save_checkpoint(ckpt, folder / "binary.pt")
@@ -448,14 +423,14 @@ def test_restoring_a_folder_removes_its_stale_temporary_files(inputs, tmp_path):
 
 
 # -- instance models --------------------------------------------------------------------------
-def _instance_checkpoint(folder: Path, **objects) -> Path:
+def _instance_checkpoint(folder: Path, grey_level_model, **objects) -> Path:
     """The hand-wired model as an instance model: dark = background, grey = object interior,
     white = boundary (its three logits)."""
     from unetkit.config import ObjectConfig
 
     pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), **NORM)
     ckpt = make_checkpoint(
-        _intensity_model(), classes=["background", "cell"], palette=PALETTE[:2],
+        grey_level_model(), classes=["background", "cell"], palette=PALETTE[:2],
         preprocessing=pre, task="instance",
         extra={"objects": ObjectConfig(min_size=0, **objects).to_dict()},
     )  # fmt: skip
@@ -478,12 +453,12 @@ def _cells(h: int, w: int, step: int = 12) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(255 * level).astype(np.uint8), ids
 
 
-def test_instance_objects_are_identical_whole_and_tiled(tmp_path):
+def test_instance_objects_are_identical_whole_and_tiled(tmp_path, grey_level_model):
     """Issue 12.4: one object per cell with one id whether the image is predicted whole or in
     32 px tiles; the cells touch and straddle every tile border."""
     from unetkit.objects.labels import renumber
 
-    path = _instance_checkpoint(tmp_path)
+    path = _instance_checkpoint(tmp_path, grey_level_model)
     image, truth = _cells(100, 150)
     whole = _predictor(path, strategy="full")
     tiled = _predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
@@ -501,8 +476,8 @@ def test_instance_objects_are_identical_whole_and_tiled(tmp_path):
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
 
-def test_instance_post_processing_overrides(tmp_path):
-    path = _instance_checkpoint(tmp_path)
+def test_instance_post_processing_overrides(tmp_path, grey_level_model):
+    path = _instance_checkpoint(tmp_path, grey_level_model)
     image, truth = _cells(60, 60)
     assert _predictor(path).objects_config.min_size == 0
     big = _predictor(path, min_size=1000)
@@ -511,12 +486,12 @@ def test_instance_post_processing_overrides(tmp_path):
     assert _predictor(path).predict_objects(image)[1].max() == truth.max()
 
 
-def test_instance_model_writes_object_outputs(tmp_path):
+def test_instance_model_writes_object_outputs(tmp_path, grey_level_model):
     """Issue 12.5: ids, object table, object overlay, labelme / GeoJSON per object, coco.json
     for the folder, object counts in summary.csv; all consistent with each other."""
     from unetkit.data.instances import read_instances
 
-    path = _instance_checkpoint(tmp_path)
+    path = _instance_checkpoint(tmp_path, grey_level_model)
     image, truth = _cells(60, 75)
     inputs = tmp_path / "in"
     inputs.mkdir()

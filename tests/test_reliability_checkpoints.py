@@ -71,7 +71,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unetkit import DataConfig, build_model, make_checkpoint, save_checkpoint
+from unetkit import DataConfig, build_model, save_checkpoint
 from unetkit.checkpoint import FORMAT, Checkpoint, load_checkpoint
 from unetkit.cli import main
 from unetkit.config import ModelConfig, TrainConfig
@@ -83,7 +83,6 @@ except ImportError:
     from corrupt import run_cli as _run
 
 CLASSES = ["background", "cell", "nucleus"]
-PALETTE = [[0, 0, 0], [0, 200, 0], [200, 0, 0]]
 GIB = 1 << 30
 KILLS = 200
 
@@ -109,25 +108,12 @@ class _RunsShell:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _tiny_model():
-    torch.manual_seed(0)
-    return build_model("milesial", base_width=4, depth=2, in_channels=3, out_channels=3).eval()
-
-
-def _tiny_checkpoint(**changes) -> Checkpoint:
-    pre = DataConfig(channels=3, resize="random-crop", size=(32, 32))
-    ckpt = make_checkpoint(_tiny_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
-    for key, value in changes.items():
-        setattr(ckpt, key, value)
-    return ckpt
-
-
 @pytest.fixture(scope="session")
-def hostile(tmp_path_factory) -> dict:
+def hostile(tmp_path_factory, tiny_checkpoint) -> dict:
     """Every hostile / broken model file, a good checkpoint, its ONNX export and a dataset."""
     root = tmp_path_factory.mktemp("hostile")
     marker = root / "MARKER"
-    good = save_checkpoint(_tiny_checkpoint(), root / "good.pt")
+    good = save_checkpoint(tiny_checkpoint(), root / "good.pt")
     files: dict[str, Path] = {}
 
     def torch_file(name: str, obj, **kwargs) -> None:
@@ -153,20 +139,20 @@ def hostile(tmp_path_factory) -> dict:
     (root / "folder.pt").mkdir()
     files.update({n: root / n for n in ("empty.pt", "text.pt", "folder.pt")})
     torch_file("foreign.pt", {"weight": torch.zeros(3, 3)})
-    future = _tiny_checkpoint().to_dict()
+    future = tiny_checkpoint().to_dict()
     future["format_version"] = 99
     torch_file("future.pt", future)
     other = build_model("milesial", base_width=8, depth=2, in_channels=3, out_channels=3)
-    mismatched = _tiny_checkpoint().to_dict()
+    mismatched = tiny_checkpoint().to_dict()
     mismatched["state_dict"] = other.state_dict()
     torch_file("mismatched.pt", mismatched)
-    not_tensors = _tiny_checkpoint().to_dict()
+    not_tensors = tiny_checkpoint().to_dict()
     not_tensors["state_dict"] = {"w": [1, 2, 3]}
     torch_file("not_tensors.pt", not_tensors)
-    bomb = _tiny_checkpoint().to_dict()  # 500 M parameters declared, 7 k stored
+    bomb = tiny_checkpoint().to_dict()  # 500 M parameters declared, 7 k stored
     bomb["model_config"] = ModelConfig(in_channels=3, out_channels=3, base_width=256).to_dict()
     torch_file("model_bomb.pt", bomb)
-    huge = _tiny_checkpoint().to_dict()
+    huge = tiny_checkpoint().to_dict()
     huge["preprocessing"] = DataConfig(channels=3, size=(65536, 65536)).to_dict()
     torch_file("size_bomb.pt", huge)
     assert main(["export", str(good), "-o", str(root / "good.onnx")]) == 0
@@ -405,9 +391,9 @@ def _kill_loop(folder: Path) -> None:
     assert elapsed < 20, elapsed
 
 
-def _save_pair(folder: Path) -> tuple[Path, bytes, Checkpoint]:
-    path = save_checkpoint(_tiny_checkpoint(), folder / "last.pt")
-    newer = _tiny_checkpoint(extra={"epoch": 2})
+def _save_pair(folder: Path, tiny_checkpoint) -> tuple[Path, bytes, Checkpoint]:
+    path = save_checkpoint(tiny_checkpoint(), folder / "last.pt")
+    newer = tiny_checkpoint(extra={"epoch": 2})
     return path, path.read_bytes(), newer
 
 
@@ -441,8 +427,10 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("failure", FAILURES)
-def test_disk_full_or_read_only_keeps_the_previous_checkpoint(failure, tmp_path, monkeypatch):
-    path, before, newer = _save_pair(tmp_path)
+def test_disk_full_or_read_only_keeps_the_previous_checkpoint(
+    failure, tmp_path, monkeypatch, tiny_checkpoint
+):
+    path, before, newer = _save_pair(tmp_path, tiny_checkpoint)
     with monkeypatch.context() as mp:
         FAILURES[failure](mp, tmp_path)
         with pytest.raises((OSError, UnetkitError)):
@@ -454,8 +442,10 @@ def test_disk_full_or_read_only_keeps_the_previous_checkpoint(failure, tmp_path,
 
 
 @pytest.mark.parametrize("failure", FAILURES)
-def test_disk_full_or_read_only_says_so_in_one_line(failure, tmp_path, monkeypatch):
-    path, _, newer = _save_pair(tmp_path)
+def test_disk_full_or_read_only_says_so_in_one_line(
+    failure, tmp_path, monkeypatch, tiny_checkpoint
+):
+    path, _, newer = _save_pair(tmp_path, tiny_checkpoint)
     with monkeypatch.context() as mp:
         FAILURES[failure](mp, tmp_path)
         with pytest.raises(UnetkitError) as info:

@@ -70,7 +70,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unetkit import DataConfig, build_model, make_checkpoint, save_checkpoint
+from unetkit import save_checkpoint
 from unetkit.cli import main
 from unetkit.data.imageio import read_image, read_mask
 from unetkit.errors import UnetkitError
@@ -83,7 +83,6 @@ except ImportError:
     from corrupt import run_cli as _run
 
 CLASSES = ["background", "cell", "nucleus"]
-PALETTE = [[0, 0, 0], [0, 200, 0], [200, 0, 0]]
 GIB = 1 << 30
 OUT_OF_CLASS = ["m_values.png", "m_sixteen.png"]  # mask values 7 and 1000 in a 3-class set
 EVALUATE_READS = ("exif6.jpg", "grey16.png", "rgb16_tif.tif", "cmyk.jpg", "la.png", "stack.npy")
@@ -116,15 +115,9 @@ def mask_corpus(tmp_path_factory) -> tuple[Path, list[Case]]:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
+def checkpoint_file(tmp_path_factory, tiny_checkpoint) -> Path:
     """An untrained 3-class RGB U-Net (7 k parameters), enough to run every command."""
-    import torch
-
-    torch.manual_seed(0)
-    model = build_model("milesial", base_width=4, depth=2, in_channels=3, out_channels=3)
-    pre = DataConfig(channels=3, resize="random-crop", size=(32, 32))
-    ckpt = make_checkpoint(model.eval(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
-    return save_checkpoint(ckpt, tmp_path_factory.mktemp("tiny") / "tiny.pt")
+    return save_checkpoint(tiny_checkpoint(), tmp_path_factory.mktemp("tiny") / "tiny.pt")
 
 
 def _good_mask(shape: tuple[int, int]) -> np.ndarray:
@@ -237,7 +230,7 @@ def test_read_mask_on_every_case(mask_corpus):
 # -- predict -------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_predict_reports_each_bad_file_once_and_writes_only_good_ones(
-    corpus, tiny_checkpoint, tmp_path, capsys, caplog
+    corpus, checkpoint_file, tmp_path, capsys, caplog
 ):
     source, cases = corpus
     folder = tmp_path / "images"  # the symlink loop: see test_predict_folder_with_a_symlink_loop
@@ -247,7 +240,7 @@ def test_predict_reports_each_bad_file_once_and_writes_only_good_ones(
     gifs = [str(folder / c.name) for c in cases if c.name.endswith(".gif")]  # named: no glob
     inputs = [str(folder), str(folder / "*.npy"), *gifs]
     code, lines = _run(
-        ["predict", str(tiny_checkpoint), *inputs, "-o", str(out), "--no-progress"],
+        ["predict", str(checkpoint_file), *inputs, "-o", str(out), "--no-progress"],
         capsys,
         caplog,
     )
@@ -273,25 +266,25 @@ def test_predict_reports_each_bad_file_once_and_writes_only_good_ones(
     assert _hidden(out) == []
 
 
-def test_predict_named_odd_paths_exit_2_in_one_line(corpus, tiny_checkpoint, tmp_path, capsys):
+def test_predict_named_odd_paths_exit_2_in_one_line(corpus, checkpoint_file, tmp_path, capsys):
     """A folder named x.png, a symlink loop, a dangling link given by name: one line each."""
     folder, _ = corpus
     for name in ("folder.png", "loop_a.png", "dangling.png", "missing.png"):
         out = tmp_path / name
-        code = main(["predict", str(tiny_checkpoint), str(folder / name), "-o", str(out)])
+        code = main(["predict", str(checkpoint_file), str(folder / name), "-o", str(out)])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and name in err, (name, err)
         assert not out.exists()
 
 
-def test_predict_folder_with_a_symlink_loop(corpus, tiny_checkpoint, tmp_path, capsys, caplog):
+def test_predict_folder_with_a_symlink_loop(corpus, checkpoint_file, tmp_path, capsys, caplog):
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copyfile(corpus[0] / "image.bmp", folder / "good.png")
     os.symlink(folder / "loop_b.png", folder / "loop_a.png")
     os.symlink(folder / "loop_a.png", folder / "loop_b.png")
     out = tmp_path / "out"
-    argv = ["predict", str(tiny_checkpoint), str(folder), "-o", str(out), "--no-progress"]
+    argv = ["predict", str(checkpoint_file), str(folder), "-o", str(out), "--no-progress"]
     code, lines = _run(argv, capsys, caplog)
     _no_traceback(lines)
     assert code == 2 and (out / "good.png").is_file()
@@ -301,7 +294,7 @@ def test_predict_folder_with_a_symlink_loop(corpus, tiny_checkpoint, tmp_path, c
 
 
 @pytest.mark.slow
-def test_bomb_rss(corpus, mask_corpus, tiny_checkpoint, tmp_path):
+def test_bomb_rss(corpus, mask_corpus, checkpoint_file, tmp_path):
     """``unetkit predict`` over every bomb in a fresh process: refused, peak RSS < 1 GiB."""
     folder, cases = corpus
     bombs = [str(folder / c.name) for c in cases if c.bomb]
@@ -315,7 +308,7 @@ def test_bomb_rss(corpus, mask_corpus, tiny_checkpoint, tmp_path):
         print(f"exit={code} peak_rss={peak}", file=sys.stderr)
         """
     )
-    argv = ["predict", str(tiny_checkpoint), *bombs, "-o", str(out), "--no-progress"]
+    argv = ["predict", str(checkpoint_file), *bombs, "-o", str(out), "--no-progress"]
     result = subprocess.run(
         [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120
     )
@@ -478,7 +471,7 @@ def test_prepare_refuses_a_float_image_in_one_line(corpus, tmp_path, capsys, cap
 # -- evaluate ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_evaluate_refuses_each_bad_file_in_one_line(
-    corpus, mask_corpus, tiny_checkpoint, tmp_path, capsys, caplog
+    corpus, mask_corpus, checkpoint_file, tmp_path, capsys, caplog
 ):
     """Every bad file in a dataset of its own (with a good pair): exit 2 naming it, no report;
     the readable cases all together: scored."""
@@ -498,7 +491,7 @@ def test_evaluate_refuses_each_bad_file_in_one_line(
         else:
             _dataset(root, [good, (case.name, folder / case.name, _good_mask(SIZE))])
         report = tmp_path / f"{case.stem}_report"
-        argv = ["evaluate", str(tiny_checkpoint), str(root), "-o", str(report), "--no-progress"]
+        argv = ["evaluate", str(checkpoint_file), str(root), "-o", str(report), "--no-progress"]
         code, lines = _run([*argv, "--split", "all"], capsys, caplog)
         _no_traceback(lines)
         named = [line for line in lines if case.name in line and line.startswith("error:")]
@@ -515,7 +508,7 @@ def test_evaluate_refuses_each_bad_file_in_one_line(
         (root / "images" / f"{case.stem}.png").write_bytes(encode(pattern(), "PNG"))
         shutil.copyfile(mask_folder / case.name, root / "masks" / case.name)
     report = tmp_path / "readable_report"
-    argv = ["evaluate", str(tiny_checkpoint), str(root), "-o", str(report), "--no-progress"]
+    argv = ["evaluate", str(checkpoint_file), str(root), "-o", str(report), "--no-progress"]
     code, lines = _run([*argv, "--split", "all"], capsys, caplog)
     assert code == 0, lines
     _no_traceback(lines)
@@ -526,13 +519,13 @@ def test_evaluate_refuses_each_bad_file_in_one_line(
 
 @pytest.mark.parametrize("name", OUT_OF_CLASS)
 def test_evaluate_refuses_mask_values_outside_the_classes(
-    name, mask_corpus, tiny_checkpoint, tmp_path, capsys, caplog
+    name, mask_corpus, checkpoint_file, tmp_path, capsys, caplog
 ):
     mask_folder, _ = mask_corpus
     root = _dataset(tmp_path / "ds", [("a.png", encode(pattern(), "PNG"), _good_mask(SIZE))])
     shutil.copyfile(mask_folder / name, root / "masks" / "a.png")
     report = tmp_path / "report"
-    argv = ["evaluate", str(tiny_checkpoint), str(root), "-o", str(report), "--no-progress"]
+    argv = ["evaluate", str(checkpoint_file), str(root), "-o", str(report), "--no-progress"]
     code, lines = _run([*argv, "--split", "all"], capsys, caplog)
     named = [line for line in lines if "a.png" in line and line.startswith("error:")]
     assert code == 2 and len(named) == 1 and not report.exists(), lines

@@ -41,7 +41,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unetkit import DataConfig, PredictConfig, build_model, make_checkpoint, save_checkpoint
+from unetkit import DataConfig, PredictConfig, make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.data.imageio import read_mask
 from unetkit.files import TEMP_TAG
@@ -65,31 +65,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _grey_level_model():
-    """A milesial U-Net whose weights are set by hand: class by grey level, no training.
-
-    With x = (grey - 0.5) / 0.25, the first conv's centre taps give relu(x) and relu(-x);
-    every later conv on the level-0 path passes those two channels through its centre tap
-    (all other weights zero, batch norms at identity), so the 1x1 head sees them and scores
-    background 2 relu(-x), dim 1.6, bright 2 relu(x): dark < 0.3 < dim < 0.7 < bright.
-    """
-    model = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=3)
-    state = model.state_dict()
-    for key, tensor in state.items():
-        if tensor.dim() == 4 or key.startswith(("ups.", "head.")):
-            tensor.zero_()
-    first = state["encoders.0.0.weight"]
-    first[0, 0, 1, 1], first[1, 0, 1, 1] = 1.0, -1.0
-    for name in ("encoders.0.3", "decoders.1.0", "decoders.1.3"):
-        weight = state[f"{name}.weight"]
-        weight[0, 0, 1, 1] = weight[1, 1, 1, 1] = 1.0
-    head = state["head.0.weight"]
-    head[0, 1, 0, 0] = head[2, 0, 0, 0] = 2.0
-    state["head.0.bias"][1] = 1.6
-    model.load_state_dict(state)
-    return model.eval()
-
-
 def _images(folder: Path) -> list[str]:
     """12 grey scenes: a dark background with a dim and a bright rectangle, random places."""
     folder.mkdir()
@@ -107,11 +82,11 @@ def _images(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict:
+def setup(tmp_path_factory, grey_level_model) -> dict:
     root = tmp_path_factory.mktemp("interrupted")
     names = _images(root / "in")
     pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), mean=(0.5,), std=(0.25,))
-    ckpt = make_checkpoint(_grey_level_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
+    ckpt = make_checkpoint(grey_level_model(), classes=CLASSES, palette=PALETTE, preprocessing=pre)
     model = save_checkpoint(ckpt, root / "model.pt")
     return {"root": root, "names": names, "model": model, "inputs": root / "in"}
 

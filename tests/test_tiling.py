@@ -24,18 +24,16 @@ OVERLAPS = [0.0, 0.25, 0.5]
 
 
 @pytest.fixture(scope="module")
-def same_models():
+def same_models(tiny_model):
     """Tiny same-padding U-Nets in eval mode: pad merge (any size) and crop merge (x4 sizes)."""
-    torch.manual_seed(0)
-    pad = build_model("milesial", base_width=4, depth=2, in_channels=1, out_channels=3)
-    crop = build_model("keras32", base_width=4, depth=2, out_channels=3, head="logits")
-    return {"pad": pad.eval(), "crop": crop.eval()}
+    pad = tiny_model("milesial", in_channels=1, out_channels=3)
+    crop = tiny_model("keras32", out_channels=3, head="logits", seed=None)  # RNG drawn on
+    return {"pad": pad, "crop": crop}
 
 
 @pytest.fixture(scope="module")
-def valid_model():
-    torch.manual_seed(1)
-    return build_model("paper", base_width=4, depth=2).eval()
+def valid_model(tiny_model):
+    return tiny_model("paper", seed=1)
 
 
 def _image(h: int, w: int, seed: int = 0, channels: int = 1) -> torch.Tensor:

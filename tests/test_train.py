@@ -40,30 +40,9 @@ TINY = [
 ]
 
 
-def make_dataset(root: Path, n: int = 6, size: int = 40, seed: int = 0) -> Path:
-    """images/ + masks/ (the ISBI layout): grey squares of class 1, discs of class 2."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        mask = np.zeros((size, size), np.uint8)
-        y, x = rng.integers(2, size - 14, 2)
-        mask[y : y + 12, x : x + 12] = 1
-        cy, cx = rng.integers(6, size - 6, 2)
-        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] = 2
-        image = np.choose(mask, [40, 140, 230]).astype(np.float64)
-        image += rng.normal(0, 12, image.shape)
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
-            root / "images" / f"{i:02d}.png"
-        )
-        Image.fromarray(mask).save(root / "masks" / f"{i:02d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
+def dataset(tmp_path_factory, tiny_dataset) -> Path:
+    return tiny_dataset(tmp_path_factory.mktemp("data") / "ds")
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -131,14 +110,14 @@ def test_two_epochs_write_every_artefact(dataset, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
-def test_resume_needs_a_checkpoint_and_the_same_config(dataset, tmp_path, capsys):
+def test_resume_needs_a_checkpoint_and_the_same_config(dataset, tmp_path, capsys, tiny_dataset):
     assert main(["train", str(dataset), "--resume", str(tmp_path / "nothing"), *TINY[:0]]) == 2
     assert "no config.json" in capsys.readouterr().err
     run = tmp_path / "run"
     assert _tiny_run(dataset, run) == 0
     assert main(["train", str(dataset), "--resume", str(run), "--lr", "0.5"]) == 2
     assert "cannot change in a resumed run: lr" in capsys.readouterr().err
-    other = make_dataset(tmp_path / "other", n=7)
+    other = tiny_dataset(tmp_path / "other", n=7)
     assert main(["train", str(other), "--resume", str(run)]) == 2
     assert "classes or image stems differ" in capsys.readouterr().err
     (run / "last.pt").unlink()
