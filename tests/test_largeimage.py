@@ -175,3 +175,159 @@ def test_strided_keeps_no_band_alive(tmp_path):
         grid = image.strided(4, band_rows=40)
     assert len(bands) == 5 and grid.shape == (50, 38, 3)
     assert alive == [0, 0, 0, 0, 0]  # each band is let go once subsampled
+
+
+# -- parts of an image: resume and shards rest on these ------------------------------------------
+@pytest.mark.parametrize("cut", [(0, 300), (1, 299), (47, 130), (130, 131), (256, 300), (299, 300)])
+def test_a_row_range_is_exactly_those_rows_of_the_whole_prediction(model_path, tmp_path, cut):
+    image = _image(300, 260)
+    _write(tmp_path / "a.tif", image)
+    predictor = Predictor.from_checkpoint(model_path, PredictConfig(strategy="tile"), "cpu")
+    expected = predictor.predict_mask(image)
+    with LargeImage(tmp_path / "a.tif") as region:
+        bands = list(predictor.iter_mask_bands(region, cut))
+    assert bands[0][0] == cut[0] and bands[-1][1] == cut[1]
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))  # contiguous, in order
+    got = np.concatenate([mask for _, _, mask in bands])
+    np.testing.assert_array_equal(got, expected[cut[0] : cut[1]])
+
+
+def _count_tiles(predictor: Predictor) -> list[int]:
+    """Count the tiles the network sees (a list of one int, updated in place)."""
+    seen = [0]
+    run = predictor.network.run
+
+    def counting(x):
+        seen[0] += int(x.shape[0])
+        return run(x)
+
+    predictor.network.run = counting
+    return seen
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_an_interrupted_slide_resumes_from_its_last_written_strip(
+    model_path, tmp_path, monkeypatch
+):
+    """Strips of 256 rows (3 here) go to ``.big.unetkit-part/`` as they are finished; a run
+    stopped after the first is started again with the same call and predicts only the rest;
+    the files are identical, byte for byte, to those of an uninterrupted run."""
+    from unetkit.infer import large
+
+    (tmp_path / "in").mkdir()
+    _write(tmp_path / "in" / "big.tif", _image(600, 200))
+    config = PredictConfig(strategy="tile", precision="fp32")
+    kwargs = {"progress": False, "large_pixels": 100 * 100}
+    whole = Predictor.from_checkpoint(model_path, config, "cpu")
+    whole_tiles = _count_tiles(whole)
+    predict_paths(whole, [tmp_path / "in"], tmp_path / "whole", **kwargs)
+
+    real_write = large._Strips.write
+    written: list[int] = []
+
+    def write_then_stop(self, index, tiles):
+        if written:
+            raise KeyboardInterrupt  # as Ctrl-C after the first strip was written
+        real_write(self, index, tiles)
+        written.append(index)
+
+    monkeypatch.setattr(large._Strips, "write", write_then_stop)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict_paths(
+            Predictor.from_checkpoint(model_path, config, "cpu"), [tmp_path / "in"], out, **kwargs
+        )
+    part = out / ".big.unetkit-part"
+    assert written == [0] and sorted(p.name for p in part.iterdir()) == ["000000.strip", "job.json"]
+    assert not (out / "big.tif").exists()
+    monkeypatch.setattr(large._Strips, "write", real_write)
+
+    again = Predictor.from_checkpoint(model_path, config, "cpu")
+    again_tiles = _count_tiles(again)
+    report = predict_paths(again, [tmp_path / "in"], out, **kwargs)
+    assert [p.name for p in report.written] == ["big.tif"]
+    assert _files(out) == _files(tmp_path / "whole")  # big.tif, big_preview.png, summary.csv
+    assert not part.exists()
+    # resumed, not started over: only the tile rows that touch rows 256.. ran again
+    assert 0 < again_tiles[0] < 0.7 * whole_tiles[0], (again_tiles, whole_tiles)
+
+
+def test_strips_of_another_job_are_not_reused(model_path, tmp_path, monkeypatch):
+    """A part folder left by a run with other settings (here: the overlap) is removed and the
+    image predicted from the start."""
+    from unetkit.infer import large
+
+    (tmp_path / "in").mkdir()
+    _write(tmp_path / "in" / "big.tif", _image(300, 120))
+    kwargs = {"progress": False, "large_pixels": 100 * 100}
+
+    def stop(self, index, tiles):
+        raise KeyboardInterrupt
+
+    first = Predictor.from_checkpoint(model_path, PredictConfig(strategy="tile"), "cpu")
+    real_write = large._Strips.write
+    monkeypatch.setattr(
+        large._Strips, "write", lambda s, i, t: (real_write(s, i, t), stop(s, i, t))
+    )
+    with pytest.raises(KeyboardInterrupt):
+        predict_paths(first, [tmp_path / "in"], tmp_path / "out", **kwargs)
+    assert (tmp_path / "out" / ".big.unetkit-part" / "000000.strip").is_file()
+    monkeypatch.setattr(large._Strips, "write", real_write)
+    other = PredictConfig(strategy="tile", overlap=0.5)
+    for out in ("out", "fresh"):
+        predictor = Predictor.from_checkpoint(model_path, other, "cpu")
+        predict_paths(predictor, [tmp_path / "in"], tmp_path / out, **kwargs)
+    assert _files(tmp_path / "out") == _files(tmp_path / "fresh")
+
+
+# -- background ---------------------------------------------------------------------------------
+def test_background_is_the_far_side_of_an_otsu_threshold():
+    from unetkit.infer.large import Background
+
+    grid = np.full((40, 50, 3), 240, np.uint8)
+    grid[10:20, 5:15] = 60  # dark tissue on bright glass
+    bright = Background(grid, 4, "bright")
+    assert bright.foreground is not None and bright.foreground.sum() == 100
+    assert not bright(slice(40, 80), slice(20, 60))  # touches grid pixel (10, 5..14)
+    assert bright(slice(120, 160), slice(120, 160))  # far from it
+    assert not bright(np.array([83, 82, 81, 80]), slice(60, 64))  # grid (20, 15): 1 away
+    assert bright(np.arange(84, 100), slice(0, 16))  # rows 21..24 of the grid: 2 away
+    dark = Background(grid, 4, "dark")
+    assert dark.foreground is not None and dark.foreground.sum() == 40 * 50 - 100
+    flat = Background(np.full((8, 8, 1), 7, np.uint8), 1, "bright")
+    assert flat.foreground is None and not flat(slice(0, 8), slice(0, 8))  # no contrast: no skip
+    assert (bright.tiles, bright.skipped) == (4, 2)
+
+
+def test_skip_background_runs_no_tile_on_empty_glass(model_path, tmp_path):
+    """Left: structure; right: blank white glass. The tiles over glass alone are not run and
+    are class 0; every pixel that only computed tiles cover is as without skipping."""
+    image = _image(200, 400)
+    image[:, :150] = np.clip(image[:, :150].astype(int) + 40, 0, 200)  # no dark left half
+    image[:, 200:] = 255
+    (tmp_path / "in").mkdir()
+    _write(tmp_path / "in" / "slide.tif", image)
+    config = PredictConfig(strategy="tile", precision="fp32")
+    kwargs = {"progress": False, "large_pixels": 100 * 100}
+    masks, tiles = {}, {}
+    for skip in (None, "bright"):
+        predictor = Predictor.from_checkpoint(model_path, config, "cpu")
+        seen = _count_tiles(predictor)
+        out = tmp_path / str(skip)
+        predict_paths(predictor, [tmp_path / "in"], out, background=skip, **kwargs)
+        masks[skip], tiles[skip] = tifffile.imread(out / "slide.tif"), seen[0]
+    assert 0 < tiles["bright"] < 0.75 * tiles[None], tiles
+    tile = 48  # the training size: the tile, context included
+    np.testing.assert_array_equal(masks["bright"][:, : 200 - tile], masks[None][:, : 200 - tile])
+    assert (masks["bright"][:, 200 + 2 * tile :] == 0).all()
+    assert (masks[None][:, 200 + 2 * tile :] != 0).any()  # skipping made a difference there
+
+
+def test_skip_background_must_be_bright_or_dark(model_path, tmp_path, capsys):
+    _write(tmp_path / "a.tif", _image(64, 64))
+    argv = ["predict", str(model_path), str(tmp_path / "a.tif"), "-o", str(tmp_path / "o")]
+    assert main([*argv, "--skip-background", "grey"]) == 2
+    assert "background must be one of bright, dark; got 'grey'" in capsys.readouterr().err

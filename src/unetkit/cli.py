@@ -462,12 +462,22 @@ def predict_cmd(
         "--level",
         help="TIFF inputs: predict this pyramid level (0 = full size), read by region.",
     ),
+    skip_background: str = typer.Option(
+        None,
+        "--skip-background",
+        help="Images read by region: bright | dark: skip tiles of background only, brighter "
+        "(or darker) than an Otsu threshold of the preview; they are class 0.",
+    ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
-    """Predict masks, colour masks and overlays (+ summary.csv) for images of any size."""
+    """Predict masks, colour masks and overlays (+ summary.csv) for images of any size.
+
+    Under torchrun the ranks share the images (and the strips of images read by region).
+    """
     from .infer.outputs import predict_paths
     from .infer.predict import Predictor
+    from .infer.shard import join, rank_device
 
     flags = dict(locals())
     cfg = _predict_config(**{k: flags[k] for k in (*_INFER_FLAGS, "min_area")})
@@ -477,7 +487,10 @@ def predict_cmd(
 
     performance_setup()
     ckpt = None if model.suffix.lower() == ".onnx" else load_checkpoint(model)  # read once
+    shard = join(cfg.device)  # torchrun: this rank's share of the work (unetkit.infer.shard)
     if ckpt is not None and ckpt.task == "regression":
+        if shard.enabled:
+            raise UnetkitError(f"{model}: restoration models predict in one process only")
         from .infer.restore import Restorer, restore_paths
 
         restorer = Restorer.from_checkpoint(model, cfg.device, cfg.precision, ckpt)
@@ -488,16 +501,18 @@ def predict_cmd(
         if report.failed:
             raise typer.Exit(2)
         return
-    predictor = Predictor.load(model, cfg, cfg.device, ckpt)
+    predictor = Predictor.load(model, cfg, rank_device(cfg.device, shard), ckpt)
     report = predict_paths(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
         skip_existing=skip_existing, progress=progress, objects=objects or None,
         pixel_size=pixel_size, geojson=geojson, coco=coco, legend=legend, level=level,
+        background=skip_background, shard=shard,
     )  # fmt: skip
-    typer.echo(
-        f"{len(report.written)} predicted, {len(report.skipped)} skipped (existing), "
-        f"{len(report.failed)} failed -> {out}"
-    )
+    if shard.is_main:  # the report is the whole run's on every rank
+        typer.echo(
+            f"{len(report.written)} predicted, {len(report.skipped)} skipped (existing), "
+            f"{len(report.failed)} failed -> {out}"
+        )
     if report.failed:
         raise typer.Exit(2)
 

@@ -36,11 +36,13 @@ import numpy as np
 
 from ..data.imageio import read_image, read_mask, write_image, write_mask
 from ..data.labelme import labelme_document, polygon_shape
+from ..distributed import DistInfo
 from ..errors import UnetkitError
 from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, write_text
 from ..progress import progress as progress_bar
 from ..viz import colorize, overlay, save_png
 from .predict import Predictor
+from .shard import gather, owns
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,14 @@ class PredictReport:
 
 def record_failure(report: PredictReport, path: Path, exc: Exception) -> None:
     """Log a bad input in one line naming it, and add it to ``report.failed``."""
+    report.failed.append((path, _failure(path, exc)))
+
+
+def _failure(path: Path, exc: Exception) -> str:
+    """Log a bad input in one line naming it; that line."""
     message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
     log.error("skipped %s", message)
-    report.failed.append((path, message))
+    return message
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -344,6 +351,8 @@ def predict_paths(
     legend: bool = False,
     level: int | None = None,
     large_pixels: int | None = None,
+    background: str | None = None,
+    shard: DistInfo | None = None,
 ) -> PredictReport:
     """Predict every image named by ``inputs`` and write its outputs into ``out_dir``.
 
@@ -370,6 +379,13 @@ def predict_paths(
         large_pixels: TIFFs above this many pixels are read by region and written as a tiled
             BigTIFF mask plus a preview (``unetkit.infer.large``; default
             ``unetkit.data.largeimage.LARGE_PIXELS``).
+        background: images read by region: ``bright`` / ``dark`` skips the network tiles that
+            hold only background brighter / darker than an Otsu threshold of the preview
+            (``unetkit.infer.large``).
+        shard: this process's rank among those of ``torchrun`` (``unetkit.infer.shard``):
+            every rank calls this with the same arguments and predicts its share; rank 0
+            writes ``summary.csv`` and ``coco.json``. The report is the whole run's on every
+            rank.
 
     Returns:
         A ``PredictReport``; unreadable inputs are in ``failed`` (each logged in one line).
@@ -377,14 +393,22 @@ def predict_paths(
     Raises:
         UnetkitError: inputs that match nothing, or colliding output names.
     """
+    from .large import BACKGROUNDS
+
+    shard = shard or DistInfo()
     out = Path(out_dir)
     paths = collect_inputs(inputs, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out)  # what a killed run left half-written
+    if shard.is_main:
+        clean_stale_temps(out)  # what a killed run left half-written
     if objects is None:
         objects = predictor.instance or geojson or coco or pixel_size is not None
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
+    if background is not None and background not in BACKGROUNDS:
+        raise UnetkitError(
+            f"background must be one of {', '.join(BACKGROUNDS)}; got {background!r}"
+        )
     options: dict[str, Any] = {
         "save_probs": save_probs,
         "labelme": labelme,
@@ -395,59 +419,131 @@ def predict_paths(
         "geojson": geojson,
         "coco": [] if coco else None,
         "legend": legend,
+        "level": level,
+        "background": background,
     }
-    predictor.progress = progress
-    report = PredictReport()
-    done: list[Path] = [out / "summary.csv"]
-    from ..data.instances import read_instances
+    predictor.progress = progress and shard.is_main
     from ..data.largeimage import LARGE_PIXELS, streamable
-    from .large import count_classes, large_outputs, predict_large
 
     threshold = LARGE_PIXELS if large_pixels is None else large_pixels
-    for path in progress_bar(paths, desc="predict", unit="img", disable=not progress):
-        if streamable(path, level, threshold):
-            try:
-                if objects:
-                    raise UnetkitError(
-                        f"{path}: objects of an image read by region are not supported; "
-                        "predict a pyramid level that fits in memory (--level)"
-                    )
-                targets = large_outputs(out, path.stem)
-                if skip_existing and all(t.is_file() for t in targets):
-                    counts, size = count_classes(targets[0], len(predictor.classes))
-                    report.skipped.append(path)
-                else:
-                    counts, size = predict_large(predictor, path, out, level or 0, options["alpha"])
-                    report.written.append(path)
-            except (UnetkitError, OSError, ValueError) as exc:
-                record_failure(report, path, exc)
-                continue
-            done += targets
-            report.rows.append(counts_row(path.name, size, counts, predictor.classes))
-            continue  # (with objects the image was refused above)
-        try:
-            targets = _outputs(out, path.stem, options)
-            if objects:
-                targets[targets.index(out / f"{path.stem}_instances.png")] = _existing_instances(
-                    out, path.stem
-                )
-            # coco.json needs every image's objects: nothing is skipped for it
-            if skip_existing and not coco and all(t.is_file() for t in targets):
-                mask = read_mask(targets[0])
-                ids = read_instances(_existing_instances(out, path.stem)) if objects else None
-                report.skipped.append(path)
-            else:
-                mask, ids = _predict_one(predictor, path, out, options)
-                report.written.append(path)
-        except (UnetkitError, OSError, ValueError) as exc:
-            record_failure(report, path, exc)
+    large = [streamable(path, level, threshold) for path in paths]
+    whole = [i for i, by_region in enumerate(large) if not by_region]
+    mine = {i for n, i in enumerate(whole) if owns(n, shard)}  # images read whole: a share
+    todo = [i for i in range(len(paths)) if large[i] or i in mine]  # by region: every rank
+    outcomes: list[_Outcome] = []
+    for i in progress_bar(todo, desc="predict", unit="img", disable=not predictor.progress):
+        if large[i]:
+            outcome = _predict_by_region(predictor, paths[i], out, options, skip_existing, shard)
+        else:
+            outcome = _predict_whole(predictor, paths[i], out, options, skip_existing)
+        if outcome is not None:
+            outcome.index = i
+            outcomes.append(outcome)
+    # every rank's outcomes, in input order (summary.csv and coco.json as one process has them)
+    outcomes = sorted((o for part in gather(outcomes, shard) for o in part), key=_index)
+    report = PredictReport()
+    done: list[Path] = [out / "summary.csv"]
+    for outcome in outcomes:
+        path = paths[outcome.index]
+        if outcome.failure is not None:
+            report.failed.append((path, outcome.failure))
             continue
-        done += targets
-        count = (int(ids.max()) if ids.size else 0) if ids is not None else None
-        report.rows.append(summary_row(path.name, mask, predictor.classes, count))
-    write_summary(out / "summary.csv", report.rows, predictor.classes, objects)
-    if coco:
-        write_text(out / "coco.json", json.dumps(merge_coco(options["coco"])))
-        done.append(out / "coco.json")
-    _remove_own_temps(out, done)
+        (report.written if outcome.written else report.skipped).append(path)
+        report.rows.append(outcome.row)
+        done += outcome.targets
+    if shard.is_main:
+        write_summary(out / "summary.csv", report.rows, predictor.classes, objects)
+        if coco:
+            documents = [doc for outcome in outcomes for doc in outcome.coco]
+            write_text(out / "coco.json", json.dumps(merge_coco(documents)))
+            done.append(out / "coco.json")
+        _remove_own_temps(out, done)
     return report  # the caller says what was done (the CLI: one line on stdout)
+
+
+@dataclass
+class _Outcome:
+    """What became of one input (gathered from every rank in a sharded run)."""
+
+    index: int = -1
+    row: dict = field(default_factory=dict)
+    written: bool = True
+    targets: list[Path] = field(default_factory=list)
+    coco: list[dict] = field(default_factory=list)
+    failure: str | None = None
+
+
+def _index(outcome: _Outcome) -> int:
+    return outcome.index
+
+
+def _predict_by_region(
+    predictor: Predictor,
+    path: Path,
+    out: Path,
+    options: dict,
+    skip_existing: bool,
+    shard: DistInfo,
+) -> _Outcome | None:
+    """One image read by region (``unetkit.infer.large``); every rank takes part, rank 0
+    alone has an outcome."""
+    from .large import count_classes, large_outputs, predict_large, remove_parts
+
+    targets = large_outputs(out, path.stem)
+    try:
+        if options["objects"]:
+            raise UnetkitError(
+                f"{path}: objects of an image read by region are not supported; "
+                "predict a pyramid level that fits in memory (--level)"
+            )
+        if skip_existing and all(t.is_file() for t in targets):
+            if not shard.is_main:
+                return None
+            remove_parts(out, path.stem)  # what a run stopped after assembling left
+            counts, size = count_classes(targets[0], len(predictor.classes))
+            written = False
+        else:
+            result = predict_large(
+                predictor, path, out, options["level"] or 0, options["alpha"],
+                shard=shard, background=options["background"],
+            )  # fmt: skip
+            if result is None:  # another rank's outcome
+                return None
+            counts, size = result
+            written = True
+    except (UnetkitError, OSError, ValueError) as exc:
+        if not shard.is_main:
+            return None  # rank 0 reports it
+        return _Outcome(failure=_failure(path, exc))
+    row = counts_row(path.name, size, counts, predictor.classes)
+    return _Outcome(row=row, written=written, targets=targets)
+
+
+def _predict_whole(
+    predictor: Predictor, path: Path, out: Path, options: dict, skip_existing: bool
+) -> _Outcome:
+    """One image read whole: its outputs, or why not."""
+    from ..data.instances import read_instances
+
+    objects, coco = options["objects"], options["coco"] is not None
+    try:
+        targets = _outputs(out, path.stem, options)
+        if objects:
+            targets[targets.index(out / f"{path.stem}_instances.png")] = _existing_instances(
+                out, path.stem
+            )
+        before = len(options["coco"]) if coco else 0
+        # coco.json needs every image's objects: nothing is skipped for it
+        if skip_existing and not coco and all(t.is_file() for t in targets):
+            mask = read_mask(targets[0])
+            ids = read_instances(_existing_instances(out, path.stem)) if objects else None
+            written = False
+        else:
+            mask, ids = _predict_one(predictor, path, out, options)
+            written = True
+    except (UnetkitError, OSError, ValueError) as exc:
+        return _Outcome(failure=_failure(path, exc))
+    count = (int(ids.max()) if ids.size else 0) if ids is not None else None
+    row = summary_row(path.name, mask, predictor.classes, count)
+    documents = options["coco"][before:] if coco else []
+    return _Outcome(row=row, written=written, targets=targets, coco=documents)

@@ -241,7 +241,12 @@ class Predictor:
         mask = self.predict_mask(image)
         return mask, connected_objects(mask, ignore_index=self.info.ignore_index)
 
-    def iter_mask_bands(self, image) -> Iterator[tuple[int, int, np.ndarray]]:
+    def iter_mask_bands(
+        self,
+        image,
+        row_range: tuple[int, int] | None = None,
+        skip: Callable[[slice | np.ndarray, slice | np.ndarray], bool] | None = None,
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
         """Class masks of an image read by region (``unetkit.data.largeimage.LargeImage``),
         one band of rows at a time, top to bottom: nothing of the size of the image is held.
 
@@ -249,8 +254,19 @@ class Predictor:
         (same plan, blend and whole-image normalisation statistics, from the same pixels), so
         the bands are the rows of ``predict_mask`` of the whole image.
 
+        Args:
+            image: the image (``LargeImage``, or anything with ``shape``, ``path``,
+                ``read_region`` and ``strided``).
+            row_range: only rows ``[r0, r1)``, exactly as the whole image's prediction has
+                them (``unetkit.infer.tiling.iter_bands``).
+            skip: ``skip(rows, cols)`` True for a network tile's input window (its row and
+                column indices) that holds only background: the network does not see it and
+                it counts as probability 1 for class 0 (0 for a one-channel sigmoid). A pixel
+                that no skipped tile covers is predicted exactly as without ``skip``.
+
         Yields:
-            ``(y0, y1, mask)`` with ``mask`` (y1 - y0, W) uint8; the bands tile [0, H).
+            ``(y0, y1, mask)`` with ``mask`` (y1 - y0, W) uint8; the bands tile [0, H)
+            (``row_range``).
 
         Raises:
             UnetkitError: instance models (their watershed needs the whole image) and models
@@ -277,17 +293,45 @@ class Predictor:
             stats = pixel_stats(grid_pixels(grid), pre.normalize)
         tile = self._tile() if strategy == "tile" else None
         plans = plan_image(size, tile, self.config.overlap, self.rule)
+
+        def normalise(window: np.ndarray) -> torch.Tensor:
+            return image_to_tensor(window, pre, stats)
+
+        prepare: Callable[[np.ndarray], torch.Tensor] = normalise
+        forward: Callable[[torch.Tensor], torch.Tensor] = self._forward
+        if skip is not None:  # background windows: not read, not run
+            image = _Skipping(image, skip)
+            prepare = _blank_aware(normalise, self.info.model_config.in_channels)
+            forward = self._forward_unless_blank
         with torch.inference_mode():
             for y0, y1, band in iter_bands(
-                self._forward,
+                forward,
                 image,
                 plans,
-                prepare=lambda window: image_to_tensor(window, pre, stats),
+                prepare=prepare,
                 blend=self.config.blend,
                 batch_size=self.config.batch_size,
                 progress=self.progress,
+                row_range=row_range,
             ):
                 yield y0, y1, self._mask(band).cpu().numpy()
+
+    def _forward_unless_blank(self, x: torch.Tensor) -> torch.Tensor:
+        """``_forward`` for the windows of a batch that are not blank (all NaN: skipped
+        background, ``_blank_aware``); blank ones get probability 1 for class 0."""
+        blank = x.flatten(1).isnan().all(1)
+        if not bool(blank.any()):
+            return self._forward(x)
+        h, w = self.rule.output_size((int(x.shape[-2]), int(x.shape[-1])))
+        k = int(self.info.model_config.out_channels)
+        out = torch.zeros(len(x), k, h, w, device=self.network.device)
+        if k > 1:
+            out[:, 0] = 1.0
+        if not bool(blank.all()):
+            seen = self._forward(x[~blank])
+            out = out.to(seen.device)
+            out[~blank] = seen.to(out.dtype)
+        return out
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities of one image, at its size.
@@ -303,6 +347,40 @@ class Predictor:
         if probs.shape[0] == 1 and len(self.classes) == 2:
             probs = torch.cat([1 - probs, probs])
         return probs.numpy()
+
+
+class _Blank(np.ndarray):
+    """The window of a tile that the network does not see (``_Skipping``)."""
+
+
+class _Skipping:
+    """An image read by region whose background windows (``skip(rows, cols)``) come back as
+    ``_Blank`` placeholders of the window's size instead of pixels."""
+
+    def __init__(self, image, skip: Callable[[slice | np.ndarray, slice | np.ndarray], bool]):
+        self.image, self.skip = image, skip
+        self.shape, self.path = image.shape, image.path
+
+    def read_region(self, rows: slice | np.ndarray, cols: slice | np.ndarray) -> np.ndarray:
+        if not self.skip(rows, cols):
+            return self.image.read_region(rows, cols)
+        size = [len(range(self.shape[i])[r]) if isinstance(r, slice) else len(r)
+                for i, r in enumerate((rows, cols))]  # fmt: skip
+        return np.broadcast_to(np.zeros((), np.uint8), (*size, 1)).view(_Blank)
+
+
+def _blank_aware(
+    prepare: Callable[[np.ndarray], torch.Tensor], channels: int
+) -> Callable[[np.ndarray], torch.Tensor]:
+    """``prepare``, but a ``_Blank`` window becomes an all-NaN input (which no image gives),
+    so ``Predictor._forward_unless_blank`` recognises it in its batch."""
+
+    def run(window: np.ndarray) -> torch.Tensor:
+        if isinstance(window, _Blank):
+            return torch.full((channels, *window.shape[:2]), float("nan"))
+        return prepare(window)
+
+    return run
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:

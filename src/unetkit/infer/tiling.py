@@ -251,6 +251,7 @@ def iter_bands(
     blend: str = "gaussian",
     batch_size: int = 4,
     progress: bool = False,
+    row_range: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Run ``forward`` tile by tile and yield finished bands of output rows, top to bottom.
 
@@ -263,19 +264,28 @@ def iter_bands(
         blend: ``gaussian`` or ``constant`` weighting where kept tile parts overlap.
         batch_size: tiles per forward call.
         progress: show a progress bar over tiles (on a terminal).
+        row_range: only image rows ``[r0, r1)``: only the rows of tiles that touch them run, and
+            each row comes out as the whole run computes it (the same tiles, added in the
+            same order). A whole image predicted in parts (processes, a resumed run) is
+            exactly the image predicted at once.
 
     Yields:
         ``(y0, y1, band)`` with ``band`` float32 ``(K, y1 - y0, W)`` on ``forward``'s device;
-        the bands tile ``[0, H)`` exactly.
+        the bands tile ``[0, H)`` (``[r0, r1)``) exactly.
     """
     py, px = plans
     prepare = prepare or _default_prepare
-    total = len(py.windows) * len(px.windows)
+    r0, r1 = (0, py.length) if row_range is None else row_range
+    ends = [w + py.offset + keep[1] for w, keep in zip(py.windows, py.keeps)]
+    first = next((k for k, end in enumerate(ends) if end > r0), len(ends))  # touches row r0
+    stop = next((k for k in range(first + 1, len(ends)) if py.first_row(k) >= r1), len(ends))
+    total = (stop - first) * len(px.windows)
     bar = progress_bar(total=total, desc="tiles", unit="tile", leave=False, disable=not progress)
     weights = acc = wsum = None
-    done = 0  # image rows [0, done) were yielded; the buffers hold rows [done, done + tile_out)
-    try:
-        for k, wy in enumerate(py.windows):
+    done = py.first_row(first) if first < stop else r1  # rows [.., done) were finished; the
+    try:  # buffers hold rows [done, done + tile_out)
+        for k in range(first, stop):
+            wy = py.windows[k]
             ay, by = py.keeps[k]
             ys = (wy, wy + py.tile_in)
             rows = slice(wy + py.offset + ay - done, wy + py.offset + by - done)
@@ -298,7 +308,9 @@ def iter_bands(
             last = k + 1 == len(py.windows)
             n = (py.length if last else py.first_row(k + 1)) - done
             assert acc is not None and wsum is not None  # every row has at least one tile
-            yield done, done + n, acc[:, :n] / wsum[:, :n]
+            y0, y1 = max(done, r0), min(done + n, r1)  # rows before r0 lack earlier tiles
+            if y0 < y1:
+                yield y0, y1, acc[:, y0 - done : y1 - done] / wsum[:, y0 - done : y1 - done]
             done += n
             if not last:  # shift the band up by the finished rows
                 acc = torch.cat([acc[:, n:], torch.zeros_like(acc[:, :n])], 1)

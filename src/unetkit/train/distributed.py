@@ -1,58 +1,13 @@
-"""torchrun environment -> process group; rank-0-only logging and writing."""
+"""Reductions across the ranks of a DDP run (the process group: ``unetkit.distributed``)."""
 
 from __future__ import annotations
-
-import datetime
-import logging
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from ..distributed import DistInfo, init_distributed, shutdown_distributed
 
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process stands in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: str) -> DistInfo:
-    """Join the process group that ``torchrun`` describes in the environment, if any.
-
-    Uses NCCL for CUDA devices and gloo otherwise; each CUDA rank takes its LOCAL_RANK GPU.
-    Returns a single-process ``DistInfo`` when not launched by torchrun.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        # resolve "auto" first: on GPUs it means CUDA, and CUDA ranks talk over NCCL
-        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        backend = "nccl" if cuda else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    if rank != 0:  # rank 0 alone logs
-        logging.getLogger("unetkit").setLevel(logging.WARNING)
-    return DistInfo(rank, world, local)
-
-
-def shutdown_distributed(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+__all__ = ["DistInfo", "all_max", "all_mean", "init_distributed", "shutdown_distributed"]
 
 
 def all_max(value: float, info: DistInfo, device: torch.device) -> float:
