@@ -174,3 +174,30 @@ def test_oversampling_centres_a_share_of_crops_on_rare_foreground(tmp_path):
         share[p] = hits / 300
     assert share[0.0] < 0.08
     assert 0.25 < share[0.33] < 0.45
+
+
+def test_area_sampling_gives_large_images_crops_by_area(tmp_path):
+    """DataConfig.sampling area: one crop per patch-sized area of each image per epoch."""
+    root = tmp_path / "mixed"
+    _pair(root, "images", "masks", "big", np.zeros((128, 96), np.uint8))  # 12 patches of 32^2
+    _pair(root, "images", "masks", "small", np.zeros((20, 20), np.uint8))  # smaller than one
+    _pair(root, "images", "masks", "mid", np.zeros((32, 80), np.uint8))  # 2.5 -> 2
+    (root / "classes.txt").write_text("background\nthing\n")
+    stems = ["big", "mid", "small"]
+    area = SegmentationDataset(root, stems, DataConfig(size=(32, 32), sampling="area"), True)
+    assert len(area) == 3  # before the plan: one sample per image
+    assert area.plan_crops() == {"big": 12, "mid": 2, "small": 1}
+    assert len(area) == 15
+    assert [area.stem_of(i) for i in range(15)] == ["big"] * 12 + ["mid"] * 2 + ["small"]
+    area.set_epoch(1)
+    crops = [area[i] for i in range(12)]
+    assert {c["stem"] for c in crops} == {"big"}
+    assert all(c["image"].shape == (1, 32, 32) for c in crops)
+    # each slot has its own random crop: the 12 crops of "big" are not all the same window
+    assert len({c["image"].numpy().tobytes() for c in crops}) > 6
+    for config, train in ((DataConfig(size=(32, 32)), True),  # image: one crop per image
+                          (DataConfig(size=(32, 32), sampling="area"), False)):  # fmt: skip
+        ds = SegmentationDataset(root, stems, config, train)
+        assert ds.plan_crops() == {"big": 1, "mid": 1, "small": 1} and len(ds) == 3
+    with pytest.raises(ValueError, match="sampling"):
+        DataConfig(sampling="pixels")

@@ -6,7 +6,7 @@ import pytest
 from unetkit.config import ObjectConfig
 from unetkit.data.targets import boundary_target
 from unetkit.objects.labels import connected_objects, object_classes, renumber
-from unetkit.objects.postprocess import separate_objects
+from unetkit.objects.postprocess import regions_between, separate_objects
 
 
 def _discs(centres, radius=8, size=(64, 64)) -> np.ndarray:
@@ -68,3 +68,43 @@ def test_object_classes_and_renumber():
     assert (renumber(labels) == [[1, 1, 0], [0, 2, 2]]).all()
     mask = np.array([[1, 2, 0], [0, 2, 2]])
     assert object_classes(labels, mask, 3) == {5: 1, 9: 2}  # tie 1 vs 2 -> the lower
+
+
+def _cells(size=(48, 48), gap_at=None) -> tuple[np.ndarray, np.ndarray]:
+    """Four cells between 2 px membranes (a cross); membrane probability 1 on the cross, with
+    an optional 2 px gap in the vertical membrane at row ``gap_at``."""
+    labels = np.zeros(size, np.int32)
+    h, w = size
+    labels[: h // 2, : w // 2], labels[: h // 2, w // 2 :] = 1, 2
+    labels[h // 2 :, : w // 2], labels[h // 2 :, w // 2 :] = 3, 4
+    membrane = np.zeros(size, np.float32)
+    membrane[h // 2 - 1 : h // 2 + 1, :] = 1.0
+    membrane[:, w // 2 - 1 : w // 2 + 1] = 1.0
+    if gap_at is not None:
+        membrane[gap_at : gap_at + 2, w // 2 - 1 : w // 2 + 1] = 0.4  # a weak, broken stretch
+    return labels, membrane
+
+
+def test_regions_between_assigns_every_pixel_and_closes_gaps():
+    labels, membrane = _cells(gap_at=10)
+    # connected components of the thresholded mask merge cells 1 and 2 through the gap
+    assert connected_objects((membrane < 0.5).astype(np.uint8)).max() == 3
+    found = regions_between(membrane, ObjectConfig(seed_threshold=0.7))
+    assert found.min() == 1 and found.max() == 4  # every pixel in one of four regions
+    off = membrane < 0.5  # away from the membranes the regions are the cells, exactly
+    assert (found[off & (membrane == 0)] == labels[off & (membrane == 0)]).all()
+    # at a seed threshold below the gap's probability, the gap joins the two seeds again
+    assert regions_between(membrane, ObjectConfig(seed_threshold=0.5)).max() == 3
+
+
+def test_regions_between_drops_small_seeds_and_handles_no_seed():
+    labels, membrane = _cells()
+    membrane[5:7, 5:7] = 0.0  # already a seed pixel of cell 1: no change
+    membrane[8:12, 8:12] = 1.0
+    membrane[9:11, 9:11] = 0.0  # a 4-pixel island of "cell" inside a blob of membrane
+    assert regions_between(membrane, ObjectConfig(min_size=1)).max() == 5
+    assert regions_between(membrane, ObjectConfig(min_size=5)).max() == 4
+    none = regions_between(np.ones((8, 8), np.float32))
+    assert none.shape == (8, 8) and not none.any()
+    with pytest.raises(ValueError, match="must be"):
+        regions_between(np.ones((2, 8, 8), np.float32))

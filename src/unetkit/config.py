@@ -215,6 +215,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_EPOCHS = 50  # without --epochs and without a time budget
 NORMALIZATIONS = ("auto", "image", "percentile", "dataset", "fixed")
 RESIZES = ("letterbox", "resize", "random-crop", "none")
+SAMPLINGS = ("image", "area")
 TASKS = ("auto", "multiclass", "binary", "regression", "instance")
 LOSSES = ("auto", "ce", "bce", "dice", "ce+dice", "bce+dice", "mse", "l1")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -361,6 +362,10 @@ class DataConfig(_Config):
         oversample: share of training crops centred on a foreground pixel (of a class drawn
             uniformly from those the image holds, so rare classes are seen as often as common
             ones); nnU-Net forces one third. Random-crop training only.
+        sampling: random crops each training image gives per epoch: ``area`` one per
+            patch-sized area of the image (rounded, at least one), so every pixel of a data set
+            of mixed sizes is seen about equally often (a 1024x1024 image gives 16 crops of
+            256x256 per epoch, a 256x256 one 1); ``image`` one per image. Random-crop only.
     """
 
     channels: int = 0
@@ -373,9 +378,11 @@ class DataConfig(_Config):
     binary_255: bool = True
     cache: bool = True
     oversample: float = 0.33
+    sampling: str = "image"
 
     def __post_init__(self) -> None:
         _check_choice("resize", self.resize, RESIZES)
+        _check_choice("sampling", self.sampling, SAMPLINGS)
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
         if not 0.0 <= self.oversample <= 1.0:
             raise ValueError(f"oversample must be in [0, 1]; got {self.oversample}")

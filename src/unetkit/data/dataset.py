@@ -116,6 +116,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]] = {}
         self._stats_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = {}
         self._cache_ok = self.config.cache
+        self._shapes: dict[str, tuple[int, int]] = {}  # (H, W) of each image read so far
+        self._slots: list[int] | None = None  # sample index -> stem index (``plan_crops``)
 
     @property
     def classes(self) -> list[str]:
@@ -134,7 +136,32 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return list(self._stems)
 
     def __len__(self) -> int:
-        return len(self._stems)
+        return len(self._stems) if self._slots is None else len(self._slots)
+
+    def plan_crops(self) -> dict[str, int]:
+        """Decide how many random crops each image gives per epoch (``DataConfig.sampling``):
+        afterwards the data set's length is the number of crops of one epoch and sample ``i``
+        is a crop of image ``stem_of(i)``. Reads the images not read yet; call it once the
+        patch size is known.
+
+        Returns:
+            crops per stem.
+        """
+        cfg = self.config
+        crops = dict.fromkeys(self._stems, 1)
+        if self.train and cfg.sampling == "area" and cfg.resize == "random-crop":
+            patch = max(1, int(cfg.size[0]) * int(cfg.size[1]))
+            for stem in self._stems:
+                if stem not in self._shapes:
+                    self._load(stem)
+                h, w = self._shapes[stem]
+                crops[stem] = max(1, round(h * w / patch))
+        self._slots = [i for i, stem in enumerate(self._stems) for _ in range(crops[stem])]
+        return crops
+
+    def stem_of(self, index: int) -> str:
+        """The image that sample ``index`` is (a crop of)."""
+        return self._stems[index if self._slots is None else self._slots[index]]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random crops ``__getitem__`` returns."""
@@ -145,6 +172,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             return self._cache[stem]
         path = self.info.image_files[stem]
         image = match_channels(read_image(path), self.config.channels, str(path))
+        self._shapes[stem] = (int(image.shape[0]), int(image.shape[1]))
         if stem not in self.info.mask_files:  # image-only data set (image-to-image training)
             mask: np.ndarray = np.zeros(image.shape[:2], np.int64)
         else:
@@ -250,7 +278,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         """Sample ``index``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``, and
         ``weight`` float32 (H, W) when a ``weight_fn`` is set."""
-        stem = self._stems[index]
+        stem = self.stem_of(index)
         loaded = self._load(stem)
         stats = self._stats(stem, loaded[0])  # of the whole image, never of the crop
         image, mask, weight = self._geometry(index, *loaded)

@@ -154,6 +154,11 @@ class _Trainer:
             cfg.replace(data=data), self.fingerprint, self.device, self.width_auto
         )
         data = self.cfg.data
+        self.train_set.config = data
+        crops = self.train_set.plan_crops()  # DataConfig.sampling, now that the patch is known
+        if data.sampling == "area" and len(self.train_set) != len(crops):
+            log.info("sampling area: %d crops per epoch from %d images (1 to %d per image)",
+                     len(self.train_set), len(crops), max(crops.values()))  # fmt: skip
         n_global = self.cfg.batch_size * self.dist.world_size
         self.steps = cfg.steps_per_epoch or max(1, -(-len(self.train_set) // n_global))
         if cfg.task == "instance" and cfg.objects.min_size is None:
