@@ -262,3 +262,28 @@ def test_bad_class_weights_name_the_option(prepared_dataset, tmp_path, capsys):
     assert main([*argv, "-1,2"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith("error: --class-weights: class_weights must be 'balanced' or numbers")
+
+
+def test_help_shows_the_default_of_every_on_off_flag(capsys, monkeypatch):
+    """Flags that are off by default said nothing (``--overwrite``, ``--tta``, ``--debug``)."""
+    from unetkit.cli import _command
+
+    monkeypatch.setenv("COLUMNS", "240")  # one row per option
+    root = _command()
+    flags = 0
+    for name, sub in [("", root), *root.commands.items()]:
+        assert main([name, "--help"] if name else ["--help"]) == 0
+        rows = [r for r in capsys.readouterr().out.splitlines() if r.lstrip("│ ").startswith("-")]
+        for param in sub.params:
+            if not getattr(param, "is_bool_flag", False) or param.name == "help":
+                continue
+            flags += 1
+            row = next(r for r in rows if r.lstrip("│ ").split()[0] == param.opts[0])
+            assert "[default: " in row, (name, param.opts[0], row)
+    assert flags >= 25
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"--overwrite +Reuse a non-empty run folder\. \[default: \(off\)\]", text)
+    assert re.search(
+        r"--compile +--no-compile +torch\.compile the model\. \[default: \(off\)\]", text
+    )

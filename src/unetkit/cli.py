@@ -47,6 +47,8 @@ def _default(cls, field: str) -> str:
     }
     if (cls.__name__, field) in special:
         return special[(cls.__name__, field)]
+    if isinstance(value, bool):
+        return "on" if value else "off"
     return "none" if value is None else str(value)
 
 
@@ -264,7 +266,10 @@ def train_cmd(
         TrainConfig, "class_weights", "--class-weights", help="'balanced' or w0,w1,..."
     ),
     weight_map: bool = typer.Option(
-        None, "--weight-map/--no-weight-map", help="The paper's border weight map."
+        None,
+        "--weight-map/--no-weight-map",
+        help="The paper's border weight map.",
+        show_default="on for --task instance, else off",
     ),
     weight_map_objects: str = typer.Option(
         None, "--weight-map-objects", help="'foreground' or a class index (0 for ISBI)."
@@ -306,7 +311,9 @@ def train_cmd(
     deterministic: bool = _option(
         TrainConfig, "deterministic", "--deterministic/--no-deterministic"
     ),
-    augment: bool = typer.Option(None, "--augment/--no-augment", help="Augmentations on/off."),
+    augment: bool = typer.Option(
+        None, "--augment/--no-augment", help="Augmentations on/off.", show_default="on"
+    ),
     compile_: bool = _option(
         TrainConfig, "compile", "--compile/--no-compile", help="torch.compile the model."
     ),
@@ -390,7 +397,10 @@ _SEED_THRESHOLD = typer.Option(
 )
 _MIN_SIZE = typer.Option(None, "--min-size", help="Instance models: drop smaller objects.")
 _FILL_HOLES = typer.Option(
-    None, "--fill-holes/--no-fill-holes", help="Instance models: fill holes in objects."
+    None,
+    "--fill-holes/--no-fill-holes",
+    help="Instance models: fill holes in objects.",
+    show_default="the model's",
 )
 _INFER_FLAGS = (
     "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "device",
@@ -694,6 +704,12 @@ def _command():
         for param in sub.params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
+            # typer shows no default for a lone flag that is off (``--overwrite``); on/off
+            # pairs show the name in effect (``no-rand-error``), config flags their own text
+            lone = not getattr(param, "secondary_opts", True)
+            if getattr(param, "is_bool_flag", False) and lone and param.default is False:
+                if not isinstance(param.show_default, str):
+                    param.show_default = "off"
 
         def help_option(ctx, _make=sub.get_help_option):  # --help is made per context
             option = _make(ctx)
