@@ -1,0 +1,148 @@
+"""Sharded prediction (``unetkit.infer.shard``): ``torchrun --nproc_per_node 2`` on CPUs (gloo)
+writes the same files as one process, byte for byte, with the images read whole shared by index
+and the strips of an image read by region shared between the ranks; an input that fails on one
+rank makes every rank exit with code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from unetkit import DataConfig, ModelConfig, PredictConfig, make_checkpoint, save_checkpoint
+from unetkit.cli import main
+from unetkit.distributed import DistInfo
+from unetkit.infer.predict import Predictor
+from unetkit.infer.shard import owns, strip_share
+from unetkit.models import UNet
+
+CLASSES = ["background", "a", "b"]
+PALETTE = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
+
+# torchrun runs this in each rank: it records what the rank predicted, then runs the CLI
+DRIVER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from unetkit.infer import large, outputs
+
+    log = Path(os.environ["SHARD_LOG"]) / f"rank{os.environ['RANK']}.txt"
+    write, one = large._Strips.write, outputs._predict_one
+
+    def logged_write(self, index, tiles):
+        with open(log, "a") as f:
+            f.write(f"strip {index}\\n")
+        write(self, index, tiles)
+
+    def logged_one(predictor, path, out_dir, options):
+        with open(log, "a") as f:
+            f.write(f"image {path.name}\\n")
+        return one(predictor, path, out_dir, options)
+
+    large._Strips.write, outputs._predict_one = logged_write, logged_one
+    from unetkit.cli import main
+
+    sys.exit(main())
+    """
+)
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = 120 + 80 * np.sin(y / 11.0 + seed)[..., None] * np.cos(x / 15.0)[..., None]
+    return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """A tiny random U-Net whose head is centred so that every class wins somewhere."""
+    torch.manual_seed(0)
+    net = UNet(ModelConfig(in_channels=3, out_channels=3, base_width=4, depth=2)).eval()
+    pre = DataConfig(channels=3, size=(48, 48), normalize="image")
+    path = tmp_path_factory.mktemp("m") / "m.pt"
+    save_checkpoint(make_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre), path)
+    probs = Predictor.from_checkpoint(path, PredictConfig(), "cpu").predict_proba(_image(96, 96, 0))
+    median = np.median(np.log(np.maximum(probs, 1e-12)).reshape(3, -1), axis=1)
+    with torch.no_grad():
+        net.head[0].bias -= torch.as_tensor(median, dtype=torch.float32)
+    return save_checkpoint(
+        make_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre), path
+    )
+
+
+def _torchrun(args: list[str], log: Path, script: Path | None = None):
+    """``torchrun --standalone --nproc_per_node 2`` of ``script`` or ``-m unetkit``."""
+    log.mkdir(exist_ok=True)
+    target = [str(script)] if script is not None else ["-m", "unetkit"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", *target, *args, "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SHARD_LOG": str(log)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones included) by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_shares_are_deterministic_and_cover_everything():
+    ranks = [DistInfo(r, 3) for r in range(3)]
+    assert [[i for i in range(7) if owns(i, r)] for r in ranks] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [list(strip_share(7, r)) for r in ranks] == [[0, 1], [2, 3], [4, 5, 6]]
+    assert [list(strip_share(2, r)) for r in ranks] == [[], [0], [1]]  # more ranks than strips
+    assert list(strip_share(5, DistInfo())) == [0, 1, 2, 3, 4]
+
+
+def test_two_ranks_write_the_files_of_one_process(model_path, tmp_path):
+    """5 PNGs shared by index, a 700-row TIFF read by region (``--level 0``) shared by strips
+    of 256 rows: every output, summary.csv included, equal byte for byte."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(5):
+        Image.fromarray(_image(40 + 9 * i, 56 + 5 * i, i)).save(inputs / f"img{i}.png")
+    tifffile.imwrite(inputs / "slide.tif", _image(700, 150, 7), tile=(64, 64), compression="zlib")
+    args = ["predict", str(model_path), str(inputs), "-o", "OUT", "--level", "0", "--labelme"]
+    one = tmp_path / "one"
+    assert main([a if a != "OUT" else str(one) for a in args] + ["--no-progress"]) == 0
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    two = tmp_path / "two"
+    done = _torchrun([a if a != "OUT" else str(two) for a in args], tmp_path / "log", driver)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("6 predicted, 0 skipped (existing), 0 failed") == 1  # rank 0 says
+    expected = _files(one)
+    assert "slide.tif" in expected and "summary.csv" in expected and len(expected) == 23
+    assert _files(two) == expected
+    logs = [(tmp_path / "log" / f"rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)]
+    assert logs[0] == ["image img0.png", "image img2.png", "image img4.png", "strip 0"]
+    assert logs[1] == ["image img1.png", "image img3.png", "strip 1", "strip 2"]
+
+
+def test_a_failure_on_one_rank_fails_every_rank(model_path, tmp_path):
+    """Objects and coco.json gathered from both ranks; a broken image (on rank 1) is reported
+    and every rank exits with 2, with the same files as one process writes."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        Image.fromarray(_image(48, 60 + 4 * i, i)).save(inputs / f"img{i}.png")
+    (inputs / "img1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    args = ["predict", str(model_path), str(inputs), "-o", "OUT", "--objects", "--coco"]
+    one = tmp_path / "one"
+    assert main([a if a != "OUT" else str(one) for a in args] + ["--no-progress"]) == 2
+    two = tmp_path / "two"
+    done = _torchrun([a if a != "OUT" else str(two) for a in args], tmp_path / "log")
+    assert done.returncode != 0
+    assert done.stdout.count("2 predicted, 0 skipped (existing), 1 failed") == 1
+    expected = _files(one)
+    assert "coco.json" in expected and "img1.png" not in expected
+    assert _files(two) == expected
