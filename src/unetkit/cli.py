@@ -707,9 +707,9 @@ def _command():
             # typer shows no default for a lone flag that is off (``--overwrite``); on/off
             # pairs show the name in effect (``no-rand-error``), config flags their own text
             lone = not getattr(param, "secondary_opts", True)
-            if getattr(param, "is_bool_flag", False) and lone and param.default is False:
-                if not isinstance(param.show_default, str):
-                    param.show_default = "off"
+            off = getattr(param, "is_bool_flag", False) and lone and param.default is False
+            if off and not isinstance(param.show_default, str):
+                param.show_default = "off"
 
         def help_option(ctx, _make=sub.get_help_option):  # --help is made per context
             option = _make(ctx)
