@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -51,3 +52,35 @@ def test_restore_matches_the_network_denormalised(tmp_path):
         want = restorer.model.forward_any(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     assert got.shape == image.shape
     assert np.abs(got.astype(int) - np.rint(want * 255).astype(int)).max() <= 1
+
+
+def _restorer(tiny_model, tiny_checkpoint, tmp_path, name: str, **tiling) -> Restorer:
+    from unetkit import DataConfig, save_checkpoint
+
+    model = tiny_model(name)
+    pre = DataConfig(channels=3, size=(32, 32), normalize="fixed", mean=(0.5,), std=(0.25,))
+    ckpt = tiny_checkpoint(model, classes=["image"], preprocessing=pre, task="regression")
+    return Restorer.from_checkpoint(
+        save_checkpoint(ckpt, tmp_path / f"{name}.pt"), "cpu", "fp32", **tiling
+    )
+
+
+@pytest.mark.parametrize("name", ["restore", "x3"])
+def test_restore_runs_tile_by_tile_like_predict(tiny_model, tiny_checkpoint, tmp_path, name):
+    """Memory no longer grows with the image: the network sees tiles of the training size."""
+    restorer = _restorer(tiny_model, tiny_checkpoint, tmp_path, name)
+    seen = []
+    restorer.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[-2:]))
+    image = np.random.default_rng(0).random((100, 130, 3)).astype(np.float32)
+    out = restorer.restore(image)
+    s = restorer.model.config.scale
+    assert out.shape == (100 * s, 130 * s, 3) and out.dtype == np.float32
+    assert len(seen) > 1 and max(max(shape) for shape in seen) <= 32, seen
+    # one tile as large as the image: the whole image at once, as before (forward_any)
+    whole = _restorer(tiny_model, tiny_checkpoint, tmp_path, name, tile=None).restore(image)
+    with torch.inference_mode():
+        x = (torch.from_numpy(image).permute(2, 0, 1)[None] - 0.5) / 0.25
+        y = restorer.model.forward_any(x)[0] * 0.25 + 0.5
+    expected = y.clamp(0, 1).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    assert np.abs(out - whole).mean() < 0.05  # tiles blend to nearly the same image

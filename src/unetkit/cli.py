@@ -503,7 +503,10 @@ def predict_cmd(
             raise UnetkitError(f"{model}: restoration models predict in one process only")
         from .infer.restore import Restorer, restore_paths
 
-        restorer = Restorer.from_checkpoint(model, cfg.device, cfg.precision, ckpt)
+        tiling = {"overlap": cfg.overlap, "blend": cfg.blend, "batch_size": cfg.batch_size}
+        if cfg.tile is not None or cfg.strategy == "full":  # else tiles of the training size
+            tiling["tile"] = cfg.tile
+        restorer = Restorer.from_checkpoint(model, cfg.device, cfg.precision, ckpt, **tiling)
         report = restore_paths(
             restorer, inputs, out, skip_existing=skip_existing, progress=progress
         )
