@@ -402,9 +402,16 @@ _FILL_HOLES = typer.Option(
     help="Instance models: fill holes in objects.",
     show_default="the model's",
 )
+_OBJECTS_BETWEEN = typer.Option(
+    None,
+    "--objects-between",
+    help="Semantic models: objects are the regions this class (name or index) separates, "
+    "e.g. cells between membranes (seeded watershed; --seed-threshold default 0.9, "
+    "--min-size 10).",
+)
 _INFER_FLAGS = (
     "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "device",
-    "precision", "fg_threshold", "seed_threshold", "min_size", "fill_holes",
+    "precision", "fg_threshold", "seed_threshold", "min_size", "fill_holes", "objects_between",
 )  # fmt: skip
 
 
@@ -448,6 +455,7 @@ def predict_cmd(
     seed_threshold: float = _SEED_THRESHOLD,
     min_size: int = _MIN_SIZE,
     fill_holes: bool = _FILL_HOLES,
+    objects_between: str = _OBJECTS_BETWEEN,
     objects: bool = typer.Option(
         False,
         "--objects",
@@ -517,7 +525,8 @@ def predict_cmd(
     predictor = Predictor.load(model, cfg, rank_device(cfg.device, shard), ckpt)
     report = predict_paths(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
-        skip_existing=skip_existing, progress=progress, objects=objects or None,
+        skip_existing=skip_existing, progress=progress,
+        objects=(objects or objects_between is not None) or None,
         pixel_size=pixel_size, geojson=geojson, coco=coco, legend=legend, level=level,
         background=skip_background, shard=shard,
     )  # fmt: skip
@@ -533,7 +542,8 @@ def predict_cmd(
 _RAND_ERROR = typer.Option(
     False,
     "--rand-error/--no-rand-error",
-    help="Also the ISBI 2012 adapted Rand error (2-class membrane tasks, membrane = class 1).",
+    help="Also the ISBI 2012 adapted Rand error (2-class membrane tasks, membrane = class 1; "
+    "with --objects-between: of the regions against the true ones).",
 )
 
 
@@ -568,6 +578,7 @@ def evaluate_cmd(
     seed_threshold: float = _SEED_THRESHOLD,
     min_size: int = _MIN_SIZE,
     fill_holes: bool = _FILL_HOLES,
+    objects_between: str = _OBJECTS_BETWEEN,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     rand_error: bool = _RAND_ERROR,
 ) -> None:

@@ -572,6 +572,12 @@ class PredictConfig(_Config):
 
     ``fg_threshold``, ``seed_threshold``, ``min_size`` and ``fill_holes`` override the
     post-processing stored in an instance model (``ObjectConfig``); None keeps the model's.
+
+    ``objects_between`` (a class name or index; semantic models): objects are the regions
+    that class separates, such as cells between EM membranes or grains between grain
+    boundaries: a seeded watershed on that class's probability assigns every pixel to one
+    region (``unetkit.objects.postprocess.regions_between``; seeds where ``1 - p >
+    seed_threshold``, default 0.9, and at least ``min_size`` pixels, default 10).
     """
 
     strategy: str = "auto"
@@ -586,6 +592,7 @@ class PredictConfig(_Config):
     seed_threshold: float | None = None
     min_size: int | None = None
     fill_holes: bool | None = None
+    objects_between: str | None = None
     device: str = "auto"
     precision: str = "auto"
 

@@ -46,8 +46,8 @@ from ..data.instances import read_instances
 from ..data.layout import all_mask_values, decide_binary_255, map_binary_255
 from ..errors import UnetkitError
 from ..files import write_text
-from ..metrics import ConfusionMatrix, membrane_rand_error
-from ..objects.labels import connected_objects, object_classes
+from ..metrics import ConfusionMatrix, adapted_rand_error, membrane_rand_error
+from ..objects.labels import connected_objects, object_classes, regions_of
 from ..objects.metrics import PER_IMAGE_KEYS, ObjectTally
 from ..progress import progress as progress_bar
 from ..viz import confusion_png
@@ -78,6 +78,7 @@ def score_pairs(
     ignore_index: int = 255,
     rand_error: bool = False,
     objects: bool = True,
+    regions: bool = False,
 ) -> tuple[dict[str, Any], list[dict], np.ndarray]:
     """Accumulate metrics over ``(name, prediction (H, W) int, ground truth (H, W) int)``
     tuples, optionally followed by ``(predicted ids, true ids)`` (each None for the connected
@@ -90,6 +91,10 @@ def score_pairs(
         rand_error: also compute the ISBI 2012 adapted Rand error (K must be 2, membrane =
             class 1).
         objects: also the object metrics (``obj_*`` per image, ``objects`` pooled).
+        regions: the objects are the regions a boundary class separates (``--objects-between``):
+            they match whatever the classes under them, and the Rand error compares the object
+            ids (predicted against true, true id 0 not scored; any K) instead of the cells of
+            two membrane masks. Needs ``objects``.
 
     Returns:
         ``(metrics, per-image rows, confusion (K, K) int64)``; with K = 2 each row also holds
@@ -101,7 +106,7 @@ def score_pairs(
             size, or no pairs.
     """
     k = len(class_names)
-    if rand_error and k != 2:
+    if rand_error and k != 2 and not regions:
         raise UnetkitError(
             f"adapted Rand error needs 2 classes (membrane = class 1); got {k}: {class_names}"
         )
@@ -119,7 +124,7 @@ def score_pairs(
         extra = {}
         if k == 2:
             extra["pixel_error"] = one.compute(class_names)["pixel_error"]
-        if rand_error:
+        if rand_error and not regions:
             extra["adapted_rand_error"] = membrane_rand_error(pred, gt, 1, ignore_index)
             rand.append(extra["adapted_rand_error"])
         if objects:
@@ -128,8 +133,14 @@ def score_pairs(
             true_ids = _object_ids(gt, true_ids, ignore_index)
             if pred_ids.shape != pred.shape or true_ids.shape != gt.shape:
                 raise UnetkitError(f"{name}: object ids and masks differ in size")
-            classes = (object_classes(pred_ids, pred, k), object_classes(true_ids, gt, k))
-            scores = tally.add(pred_ids, true_ids, *(classes if k > 2 else (None, None)))
+            if rand_error and regions:
+                scored = np.where(gt == ignore_index, 0, true_ids)
+                extra["adapted_rand_error"] = adapted_rand_error(pred_ids, scored)
+                rand.append(extra["adapted_rand_error"])
+            classes: tuple = (None, None)
+            if k > 2 and not regions:
+                classes = (object_classes(pred_ids, pred, k), object_classes(true_ids, gt, k))
+            scores = tally.add(pred_ids, true_ids, *classes)
             extra.update({f"obj_{key}": scores[key] for key in PER_IMAGE_KEYS})
         rows.append(_per_image_row(name, one, class_names, extra))
     if not rows:
@@ -287,12 +298,17 @@ def evaluate_model(
     stems, scored = choose_stems(info, split, predictor.info.split)
     log.info("evaluate: scoring %s", scored)
     channels = predictor.info.preprocessing.channels
+    between = predictor.between_class
+    if between is not None and not objects:
+        raise UnetkitError("--objects-between needs the object metrics (drop --no-objects)")
 
     def pairs() -> Iterator[tuple]:
         for stem in progress_bar(stems, desc="evaluate", unit="img", disable=not progress):
             gt = info.read_mask(stem)  # 0/255 mapped; ids > 0 for instance-only folders
             _check_range(info.mask_files[stem], gt, len(names), info.ignore_index)
             true_ids = info.read_instances(stem) if stem in info.instance_files else None
+            if true_ids is None and between is not None:  # cells: what the class separates
+                true_ids = regions_of(gt, between, info.ignore_index)
             if true_ids is not None and true_ids.shape != gt.shape:
                 raise UnetkitError(
                     f"{info.instance_files[stem]}: instances are {true_ids.shape} but the mask "
@@ -305,15 +321,20 @@ def evaluate_model(
                 pred, pred_ids = predictor.predict_mask(image), None
             yield info.image_files[stem].name, pred, gt, pred_ids, true_ids
 
-    metrics, rows, matrix = score_pairs(pairs(), names, info.ignore_index, rand_error, objects)
+    metrics, rows, matrix = score_pairs(
+        pairs(), names, info.ignore_index, rand_error, objects, regions=between is not None
+    )
     metrics.update(
         model=str(model), dataset=str(dataset_root), split=split, scored=scored, stems=stems
     )
     if objects:
         metrics["objects"].update(
-            truth="instances/" if info.instance_files else "connected components of the masks",
+            truth="instances/" if info.instance_files
+            else "connected components of the masks" if between is None
+            else f"regions between class {names[between]} (connected components)",
             predicted="watershed (instance model)" if predictor.instance
-            else "connected components of the predicted mask",
+            else "connected components of the predicted mask" if between is None
+            else f"regions between class {names[between]} (seeded watershed)",
         )  # fmt: skip
     write_report(out_dir, metrics, rows, matrix, names)
     return metrics

@@ -49,6 +49,7 @@ class Predictor:
             )
         self.rule = SizeRule.from_model(network.shape)
         self.progress = False
+        _ = self.between_class  # an unknown --objects-between class fails here, once
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -228,18 +229,56 @@ class Predictor:
         Instance models: a seeded watershed on the whole image's probabilities
         (``unetkit.objects.postprocess.separate_objects``), and the class mask agrees with the
         objects. Semantic models: the 4-connected components of each class other than
-        background (``unetkit.objects.labels.connected_objects``).
+        background (``unetkit.objects.labels.connected_objects``), or with
+        ``objects_between`` the regions that class separates
+        (``unetkit.objects.postprocess.regions_between``).
 
         Returns:
             ((H, W) uint8 class mask as ``predict_mask``, (H, W) int32 object ids, 0 = none).
         """
         from ..objects.labels import connected_objects
-        from ..objects.postprocess import separate_objects
+        from ..objects.postprocess import BETWEEN_DEFAULTS, regions_between, separate_objects
 
         if self.instance:
             return separate_objects(self._run(image, None).numpy(), self.objects_config)
+        between = self.between_class
+        if between is not None:
+            probs = self._run(image, None)
+            if probs.shape[0] == 1:  # one sigmoid channel: class 1, or its complement
+                boundary = probs[0] if between == 1 else 1 - probs[0]
+            else:
+                boundary = probs[between]
+            regions = regions_between(
+                boundary.float().numpy(), self.config.object_overrides(BETWEEN_DEFAULTS)
+            )
+            return self._mask(probs).numpy(), regions
         mask = self.predict_mask(image)
         return mask, connected_objects(mask, ignore_index=self.info.ignore_index)
+
+    @property
+    def between_class(self) -> int | None:
+        """The class index of ``PredictConfig.objects_between`` (None when not set).
+
+        Raises:
+            UnetkitError: not a class of this model, or an instance model (its objects come
+                from its own boundary class).
+        """
+        name = self.config.objects_between
+        if name is None:
+            return None
+        classes = list(self.info.classes)
+        if self.instance:
+            raise UnetkitError(
+                f"--objects-between {name}: instance models separate objects with their own "
+                "boundary class"
+            )
+        if name in classes:
+            return classes.index(name)
+        if name.isdigit() and int(name) < len(classes):
+            return int(name)
+        raise UnetkitError(
+            f"--objects-between {name}: not a class of this model ({', '.join(classes)})"
+        )
 
     def iter_mask_bands(
         self,

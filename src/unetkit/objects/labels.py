@@ -26,6 +26,15 @@ def connected_objects(mask: np.ndarray, background: int = 0, ignore_index: int =
     return renumber(labels)
 
 
+def regions_of(mask: np.ndarray, boundary: int, ignore_index: int = 255) -> np.ndarray:
+    """The regions that class ``boundary`` separates in a class mask (cells between
+    membranes): the 4-connected components of the pixels of every other class; ``boundary``
+    and ``ignore_index`` pixels are 0. Ids 1..N in raster order."""
+    inside = (np.asarray(mask) != boundary) & (np.asarray(mask) != ignore_index)
+    labels, _ = ndimage.label(inside, structure=ndimage.generate_binary_structure(2, 1))
+    return labels.astype(np.int32)
+
+
 def renumber(labels: np.ndarray) -> np.ndarray:
     """Ids 1..N in raster order of each object's first pixel (0 stays 0): one canonical
     numbering, so equal segmentations give equal label images."""
