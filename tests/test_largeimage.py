@@ -331,3 +331,25 @@ def test_skip_background_must_be_bright_or_dark(model_path, tmp_path, capsys):
     argv = ["predict", str(model_path), str(tmp_path / "a.tif"), "-o", str(tmp_path / "o")]
     assert main([*argv, "--skip-background", "grey"]) == 2
     assert "background must be one of bright, dark; got 'grey'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("padding", ["valid", "zeros"])
+def test_row_ranges_assemble_the_whole_run_for_both_tilings(padding, tiny_model):
+    """Overlap-tile (valid padding, abutting tiles) and blended tiles (same padding): any cut
+    of the rows into ranges gives the whole run's rows, bit for bit."""
+    from unetkit.infer.tiling import SizeRule, iter_bands, plan_image
+
+    net = tiny_model(None, in_channels=3, out_channels=3, padding=padding, seed=1)
+    rule = SizeRule.from_model(net)
+    image = torch.as_tensor(_image(150, 90)).permute(2, 0, 1).float() / 255
+    plans = plan_image((150, 90), (44, 44), 0.25, rule)
+    assert len(plans[0].windows) > 4
+    with torch.inference_mode():
+        whole = torch.cat([b for _, _, b in iter_bands(net, image, plans)], dim=1)
+        for cuts in ([0, 37, 38, 90, 150], [0, 1, 149, 150]):
+            parts = [
+                b
+                for r0, r1 in zip(cuts, cuts[1:])
+                for _, _, b in iter_bands(net, image, plans, row_range=(r0, r1))
+            ]
+            assert torch.equal(torch.cat(parts, dim=1), whole), cuts

@@ -17,12 +17,11 @@ import tifffile
 import torch
 from PIL import Image
 
-from unetkit import DataConfig, ModelConfig, PredictConfig, make_checkpoint, save_checkpoint
+from unetkit import DataConfig, PredictConfig, save_checkpoint
 from unetkit.cli import main
 from unetkit.distributed import DistInfo
 from unetkit.infer.predict import Predictor
 from unetkit.infer.shard import owns, strip_share
-from unetkit.models import UNet
 
 CLASSES = ["background", "a", "b"]
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
@@ -63,20 +62,18 @@ def _image(h: int, w: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
+def model_path(tmp_path_factory, tiny_model, tiny_checkpoint) -> Path:
     """A tiny random U-Net whose head is centred so that every class wins somewhere."""
-    torch.manual_seed(0)
-    net = UNet(ModelConfig(in_channels=3, out_channels=3, base_width=4, depth=2)).eval()
+    net = tiny_model(None, in_channels=3, out_channels=3)
     pre = DataConfig(channels=3, size=(48, 48), normalize="image")
     path = tmp_path_factory.mktemp("m") / "m.pt"
-    save_checkpoint(make_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre), path)
+    save_checkpoint(tiny_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre), path)
     probs = Predictor.from_checkpoint(path, PredictConfig(), "cpu").predict_proba(_image(96, 96, 0))
     median = np.median(np.log(np.maximum(probs, 1e-12)).reshape(3, -1), axis=1)
     with torch.no_grad():
         net.head[0].bias -= torch.as_tensor(median, dtype=torch.float32)
-    return save_checkpoint(
-        make_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre), path
-    )
+    ckpt = tiny_checkpoint(net, classes=CLASSES, palette=PALETTE, preprocessing=pre)
+    return save_checkpoint(ckpt, path)
 
 
 def _torchrun(args: list[str], log: Path, script: Path | None = None):
