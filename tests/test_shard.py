@@ -44,6 +44,8 @@ DRIVER = textwrap.dedent(
     def logged_one(predictor, path, out_dir, options):
         with open(log, "a") as f:
             f.write(f"image {path.name}\\n")
+        if os.environ.get("CRASH") == f"{os.environ['RANK']} {path.name}":
+            raise RuntimeError("a deliberate crash")
         return one(predictor, path, out_dir, options)
 
     large._Strips.write, outputs._predict_one = logged_write, logged_one
@@ -76,13 +78,13 @@ def model_path(tmp_path_factory, tiny_model, tiny_checkpoint) -> Path:
     return save_checkpoint(ckpt, path)
 
 
-def _torchrun(args: list[str], log: Path, script: Path | None = None):
+def _torchrun(args: list[str], log: Path, script: Path | None = None, **env: str):
     """``torchrun --standalone --nproc_per_node 2`` of ``script`` or ``-m unetkit``."""
     log.mkdir(exist_ok=True)
     target = [str(script)] if script is not None else ["-m", "unetkit"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", "2", *target, *args, "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SHARD_LOG": str(log)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SHARD_LOG": str(log), **env}
     return subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
 
 
@@ -100,29 +102,53 @@ def test_shares_are_deterministic_and_cover_everything():
     assert list(strip_share(5, DistInfo())) == [0, 1, 2, 3, 4]
 
 
-def test_two_ranks_write_the_files_of_one_process(model_path, tmp_path):
-    """5 PNGs shared by index, a 700-row TIFF read by region (``--level 0``) shared by strips
-    of 256 rows: every output, summary.csv included, equal byte for byte."""
-    inputs = tmp_path / "in"
+@pytest.fixture(scope="module")
+def folder(model_path, tmp_path_factory) -> tuple[Path, list[str], dict[str, bytes]]:
+    """5 PNGs and a 700-row TIFF read by region (``--level 0``), the arguments of ``predict``
+    (output folder ``OUT``) and the files one process writes."""
+    root = tmp_path_factory.mktemp("shard")
+    inputs = root / "in"
     inputs.mkdir()
     for i in range(5):
         Image.fromarray(_image(40 + 9 * i, 56 + 5 * i, i)).save(inputs / f"img{i}.png")
     tifffile.imwrite(inputs / "slide.tif", _image(700, 150, 7), tile=(64, 64), compression="zlib")
     args = ["predict", str(model_path), str(inputs), "-o", "OUT", "--level", "0", "--labelme"]
-    one = tmp_path / "one"
+    one = root / "one"
     assert main([a if a != "OUT" else str(one) for a in args] + ["--no-progress"]) == 0
+    return root, args, _files(one)
+
+
+def test_two_ranks_write_the_files_of_one_process(folder, tmp_path):
+    """The PNGs shared by index, the TIFF's strips of 256 rows shared by rank: every output,
+    summary.csv included, equal byte for byte."""
+    root, args, expected = folder
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    two = tmp_path / "two"
+    two = root / "two"  # beside "one": labelme's imagePath is relative to the output folder
     done = _torchrun([a if a != "OUT" else str(two) for a in args], tmp_path / "log", driver)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("6 predicted, 0 skipped (existing), 0 failed") == 1  # rank 0 says
-    expected = _files(one)
     assert "slide.tif" in expected and "summary.csv" in expected and len(expected) == 23
     assert _files(two) == expected
     logs = [(tmp_path / "log" / f"rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)]
     assert logs[0] == ["image img0.png", "image img2.png", "image img4.png", "strip 0"]
     assert logs[1] == ["image img1.png", "image img3.png", "strip 1", "strip 2"]
+
+
+def test_a_crash_on_one_rank_stops_the_run_with_no_half_written_file(folder, tmp_path):
+    """Rank 1 raises at its second image: torchrun stops both ranks (non-zero exit), there is
+    no summary.csv, and every file written is complete (equal to one process's)."""
+    root, args, expected = folder
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    two = root / "crashed"
+    argv = [a if a != "OUT" else str(two) for a in args]
+    done = _torchrun(argv, tmp_path / "log", driver, CRASH="1 img3.png")
+    assert done.returncode != 0 and "a deliberate crash" in done.stderr
+    written = {k: v for k, v in _files(two).items() if not k.startswith(".")}  # temps aside
+    assert "summary.csv" not in written and "img3.png" not in written
+    assert "img1.png" in written  # rank 1's first image, finished before the crash
+    assert written == {k: expected[k] for k in written}
 
 
 def test_a_failure_on_one_rank_fails_every_rank(model_path, tmp_path):
