@@ -16,6 +16,10 @@ channel; physical units with ``pixel_size``), ``NAME_objects.png`` (each object 
 colour with its outline), ``NAME.json`` with one labelme polygon per object (``group_id`` = its
 id), ``NAME.geojson`` (a QuPath-importable FeatureCollection) and ``coco.json`` (COCO instances
 for the folder) on request; ``summary.csv`` gains the object count.
+
+TIFFs too large for memory are read by region (``unetkit.infer.large``: ``NAME.tif`` and
+``NAME_preview.png``, resumable). Under ``torchrun`` the processes share the inputs and rank 0
+writes the folder's files (``unetkit.infer.shard``).
 """
 
 from __future__ import annotations
