@@ -508,6 +508,38 @@ def test_auto_validation_keeps_validation_a_small_share_of_the_time(dataset, tmp
     assert counts[0] == ["1", "5"]  # the first and the last
 
 
+def test_last_pt_and_curves_are_held_to_a_share_of_the_time(dataset, tmp_path, monkeypatch):
+    """save_every 0 (auto): last.pt and curves.png are written after an epoch only when the
+    previous write is long enough ago; always after the last epoch; save_every N as before."""
+    fit_module = importlib.import_module("unetkit.train.fit")
+    monkeypatch.setattr(fit_module, "CHORE_WAIT", 1e6)  # as if each write took ages
+    saved, plotted = [], []
+    real_save, real_plot = fit_module._Trainer._save, fit_module.artifacts.viz.plot_curves
+
+    def save(self, name, full=True):
+        saved.append((name, self.epoch))
+        real_save(self, name, full)
+
+    def plot(history, path):
+        plotted.append(len(history))
+        real_plot(history, path)
+
+    monkeypatch.setattr(fit_module._Trainer, "_save", save)
+    monkeypatch.setattr(fit_module.artifacts.viz, "plot_curves", plot)
+    for every, expected in ((0, [1, 5]), (2, [2, 4, 5])):
+        saved.clear()
+        plotted.clear()
+        run = tmp_path / f"s{every}"
+        unetkit.fit(_config(dataset, run, epochs=5, steps_per_epoch=1, save_every=every))
+        assert [e for name, e in saved if name == "last.pt"] == expected
+        assert plotted == [1, 5]  # the first epoch, then only the last
+        rows = list(csv.DictReader((run / "history.csv").open()))
+        assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]  # csv every epoch
+        assert load_checkpoint(run / "last.pt").train_state["epoch"] == 5
+    with pytest.raises(ValueError, match="save_every"):
+        TrainConfig(save_every=-1)
+
+
 def test_weight_average_follows_the_formula_and_is_what_checkpoints_hold(dataset, tmp_path):
     from unetkit.train.ema import WeightAverage
 

@@ -41,6 +41,7 @@ def _default(cls, field: str) -> str:
     special = {
         ("TrainConfig", "epochs"): "50, or unlimited with --time-budget",
         ("TrainConfig", "val_every"): "0 = auto",
+        ("TrainConfig", "save_every"): "0 = auto",
         ("TrainConfig", "time_budget"): "0 = none",
         ("TrainConfig", "steps_per_epoch"): "0 = the data's",
         ("DataConfig", "size"): "256",

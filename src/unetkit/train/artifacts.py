@@ -28,8 +28,9 @@ def tensorboard_writer(run_dir: Path, enabled: bool):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def write_history(run_dir: Path, history: list[dict], writer=None) -> None:
-    """Rewrite history.csv and curves.png (atomically) and log the last row to TensorBoard."""
+def write_history(run_dir: Path, history: list[dict], writer=None, plot: bool = True) -> None:
+    """Rewrite history.csv and (with ``plot``) curves.png, atomically, and log the last row to
+    TensorBoard."""
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
@@ -39,13 +40,12 @@ def write_history(run_dir: Path, history: list[dict], writer=None) -> None:
     for row in history:
         out.writerow({k: _fmt(row.get(k)) for k in keys})
     write_text(run_dir / "history.csv", buf.getvalue())
-    viz.plot_curves(
-        [
-            {k: v for k, v in r.items() if k not in ("lr", "elapsed_min", "images_per_s")}
-            for r in history
-        ],
-        run_dir / "curves.png",
-    )
+    if plot:
+        shown = ("lr", "elapsed_min", "images_per_s")
+        viz.plot_curves(
+            [{k: v for k, v in r.items() if k not in shown} for r in history],
+            run_dir / "curves.png",
+        )
     if writer is not None and history:
         row = history[-1]
         for k, v in row.items():

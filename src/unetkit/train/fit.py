@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -44,6 +45,25 @@ from .setup import (
 log = logging.getLogger(__name__)
 
 VALIDATION_WAIT = 4.0  # auto validation: train 4x as long as the last validation took
+CHORE_WAIT = 50.0  # last.pt (save_every 0) and curves.png: at most ~2 % of the time each
+
+
+class _Chore:
+    """A recurring side job (writing ``last.pt``, drawing ``curves.png``) held to a share of
+    the time: after a run that took ``s`` seconds the next is due ``wait * s`` seconds later
+    (on a small model with short epochs, every epoch would cost a sixth of the budget)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait, self.next = wait, 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next
+
+    def run(self, job: Callable[[], None]) -> None:
+        start = time.monotonic()
+        job()
+        end = time.monotonic()
+        self.next = end + self.wait * (end - start)
 
 
 def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
@@ -229,6 +249,7 @@ class _Trainer:
         )
         self.epoch, self.global_step, self.step_in_epoch = 0, 0, 0
         self.history: list[dict] = []
+        self._saving, self._plotting = _Chore(CHORE_WAIT), _Chore(CHORE_WAIT)
         self.best_value, self.best_epoch, self.bad_validations = None, 0, 0
         if self.resume_state is not None:
             self._restore(self.resume_state)
@@ -432,10 +453,16 @@ class _Trainer:
             self.last_val_end = time.monotonic()
         early = self._track_best(row)
         self.history.append(row)
-        if epoch % cfg.save_every == 0 or last or early:
-            self._save("last.pt")
+        final = last or early or stopped
+        if final or (epoch % cfg.save_every == 0 if cfg.save_every else self._saving.due()):
+            self._saving.run(lambda: self._save("last.pt"))
         if self.dist.is_main:
-            artifacts.write_history(self.run_dir, self.history, self.writer)
+            if final or self._plotting.due():
+                self._plotting.run(
+                    lambda: artifacts.write_history(self.run_dir, self.history, self.writer)
+                )
+            else:  # history.csv only
+                artifacts.write_history(self.run_dir, self.history, self.writer, plot=False)
             log.info("%s", artifacts.format_row(row))
         if result["stopped"] or (stopped and self.epoch < cfg.max_epochs):
             log.info(
