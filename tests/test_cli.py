@@ -238,7 +238,8 @@ def test_train_options_become_the_config_fit_gets(prepared_dataset, tmp_path, mo
     config.write_text(json.dumps({"lr": 0.5, "seed": 7, "data": {"resize": "letterbox"}}))
     argv = ["train", str(prepared_dataset), "-o", str(tmp_path / "r"), "--config", str(config)]
     flags = ["--preset", "milesial", "--patch-size", "64", "--base-width", "4", "--depth", "2",
-             "--normalize", "image", "--class-weights", "1,2,3", "--val-stems", "a, b,",
+             "--normalize", "image", "--sampling", "area", "--class-weights", "1,2,3",
+             "--val-stems", "a, b,",
              "--boundary-width", "3", "--no-augment", "--compile", "--epochs", "2"]  # fmt: skip
     assert main([*argv, *flags]) == 0
     cfg = seen["cfg"]
@@ -246,6 +247,7 @@ def test_train_options_become_the_config_fit_gets(prepared_dataset, tmp_path, mo
     assert cfg.preset == "milesial" and cfg.data.size == (64, 64) and cfg.epochs == 2
     assert cfg.model == unetkit.preset_config("milesial", base_width=4, depth=2)
     assert cfg.data.normalize == "image" and cfg.class_weights == (1.0, 2.0, 3.0)
+    assert cfg.data.sampling == "area"
     assert cfg.val_stems == ("a", "b") and cfg.objects.boundary_width == 3
     assert cfg.augment == AugmentConfig.none() and cfg.compile is True
     assert cfg.optimizer == TrainConfig.optimizer and cfg.weight_map is None  # not given

@@ -249,6 +249,12 @@ def train_cmd(
         "--normalize",
         help="auto (from the data fingerprint) | image | percentile | dataset | fixed",
     ),
+    sampling: str = _option(
+        DataConfig,
+        "sampling",
+        "--sampling",
+        help="Crops per image per epoch: image (one) | area (one per patch-sized area).",
+    ),
     base_width: int = typer.Option(None, "--base-width", help="Channels of the first level."),
     depth: int = typer.Option(None, "--depth", help="Number of down-sampling steps."),
     task: str = _option(
@@ -333,6 +339,7 @@ def train_cmd(
         "data.size": None if patch_size is None else (patch_size, patch_size),
         "data.resize": resize,
         "data.normalize": normalize,
+        "data.sampling": sampling,
         "model.base_width": base_width,
         "model.depth": depth,
         "task": task,
