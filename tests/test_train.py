@@ -159,6 +159,19 @@ def test_python_api_and_time_budget_resume_is_bitwise_equal(dataset, tmp_path):
     _assert_bitwise_equal(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
 
 
+def test_resume_keeps_the_split_it_started_with(dataset, tmp_path, monkeypatch):
+    """A run resumed after the split rule changed keeps its recorded train/val split."""
+    fit_module = importlib.import_module("unetkit.train.fit")
+    cut = _config(dataset, tmp_path / "cut", time_budget=1e-6, val_stems=None, val_fraction=0.34)
+    unetkit.fit(cut)
+    before = load_checkpoint(tmp_path / "cut" / "last.pt").train_state["data"]
+    assert len(before["val"]) == 2
+    monkeypatch.setattr(fit_module, "split_stems", lambda info, cfg: (["00"], ["01"]))
+    unetkit.fit(cut.replace(time_budget=0.0), resume=True)
+    after = load_checkpoint(tmp_path / "cut" / "last.pt").train_state
+    assert after["data"] == before and after["step"] == 9
+
+
 def test_sigkill_then_resume_is_bitwise_equal(dataset, tmp_path):
     args = [
         str(dataset),

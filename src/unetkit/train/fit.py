@@ -103,7 +103,12 @@ class _Trainer:
         self.info = (describe_images if regression else describe_dataset)(config.dataset)
         self.width_auto = config.preset == "auto" and config.model is None
         self.cfg = cfg = resolve_config(config, self.info)
-        self.train_stems, self.val_stems = split_stems(self.info, cfg)
+        stored = (self.resume_state or {}).get("data") or {}
+        if set(stored.get("train", [])) | set(stored.get("val", [])) == set(self.info.stems):
+            # a resumed run keeps its split, however the split rule has changed since
+            self.train_stems, self.val_stems = list(stored["train"]), list(stored["val"])
+        else:
+            self.train_stems, self.val_stems = split_stems(self.info, cfg)
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
