@@ -599,8 +599,11 @@ def test_killed_at_random_moments_and_resumed_is_bitwise_equal(dataset, tmp_path
     history equal those of an uninterrupted run, bitwise. Figures: >= 5 kills survived."""
     import random
 
+    # --save-every 1: a last.pt after every epoch (the auto rule spaces them out by time, and
+    # on a loaded machine the kills would then land before much progress was saved)
     args = [str(dataset), "--epochs", "40", "--steps-per-epoch", "4", "--accumulate", "2",
-            "--val-stems", "04,05", "--val-every", "1", "--deterministic", *TINY]  # fmt: skip
+            "--val-stems", "04,05", "--val-every", "1", "--save-every", "1", "--deterministic",
+            *TINY]  # fmt: skip
     assert main(["train", args[0], "-o", str(tmp_path / "full"), *args[1:]]) == 0
     run = tmp_path / "killed"
     rng = random.Random(4)
