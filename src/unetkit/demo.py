@@ -135,10 +135,13 @@ def run_demo(
     return DemoResult(out, metrics, times, page, counts)
 
 
-def _img(src: str, caption: str, width: int = 0) -> str:
+def _img(src: str, caption: str, width: int = 0, pixels: bool = False) -> str:
+    """A captioned image; ``pixels``: an image of masks or overlays, scaled up with its pixels
+    kept sharp (a 96 px overlay shown 360 px wide is not blurred into the next class)."""
     w = f' width="{width}"' if width else ""
+    c = ' class="px"' if pixels else ""
     return (
-        f'<figure><img src="{html.escape(src)}"{w}><figcaption>{html.escape(caption)}'
+        f'<figure><img src="{html.escape(src)}"{w}{c}><figcaption>{html.escape(caption)}'
         f"</figcaption></figure>"
     )
 
@@ -178,12 +181,14 @@ def _objects_section(out: Path, metrics: dict, counts: dict[str, int], stem: str
             f"the bounding box and the intensity per channel)</p><table><tr>{head}</tr>{body}"
             "</table>"
         )
+    caption = f"{stem}: each object in its own colour, outlined"
+    picture = _img(f"predictions/{stem}_objects.png", caption, 360, pixels=True)
     return f"""<h2>Objects</h2>
 <p>Each class's connected components counted as objects, scored on the held-out images against
 the objects <code>prepare</code> wrote to <code>instances/</code> (one per labelme shape):
 {html.escape(totals)}.</p><ul>{scores}</ul>
 <table><tr><th>image</th><th>objects</th></tr>{listed}</table>
-{_img(f"predictions/{stem}_objects.png", f"{stem}: each object in its own colour, outlined")}
+{picture}
 {table}
 """
 
@@ -205,22 +210,26 @@ def _per_image_section(out: Path) -> str:
         stem = Path(row["image"]).stem
         thumb = f"predictions/{stem}_overlay.png"
         cell = (
-            f'<a href="{thumb}"><img src="{thumb}" width="96"></a><br>{html.escape(row["image"])}'
+            f'<a href="{thumb}"><img src="{thumb}" width="96" class="px"></a>'
+            f"<br>{html.escape(row['image'])}"
             if (out / thumb).is_file()
             else html.escape(row["image"])
         )
-        values = "".join(f"<td>{_cell(row.get(k))}</td>" for k, _ in keys)
+        values = "".join(f"<td>{_cell(row.get(k), k.startswith('obj_n_'))}</td>" for k, _ in keys)
         body.append(f"<tr><td>{cell}</td>{values}</tr>")
     return (
         "<h2>Per image (worst first)</h2><table><tr>" + head + "</tr>" + "".join(body) + "</table>"
     )
 
 
-def _cell(value: str | None) -> str:
+def _cell(value: str | None, count: bool = False) -> str:
+    """A score with 3 decimals; a count (``count``) as a whole number, 0 and 1 included."""
     if value in (None, ""):
         return "-"
     number = float(value)
-    return str(int(number)) if number.is_integer() and number > 1 else f"{number:.3f}"
+    if number.is_integer() and (count or number > 1):
+        return str(int(number))
+    return f"{number:.3f}"
 
 
 def _run_section(out: Path) -> str:
@@ -232,13 +241,13 @@ def _run_section(out: Path) -> str:
     parts = []
     best = out / "run" / "best.pt"
     if best.is_file():
-        state = load_checkpoint(best).train_state or {}
-        fingerprint = state.get("fingerprint")
+        ckpt = load_checkpoint(best)
+        state = ckpt.train_state or {}
+        fingerprint = ckpt.card.fingerprint
         if fingerprint:
             from .data.fingerprint import describe
 
-            classes = (state.get("data") or {}).get("classes") or []
-            text = html.escape(describe(fingerprint, classes))
+            text = html.escape(describe(fingerprint, ckpt.classes))
             parts.append(f"<h2>Data fingerprint</h2><pre>{text}</pre>")
         config = state.get("config")
         if config:
@@ -285,8 +294,12 @@ def write_report(
     panels = sorted((out / "run" / "panels").glob("*.png"))
     overlays = [f"predictions/{s}_overlay.png" for s in val_stems[:4]]
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>unetkit demo</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}figure{{display:inline-block;
-margin:6px}}img{{max-width:100%}}td,th{{padding:2px 10px;text-align:right}}</style></head><body>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12px}}
+figure{{display:inline-block;margin:6px;vertical-align:top}}img{{max-width:100%;height:auto}}
+img.px{{image-rendering:pixelated}}table{{border-collapse:collapse;margin:8px 0}}
+td,th{{padding:3px 10px;text-align:right;vertical-align:middle}}th{{border-bottom:1px solid #999}}
+td:first-child,th:first-child{{text-align:left}}tr:nth-child(even) td{{background:#f3f3f3}}
+pre{{white-space:pre-wrap}}</style></head><body>
 <h1>unetkit demo</h1>
 <p>Synthetic labelme data &rarr; prepare &rarr; verify &rarr; train &rarr; evaluate &rarr;
 predict. Times: {html.escape(timing)}.</p>
@@ -296,8 +309,8 @@ predict. Times: {html.escape(timing)}.</p>
 <h2>Training curves</h2>{_img("run/curves.png", "loss and validation metrics per epoch")}
 <h2>Confusion matrix</h2>{_img("evaluation/confusion.png", "rows: truth, columns: prediction")}
 <h2>Validation panels</h2>
-{"".join(_img(f"run/panels/{p.name}", p.stem) for p in panels[-1:])}
-<h2>Predictions on held-out images</h2>{"".join(_img(o, Path(o).stem, 360) for o in overlays)}
+{"".join(_img(f"run/panels/{p.name}", p.stem, pixels=True) for p in panels[-1:])}
+<h2>Predictions on held-out images</h2>{"".join(_img(o, Path(o).stem, 360, True) for o in overlays)}
 <h2>A large image, predicted tile by tile</h2>
 {_img("predictions/large_overlay.png", "large.png with predicted regions and contours")}
 {_objects_section(out, metrics, counts, val_stems[0]) if counts and val_stems else ""}
