@@ -299,6 +299,7 @@ ZYGOTE = r"""
 import os, sys
 import torch
 torch.set_num_threads(1)
+from unetkit.card import ModelCard
 from unetkit.checkpoint import Checkpoint, save_checkpoint
 from unetkit.config import DataConfig, ModelConfig
 
@@ -310,8 +311,8 @@ def state(value):  # 1 MiB of weights, every one equal to `value`
 
 
 ckpts = [
-    Checkpoint(ModelConfig(), state(v), ["a", "b"], [[0, 0, 0], [9, 9, 9]], DataConfig(),
-               extra={"which": v})
+    Checkpoint(ModelCard(ModelConfig(), ["a", "b"], [[0, 0, 0], [9, 9, 9]], DataConfig()),
+               state(v), extra={"which": v})
     for v in (1, 2)
 ]
 save_checkpoint(ckpts[0], target)

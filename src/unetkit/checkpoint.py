@@ -11,11 +11,16 @@ A checkpoint is a dict of plain data and tensors (loadable with ``weights_only=T
     ignore_index    mask value excluded from losses and metrics
     preprocessing   DataConfig as a dict: channels, normalisation, resize policy and size
     state_dict      the model's weights (unwrapped from DDP / torch.compile at save time)
-    train_state     optional: epoch, step, optimizer / scheduler / scaler states, RNG, config
+    train_state     optional: epoch, step, optimizer / scheduler / scaler states, RNG, config,
+                    "data" (classes, the train / val split) and "fingerprint"
     extra           optional: "objects" (ObjectConfig of instance models)
 
-``Checkpoint.card`` gives the same description as a ``unetkit.card.ModelCard``, the one type
-that exports and predictors use.
+In memory, a ``Checkpoint`` is a ``unetkit.card.ModelCard`` (``ckpt.card``: everything the
+model says about itself, the one type exports and predictors use) plus what only a
+checkpoint has: the weights, the training state and ``extra``. The card's split and
+fingerprint are read from ``train_state`` and its ``objects`` from ``extra`` (where the file
+keeps them) when the checkpoint is made or loaded. ``ckpt.classes``, ``ckpt.task``, ... are
+read-only views of the card.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from .card import ModelCard
 from .config import DataConfig, ModelConfig
 from .errors import UnetkitError
 from .files import atomic_path
@@ -55,46 +61,80 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def _split_of(train_state: dict[str, Any] | None) -> dict[str, list[str]] | None:
+    """The train / val image stems a training state records (``None`` when it has none)."""
+    data = (train_state or {}).get("data") or {}
+    if "train" not in data:
+        return None
+    return {"train": list(data["train"]), "val": list(data.get("val") or [])}
+
+
+def card_of(
+    model_config: ModelConfig,
+    *,
+    classes: list[str],
+    palette: list[list[int]],
+    preprocessing: DataConfig,
+    task: str = "multiclass",
+    ignore_index: int = 255,
+    preset: str | None = None,
+    train_state: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> ModelCard:
+    """The model card of a checkpoint's fields (split and fingerprint from ``train_state``,
+    objects from ``extra``, where the file keeps them)."""
+    return ModelCard(
+        model_config=model_config,
+        classes=list(classes),
+        palette=[list(rgb) for rgb in palette],
+        preprocessing=preprocessing,
+        task=task,
+        ignore_index=ignore_index,
+        preset=preset,
+        objects=(extra or {}).get("objects"),
+        split=_split_of(train_state),
+        fingerprint=(train_state or {}).get("fingerprint"),
+    )
+
+
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: everything needed to rebuild the model and preprocess its input."""
+    """A loaded checkpoint: the model card (everything needed to rebuild the model and
+    preprocess its input) and the weights, plus the training state where there is one."""
 
-    model_config: ModelConfig
+    card: ModelCard
     state_dict: dict[str, torch.Tensor]
-    classes: list[str]
-    palette: list[list[int]]
-    preprocessing: DataConfig
-    task: str = "multiclass"
-    ignore_index: int = 255
-    preset: str | None = None
     train_state: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    # read-only views of the card, under the names callers have always used
     @property
-    def card(self):
-        """The model card (``unetkit.card.ModelCard``): what this file says about the model,
-        in the form exports and predictors share."""
-        from .card import ModelCard
+    def model_config(self) -> ModelConfig:
+        return self.card.model_config
 
-        state = self.train_state or {}
-        data = state.get("data") or {}
-        split = (
-            {"train": list(data["train"]), "val": list(data.get("val") or [])}
-            if "train" in data
-            else None
-        )
-        return ModelCard(
-            model_config=self.model_config,
-            classes=list(self.classes),
-            palette=[list(p) for p in self.palette],
-            preprocessing=self.preprocessing,
-            task=self.task,
-            ignore_index=self.ignore_index,
-            preset=self.preset,
-            objects=self.extra.get("objects"),
-            split=split,
-            fingerprint=state.get("fingerprint"),
-        )
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return self.card.palette
+
+    @property
+    def preprocessing(self) -> DataConfig:
+        return self.card.preprocessing
+
+    @property
+    def task(self) -> str:
+        return self.card.task
+
+    @property
+    def ignore_index(self) -> int:
+        return self.card.ignore_index
+
+    @property
+    def preset(self) -> str | None:
+        return self.card.preset
 
     def build_model(self, device: str | torch.device = "cpu") -> UNet:
         """The model with its weights, in eval mode, on ``device``.
@@ -128,17 +168,20 @@ class Checkpoint:
         return model.to(device).eval()
 
     def to_dict(self) -> dict[str, Any]:
+        """The file's dict: the card's fields at the top level (split, fingerprint and
+        objects stay where ``train_state`` and ``extra`` hold them), then the weights."""
+        card = self.card
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "unetkit_version": _version(),
-            "model_config": self.model_config.to_dict(),
-            "preset": self.preset,
-            "task": self.task,
-            "classes": list(self.classes),
-            "palette": [[int(c) for c in rgb] for rgb in self.palette],
-            "ignore_index": int(self.ignore_index),
-            "preprocessing": self.preprocessing.to_dict(),
+            "model_config": card.model_config.to_dict(),
+            "preset": card.preset,
+            "task": card.task,
+            "classes": list(card.classes),
+            "palette": [[int(c) for c in rgb] for rgb in card.palette],
+            "ignore_index": int(card.ignore_index),
+            "preprocessing": card.preprocessing.to_dict(),
             "state_dict": self.state_dict,
             "train_state": self.train_state,
             "extra": self.extra,
@@ -170,18 +213,19 @@ def make_checkpoint(
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-    return Checkpoint(
-        model_config=net.config,
-        state_dict=state,
-        classes=list(classes),
+    extra = dict(extra or {})
+    card = card_of(
+        net.config,
+        classes=classes,
         palette=[list(map(int, p)) for p in palette],
         preprocessing=preprocessing,
         task=task,
         ignore_index=ignore_index,
         preset=preset,
         train_state=train_state,
-        extra=dict(extra or {}),
+        extra=extra,
     )
+    return Checkpoint(card=card, state_dict=state, train_state=train_state, extra=extra)
 
 
 def _check_finite(ckpt: Checkpoint) -> None:
@@ -282,18 +326,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     ):
         raise UnetkitError(f"{path}: malformed checkpoint (state_dict is not a dict of tensors)")
     try:
-        ckpt = Checkpoint(
-            model_config=ModelConfig.from_dict(data["model_config"]),
-            state_dict=data["state_dict"],
+        train_state = data.get("train_state")
+        extra = data.get("extra") or {}
+        card = card_of(
+            ModelConfig.from_dict(data["model_config"]),
             classes=list(data["classes"]),
             palette=[list(p) for p in data["palette"]],
             preprocessing=DataConfig.from_dict(data["preprocessing"]),
             task=data.get("task", "multiclass"),
             ignore_index=int(data.get("ignore_index", 255)),
             preset=data.get("preset"),
-            train_state=data.get("train_state"),
-            extra=data.get("extra") or {},
+            train_state=train_state,
+            extra=extra,
         )
+        ckpt = Checkpoint(card=card, state_dict=state, train_state=train_state, extra=extra)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UnetkitError(f"{path}: malformed checkpoint ({_one_line(str(exc))})") from None
     _check_training_size(ckpt.preprocessing, path)

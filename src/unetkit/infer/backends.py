@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -67,8 +67,7 @@ def load_torch(
     if ckpt.task == "regression":
         raise UnetkitError(f"{path}: a regression (image-to-image) model has no class masks")
     model = model.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-    info = ckpt.card
-    info.source = str(path)
+    info = replace(ckpt.card, source=str(path))  # the checkpoint's card untouched
     return torch_network(model, info, dev, prec)
 
 
