@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from unetkit.cli import main
+from unetkit.errors import UnetkitError
 
 
 def test_demo_writes_everything_and_learns(tmp_path, capsys):
@@ -87,3 +88,20 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
         assert f'href="{href}"' in page
     # a second run into the same folder is refused rather than mixed with the first
     assert main(["demo", "-o", str(out), "--time-budget", "0.1"]) == 2
+
+
+def test_demo_flags_reach_the_run(tmp_path, monkeypatch):
+    """Every demo flag is passed on (--epochs used to be accepted and dropped)."""
+    import unetkit.demo
+
+    seen = {}
+
+    def fake_run_demo(out, **kwargs):
+        seen.update(kwargs, out=out)
+        raise UnetkitError("stopped here")
+
+    monkeypatch.setattr(unetkit.demo, "run_demo", fake_run_demo)
+    assert main(["demo", "-o", str(tmp_path / "d"), "--epochs", "3", "--images", "9",
+                 "--time-budget", "0.5", "--large", "100x120", "--seed", "4"]) == 2  # fmt: skip
+    assert seen["epochs"] == 3 and seen["n_images"] == 9 and seen["budget_s"] == 30
+    assert seen["large"] == (100, 120) and seen["seed"] == 4 and seen["overwrite"] is False

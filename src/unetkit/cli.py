@@ -679,6 +679,7 @@ def demo_cmd(
         n_images=images,
         budget_s=60 * time_budget,
         large=(h, w),
+        epochs=epochs,
         seed=seed,
         overwrite=overwrite,
     )
