@@ -266,6 +266,30 @@ def test_bad_class_weights_name_the_option(prepared_dataset, tmp_path, capsys):
     assert line.startswith("error: --class-weights: class_weights must be 'balanced' or numbers")
 
 
+def test_help_shows_a_default_for_every_option(capsys, monkeypatch):
+    """Every option of every command says in --help what it is when not given."""
+    from unetkit.cli import _command
+
+    root = _command()
+    options = 0
+    for name, sub in [("", root), *root.commands.items()]:
+        for param in sub.params:
+            if param.param_type_name != "option" or param.name == "help" or param.required:
+                continue
+            options += 1
+            shown = param.show_default
+            assert isinstance(shown, str) or (shown and param.default is not None), (
+                name,
+                param.opts[0],
+            )
+    assert options >= 80
+    monkeypatch.setenv("COLUMNS", "240")
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"--base-width .*\[default: \(the preset's; auto: 16 on a CPU", text)
+    assert re.search(r"--resume .*\[default: \(a new run\)\]", text)
+
+
 def test_help_shows_the_default_of_every_on_off_flag(capsys, monkeypatch):
     """Flags that are off by default said nothing (``--overwrite``, ``--tta``, ``--debug``)."""
     from unetkit.cli import _command

@@ -401,9 +401,14 @@ _FG_THRESHOLD = typer.Option(
     None, "--fg-threshold", help="Instance models: object pixels where 1 - p(bg) > T."
 )
 _SEED_THRESHOLD = typer.Option(
-    None, "--seed-threshold", help="Instance models: watershed seeds where p(interior) > T."
+    None,
+    "--seed-threshold",
+    help="Watershed seeds: instance models where p(interior) > T; --objects-between where "
+    "1 - p(class) > T.",
 )
-_MIN_SIZE = typer.Option(None, "--min-size", help="Instance models: drop smaller objects.")
+_MIN_SIZE = typer.Option(
+    None, "--min-size", help="Instance models: drop smaller objects (--objects-between: seeds)."
+)
 _FILL_HOLES = typer.Option(
     None,
     "--fill-holes/--no-fill-holes",
@@ -719,9 +724,33 @@ def _error_line(exc: Exception) -> tuple[int, str]:
     )
 
 
+# what decides an option's value when it is not given (``--help`` shows it as the default)
+_UNSET_DEFAULTS = {
+    "--preset": "auto",
+    "--resume": "a new run",
+    "--base-width": "the preset's; auto: 16 on a CPU, 32 on a GPU",
+    "--depth": "the preset's",
+    "--loss": "auto",
+    "--weight-map-objects": "foreground",
+    "--val-stems": "--val-fraction of the images",
+    "--tile": "the training size",
+    "--fg-threshold": "the model's",
+    "--seed-threshold": "the model's; 0.9 with --objects-between",
+    "--min-size": "the model's; 10 with --objects-between",
+    "--pixel-size": "pixels",
+    "--level": "full size",
+    "--num-classes": "from the data",
+    "--classes": "from the data",
+    "--labels": "from the shapes",
+    "--in-channels": "the preset's",
+    "--out-channels": "the preset's",
+}
+
+
 def _command():
     """The click command behind ``app``, with on/off flags shown in ``--help`` without a
-    value placeholder (typer shows ``<bool>`` as if ``--overwrite`` took a value)."""
+    value placeholder (typer shows ``<bool>`` as if ``--overwrite`` took a value), and a
+    default shown for every option (what decides it when it is not given)."""
     command = typer.main.get_command(app)
     for sub in [command, *getattr(command, "commands", {}).values()]:
         for param in sub.params:
@@ -733,6 +762,9 @@ def _command():
             off = getattr(param, "is_bool_flag", False) and lone and param.default is False
             if off and not isinstance(param.show_default, str):
                 param.show_default = "off"
+            unset = param.param_type_name == "option" and param.default is None
+            if unset and not param.required and not isinstance(param.show_default, str):
+                param.show_default = _UNSET_DEFAULTS.get(param.opts[0], "none")
 
         def help_option(ctx, _make=sub.get_help_option):  # --help is made per context
             option = _make(ctx)
