@@ -21,8 +21,6 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
                 str(out),
                 "--time-budget",
                 "5",
-                "--epochs",
-                "4",
                 "--images",
                 "12",
                 "--large",
