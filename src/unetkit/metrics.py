@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage, sparse
+from scipy import sparse
 
 from .errors import UnetkitError
+from .objects.labels import regions_of
 
 
 def _as_tensor(array: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
@@ -228,10 +229,6 @@ def adapted_rand_error(pred_labels: np.ndarray, gt_labels: np.ndarray) -> float:
     return 1.0 - 2.0 * sum_ij / (sum_gt + sum_pred)
 
 
-# 4-connectivity: a membrane drawn as an 8-connected 1-pixel line still separates two cells.
-_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
-
-
 def membrane_rand_error(
     pred_mask: np.ndarray, gt_mask: np.ndarray, membrane: int = 1, ignore_index: int = 255
 ) -> float:
@@ -259,10 +256,10 @@ def membrane_rand_error(
             f"rand error: masks must be 2-D and equal in shape; got {pred_mask.shape} "
             f"and {gt_mask.shape}"
         )
-    pred_cells, _ = ndimage.label(pred_mask != membrane, structure=_FOUR_CONNECTED)
-    gt_cells, _ = ndimage.label(
-        (gt_mask != membrane) & (gt_mask != ignore_index), structure=_FOUR_CONNECTED
-    )
+    # 4-connected regions: a membrane drawn as an 8-connected 1-pixel line still separates two
+    # cells; a prediction has no ignored pixels (-1: no value is left out)
+    pred_cells = regions_of(pred_mask, membrane, ignore_index=-1)
+    gt_cells = regions_of(gt_mask, membrane, ignore_index)
     return adapted_rand_error(pred_cells, gt_cells)
 
 

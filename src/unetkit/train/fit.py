@@ -458,7 +458,7 @@ class _Trainer:
             self.last_val_end = time.monotonic()
         early = self._track_best(row)
         self.history.append(row)
-        final = last or early or stopped
+        final = last or early  # last: the final epoch or the budget's end
         if final or (epoch % cfg.save_every == 0 if cfg.save_every else self._saving.due()):
             self._saving.run(lambda: self._save("last.pt"))
         if self.dist.is_main:
