@@ -11,6 +11,16 @@ predict`` on it in a subprocess (the image read by region, the mask written band
 tiled BigTIFF): peak RSS of that process and microseconds per pixel, against an in-memory
 ``predict_mask`` of a 4096 x 4096 image by the same model in the same run.
 
+Against a peer (``--compare``, on by default): the issue-13 table on one 2048 x 2048 image and
+one network (milesial at full width, 31 M parameters, trained 15 steps on synthetic cells so
+its batch statistics are real): the raw network on batches of 4 x 256^2 tiles without overlap
+(the untiled ceiling), ``Predictor`` with its defaults, ``Predictor`` with the settings it had
+before (tiles of the 256 px training size, overlap 0.25, 4 per batch), and MONAI's
+``sliding_window_inference`` (roi 256, overlap 0.25, gaussian) with the same bf16 autocast and
+channels_last, when ``monai`` is importable (install it for the bench only: ``pip install
+--no-deps --target /tmp/monai monai`` and pass ``--monai /tmp/monai``); plus how many pixels
+each tiling runs and how many mask pixels it shares with one whole-image forward pass.
+
     python bench/predict.py                      # milesial, base width 8, depth 4
     python bench/predict.py --rss-sizes 4096 10000 --rss-width 4 --rss-depth 3
     python bench/predict.py --skip-throughput --rss-sizes --wsi-sizes 16384 40000
@@ -169,6 +179,147 @@ def _throughput(args) -> list[tuple[str, float]]:
     return rows
 
 
+def _trained_full_width(steps: int = 15):
+    """milesial at full width, 3 -> 2 classes, ``steps`` AdamW steps on synthetic cells."""
+    import numpy as np
+    import torch
+
+    from unetkit import build_model
+    from unetkit.data.synthetic import make_image_and_mask
+
+    torch.manual_seed(0)
+    model = build_model("milesial", in_channels=3, out_channels=2).to(
+        memory_format=torch.channels_last
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+    image, mask = make_image_and_mask((512, 512), seed=1)
+    x = torch.from_numpy((image.astype(np.float32) / 255 - 0.5) / 0.25).permute(2, 0, 1)
+    y = torch.from_numpy((mask > 0).astype(np.int64))
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        corners = rng.integers(0, 512 - 256, (4, 2))
+        xb = torch.stack([x[:, a : a + 256, b : b + 256] for a, b in corners])
+        yb = torch.stack([y[a : a + 256, b : b + 256] for a, b in corners])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _seconds(fn, repeat: int) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` calls, after one warm-up call."""
+    import statistics
+
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _compare(args) -> None:
+    """The issue-13 table: the same network, untiled ceiling vs unetkit vs MONAI (bf16)."""
+    import numpy as np
+    import torch
+
+    from unetkit import DataConfig, PredictConfig, Predictor, make_checkpoint, save_checkpoint
+    from unetkit.data.synthetic import make_image_and_mask
+    from unetkit.device import cpu_has_bf16, performance_setup
+    from unetkit.infer.tiling import plan_image
+
+    if args.monai:
+        sys.path.insert(0, args.monai)
+    performance_setup()
+    precision = "bf16" if cpu_has_bf16() else "fp32"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    side = args.compare_size
+    model = _trained_full_width()
+    image = make_image_and_mask((side, side), seed=2)[0]
+    mp = side * side / 1e6
+    rows: list[tuple[str, float, float, float]] = []  # name, MP/s, computed pixels, agreement
+
+    # the untiled ceiling: the network alone on batches of 4 x 256^2, no overlap
+    x = torch.randn(4, 3, 256, 256).contiguous(memory_format=torch.channels_last)
+
+    def raw():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
+            for _ in range(max(1, side * side // (4 * 256 * 256))):
+                model(x)
+
+    ceiling = mp / _seconds(raw, args.repeat)
+    rows.append(("raw network, 4 x 256^2 batches, no overlap", ceiling, 1.0, float("nan")))
+    with tempfile.TemporaryDirectory() as folder:
+        pre = DataConfig(channels=3, resize="random-crop", size=(256, 256), mean=(0.5,),
+                         std=(0.25,), normalize="fixed")  # fmt: skip
+        ckpt = make_checkpoint(model, classes=["bg", "fg"], palette=[[0, 0, 0], [255, 0, 0]],
+                               preprocessing=pre)  # fmt: skip
+        path = save_checkpoint(ckpt, Path(folder) / "full-width.pt")
+        whole = Predictor.from_checkpoint(path, PredictConfig(strategy="full",
+                                                              precision=precision))  # fmt: skip
+        reference = whole.predict_mask(image)
+        settings = {
+            "unetkit Predictor, defaults": {},
+            "unetkit, previous defaults (256, 0.25, batch 4)": dict(
+                tile=(256, 256), overlap=0.25, batch_size=4
+            ),
+        }
+        for name, kw in settings.items():
+            predictor = Predictor.from_checkpoint(
+                path, PredictConfig(strategy="tile", precision=precision, **kw)
+            )
+            rate = mp / _seconds(lambda p=predictor: p.predict_mask(image), args.repeat)
+            plans = plan_image((side, side), predictor._tile(), predictor.config.overlap,
+                               predictor.rule)  # fmt: skip
+            ran = len(plans[0].windows) * plans[0].tile_in * len(plans[1].windows)
+            ran *= plans[1].tile_in
+            agree = float(np.mean(predictor.predict_mask(image) == reference))
+            rows.append((name, rate, ran / side**2, agree))
+        monai = _monai_rate(model, image, dtype, args.repeat, reference)
+        if monai is not None:
+            rows.append(("MONAI sliding window (256, 0.25, gaussian)", *monai))
+    print(f"\n{side}x{side} RGB, milesial full width (31.0 M parameters, trained 15 steps), "
+          f"{precision} autocast + channels_last, {torch.get_num_threads()} threads")  # fmt: skip
+    print(f"{'run':50s} {'MP/s':>6s} {'vs ceiling':>10s} {'vs MONAI':>8s} {'pixels run':>10s} "
+          f"{'= whole':>8s}")  # fmt: skip
+    peer = monai[0] if monai is not None else float("nan")
+    for name, rate, ran, agree in rows:
+        agreement = f"{agree:8.4%}" if agree == agree else f"{'':8s}"
+        print(f"{name:50s} {rate:6.3f} {rate / ceiling:10.0%} {rate / peer:7.2f}x "
+              f"{ran:9.2f}x {agreement}")  # fmt: skip
+
+
+def _monai_rate(model, image, dtype, repeat: int, reference):
+    """MONAI's sliding window on the same network, or None when monai is not importable."""
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        print("(monai is not importable: its row is left out; see --monai)")
+        return None
+    import numpy as np
+    import torch
+
+    def run():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).sub(0.5).div(0.25)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
+            out = sliding_window_inference(
+                x, (256, 256), 4,
+                lambda t: model(t.contiguous(memory_format=torch.channels_last)),
+                overlap=0.25, mode="gaussian",
+            )  # fmt: skip
+        return out.argmax(1)[0].numpy()
+
+    side = image.shape[0]
+    rate = side * side / 1e6 / _seconds(run, repeat)
+    stride = 192  # 256 * (1 - 0.25)
+    count = -(-(side - 256) // stride) + 1
+    agree = float(np.mean(run() == reference))
+    return rate, (count * 256 / side) ** 2, agree
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=4096, help="Side of the tiled image.")
@@ -183,10 +334,21 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--wsi-sizes", type=int, nargs="*", default=[], help="Tiled TIFF sides.")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="Skip the full-width comparison with the ceiling and MONAI.",
+    )
+    parser.add_argument("--compare-size", type=int, default=2048)
+    parser.add_argument("--repeat", type=int, default=3, help="Timed runs per row (median).")
+    parser.add_argument("--monai", help="A folder holding monai (pip install --target).")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.rss_width, args.rss_depth)))
         return
+    if args.compare:
+        _compare(args)
     if not args.skip_throughput:
         print(f"milesial base width {args.width}, depth {args.depth}, 3 -> 2 classes; tile 512, "
               f"overlap {args.overlap}, batch {args.batch}")  # fmt: skip

@@ -199,7 +199,7 @@ def test_help_shows_the_config_defaults(capsys):
         assert expected in text, expected
     assert main(["predict", "--help"]) == 0
     text = words(capsys.readouterr().out)
-    assert "0.25" in text and "gaussian" in text
+    assert "0.0" in text and "gaussian" in text and "0 = auto: 1 on a CPU" in text
 
 
 def test_help_shows_on_off_flags_without_a_value_placeholder(capsys):

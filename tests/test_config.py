@@ -100,7 +100,7 @@ def test_train_config_rejects_bad_numbers_and_names(changes, message):
         ({"blend": "linear"}, "blend must be one of gaussian, constant; got 'linear'"),
         ({"overlap": 1.0}, r"overlap must be in \[0, 1\); got 1.0"),
         ({"overlap": -0.1}, r"overlap must be in \[0, 1\); got -0.1"),
-        ({"batch_size": 0}, "batch_size must be >= 1; got 0"),
+        ({"batch_size": -1}, "batch_size must be >= 0; got -1"),
         ({"threshold": 1.5}, r"threshold must be in \[0, 1\]; got 1.5"),
         ({"precision": "half"}, "precision must be one of auto, fp32, bf16, fp16; got 'half'"),
         ({"tile": (0, 64)}, r"tile must be \(height, width\) >= 1; got \(0, 64\)"),

@@ -103,7 +103,9 @@ def test_band_prediction_equals_the_in_memory_prediction(model_path, tmp_path):
     image = _image(300, 260)
     (tmp_path / "in").mkdir()
     _write(tmp_path / "in" / "big.tif", image)
-    predictor = Predictor.from_checkpoint(model_path, PredictConfig(strategy="tile"), "cpu")
+    predictor = Predictor.from_checkpoint(
+        model_path, PredictConfig(strategy="tile", tile=(48, 48)), "cpu"
+    )
     expected = predictor.predict_mask(image)
     assert len(np.unique(expected)) >= 2  # a mask worth comparing
     out = tmp_path / "out"
@@ -182,7 +184,9 @@ def test_strided_keeps_no_band_alive(tmp_path):
 def test_a_row_range_is_exactly_those_rows_of_the_whole_prediction(model_path, tmp_path, cut):
     image = _image(300, 260)
     _write(tmp_path / "a.tif", image)
-    predictor = Predictor.from_checkpoint(model_path, PredictConfig(strategy="tile"), "cpu")
+    predictor = Predictor.from_checkpoint(
+        model_path, PredictConfig(strategy="tile", tile=(48, 48)), "cpu"
+    )
     expected = predictor.predict_mask(image)
     with LargeImage(tmp_path / "a.tif") as region:
         bands = list(predictor.iter_mask_bands(region, cut))
@@ -219,7 +223,7 @@ def test_an_interrupted_slide_resumes_from_its_last_written_strip(
 
     (tmp_path / "in").mkdir()
     _write(tmp_path / "in" / "big.tif", _image(600, 200))
-    config = PredictConfig(strategy="tile", precision="fp32")
+    config = PredictConfig(strategy="tile", tile=(48, 48), precision="fp32")
     kwargs = {"progress": False, "large_pixels": 100 * 100}
     whole = Predictor.from_checkpoint(model_path, config, "cpu")
     whole_tiles = _count_tiles(whole)
@@ -267,7 +271,9 @@ def test_strips_of_another_job_are_not_reused(model_path, tmp_path, monkeypatch)
     def stop(self, index, tiles):
         raise KeyboardInterrupt
 
-    first = Predictor.from_checkpoint(model_path, PredictConfig(strategy="tile"), "cpu")
+    first = Predictor.from_checkpoint(
+        model_path, PredictConfig(strategy="tile", tile=(48, 48)), "cpu"
+    )
     real_write = large._Strips.write
     monkeypatch.setattr(
         large._Strips, "write", lambda s, i, t: (real_write(s, i, t), stop(s, i, t))
@@ -276,7 +282,7 @@ def test_strips_of_another_job_are_not_reused(model_path, tmp_path, monkeypatch)
         predict_paths(first, [tmp_path / "in"], tmp_path / "out", **kwargs)
     assert (tmp_path / "out" / ".big.unetkit-part" / "000000.strip").is_file()
     monkeypatch.setattr(large._Strips, "write", real_write)
-    other = PredictConfig(strategy="tile", overlap=0.5)
+    other = PredictConfig(strategy="tile", tile=(48, 48), overlap=0.5)
     for out in ("out", "fresh"):
         predictor = Predictor.from_checkpoint(model_path, other, "cpu")
         predict_paths(predictor, [tmp_path / "in"], tmp_path / out, **kwargs)
@@ -310,7 +316,7 @@ def test_skip_background_runs_no_tile_on_empty_glass(model_path, tmp_path):
     image[:, 200:] = 255
     (tmp_path / "in").mkdir()
     _write(tmp_path / "in" / "slide.tif", image)
-    config = PredictConfig(strategy="tile", precision="fp32")
+    config = PredictConfig(strategy="tile", tile=(48, 48), precision="fp32")
     kwargs = {"progress": False, "large_pixels": 100 * 100}
     masks, tiles = {}, {}
     for skip in (None, "bright"):

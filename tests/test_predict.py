@@ -318,7 +318,7 @@ def test_the_config_device_is_used_unless_a_device_is_given(trained, monkeypatch
         (["--strategy", "tiles"], "--strategy: strategy must be one of auto, full, letterbox"),
         (["--precision", "fp8"], "--precision: precision must be one of auto, fp32, bf16, fp16"),
         (["--threshold", "2"], "--threshold: threshold must be in [0, 1]; got 2.0"),
-        (["--batch-size", "0"], "--batch-size: batch_size must be >= 1; got 0"),
+        (["--batch-size", "-1"], "--batch-size: batch_size must be >= 0; got -1"),
     ],
 )
 def test_bad_predict_flags_are_reported_once_up_front(
@@ -601,3 +601,26 @@ def test_evaluate_and_predict_objects_between(trained, tmp_path):
     assert np.asarray(Image.open(pred / "a_instances.png")).max() == 4
     with (pred / "a_objects.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 7, 300])
+def test_class_argmax_is_argmax(classes):
+    """The fast per-class loop picks what ``argmax(0)`` picks, ties to the lower class."""
+    from unetkit.infer.predict import class_argmax
+
+    rng = np.random.default_rng(classes)
+    probs = torch.from_numpy(rng.integers(0, 4, (classes, 37, 41)).astype(np.float32))  # ties
+    got = class_argmax(probs)
+    assert got.dtype == (torch.uint8 if classes <= 256 else torch.int32)
+    np.testing.assert_array_equal(got.long().numpy(), probs.argmax(0).numpy())
+
+
+def test_default_tiling_is_large_tiles_one_at_a_time_on_a_cpu(trained):
+    """No --tile / --batch-size: the tiles come from the device and memory, not the 32 px
+    training size (whose context and overlap made the network run 3x the pixels)."""
+    predictor = _predictor(trained["crop"])
+    side = predictor._tile()[0]
+    assert predictor._tile() == (side, side) and side % 16 == 0 and side >= 64
+    assert predictor._batch_size == 1
+    asked = _predictor(trained["crop"], tile=(48, 40), batch_size=3)
+    assert asked._tile() == (48, 40) and asked._batch_size == 3

@@ -92,8 +92,9 @@ def setup(tmp_path_factory, grey_level_model) -> dict:
 
 
 def _command(setup: dict, out: Path) -> list[str]:
+    """The prediction command; small tiles make it slow enough to kill part-way."""
     return [str(setup["model"]), str(setup["inputs"]), "-o", str(out), "--device", "cpu",
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--tile", "32"]  # fmt: skip
 
 
 def _finished(out: Path) -> int:

@@ -206,3 +206,48 @@ def test_batch_size_does_not_change_the_result(same_models):
         one = predict_tiled(model, image, (32, 32), 0.5, rule, batch_size=1)
         many = predict_tiled(model, image, (32, 32), 0.5, rule, batch_size=7)
     torch.testing.assert_close(one, many, rtol=0, atol=1e-6)
+
+
+# -- the default plan: balanced tiles, context from the pooling grid, chosen by the device ------
+def test_default_plan_balances_the_tiles_by_hand():
+    """2048 px with 640 px tiles at depth 4 (context 32): four windows whatever the tile, so
+    the tile shrinks to 560 (the smallest on the grid that still needs only four) instead of
+    the last 640 px window re-running 448 px of its neighbour."""
+    rule = SizeRule(lambda size: size, lambda n: (n, n), 16)
+    plan = plan_axis(2048, 640, 0.0, rule)
+    assert plan.tile_in == 560 and plan.windows == (0, 496, 992, 1488)
+    assert plan.keeps == ((0, 528), (32, 528), (32, 528), (32, 560))
+    kept = sum(b - a for a, b in plan.keeps)
+    assert kept == 2048  # abutting, no pixel computed twice
+    assert len(plan_axis(2048, 576, 0.0, rule).windows) == 4  # what 560 needs, no fewer
+    assert len(plan_axis(2048, 544, 0.0, rule).windows) == 5
+
+
+def test_default_context_and_no_overlap_agree_with_the_whole_image(same_models):
+    """The defaults (context 2 * align, overlap 0): kept tile parts abut, and the mask agrees
+    with one whole-image pass on >= 99.9 % of pixels (bench/predict.py measures the
+    full-width model: 99.998 % at 2048^2)."""
+    model = same_models["pad"]
+    rule = SizeRule.from_model(model)
+    image = _image(5 * P + 3, 4 * P + 7, seed=5)
+    with torch.inference_mode():
+        full = predict_tiled(model, image, None, 0.0, rule)
+        tiled = predict_tiled(model, image, (P, P), 0.0, rule)
+    assert len(plan_axis(5 * P + 3, P, 0.0, rule).windows) > 4  # many inner borders
+    assert (tiled.argmax(0) == full.argmax(0)).float().mean() >= 0.999
+    assert float((tiled - full).abs().max()) < 1e-2
+
+
+def test_auto_tiling_follows_the_device_and_the_memory(monkeypatch):
+    from unetkit.infer import tiling
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tiling, "_available_memory", lambda: 64.0 * 2**30)
+    assert tiling.auto_tiling(16, cpu) == (640, 1)  # the CPU's knee, one tile at a time
+    assert tiling.auto_tiling(64, cpu) == (640, 1)  # 64 x 24 B x 640^2 = 0.6 GiB < 1 GiB
+    assert tiling.auto_tiling(256, cpu) == (416, 1)  # 1 GiB / (256 x 24 B) = 418^2
+    monkeypatch.setattr(tiling, "_available_memory", lambda: 1.0 * 2**30)  # a quarter: 256 MiB
+    side, batch = tiling.auto_tiling(64, cpu)
+    assert side == 416 and batch == 1 and 64 * 24 * side**2 <= 2**28
+    monkeypatch.setattr(tiling, "_available_memory", lambda: 1.0)
+    assert tiling.auto_tiling(64, cpu) == (64, 1)  # never below 64 px

@@ -42,6 +42,7 @@ def _default(cls, field: str) -> str:
         ("TrainConfig", "epochs"): "50, or unlimited with --time-budget",
         ("TrainConfig", "val_every"): "0 = auto",
         ("TrainConfig", "save_every"): "0 = auto",
+        ("PredictConfig", "batch_size"): "0 = auto: 1 on a CPU, up to 8 on a GPU",
         ("TrainConfig", "time_budget"): "0 = none",
         ("TrainConfig", "steps_per_epoch"): "0 = the data's",
         ("DataConfig", "size"): "256",
@@ -387,7 +388,7 @@ _STRATEGY_HELP = "auto | full | letterbox | resize | tile"
 
 # The inference flags, declared once: predict and evaluate take the same ones.
 _STRATEGY = _option(PredictConfig, "strategy", "--strategy", help=_STRATEGY_HELP)
-_TILE = typer.Option(None, "--tile", help="Tile size N or HxW (default: training size).")
+_TILE = typer.Option(None, "--tile", help="Tile size N or HxW.")
 _OVERLAP = _option(PredictConfig, "overlap", "--overlap", help="Tile overlap in [0, 1).")
 _BLEND = _option(PredictConfig, "blend", "--blend", help="gaussian | constant")
 _BATCH = _option(PredictConfig, "batch_size", "--batch-size", help="Tiles per forward pass.")
@@ -733,7 +734,7 @@ _UNSET_DEFAULTS = {
     "--loss": "auto",
     "--weight-map-objects": "foreground",
     "--val-stems": "--val-fraction of the images",
-    "--tile": "the training size",
+    "--tile": "auto: up to 640 on a CPU, 1024 on a GPU, as memory allows",
     "--fg-threshold": "the model's",
     "--seed-threshold": "the model's; 0.9 with --objects-between",
     "--min-size": "the model's; 10 with --objects-between",

@@ -574,6 +574,14 @@ class TrainConfig(_Config):
 class PredictConfig(_Config):
     """How ``unetkit predict`` turns an image of any size into a mask.
 
+    ``tile`` None and ``batch_size`` 0 are chosen from the network's width, the device and
+    the memory (``unetkit.infer.tiling.auto_tiling``: up to 640 px tiles one at a time on a
+    CPU, up to 1024 px batched on a GPU). Same-padding networks discard ``context`` pixels
+    (``2**(depth + 1)``) at each inner tile border, so tiles need no ``overlap`` (0) to agree
+    with the whole-image prediction on >= 99.9 % of pixels; an overlap blends neighbours
+    (``blend``) where they share kept pixels. Valid-padding networks (the paper's
+    overlap-tile) are exact and ignore ``overlap``.
+
     ``fg_threshold``, ``seed_threshold``, ``min_size`` and ``fill_holes`` override the
     post-processing stored in an instance model (``ObjectConfig``); None keeps the model's.
 
@@ -586,9 +594,9 @@ class PredictConfig(_Config):
 
     strategy: str = "auto"
     tile: tuple[int, int] | None = None
-    overlap: float = 0.25
+    overlap: float = 0.0
     blend: str = "gaussian"
-    batch_size: int = 4
+    batch_size: int = 0
     tta: bool = False
     threshold: float = 0.5
     min_area: int = 0
@@ -606,8 +614,7 @@ class PredictConfig(_Config):
         _check_choice("precision", self.precision, PRECISIONS)
         _check_range("overlap", self.overlap, 0.0, 1.0)
         _check_range("threshold", self.threshold, 0.0, 1.0, closed=True)
-        _check_min(self, ("batch_size",), 1)
-        _check_min(self, ("min_area",), 0)
+        _check_min(self, ("batch_size", "min_area"), 0)
         if self.tile is not None and (len(self.tile) != 2 or min(self.tile) < 1):
             raise ValueError(f"tile must be (height, width) >= 1; got {self.tile}")
         self.object_overrides()  # validated like the model's own settings
