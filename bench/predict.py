@@ -161,20 +161,20 @@ def _throughput(args) -> list[tuple[str, float]]:
 
     big, small = _image(args.size), [_image(512)] * args.small
     precisions = ["fp32"] + (["bf16"] if cpu_has_bf16() else [])
+    tiling = {k: v for k, v in (("overlap", args.overlap), ("batch_size", args.batch)) if v}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for precision in precisions:
-            common = {"precision": precision, "batch_size": args.batch}
-            full = _predictor(args.width, args.depth, folder, strategy="full", **common)
+            full = _predictor(args.width, args.depth, folder, strategy="full", precision=precision)
             rows.append((f"{precision} whole 512x512 images (reference)", _rate(full, small)))
             tiled = _predictor(
-                args.width, args.depth, folder, strategy="tile", tile=(512, 512),
-                overlap=args.overlap, **common,
-            )  # fmt: skip
+                args.width, args.depth, folder, strategy="tile", precision=precision, **tiling
+            )
             rows.append((f"{precision} tiled {args.size}x{args.size}", _rate(tiled, [big])))
-    plans = plan_image((args.size, args.size), (512, 512), args.overlap, tiled.rule)
-    computed = len(plans[0].windows) * len(plans[1].windows) * 512 * 512
-    note = f"{len(plans[0].windows)}x{len(plans[1].windows)} tiles of 512x512"
+    side = tiled._tile()
+    plans = plan_image((args.size, args.size), side, tiled.config.overlap, tiled.rule)
+    computed = len(plans[0].windows) * plans[0].tile_in * len(plans[1].windows) * plans[1].tile_in
+    note = f"{len(plans[0].windows)}x{len(plans[1].windows)} tiles of {plans[0].tile_in} px"
     rows.append((f"({note}: {computed / args.size**2:.2f}x the pixels)", float("nan")))
     return rows
 
@@ -326,8 +326,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=4, help="Whole 512x512 reference images.")
     parser.add_argument("--width", type=int, default=8, help="Base width of the model.")
     parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--overlap", type=float, default=0.25)
-    parser.add_argument("--batch", type=int, default=4, help="Tiles per forward pass.")
+    parser.add_argument("--overlap", type=float, help="Tile overlap (default: Predictor's).")
+    parser.add_argument("--batch", type=int, help="Tiles per forward pass (default: auto).")
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[4096, 10000])
     parser.add_argument("--rss-width", type=int, default=4, help="Base width for the RSS runs.")
     parser.add_argument("--rss-depth", type=int, default=3)
@@ -350,14 +350,14 @@ def main() -> None:
     if args.compare:
         _compare(args)
     if not args.skip_throughput:
-        print(f"milesial base width {args.width}, depth {args.depth}, 3 -> 2 classes; tile 512, "
-              f"overlap {args.overlap}, batch {args.batch}")  # fmt: skip
+        tiling = f"overlap {args.overlap}, batch {args.batch} (None: Predictor's default)"
+        print(f"milesial base width {args.width}, depth {args.depth}, 3 -> 2 classes; {tiling}")
         print(f"{'run':44s} {'MP/s':>8s}")
         for name, rate in _throughput(args):
             print(f"{name:44s} {rate:8.2f}" if rate == rate else name)
     if args.rss_sizes:
         print(f"\npeak RSS, milesial base width {args.rss_width}, depth {args.rss_depth}, fp32, "
-              "tile 512, RGB uint8 input, uint8 mask output")  # fmt: skip
+              "default tiles, RGB uint8 input, uint8 mask output")  # fmt: skip
         print(f"{'image':>12s} {'before MiB':>11s} {'peak MiB':>10s} {'seconds':>9s}")
         for size in args.rss_sizes:
             model = ["--rss-width", str(args.rss_width), "--rss-depth", str(args.rss_depth)]
