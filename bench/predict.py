@@ -3,7 +3,10 @@
 Throughput: megapixels/s of ``Predictor.predict`` with the ``tile`` strategy on a 4096 x 4096
 RGB image, against the same model on whole 512 x 512 images (``full``: no tiling overhead), in
 fp32 and, where the hardware has it natively, bf16. Memory: each image size runs in its own
-subprocess, which reports its own peak resident set size (``ru_maxrss``) before and after.
+subprocess, which reports its own peak resident set size before and after: ``VmHWM`` of
+``/proc/self/status``, the high-water mark of the process's own memory map. (Not
+``ru_maxrss``: Linux carries that over fork and exec, so a child would report the peak of the
+bench that started it.)
 
 Whole-slide: ``--wsi-sizes N ...`` generates an N x N RGB tiled BigTIFF (a smooth pattern
 with noise, written tile by tile so the bench never holds it either) and runs ``unetkit
@@ -78,7 +81,12 @@ def _rate(predictor, images: list, repeat: int = 1) -> float:
 
 
 def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak resident memory of this process's own memory map, MiB (Linux ``VmHWM``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB
 
 
 def _child(size: int, width: int, depth: int) -> dict:
@@ -135,7 +143,8 @@ def _wsi(args) -> None:
             out = Path(folder) / f"out{size}"
             code = ("import resource, sys; from unetkit.cli import main; "
                     "rc = main(sys.argv[1:]); "
-                    "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); "
+                    "print('RSS', [float(l.split()[1]) / 1024 for l in open('/proc/self/status') "
+                    "if l.startswith('VmHWM:')][0]); "
                     "sys.exit(rc)")  # fmt: skip
             cmd = [sys.executable, "-c", code, "predict", str(ckpt), str(tif), "-o", str(out),
                    "--strategy", "tile", "--no-progress"]  # fmt: skip
