@@ -500,6 +500,12 @@ def predict_cmd(
         help="Images read by region: bright | dark: skip tiles of background only, brighter "
         "(or darker) than an Otsu threshold of the preview; they are class 0.",
     ),
+    zarr: bool = typer.Option(
+        False,
+        "--zarr",
+        help="Images read by region: write the mask as NAME.ome.zarr (OME-NGFF 0.4 multiscale "
+        "label image) instead of NAME.tif; images read whole are not affected.",
+    ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
@@ -542,7 +548,7 @@ def predict_cmd(
         skip_existing=skip_existing, progress=progress,
         objects=(objects or objects_between is not None) or None,
         pixel_size=pixel_size, geojson=geojson, coco=coco, legend=legend, level=level,
-        background=skip_background, shard=shard,
+        background=skip_background, zarr=zarr, shard=shard,
     )  # fmt: skip
     if shard.is_main:  # the report is the whole run's on every rank
         typer.echo(

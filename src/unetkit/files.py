@@ -146,3 +146,30 @@ def clean_stale_temps(
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def remove_temp_dirs(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders that killed ``atomic_dir`` writes of ``path`` left beside
+    it, whatever their age; returns them.
+
+    ``clean_stale_temps`` leaves folders alone (their time says nothing of writes deeper
+    inside); this is for the one writer of ``path``, before it writes ``path`` again or once
+    ``path`` is in place: a temporary folder of ``path`` then belongs to no running write.
+    Only folders named ``.NAME.unetkit-tmp-XXXXXXXX`` for this ``NAME`` are removed, never
+    through a symbolic link.
+    """
+    path = Path(path)
+    prefix = f".{path.name}{TEMP_TAG}"
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in sorted(path.parent.iterdir()):
+        name = candidate.name
+        ours = name.startswith(prefix) and len(name) == len(prefix) + 8
+        if not (ours and TEMP_NAME.fullmatch(name)):
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            if stat.S_ISDIR(candidate.lstat().st_mode):
+                shutil.rmtree(candidate)
+                removed.append(candidate)
+    return removed

@@ -9,19 +9,25 @@ the full-size PNGs:
 * ``NAME_preview.png``: the image with the predicted classes blended in, at most 2048 px on its
   longer side (every ``step``-th pixel of the image and of the mask).
 
+With ``zarr=True`` (``predict --zarr``) the mask is ``NAME.ome.zarr`` instead of ``NAME.tif``:
+an OME-NGFF 0.4 multiscale label image (``unetkit.infer.zarr_out``), assembled from the same
+strips band by band; the preview and ``summary.csv`` are the same.
+
 ``summary.csv`` gets the usual row (class pixel counts summed over the strips).
 
 **Strips and resuming.** The mask is predicted in strips of 256 rows (one row of TIFF tiles).
 Each finished strip is compressed into its TIFF tiles and written, under a temporary name
 renamed into place, into the part folder ``.NAME.unetkit-part/`` beside the outputs, with
 ``job.json`` saying what is being predicted (the input file, level, model file, prediction
-settings). Once every strip is there, ``NAME.tif`` is assembled from them and the folder is
-removed. A run that was interrupted (killed, an error, Ctrl-C) and is started again with the
-same command finds the folder, checks ``job.json`` and predicts only the strips missing: the
-network starts at the first row of tiles that touches the first missing row, and every row
-comes out exactly as in one uninterrupted run (``unetkit.infer.tiling.iter_bands``), so the
-final files are identical, byte for byte. A part folder of another job (the input, the model
-or a setting changed) is removed and the image predicted from the start.
+settings). Once every strip is there, ``NAME.tif`` (or ``NAME.ome.zarr``) is assembled from
+them and the folder is removed. A run that was interrupted (killed, an error, Ctrl-C) and is
+started again with the same command finds the folder, checks ``job.json`` and predicts only the
+strips missing: the network starts at the first row of tiles that touches the first missing
+row, and every row comes out exactly as in one uninterrupted run
+(``unetkit.infer.tiling.iter_bands``), so the final files are identical, byte for byte. The
+strips do not depend on the mask's format: a run stopped with ``zarr`` resumes without it (and
+the other way round). A part folder of another job (the input, the model or a setting changed)
+is removed and the image predicted from the start.
 
 **Sharded** (``unetkit.infer.shard``): each rank predicts its own contiguous run of strips
 into the same part folder; rank 0 assembles them.
@@ -59,6 +65,8 @@ from ..files import atomic_path, clean_stale_temps, write_bytes, write_text
 from ..viz import overlay, save_png
 from .predict import Predictor
 from .shard import agree, gather, strip_share
+from .zarr_out import SUFFIX as ZARR_SUFFIX
+from .zarr_out import open_mask, write_label_zarr
 
 log = logging.getLogger(__name__)
 
@@ -277,18 +285,22 @@ def predict_large(
     *,
     shard: DistInfo | None = None,
     background: str | None = None,
+    zarr: bool = False,
 ) -> tuple[np.ndarray, tuple[int, int]] | None:
     """Predict one large TIFF (module docstring) and write its outputs.
 
     Args:
         predictor: the model.
         path: the TIFF.
-        out_dir: where ``NAME.tif``, ``NAME_preview.png`` (and the part folder) go.
+        out_dir: where ``NAME.tif`` (or ``NAME.ome.zarr``), ``NAME_preview.png`` (and the
+            part folder) go.
         level: the pyramid level.
         alpha: colour weight of the preview.
         shard: this process's place among the ranks of ``torchrun`` (every rank calls this
             for the same image); None: one process.
         background: ``bright`` / ``dark``: skip the tiles that hold only background.
+        zarr: write the mask as ``NAME.ome.zarr`` (``unetkit.infer.zarr_out``) instead of
+            ``NAME.tif``.
 
     Returns:
         The pixel count of every class (for ``summary.csv``) and the size (H, W) predicted;
@@ -306,7 +318,7 @@ def predict_large(
         slide.step(slide.predict_strips)
         if not shard.is_main:
             return None
-        counts = slide.assemble()
+        counts = slide.assemble(zarr)
         picture = overlay(
             slide.grid if slide.grid.shape[2] != 1 else slide.grid[:, :, 0],
             slide.preview_mask(),
@@ -411,8 +423,9 @@ class _Slide:
                 self.path, self.background.skipped, self.background.tiles,
             )  # fmt: skip
 
-    def assemble(self) -> np.ndarray:
-        """Rank 0: ``NAME.tif`` from the strips; the class counts (and the preview's rows)."""
+    def assemble(self, zarr: bool = False) -> np.ndarray:
+        """Rank 0: ``NAME.tif`` (``zarr``: ``NAME.ome.zarr``) from the strips; the class counts
+        (and the preview's rows)."""
         import tifffile
 
         info = self.predictor.info
@@ -422,7 +435,8 @@ class _Slide:
         step = self.preview_step
         self.preview_rows = []
 
-        def tiles() -> Iterator[bytes]:
+        def strips() -> Iterator[tuple[list[bytes], np.ndarray]]:
+            """Every strip's compressed tiles and its rows, in order (counted as they go)."""
             for index in range(math.ceil(height / TIFF_TILE)):
                 data = self.strips.read(index, count)
                 y0 = index * TIFF_TILE
@@ -430,12 +444,22 @@ class _Slide:
                 counts[:] += np.bincount(rows.ravel(), minlength=len(counts))[: len(counts)]
                 first = (-y0) % step  # the preview keeps rows that are multiples of step
                 self.preview_rows.append(rows[first::step, ::step].copy())
-                yield from data
+                yield data, rows
 
+        if zarr:
+            write_label_zarr(
+                self.out_dir / f"{self.path.stem}{ZARR_SUFFIX}",
+                (rows for _, rows in strips()),
+                self.size,
+                info.palette,
+                info.classes,
+                name=self.path.stem,
+            )
+            return counts
         target = self.out_dir / f"{self.path.stem}.tif"
         with atomic_path(target) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as writer:
             writer.write(
-                tiles(),
+                (tile for data, _ in strips() for tile in data),
                 shape=(height, width),
                 dtype=np.uint8,
                 tile=(TIFF_TILE, TIFF_TILE),
@@ -451,9 +475,16 @@ class _Slide:
 
 
 def count_classes(path: Path, n_classes: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pixel count of every class in a mask TIFF written by ``predict_large``, read band by
-    band (for ``--skip-existing``), and its size (H, W)."""
+    """Pixel count of every class in a mask TIFF (or OME-Zarr) written by ``predict_large``,
+    read band by band (for ``--skip-existing``), and its size (H, W)."""
     counts = np.zeros(max(n_classes, 1), np.int64)
+    if path.name.endswith(ZARR_SUFFIX):
+        array = open_mask(path)
+        height, width = array.shape
+        for r0 in range(0, height, 4 * TIFF_TILE):
+            rows = np.asarray(array[r0 : min(r0 + 4 * TIFF_TILE, height)])
+            counts += np.bincount(rows.ravel(), minlength=len(counts))[: len(counts)]
+        return counts, (int(height), int(width))
     with LargeImage(path) as mask:
         for r0 in range(0, mask.height, 4 * TIFF_TILE):
             rows = mask.rows(r0, min(r0 + 4 * TIFF_TILE, mask.height))
@@ -461,9 +492,18 @@ def count_classes(path: Path, n_classes: int) -> tuple[np.ndarray, tuple[int, in
         return counts, (mask.height, mask.width)
 
 
-def large_outputs(out_dir: Path, stem: str) -> list[Path]:
-    """The files ``predict_large`` writes for ``stem``."""
-    return [out_dir / f"{stem}.tif", out_dir / f"{stem}_preview.png"]
+def large_outputs(out_dir: Path, stem: str, zarr: bool = False) -> list[Path]:
+    """The files ``predict_large`` writes for ``stem`` (the mask first)."""
+    mask = out_dir / (f"{stem}{ZARR_SUFFIX}" if zarr else f"{stem}.tif")
+    return [mask, out_dir / f"{stem}_preview.png"]
+
+
+def finished(path: Path) -> bool:
+    """Whether an output of ``predict_large`` is in place (``NAME.ome.zarr``: a folder, only
+    ever renamed into place whole)."""
+    if path.name.endswith(ZARR_SUFFIX):
+        return path.is_dir()
+    return path.is_file()
 
 
 def remove_parts(out_dir: Path, stem: str) -> None:

@@ -18,8 +18,9 @@ id), ``NAME.geojson`` (a QuPath-importable FeatureCollection) and ``coco.json`` 
 for the folder) on request; ``summary.csv`` gains the object count.
 
 TIFFs too large for memory are read by region (``unetkit.infer.large``: ``NAME.tif`` and
-``NAME_preview.png``, resumable). Under ``torchrun`` the processes share the inputs and rank 0
-writes the folder's files (``unetkit.infer.shard``).
+``NAME_preview.png``, resumable; with ``zarr`` the mask is ``NAME.ome.zarr``, an OME-NGFF
+label image, instead of ``NAME.tif``). Under ``torchrun`` the processes share the inputs and
+rank 0 writes the folder's files (``unetkit.infer.shard``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ..data.imageio import read_image, read_mask, write_image, write_mask
 from ..data.labelme import labelme_document, polygon_shape
 from ..distributed import DistInfo
 from ..errors import UnetkitError
-from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, write_text
+from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, remove_temp_dirs, write_text
 from ..progress import progress as progress_bar
 from ..viz import colorize, overlay, save_png
 from .predict import Predictor
@@ -207,17 +208,21 @@ def _existing_instances(out_dir: Path, stem: str) -> Path:
 
 
 def _remove_own_temps(out_dir: Path, targets: list[Path]) -> None:
-    """Remove the temporary files of ``targets``, whatever their age.
+    """Remove the temporary files of ``targets`` (and the temporary folders of targets that
+    are folders: ``NAME.ome.zarr``), whatever their age.
 
     Called once every target is in place: a temporary file of one of them can only be what a
     killed write left (``clean_stale_temps`` waits until such files are 10 s old, so a rerun
-    right after a kill would keep them).
+    right after a kill would keep them, and it never removes folders).
     """
     prefixes = tuple(f".{t.stem}{TEMP_TAG}" for t in targets)
     for path in out_dir.glob(f".*{TEMP_TAG}*"):
         ours = path.name.startswith(prefixes) and TEMP_NAME.fullmatch(path.name)
         if ours and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
+    for target in targets:
+        if target.is_dir() and not target.is_symlink():
+            remove_temp_dirs(target)
 
 
 def _predict_one(
@@ -356,6 +361,7 @@ def predict_paths(
     level: int | None = None,
     large_pixels: int | None = None,
     background: str | None = None,
+    zarr: bool = False,
     shard: DistInfo | None = None,
 ) -> PredictReport:
     """Predict every image named by ``inputs`` and write its outputs into ``out_dir``.
@@ -386,6 +392,9 @@ def predict_paths(
         background: images read by region: ``bright`` / ``dark`` skips the network tiles that
             hold only background brighter / darker than an Otsu threshold of the preview
             (``unetkit.infer.large``).
+        zarr: images read by region: the mask as ``NAME.ome.zarr`` (an OME-NGFF 0.4
+            multiscale label image, ``unetkit.infer.zarr_out``) instead of ``NAME.tif``.
+            Images read whole are not affected.
         shard: this process's rank among those of ``torchrun`` (``unetkit.infer.shard``):
             every rank calls this with the same arguments and predicts its share; rank 0
             writes ``summary.csv`` and ``coco.json``. The report is the whole run's on every
@@ -425,6 +434,7 @@ def predict_paths(
         "legend": legend,
         "level": level,
         "background": background,
+        "zarr": zarr,
     }
     predictor.progress = progress and shard.is_main
     from ..data.largeimage import LARGE_PIXELS, streamable
@@ -491,16 +501,16 @@ def _predict_by_region(
 ) -> _Outcome | None:
     """One image read by region (``unetkit.infer.large``); every rank takes part, rank 0
     alone has an outcome."""
-    from .large import count_classes, large_outputs, predict_large, remove_parts
+    from .large import count_classes, finished, large_outputs, predict_large, remove_parts
 
-    targets = large_outputs(out, path.stem)
+    targets = large_outputs(out, path.stem, options["zarr"])
     try:
         if options["objects"]:
             raise UnetkitError(
                 f"{path}: objects of an image read by region are not supported; "
                 "predict a pyramid level that fits in memory (--level)"
             )
-        if skip_existing and all(t.is_file() for t in targets):
+        if skip_existing and all(finished(t) for t in targets):
             if not shard.is_main:
                 return None
             remove_parts(out, path.stem)  # what a run stopped after assembling left
@@ -509,7 +519,7 @@ def _predict_by_region(
         else:
             result = predict_large(
                 predictor, path, out, options["level"] or 0, options["alpha"],
-                shard=shard, background=options["background"],
+                shard=shard, background=options["background"], zarr=options["zarr"],
             )  # fmt: skip
             if result is None:  # another rank's outcome
                 return None

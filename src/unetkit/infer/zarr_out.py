@@ -1,0 +1,220 @@
+"""The mask of an image read by region as OME-Zarr: an OME-NGFF 0.4 multiscale label image.
+
+``predict --zarr`` (``unetkit.infer.large``) writes ``NAME.ome.zarr`` instead of ``NAME.tif``.
+It is Zarr format 2 (the format OME-NGFF 0.4 is written in, which every OME-Zarr reader reads),
+and it is the label image itself, the group an image's ``labels/`` folder would hold::
+
+    NAME.ome.zarr/
+        .zgroup
+        .zattrs     "multiscales": version 0.4, axes y and x (type "space"), one dataset per
+                    level with its "scale" (1, 2, 4, ...); "image-label": the model's palette
+                    as "colors" and the class names as "properties" ("class")
+        0/          the class indices (H, W) at the size predicted: uint8 (uint16 beyond
+                    256 classes, which ``predict`` does not read by region)
+        1/          mask[::2, ::2]: every 2nd pixel of every 2nd row, from pixel (0, 0)
+        2/ ...      mask[::4, ::4], ... until the longer side is <= ``PYRAMID_TOP`` (2048) px
+
+Every level is chunked ``CHUNK`` x ``CHUNK`` (256; chunk keys ``ROW/COL``: dimension separator
+"/") and compressed (Blosc zstd; zlib where numcodecs has no Blosc); a chunk of class 0 only
+(the fill value) is not stored, as Zarr allows. The down-sampled levels pick pixels, they do not
+average: every value is a class of the full mask. To show it over the slide's own OME-Zarr,
+put it in ``SLIDE.ome.zarr/labels/NAME/`` and list ``NAME`` in ``labels/.zattrs`` (the spec
+asks for as many levels as the image has).
+
+**Written band by band** (``write_label_zarr``): the mask arrives as bands of rows, in order,
+and each level keeps at most one row of chunks plus one band's rows (subsampled) until a row of
+chunks is complete, so every chunk is written once and the mask is never whole in memory.
+**Atomically**: into a temporary folder ``.NAME.ome.zarr.unetkit-tmp-XXXXXXXX/`` beside it
+(``unetkit.files.atomic_dir``), renamed onto ``NAME.ome.zarr`` at the end; the temporary folder a
+killed write left is removed before the next write of the same mask
+(``unetkit.files.remove_temp_dirs``), and by ``predict`` once its outputs are in place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..files import atomic_dir, remove_temp_dirs
+
+SUFFIX = ".ome.zarr"
+NGFF_VERSION = "0.4"
+CHUNK = 256
+PYRAMID_TOP = 2048  # levels are added until the longer side is at most this
+
+
+def level_shapes(size: tuple[int, int], top: int | None = None) -> list[tuple[int, int]]:
+    """The (H, W) of every level: level ``k`` is every ``2**k``-th pixel of ``size``, levels
+    added until the longer side is <= ``top`` (default ``PYRAMID_TOP``)."""
+    top = PYRAMID_TOP if top is None else top
+    if top < 1:
+        raise ValueError(f"the top level's size must be >= 1; got {top}")
+    height, width = size
+    shapes = [(height, width)]
+    while max(shapes[-1]) > top:
+        factor = 2 ** len(shapes)
+        shapes.append((-(-height // factor), -(-width // factor)))
+    return shapes
+
+
+def label_attributes(
+    name: str, levels: int, palette: list[list[int]], classes: list[str]
+) -> dict[str, Any]:
+    """The group's OME-NGFF 0.4 attributes: ``multiscales`` and ``image-label``."""
+    datasets = [
+        {
+            "path": str(k),
+            "coordinateTransformations": [{"type": "scale", "scale": [float(2**k)] * 2}],
+        }
+        for k in range(levels)
+    ]
+    colours = [
+        {"label-value": i, "rgba": [*(int(c) for c in palette[i][:3]), 255]}
+        for i in range(min(len(classes), len(palette)))
+    ]
+    label: dict[str, Any] = {"version": NGFF_VERSION}
+    if colours:  # the schema wants at least one
+        label["colors"] = colours
+    if classes:
+        label["properties"] = [{"label-value": i, "class": c} for i, c in enumerate(classes)]
+    return {
+        "multiscales": [
+            {
+                "version": NGFF_VERSION,
+                "name": name,
+                "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "datasets": datasets,
+                "type": "subsample",
+                "metadata": {
+                    "description": "level k is level 0's every 2**k-th pixel from (0, 0): "
+                    "mask[::2**k, ::2**k], no averaging",
+                },
+            }
+        ],
+        "image-label": label,
+    }
+
+
+def _compressor() -> Any:
+    try:
+        from numcodecs import Blosc
+    except ImportError:  # a numcodecs built without Blosc
+        from numcodecs import Zlib
+
+        return Zlib(level=6)
+    return Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)
+
+
+class _Level:
+    """One level being written: it takes the full mask's bands in order, keeps its own rows
+    of them and writes whole rows of chunks (the last one as it is)."""
+
+    def __init__(self, array: Any, factor: int):
+        self.array, self.factor = array, factor
+        self.pending: list[np.ndarray] = []
+        self.held = 0  # rows in pending
+        self.written = 0  # rows of this level written
+
+    def add(self, band: np.ndarray, y0: int) -> None:
+        """The full mask's rows ``y0 ..`` (``band``); this level keeps rows and columns that
+        are multiples of its factor."""
+        rows = band[(-y0) % self.factor :: self.factor, :: self.factor]
+        if self.factor > 1:
+            rows = rows.copy()  # not a view: the band it came from is let go
+        if len(rows):
+            self.pending.append(rows)
+            self.held += len(rows)
+        if self.held >= CHUNK:
+            self._write(self.held // CHUNK * CHUNK)
+
+    def finish(self) -> None:
+        if self.held:
+            self._write(self.held)
+        if self.written != self.array.shape[0]:
+            raise ValueError(f"level {self.array.shape}: {self.written} rows were written")
+
+    def _write(self, count: int) -> None:
+        rows = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self.array[self.written : self.written + count, :] = rows[:count]
+        self.written += count
+        rest = rows[count:].copy()
+        self.pending, self.held = ([rest] if len(rest) else []), len(rest)
+
+
+def write_label_zarr(
+    path: str | os.PathLike,
+    bands: Iterable[np.ndarray],
+    size: tuple[int, int],
+    palette: list[list[int]],
+    classes: list[str],
+    *,
+    name: str | None = None,
+    top: int | None = None,
+) -> None:
+    """Write a class mask, given as bands of rows, as the OME-Zarr label image ``path``
+    (module docstring), atomically.
+
+    Args:
+        path: ``NAME.ome.zarr``; an existing one is replaced once the new one is complete.
+        bands: the mask's rows from row 0 down, in bands of any heights (class indices,
+            (rows, W)), read once, one at a time.
+        size: the mask's (H, W).
+        palette: RGB per class (the ``image-label`` colours).
+        classes: the class names.
+        name: the ``multiscales`` name (default: ``NAME``).
+        top: add levels until the longer side is at most this (default ``PYRAMID_TOP``).
+
+    Raises:
+        ValueError: the bands are not ``size``.
+    """
+    import zarr
+    from zarr.storage import LocalStore
+
+    path = Path(path)
+    height, width = size
+    shapes = level_shapes(size, top)
+    name = name if name is not None else path.name.removesuffix(SUFFIX)
+    dtype = np.uint8 if len(classes) <= 256 else np.uint16
+    remove_temp_dirs(path)  # a killed write's, before this one doubles the space
+    with atomic_dir(path, overwrite=True) as tmp:
+        attributes = label_attributes(name, len(shapes), palette, classes)
+        group = zarr.create_group(LocalStore(tmp), zarr_format=2, attributes=attributes)
+        levels = [
+            _Level(
+                group.create_array(
+                    str(k),
+                    shape=shape,
+                    dtype=dtype,
+                    chunks=(CHUNK, CHUNK),
+                    compressor=_compressor(),
+                    filters=None,
+                    fill_value=0,
+                    order="C",
+                    chunk_key_encoding={"name": "v2", "separator": "/"},
+                ),
+                2**k,
+            )
+            for k, shape in enumerate(shapes)
+        ]
+        y0 = 0
+        for band in bands:
+            if band.ndim != 2 or band.shape[1] != width or y0 + band.shape[0] > height:
+                raise ValueError(f"a band of {band.shape} at row {y0} of a {size} mask")
+            for level in levels:
+                level.add(band, y0)
+            y0 += band.shape[0]
+        for level in levels:
+            level.finish()
+
+
+def open_mask(path: str | os.PathLike, level: int = 0) -> Any:
+    """A level of a label image written by ``write_label_zarr``, read-only (a zarr array:
+    ``.shape``, ``[r0:r1]``)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r", zarr_format=2)
+    return group[str(level)]
