@@ -5,6 +5,7 @@ of the same image exactly."""
 from __future__ import annotations
 
 import csv
+import types
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from unetkit.data.largeimage import LargeImage, streamable
 from unetkit.errors import UnetkitError
 from unetkit.infer.outputs import predict_paths
 from unetkit.infer.predict import Predictor
-from unetkit.infer.tiling import reflect_indices
+from unetkit.infer.tiling import plan_image, reflect_indices
 
 CLASSES = ["background", "a", "b"]
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
@@ -359,3 +360,51 @@ def test_row_ranges_assemble_the_whole_run_for_both_tilings(padding, tiny_model)
                 for _, _, b in iter_bands(net, image, plans, row_range=(r0, r1))
             ]
             assert torch.equal(torch.cat(parts, dim=1), whole), cuts
+
+
+def test_each_row_of_tiff_tiles_is_decoded_once_per_prediction(model_path, tmp_path):
+    """Network windows overlap by their context; the rows of TIFF tiles under one window are
+    kept for the next, so the file is decoded once (plus the statistics / preview passes),
+    not once per window that touches it. Equal to the in-memory prediction all the same."""
+    image = _image(300, 260)
+    _write(tmp_path / "big.tif", image)  # 64 x 64 TIFF tiles
+    predictor = Predictor.from_checkpoint(
+        model_path, PredictConfig(strategy="tile", tile=(48, 48)), "cpu"
+    )
+    decoded = []
+    real = LargeImage.rows
+
+    def rows(self, r0, r1):
+        decoded.append((r0, r1))
+        return real(self, r0, r1)
+
+    plans = plan_image((300, 260), predictor._tile(), 0.0, predictor.rule)
+    assert len(plans[0].windows) > 5  # many overlapping rows of network tiles
+    with LargeImage(tmp_path / "big.tif") as region:
+        region.rows = types.MethodType(rows, region)  # type: ignore[method-assign]
+        got = np.concatenate([band for _, _, band in predictor.iter_mask_bands(region)])
+    np.testing.assert_array_equal(got, predictor.predict_mask(image))
+    band_reads = [r for r in decoded if r[1] - r[0] <= 64]  # the windows' reads (not strided)
+    assert sorted(set(band_reads)) == sorted(band_reads)  # no rows of tiles decoded twice
+    assert sum(r1 - r0 for r0, r1 in band_reads) == 300
+
+
+def test_strided_many_reads_the_file_once_for_every_grid(tmp_path):
+    """A slide's preview and its normalisation statistics come from one pass."""
+    expected = _image(200, 150)
+    _write(tmp_path / "a.tif", expected)
+    with LargeImage(tmp_path / "a.tif") as image:
+        calls = []
+        real = image.rows
+
+        def rows(r0, r1):
+            calls.append((r0, r1))
+            return real(r0, r1)
+
+        image.rows = rows  # type: ignore[method-assign]
+        grids = image.strided_many([4, 3], band_rows=40)
+        assert [g.shape[:2] for g in grids] == [(67, 50), (50, 38)]  # sorted steps: 3, 4
+        read = sum(r1 - r0 for r0, r1 in calls)
+        np.testing.assert_array_equal(image.strided(4), expected[::4, ::4])  # kept: no read
+        np.testing.assert_array_equal(image.strided(3), expected[::3, ::3])
+        assert sum(r1 - r0 for r0, r1 in calls) == read == 200  # every row decoded once

@@ -6,9 +6,11 @@ only the tiles under a requested region are decoded. It offers what tiled predic
 * ``read_region(rows, cols)``: the pixels at row / column indices (slices, or index arrays such
   as the mirrored indices of a window beyond the border), as an (h, w, C) array. The rows last
   read, across the whole width, are kept: tiled prediction asks for every column window of one
-  row of tiles in turn, so each TIFF tile is decoded once per row of network tiles;
+  row of tiles in turn; and so are the decoded rows of TIFF tiles under them, which the next
+  row of network tiles (overlapping by its context) reuses, so each TIFF tile is decoded once;
 * ``strided(step)``: ``image[::step, ::step]``, assembled band by band (whole-image statistics
-  and previews without the whole image in memory).
+  and previews without the whole image in memory); ``strided_many(steps)`` reads several in
+  one pass.
 
 ``streamable(path)`` says whether a file should take this path rather than be read whole:
 a TIFF over :data:`LARGE_PIXELS` pixels (or any TIFF, when a pyramid ``level`` is asked for)
@@ -119,6 +121,10 @@ class LargeImage:
         self.dtype = np.dtype(self._array.dtype)
         self.level = level
         self._cache: tuple[int, int, np.ndarray] | None = None
+        chunk_rows = int(self._array.chunks[0 if self.axes in ("YX", "YXS") else 1])
+        self._granule = chunk_rows * max(1, -(-64 // chunk_rows))  # >= 64 rows, whole chunks
+        self._chunks: dict[int, np.ndarray] = {}  # granule index -> its decoded rows
+        self._grids: dict[int, np.ndarray] = {}  # step -> strided grid (``strided_many``)
 
     # -- size ------------------------------------------------------------------------------------
     @property
@@ -145,6 +151,24 @@ class LargeImage:
         except Exception as exc:  # noqa: BLE001 - a corrupt tile deep in the file
             raise UnetkitError(f"{self.path}: cannot read rows {r0}..{r1} ({exc})") from None
 
+    def _rows_from_chunks(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``[r0, r1)`` (as ``rows``), decoding each row of the file's tiles (or strips)
+        once while reads move down the image: the rows of tiles under the last read are kept,
+        and consecutive network windows, which overlap by their context, reuse them instead
+        of decoding them again (measured: one decode pass instead of two at 640 px windows
+        over 512 px TIFF tiles)."""
+        g = self._granule
+        first, last = r0 // g, (r1 - 1) // g
+        for i in [i for i in self._chunks if not first <= i <= last]:
+            del self._chunks[i]
+        parts = []
+        for i in range(first, last + 1):
+            if i not in self._chunks:
+                self._chunks[i] = self.rows(i * g, min((i + 1) * g, self.height))
+            parts.append(self._chunks[i])
+        band = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return band[r0 - first * g : r1 - first * g]
+
     def read_region(self, rows: slice | np.ndarray, cols: slice | np.ndarray) -> np.ndarray:
         """Pixels at the given rows and columns (slices with step 1, or index arrays)."""
         if isinstance(rows, slice):
@@ -155,7 +179,8 @@ class LargeImage:
             local = rows - r0
         cache = self._cache
         if cache is None or not (cache[0] <= r0 and r1 <= cache[1]):
-            cache = self._cache = (r0, r1, self.rows(r0, r1))
+            self._cache = None  # (freed before the next rows are decoded)
+            cache = self._cache = (r0, r1, self._rows_from_chunks(r0, r1))
         c0, _, band = cache
         if isinstance(local, slice):
             band = band[r0 - c0 + local.start : r0 - c0 + local.stop]
@@ -164,13 +189,36 @@ class LargeImage:
         return band[:, cols]
 
     def strided(self, step: int, band_rows: int = 1024) -> np.ndarray:
-        """``image[::step, ::step]`` as (ceil(H / step), ceil(W / step), C), read band by band."""
+        """``image[::step, ::step]`` as (ceil(H / step), ceil(W / step), C), read band by band
+        (or the grid ``strided_many`` read for this step already)."""
         step = max(1, int(step))
-        chunk = max(step, band_rows // step * step)  # bands start on multiples of step
-        # copies, not views: a view would keep every full-width band of rows alive
-        parts = [self.rows(r0, min(r0 + chunk, self.height))[::step, ::step].copy()
-                 for r0 in range(0, self.height, chunk)]  # fmt: skip
-        return np.concatenate(parts, axis=0)
+        if step in self._grids:
+            return self._grids[step]
+        return self._strided([step], band_rows)[0]
+
+    def strided_many(self, steps: list[int], band_rows: int = 1024) -> list[np.ndarray]:
+        """``strided`` for several steps in one pass over the file (a slide's preview and its
+        normalisation statistics: one decode instead of two); the grids are kept, and
+        ``strided`` of these steps returns them."""
+        steps = sorted({max(1, int(s)) for s in steps})
+        if math.lcm(*steps) > 4 * band_rows:  # bands on a common grid would be too tall
+            grids = [self._strided([s], band_rows)[0] for s in steps]
+        else:
+            grids = self._strided(steps, band_rows)
+        self._grids.update(zip(steps, grids))
+        return grids
+
+    def _strided(self, steps: list[int], band_rows: int) -> list[np.ndarray]:
+        period = math.lcm(*steps)
+        chunk = max(period, band_rows // period * period)  # bands start on multiples of steps
+        parts: list[list[np.ndarray]] = [[] for _ in steps]
+        for r0 in range(0, self.height, chunk):
+            rows = self.rows(r0, min(r0 + chunk, self.height))
+            for part, step in zip(parts, steps):
+                # copies, not views: a view would keep every full-width band of rows alive
+                part.append(rows[::step, ::step].copy())
+            del rows  # let the band go before the next is decoded
+        return [np.concatenate(part, axis=0) for part in parts]
 
     def preview_step(self, longest: int = 2048) -> int:
         """The stride that brings the longer side to at most ``longest`` pixels."""
@@ -179,6 +227,8 @@ class LargeImage:
     # -- life cycle --------------------------------------------------------------------------------
     def close(self) -> None:
         self._cache = None
+        self._chunks.clear()
+        self._grids.clear()
         self._tif.close()
 
     def __enter__(self) -> LargeImage:

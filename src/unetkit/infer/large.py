@@ -389,6 +389,9 @@ class _Slide:
         job = _job(self.predictor, self.path, self.level, self.size, self.background_mode)
         self.strips = _Strips(part_dir(self.out_dir, self.path.stem), job)
         if self.shard.is_main:
+            stats = self.predictor.stats_step(self.size)  # read in the same pass
+            steps = [self.preview_step] if stats is None else [self.preview_step, stats]
+            image.strided_many(steps)
             self.grid = image.strided(self.preview_step)  # the preview (and the background)
             if self.background_mode is not None:
                 self.background = Background(self.grid, self.preview_step, self.background_mode)

@@ -292,6 +292,15 @@ class Predictor:
             f"--objects-between {name}: not a class of this model ({', '.join(classes)})"
         )
 
+    def stats_step(self, size: tuple[int, int]) -> int | None:
+        """The stride of the pixels whose statistics normalise an image of ``size`` (per-image
+        normalisation), or None when the model's normalisation needs none."""
+        from ..data.normalize import stats_step
+
+        if self.info.preprocessing.normalize in ("image", "percentile"):
+            return stats_step(*size)
+        return None
+
     def iter_mask_bands(
         self,
         image,
@@ -323,7 +332,7 @@ class Predictor:
             UnetkitError: instance models (their watershed needs the whole image) and models
                 that predict resized images (``letterbox`` / ``resize``).
         """
-        from ..data.normalize import grid_pixels, pixel_stats, stats_step
+        from ..data.normalize import grid_pixels, pixel_stats
 
         if self.instance:
             raise UnetkitError(
@@ -339,8 +348,9 @@ class Predictor:
             )
         pre = self.info.preprocessing
         stats = None
-        if pre.normalize in ("image", "percentile"):
-            grid = match_channels(image.strided(stats_step(*size)), pre.channels, "image")
+        step = self.stats_step(size)
+        if step is not None:
+            grid = match_channels(image.strided(step), pre.channels, "image")
             stats = pixel_stats(grid_pixels(grid), pre.normalize)
         tile = self._tile() if strategy == "tile" else None
         plans = plan_image(size, tile, self.config.overlap, self.rule)
