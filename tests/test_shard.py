@@ -21,7 +21,7 @@ from unetkit import DataConfig, PredictConfig, save_checkpoint
 from unetkit.cli import main
 from unetkit.distributed import DistInfo
 from unetkit.infer.predict import Predictor
-from unetkit.infer.shard import owns, strip_share
+from unetkit.infer.shard import balanced_owners, my_share, strip_share
 
 CLASSES = ["background", "a", "b"]
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
@@ -94,9 +94,21 @@ def _files(folder: Path) -> dict[str, bytes]:
             if p.is_file()}  # fmt: skip
 
 
-def test_shares_are_deterministic_and_cover_everything():
+def test_shares_are_deterministic_and_cover_everything(tmp_path):
     ranks = [DistInfo(r, 3) for r in range(3)]
-    assert [[i for i in range(7) if owns(i, r)] for r in ranks] == [[0, 3, 6], [1, 4], [2, 5]]
+    # by pixels: the largest first, each to the least loaded rank (ties: lower rank)
+    assert balanced_owners([10, 10, 10, 10, 10, 10, 10], 3) == [0, 1, 2, 0, 1, 2, 0]
+    assert balanced_owners([100, 10, 10, 10, 10, 60, 50], 3) == [0, 2, 1, 2, 1, 1, 2]
+    paths = []
+    for i, side in enumerate([400, 50, 50, 50, 300, 60]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.zeros((side, side), np.uint8)).save(paths[-1])
+    paths.append(tmp_path / "broken.png")
+    paths[-1].write_bytes(b"not a png")  # its byte size stands in; predict reports it later
+    shares = [my_share(paths, r) for r in ranks]
+    assert shares == [{0}, {4}, {1, 2, 3, 5, 6}]  # 160 k px | 90 k px | 11 k px
+    assert set().union(*shares) == set(range(7)) and sum(map(len, shares)) == 7
+    assert my_share(paths, DistInfo()) == set(range(7))  # one process: every image
     assert [list(strip_share(7, r)) for r in ranks] == [[0, 1], [2, 3], [4, 5, 6]]
     assert [list(strip_share(2, r)) for r in ranks] == [[], [0], [1]]  # more ranks than strips
     assert list(strip_share(5, DistInfo())) == [0, 1, 2, 3, 4]
@@ -119,7 +131,7 @@ def folder(model_path, tmp_path_factory) -> tuple[Path, list[str], dict[str, byt
 
 
 def test_two_ranks_write_the_files_of_one_process(folder, tmp_path):
-    """The PNGs shared by index, the TIFF's strips of 256 rows shared by rank: every output,
+    """The PNGs shared by pixels, the TIFF's strips of 256 rows shared by rank: every output,
     summary.csv included, equal byte for byte."""
     root, args, expected = folder
     driver = tmp_path / "driver.py"
@@ -131,8 +143,9 @@ def test_two_ranks_write_the_files_of_one_process(folder, tmp_path):
     assert "slide.tif" in expected and "summary.csv" in expected and len(expected) == 23
     assert _files(two) == expected
     logs = [(tmp_path / "log" / f"rank{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)]
-    assert logs[0] == ["image img0.png", "image img2.png", "image img4.png", "strip 0"]
-    assert logs[1] == ["image img1.png", "image img3.png", "strip 1", "strip 2"]
+    # by pixels (2240, 2989, 3828, 4757, 5776): img4, img1 | img3, img2, img0
+    assert logs[0] == ["image img1.png", "image img4.png", "strip 0"]
+    assert logs[1] == ["image img0.png", "image img2.png", "image img3.png", "strip 1", "strip 2"]
 
 
 def test_a_crash_on_one_rank_stops_the_run_with_no_half_written_file(folder, tmp_path):

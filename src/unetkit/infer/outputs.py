@@ -47,7 +47,7 @@ from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, remove_temp_dirs, wr
 from ..progress import progress as progress_bar
 from ..viz import colorize, overlay, save_png
 from .predict import Predictor
-from .shard import gather, owns
+from .shard import gather, my_share
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +442,7 @@ def predict_paths(
     threshold = LARGE_PIXELS if large_pixels is None else large_pixels
     large = [streamable(path, level, threshold) for path in paths]
     whole = [i for i, by_region in enumerate(large) if not by_region]
-    mine = {i for n, i in enumerate(whole) if owns(n, shard)}  # images read whole: a share
+    mine = {whole[n] for n in my_share([paths[i] for i in whole], shard)}  # a pixel share
     todo = [i for i in range(len(paths)) if large[i] or i in mine]  # by region: every rank
     outcomes: list[_Outcome] = []
     for i in progress_bar(todo, desc="predict", unit="img", disable=not predictor.progress):

@@ -4,8 +4,9 @@
 (ranks) of the same command; they split the work and write exactly the files one process
 writes, byte for byte:
 
-* images read whole: the ``i``-th of them in the order ``collect_inputs`` lists the inputs
-  (sorted within a folder) is predicted by rank ``i mod N``;
+* images read whole are shared by pixels (``balanced_owners``): the largest image first, each
+  goes to the rank with the fewest pixels so far (sizes from the file headers), so a folder of
+  mixed sizes keeps every rank busy to about the same end;
 * each image read by region (``unetkit.infer.large``): every rank predicts one contiguous run
   of its strips of TIFF tile rows (``strip_share``), rank 0 assembles the mask TIFF and the
   preview once every rank has written its strips;
@@ -21,6 +22,7 @@ and renamed, so no half-written output is left either way.
 from __future__ import annotations
 
 import atexit
+import os
 from typing import Any
 
 from ..device import resolve_device
@@ -51,9 +53,40 @@ def rank_device(device: str, info: DistInfo) -> str:
     return str(resolved) if resolved.type == "cuda" else device
 
 
-def owns(index: int, info: DistInfo) -> bool:
-    """Whether this rank predicts the ``index``-th image read whole."""
-    return index % info.world_size == info.rank
+def balanced_owners(weights: list[int], world_size: int) -> list[int]:
+    """The rank of each image: greedy by size (largest first, each to the least loaded rank;
+    ties to the earlier image and the lower rank), the same on every rank."""
+    loads = [0] * world_size
+    owners = [0] * len(weights)
+    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        owners[i] = rank
+        loads[rank] += max(int(weights[i]), 1)
+    return owners
+
+
+def pixel_weight(path: str | os.PathLike) -> int:
+    """Pixels of an image from its header (no decoding); its size in bytes if the header
+    cannot be read (the file is reported when it is predicted)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return int(image.size[0]) * int(image.size[1])
+    except Exception:  # noqa: BLE001 - any unreadable header: a fallback weight, no error here
+        try:
+            return int(os.path.getsize(path))
+        except OSError:
+            return 1
+
+
+def my_share(paths: list, info: DistInfo) -> set[int]:
+    """Indices (into ``paths``, images read whole) that this rank predicts: all of them in
+    one process, a pixel-balanced share under ``torchrun``."""
+    if not info.enabled or info.world_size == 1:
+        return set(range(len(paths)))
+    owners = balanced_owners([pixel_weight(p) for p in paths], info.world_size)
+    return {i for i, rank in enumerate(owners) if rank == info.rank}
 
 
 def strip_share(count: int, info: DistInfo) -> range:
