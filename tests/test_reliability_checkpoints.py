@@ -388,8 +388,8 @@ def _kill_loop(folder: Path) -> None:
     assert sum(seen.values()) == KILLS  # 200 kills survived, 0 lost
     assert seen[1] and seen[2], seen  # the child really alternated
     assert mid_save > 0, "no kill landed during a save: the test proves nothing"
-    print(f"{KILLS} kills survived, {mid_save} mid-save, {seen}, {elapsed:.1f} s")
-    assert elapsed < 20, elapsed
+    print(f"{KILLS} kills survived, {mid_save} mid-save, {seen}, {elapsed:.1f} s")  # no time
+    # assertion: a loaded CI machine may take longer, and speed is a benchmark's business
 
 
 def _save_pair(folder: Path, tiny_checkpoint) -> tuple[Path, bytes, Checkpoint]:

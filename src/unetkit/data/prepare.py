@@ -48,6 +48,7 @@ from .labelme import (
     rasterize_objects,
     read_label_list,
 )
+from .split import kind_of, stratified_val
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,18 @@ def _unknown_labels(docs: dict[str, LabelmeFile], values: dict[str, int]) -> lis
     ]
 
 
-def _split(stems: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+def _split(images: dict[str, np.ndarray], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """The recorded train / val split: ``val_fraction`` of the images (at least one when it is
+    above 0 and there are two or more), stratified by size and background like ``train``'s
+    (``unetkit.data.split.stratified_val``), so a rare kind of image keeps training images."""
     if not 0 <= val_fraction < 1:
         raise UnetkitError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = round(val_fraction * len(stems))
-    if val_fraction > 0 and len(stems) >= 2:
-        n_val = min(max(n_val, 1), len(stems) - 1)
-    order = np.random.default_rng(seed).permutation(len(stems))
-    val = sorted(stems[i] for i in order[:n_val])
-    return {"train": sorted(set(stems) - set(val)), "val": val}
+    stems = sorted(images)
+    if val_fraction == 0 or len(stems) < 2:
+        return {"train": stems, "val": []}
+    kinds = {stem: kind_of(images[stem]) for stem in stems}
+    val = stratified_val(stems, kinds, val_fraction, seed)
+    return {"train": [s for s in stems if s not in set(val)], "val": val}
 
 
 def _convert(
@@ -286,7 +290,9 @@ def _write(
         unused = [c for c, n in zip(classes[1:], counts[1:]) if n == 0]
         if unused:
             warnings.append(f"classes never painted: {', '.join(unused)}")
-        split = _split(sorted(converted), val_fraction, seed)
+        split = _split(
+            {stem: image for stem, (image, _, _) in converted.items()}, val_fraction, seed
+        )
         meta = {
             "format": DATASET_FORMAT,
             "version": DATASET_VERSION,

@@ -3,63 +3,14 @@ config, class weights and the weight map."""
 
 from __future__ import annotations
 
-import random
-
 import torch
 
 from ..config import TrainConfig
+from ..data.split import image_kind, stratified_val
 from ..errors import UnetkitError
 from ..models.presets import PRESETS, preset_config
 
 REGRESSION_PRESETS = ("restore", "x3")
-
-
-def image_kind(path) -> tuple[int, int, bool]:
-    """What the validation split stratifies on: (height, width, bright) of an image, bright
-    when its mean lies above the middle of its own range (brightfield and stained slides on a
-    light background; fluorescence and dark-field are dark)."""
-    from ..data.imageio import read_image
-
-    image = read_image(path)
-    low, high = float(image.min()), float(image.max())
-    return int(image.shape[0]), int(image.shape[1]), float(image.mean()) > (low + high) / 2
-
-
-def stratified_val(
-    stems: list[str], kinds: dict[str, tuple], fraction: float, seed: int
-) -> list[str]:
-    """Validation stems: ``round(fraction * N)`` (at least 1) images, stratified by kind.
-
-    Mixed data sets (fluorescence at several sizes, brightfield, a few large images) hold
-    small groups of one kind each, and a random fifth can take every image of a rare kind out
-    of training (on the DSB 2018 split it took the only 1272x603 training image and two of
-    three 640x512 ones). So the images are grouped by kind (:func:`image_kind`: size and
-    light / dark background); each group gives ``floor(fraction * n)`` images and the rest of
-    the count goes to the groups with the largest remainders (ties in a seeded random order);
-    a group always keeps at least one training image. Only when every group is down to one
-    image do single images go (in the seeded order). Within a group the images are taken in a
-    seeded random order.
-    """
-    rng = random.Random(seed)
-    groups: dict[tuple, list[str]] = {}
-    for stem in sorted(stems):
-        groups.setdefault(kinds[stem], []).append(stem)
-    keys = sorted(groups)
-    rng.shuffle(keys)
-    for key in keys:
-        rng.shuffle(groups[key])
-    want = max(1, round(fraction * len(stems)))
-    take = {k: min(int(fraction * len(groups[k]) + 1e-9), len(groups[k]) - 1) for k in keys}
-    by_remainder = sorted(keys, key=lambda k: -(fraction * len(groups[k]) - take[k]))
-    for key in by_remainder:  # stable sort: ties keep the seeded order
-        if sum(take.values()) >= want:
-            break
-        if take[key] < len(groups[key]) - 1:
-            take[key] += 1
-    spare = [groups[k][take[k]] for k in keys if take[k] == len(groups[k]) - 1]
-    val = [s for k in keys for s in groups[k][: take[k]]]
-    val += spare[: max(0, want - len(val))]
-    return sorted(val)
 
 
 def split_stems(info, cfg: TrainConfig) -> tuple[list[str], list[str]]:
