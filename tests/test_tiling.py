@@ -143,17 +143,23 @@ def test_tiled_equals_whole_image(same_models, kind, size):
             assert agreement >= 0.999
 
 
-def test_default_context_is_close_and_no_context_is_not(same_models):
-    """The check above is sensitive: tile borders without context really differ."""
+@pytest.mark.parametrize("overlap", [0.0, 0.25])
+def test_default_context_is_close_and_no_context_is_not(same_models, overlap):
+    """The defaults (context 2 * align, overlap 0, kept tile parts abutting; or blended with
+    an overlap) agree with one whole-image pass on >= 99.9 % of the mask (bench/predict.py
+    measures the full-width model: 99.998 % at 2048^2); and the check is sensitive: tile
+    borders without context really differ."""
     model = same_models["pad"]
     rule = SizeRule.from_model(model)
-    image = _image(3 * P + 5, 2 * P + 3, seed=3)
+    image = _image(5 * P + 3, 4 * P + 7, seed=5)
     with torch.inference_mode():
         full = predict_tiled(model, image, None, 0.0, rule)
-        near = predict_tiled(model, image, (P, P), 0.25, rule)
+        near = predict_tiled(model, image, (P, P), overlap, rule)
         bare = predict_tiled(model, image, (P, P), 0.0, rule, context=0, blend="constant")
-    assert float((near - full).abs().max()) < 1e-3
-    assert float((bare - full).abs().max()) > 1e-3
+    assert len(plan_axis(5 * P + 3, P, overlap, rule).windows) > 4  # many inner borders
+    assert (near.argmax(0) == full.argmax(0)).float().mean() >= 0.999
+    assert float((near - full).abs().max()) < 1e-2
+    assert float((bare - full).abs().max()) > 1e-2
 
 
 @pytest.mark.parametrize("tile", [(44, 44), (48, 52), (60, 44)])
@@ -221,21 +227,6 @@ def test_default_plan_balances_the_tiles_by_hand():
     assert kept == 2048  # abutting, no pixel computed twice
     assert len(plan_axis(2048, 576, 0.0, rule).windows) == 4  # what 560 needs, no fewer
     assert len(plan_axis(2048, 544, 0.0, rule).windows) == 5
-
-
-def test_default_context_and_no_overlap_agree_with_the_whole_image(same_models):
-    """The defaults (context 2 * align, overlap 0): kept tile parts abut, and the mask agrees
-    with one whole-image pass on >= 99.9 % of pixels (bench/predict.py measures the
-    full-width model: 99.998 % at 2048^2)."""
-    model = same_models["pad"]
-    rule = SizeRule.from_model(model)
-    image = _image(5 * P + 3, 4 * P + 7, seed=5)
-    with torch.inference_mode():
-        full = predict_tiled(model, image, None, 0.0, rule)
-        tiled = predict_tiled(model, image, (P, P), 0.0, rule)
-    assert len(plan_axis(5 * P + 3, P, 0.0, rule).windows) > 4  # many inner borders
-    assert (tiled.argmax(0) == full.argmax(0)).float().mean() >= 0.999
-    assert float((tiled - full).abs().max()) < 1e-2
 
 
 def test_auto_tiling_follows_the_device_and_the_memory(monkeypatch):
