@@ -47,13 +47,14 @@ All files are written under temporary names and renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -481,18 +482,19 @@ def count_classes(path: Path, n_classes: int) -> tuple[np.ndarray, tuple[int, in
     """Pixel count of every class in a mask TIFF (or OME-Zarr) written by ``predict_large``,
     read band by band (for ``--skip-existing``), and its size (H, W)."""
     counts = np.zeros(max(n_classes, 1), np.int64)
-    if path.name.endswith(ZARR_SUFFIX):
-        array = open_mask(path)
-        height, width = array.shape
+    with contextlib.ExitStack() as stack:
+        read: Callable[[int, int], np.ndarray]
+        if path.name.endswith(ZARR_SUFFIX):
+            array = open_mask(path)
+            height, width = (int(n) for n in array.shape)
+            read = lambda r0, r1: np.asarray(array[r0:r1])  # noqa: E731
+        else:
+            mask = stack.enter_context(LargeImage(path))
+            height, width, read = mask.height, mask.width, mask.rows
         for r0 in range(0, height, 4 * TIFF_TILE):
-            rows = np.asarray(array[r0 : min(r0 + 4 * TIFF_TILE, height)])
+            rows = read(r0, min(r0 + 4 * TIFF_TILE, height))
             counts += np.bincount(rows.ravel(), minlength=len(counts))[: len(counts)]
-        return counts, (int(height), int(width))
-    with LargeImage(path) as mask:
-        for r0 in range(0, mask.height, 4 * TIFF_TILE):
-            rows = mask.rows(r0, min(r0 + 4 * TIFF_TILE, mask.height))
-            counts += np.bincount(rows.ravel(), minlength=len(counts))[: len(counts)]
-        return counts, (mask.height, mask.width)
+    return counts, (height, width)
 
 
 def large_outputs(out_dir: Path, stem: str, zarr: bool = False) -> list[Path]:

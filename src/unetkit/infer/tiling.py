@@ -159,9 +159,9 @@ def _plan_same(
         stride = min(max(int(inner * (1.0 - overlap)) // align * align, align), inner)
         return c, [*range(0, extent - t, stride), extent - t]
 
-    c, windows = windows_for(t)
+    count = len(windows_for(t)[1])
     for smaller in range(t - align, align - 1, -align):  # balance: shrink while no more tiles
-        if rule.at_most(smaller) != smaller or len(windows_for(smaller)[1]) > len(windows):
+        if rule.at_most(smaller) != smaller or len(windows_for(smaller)[1]) > count:
             break
         t = smaller
     c, windows = windows_for(t)
@@ -176,7 +176,7 @@ def default_context(rule: SizeRule) -> int:
     pooling grid each, in image pixels. Measured on trained models (DSB nuclei, ISBI
     membranes): tiled masks agree with the whole-image mask on >= 99.9 % of pixels even at
     tiles of 128-192 px, and more at the default tile sizes; twice this is needed for
-    >= 99.99 % (``--context``).
+    >= 99.99 % (``plan_axis(context=...)``).
     """
     return 2 * rule.align
 
@@ -220,13 +220,12 @@ def auto_tiling(first_width: int, device: torch.device) -> tuple[int, int]:
     """
     per_pixel = BYTES_PER_PIXEL_AND_WIDTH * max(int(first_width), 1)
     if device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0] / 4
-        side = min(MAX_TILE["cuda"], int(math.sqrt(budget / per_pixel)))
-        side = max(64, side // 16 * 16)
-        return side, int(max(1, min(8, budget // (per_pixel * side * side))))
-    budget = min(CPU_BUDGET, _available_memory() / 4)
-    side = min(MAX_TILE["cpu"], int(math.sqrt(budget / per_pixel)))
-    return max(64, side // 16 * 16), 1
+        kind, budget, most = "cuda", torch.cuda.mem_get_info(device)[0] / 4, 8
+    else:
+        kind, budget, most = "cpu", min(CPU_BUDGET, _available_memory() / 4), 1
+    side = min(MAX_TILE[kind], int(math.sqrt(budget / per_pixel)))
+    side = max(64, side // 16 * 16)
+    return side, int(max(1, min(most, budget // (per_pixel * side * side))))
 
 
 def _available_memory() -> float:
