@@ -63,6 +63,26 @@ def test_thresholds_are_honoured():
         separate_objects(probs[:2])
 
 
+def test_min_score_drops_the_objects_the_network_is_unsure_of():
+    """An object's score is its mean 1 - p(background): the default 0.8 drops a faint one."""
+    labels = _discs([(20, 20), (44, 44)])
+    probs = _perfect_probs(labels)
+    faint = labels == 2
+    probs[:, faint] = probs[:, faint] * 0.7 + np.array([0.3, 0, 0], np.float32)[:, None]
+    assert ObjectConfig().min_score == 0.8
+    mask, found = separate_objects(probs)
+    assert found.max() == 1 and (found == (labels == 1)).all() and not mask[faint].any()
+    for min_score in (0.65, 0.0):
+        assert separate_objects(probs, ObjectConfig(min_score=min_score))[1].max() == 2
+    # the score is the mean over the object: an unsure patch in a sure object keeps it whole
+    patchy = probs.copy()
+    patchy[:, 17:23, 17:23] = np.array([0.4, 0.6, 0], np.float32)[:, None, None]
+    _, found = separate_objects(patchy)
+    assert found.max() == 1 and found[20, 20] == found[20, 14] == 1
+    with pytest.raises(ValueError, match="min_score"):
+        ObjectConfig(min_score=1.5)
+
+
 def test_object_classes_and_renumber():
     labels = np.array([[5, 5, 0], [0, 9, 9]])
     assert (renumber(labels) == [[1, 1, 0], [0, 2, 2]]).all()

@@ -485,6 +485,8 @@ def test_instance_post_processing_overrides(tmp_path, grey_level_model):
     assert big.objects_config.min_size == 1000
     assert big.predict_objects(image)[1].max() == 0
     assert _predictor(path).predict_objects(image)[1].max() == truth.max()
+    assert _predictor(path).objects_config.min_score == 0.8  # the model's
+    assert _predictor(path, min_score=1.0).predict_objects(image)[1].max() == 0
 
 
 def test_instance_model_writes_object_outputs(tmp_path, grey_level_model):

@@ -45,6 +45,21 @@ def test_wider_boundary():
         object_edges(labels, width=0)
 
 
+def test_a_wide_boundary_narrows_on_small_objects_to_keep_an_interior():
+    """A 2 px edge would leave a 5x5 object 1 interior pixel (< a quarter): it gets 1 px."""
+    labels = np.zeros((13, 20), np.int32)
+    labels[1:10, 1:10] = 1  # 9x9: keeps 5x5 = 31 % at 2 px
+    labels[1:6, 10:15] = 2  # 5x5, touching object 1: would keep 1 px of 25
+    labels[7:12, 14:19] = 3  # 5x5 alone
+    edges = object_edges(labels, width=2)
+    interior = (labels > 0) & ~edges
+    assert interior[labels == 1].sum() == 25
+    assert interior[labels == 2].sum() == interior[labels == 3].sum() == 9
+    assert (interior[2:5, 11:14]).all() and (interior[8:11, 15:18]).all()
+    wide = object_edges(labels, width=3)  # 9x9 keeps 3x3 = 11 % at 3 px -> 2 px
+    assert (((labels > 0) & ~wide)[labels == 1]).sum() == 25
+
+
 def test_boundary_target_sets_class_k_and_keeps_ignore():
     labels = _two_touching()
     mask = (labels > 0).astype(np.int64)

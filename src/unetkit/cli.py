@@ -410,6 +410,11 @@ _SEED_THRESHOLD = typer.Option(
 _MIN_SIZE = typer.Option(
     None, "--min-size", help="Instance models: drop smaller objects (--objects-between: seeds)."
 )
+_MIN_SCORE = typer.Option(
+    None,
+    "--min-score",
+    help="Instance models: drop objects whose mean 1 - p(bg) is under S.",
+)
 _FILL_HOLES = typer.Option(
     None,
     "--fill-holes/--no-fill-holes",
@@ -425,7 +430,8 @@ _OBJECTS_BETWEEN = typer.Option(
 )
 _INFER_FLAGS = (
     "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "device",
-    "precision", "fg_threshold", "seed_threshold", "min_size", "fill_holes", "objects_between",
+    "precision", "fg_threshold", "seed_threshold", "min_size", "min_score", "fill_holes",
+    "objects_between",
 )  # fmt: skip
 
 
@@ -468,6 +474,7 @@ def predict_cmd(
     fg_threshold: float = _FG_THRESHOLD,
     seed_threshold: float = _SEED_THRESHOLD,
     min_size: int = _MIN_SIZE,
+    min_score: float = _MIN_SCORE,
     fill_holes: bool = _FILL_HOLES,
     objects_between: str = _OBJECTS_BETWEEN,
     objects: bool = typer.Option(
@@ -597,6 +604,7 @@ def evaluate_cmd(
     fg_threshold: float = _FG_THRESHOLD,
     seed_threshold: float = _SEED_THRESHOLD,
     min_size: int = _MIN_SIZE,
+    min_score: float = _MIN_SCORE,
     fill_holes: bool = _FILL_HOLES,
     objects_between: str = _OBJECTS_BETWEEN,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
@@ -744,6 +752,7 @@ _UNSET_DEFAULTS = {
     "--fg-threshold": "the model's",
     "--seed-threshold": "the model's; 0.9 with --objects-between",
     "--min-size": "the model's; 10 with --objects-between",
+    "--min-score": "the model's",
     "--pixel-size": "pixels",
     "--level": "full size",
     "--num-classes": "from the data",

@@ -442,6 +442,11 @@ class ObjectConfig(_Config):
             probability of the object classes' interiors exceeds this.
         min_size: objects smaller than this (pixels) are dropped; None: chosen when training
             starts, a fifth of the 10th percentile of the training objects' areas (>= 1).
+        min_score: objects whose score, the mean object probability ``1 - p(background)``
+            over their pixels, is under this are dropped (a detector's score threshold):
+            fragments the network is unsure of. 0.8 raised AP@0.5 on DSB 2018 from 0.573 to
+            0.630 on the validation images and from 0.641 to 0.691 on the test images of
+            ``bench/dsb_instances.py`` (0.7: 0.600 / 0.677, 0.9: 0.608 / 0.597).
         fill_holes: holes inside an object become part of it.
     """
 
@@ -449,12 +454,14 @@ class ObjectConfig(_Config):
     fg_threshold: float = 0.5
     seed_threshold: float = 0.5
     min_size: int | None = None
+    min_score: float = 0.8
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
         _check_min(self, ("boundary_width",), 1)
         _check_range("fg_threshold", self.fg_threshold, 0.0, 1.0)
         _check_range("seed_threshold", self.seed_threshold, 0.0, 1.0)
+        _check_range("min_score", self.min_score, 0.0, 1.0, closed=True)
         if self.min_size is not None:
             _check_min(self, ("min_size",), 0)
 
@@ -582,7 +589,8 @@ class PredictConfig(_Config):
     (``blend``) where they share kept pixels. Valid-padding networks (the paper's
     overlap-tile) are exact and ignore ``overlap``.
 
-    ``fg_threshold``, ``seed_threshold``, ``min_size`` and ``fill_holes`` override the
+    ``fg_threshold``, ``seed_threshold``, ``min_size``, ``min_score`` and ``fill_holes``
+    override the
     post-processing stored in an instance model (``ObjectConfig``); None keeps the model's.
 
     ``objects_between`` (a class name or index; semantic models): objects are the regions
@@ -603,6 +611,7 @@ class PredictConfig(_Config):
     fg_threshold: float | None = None
     seed_threshold: float | None = None
     min_size: int | None = None
+    min_score: float | None = None
     fill_holes: bool | None = None
     objects_between: str | None = None
     device: str = "auto"
@@ -621,6 +630,6 @@ class PredictConfig(_Config):
 
     def object_overrides(self, base: ObjectConfig | None = None) -> ObjectConfig:
         """``base`` (an instance model's post-processing) with this config's overrides."""
-        names = ("fg_threshold", "seed_threshold", "min_size", "fill_holes")
+        names = ("fg_threshold", "seed_threshold", "min_size", "min_score", "fill_holes")
         changes = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         return (base or ObjectConfig()).replace(**changes)

@@ -9,8 +9,9 @@ The model's softmax has the data's K classes plus ``boundary`` (last channel; se
 3. ``skimage.segmentation.watershed`` floods the boundary probability from the seeds, within
    the object pixels, with a little compactness (1e-3: where the boundary probability is
    flat, a pixel goes to its nearest seed); object regions no seed reaches become objects;
-4. holes inside an object are filled (``fill_holes``), objects under ``min_size`` pixels are
-   dropped, ids are renumbered 1..N in raster order of each object's first pixel;
+4. holes inside an object are filled (``fill_holes``); objects under ``min_size`` pixels, and
+   objects whose score (mean ``1 - p(background)`` over their pixels) is under ``min_score``,
+   are dropped; ids are renumbered 1..N in raster order of each object's first pixel;
 5. each object's class is the most probable object class summed over its pixels, and the class
    mask is that class on the object's pixels (0 elsewhere), so mask and objects always agree.
 
@@ -49,6 +50,23 @@ def _fill_holes(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _drop_weak_and_small(
+    labels: np.ndarray, objectness: np.ndarray, min_size: int, min_score: float
+) -> np.ndarray:
+    """``labels`` without the objects under ``min_size`` pixels or under ``min_score`` mean
+    ``objectness``."""
+    if not labels.any() or (min_size <= 1 and min_score <= 0):
+        return labels
+    flat = labels.ravel()
+    areas = np.bincount(flat)
+    drop = areas < min_size
+    if min_score > 0:
+        score = np.bincount(flat, objectness.ravel()) / np.maximum(areas, 1)
+        drop |= score < min_score
+    drop[0] = False
+    return np.where(drop[labels], 0, labels)
+
+
 def separate_objects(
     probs: np.ndarray, config: ObjectConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +74,8 @@ def separate_objects(
 
     Args:
         probs: (K + 1, H, W) softmax probabilities: background, K - 1 object classes, boundary.
-        config: thresholds, minimum size, hole filling (``min_size`` None counts as 0).
+        config: thresholds, minimum size and score, hole filling (``min_size`` None counts
+            as 0).
 
     Returns:
         ((H, W) uint8 class mask in 0..K-1, (H, W) int32 object ids 0..N).
@@ -80,12 +99,7 @@ def separate_objects(
         labels[extra > 0] = extra[extra > 0] + top
     if cfg.fill_holes:
         labels = _fill_holes(labels)
-    min_size = cfg.min_size or 0
-    if min_size > 1 and labels.any():
-        areas = np.bincount(labels.ravel())
-        small = areas < min_size
-        small[0] = False
-        labels[small[labels]] = 0
+    labels = _drop_weak_and_small(labels, 1.0 - probs[0], cfg.min_size or 0, cfg.min_score)
     labels = renumber(labels)
     mask = np.zeros(labels.shape, np.uint8)
     count = int(labels.max())
