@@ -139,6 +139,52 @@ def test_cache_and_stems(prepared_dataset):
         SegmentationDataset(info, stems=["zz"])
 
 
+def test_the_cache_follows_the_available_memory(prepared_dataset, monkeypatch):
+    """The same measure as the prediction's tile size (device.available_memory): a quarter of
+    it, at most 2 GiB, holds the whole training set or nothing is cached."""
+    from unetkit.data import dataset as dataset_module
+
+    info = describe_dataset(prepared_dataset)
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 4096)  # a quarter: 1 KiB
+    ds = SegmentationDataset(info, stems=info.split["val"], config=DataConfig(channels=3))
+    ds[0]
+    assert not ds._cache
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 2**34)
+    ds = SegmentationDataset(info, stems=info.split["val"], config=DataConfig(channels=3))
+    ds[0]
+    assert list(ds._cache) == [info.split["val"][0]]
+
+
+def test_available_memory_reads_memavailable_then_falls_back(monkeypatch, tmp_path):
+    import builtins
+    import os
+
+    from unetkit.device import available_memory
+
+    real_open = builtins.open
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  100 kB\nMemFree:  10 kB\nMemAvailable:  50 kB\n")
+
+    def fake_open(path, *args, **kwargs):
+        if str(path) == "/proc/meminfo":
+            return real_open(meminfo, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert available_memory() == 50 * 1024
+    meminfo.write_text("MemTotal:  100 kB\n")  # no MemAvailable (old kernels): free pages
+    monkeypatch.setattr(
+        os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 3, "SC_PAGE_SIZE": 4096}[name]
+    )
+    assert available_memory() == 3 * 4096
+
+    def no_sysconf(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(os, "sysconf", no_sysconf)
+    assert available_memory() == 2**31
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not ISBI.is_dir(), reason="ISBI 2012 data not available")
 def test_isbi_inferred_classes():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 
 import torch
 
@@ -64,6 +65,28 @@ def autocast(device: torch.device, precision: str):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still take without swapping: the kernel's
+    ``MemAvailable`` (free memory plus the page cache it can reclaim), else the free pages
+    (``SC_AVPHYS_PAGES``, which leave the page cache out), else 2 GiB.
+
+    The one measure behind the memory-sized decisions: the tile size of a prediction
+    (``unetkit.infer.tiling.auto_tiling``) and whether a training set is cached in memory
+    (``unetkit.data.dataset``).
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 2**31
 
 
 def keep_large_buffers() -> bool:

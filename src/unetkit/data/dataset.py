@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from ..device import available_memory
 from ..errors import UnetkitError
 from .imageio import image_to_tensor, match_channels, normalization_stats, read_image
 from .instances import read_instances
@@ -20,13 +21,6 @@ from .targets import boundary_target
 from .transforms import letterbox, resize_to
 
 log = logging.getLogger(__name__)
-
-
-def _available_memory() -> int:
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 2**31
 
 
 def _pad_to(array: np.ndarray, size: tuple[int, int], fill: float | None) -> np.ndarray:
@@ -202,7 +196,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         points = _class_points(mask, k, stem) if self.train else {}
         if self._cache_ok:
             item_bytes = image.nbytes + mask.nbytes + (weight.nbytes if weight is not None else 0)
-            budget = min(2**31, _available_memory() // 4)
+            budget = min(2**31, available_memory() // 4)
             if item_bytes * len(self._stems) <= budget:
                 self._cache[stem] = (image, mask, weight, points)
             else:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..config import BLENDS
+from ..device import available_memory
 from ..errors import UnetkitError
 from ..progress import progress as progress_bar
 
@@ -222,22 +223,10 @@ def auto_tiling(first_width: int, device: torch.device) -> tuple[int, int]:
     if device.type == "cuda":
         kind, budget, most = "cuda", torch.cuda.mem_get_info(device)[0] / 4, 8
     else:
-        kind, budget, most = "cpu", min(CPU_BUDGET, _available_memory() / 4), 1
+        kind, budget, most = "cpu", min(CPU_BUDGET, available_memory() / 4), 1
     side = min(MAX_TILE[kind], int(math.sqrt(budget / per_pixel)))
     side = max(64, side // 16 * 16)
     return side, int(max(1, min(most, budget // (per_pixel * side * side))))
-
-
-def _available_memory() -> float:
-    """Bytes of memory available to this process (``MemAvailable``; 8 GiB if unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8.0 * 2**30
 
 
 def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
