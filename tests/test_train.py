@@ -695,6 +695,10 @@ def test_instance_task_trains_a_boundary_class_and_stores_its_post_processing(tm
     mask, ids = predictor.predict_objects(image)
     assert mask.shape == ids.shape == image.shape and ((mask > 0) == (ids > 0)).all()
     assert predictor.predict_proba(image).shape[0] == 3
+    from unetkit.summary import checkpoint_summary
+
+    shown = checkpoint_summary(run / "best.pt")  # unetkit info: the post-processing it applies
+    assert f'"min_size": {objects["min_size"]}' in shown and '"min_score": 0.8' in shown
     # the training target the dataset hands out: the boundary is class 2
     from unetkit.data.dataset import SegmentationDataset
     from unetkit.data.layout import describe_dataset

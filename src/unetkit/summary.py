@@ -69,6 +69,11 @@ def checkpoint_summary(path: str | Path) -> str:
         f"preprocessing  {json.dumps(ckpt.preprocessing.to_dict())}",
         f"model config   {json.dumps(ckpt.model_config.to_dict())}",
     ]
+    if ckpt.task == "instance":  # the post-processing predict applies (flags override it)
+        from .config import ObjectConfig
+
+        objects = ObjectConfig.from_dict((ckpt.extra or {}).get("objects") or {})
+        lines.append(f"objects        {json.dumps(objects.to_dict())}")
     ts = ckpt.train_state
     if ts:
         keys = ("epoch", "step", "best_metric", "best_value", "metrics")
