@@ -1,5 +1,5 @@
 """Sharded prediction (``unetkit.infer.shard``): ``torchrun --nproc_per_node 2`` on CPUs (gloo)
-writes the same files as one process, byte for byte, with the images read whole shared by index
+writes the same files as one process, byte for byte, with the images read whole shared by pixels
 and the strips of an image read by region shared between the ranks; an input that fails on one
 rank makes every rank exit with code 2."""
 
@@ -146,6 +146,22 @@ def test_two_ranks_write_the_files_of_one_process(folder, tmp_path):
     # by pixels (2240, 2989, 3828, 4757, 5776): img4, img1 | img3, img2, img0
     assert logs[0] == ["image img1.png", "image img4.png", "strip 0"]
     assert logs[1] == ["image img0.png", "image img2.png", "image img3.png", "strip 1", "strip 2"]
+
+
+def test_two_ranks_write_the_ome_zarr_of_one_process(model_path, tmp_path):
+    """``--zarr``: both ranks write strips, rank 0 assembles ``NAME.ome.zarr`` from them; every
+    chunk and metadata file equals one process's."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "slide.tif", _image(700, 150, 7), tile=(64, 64), compression="zlib")
+    args = ["predict", str(model_path), str(inputs), "-o", "OUT", "--level", "0", "--zarr"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([a if a != "OUT" else str(one) for a in args] + ["--no-progress"]) == 0
+    expected = _files(one)
+    assert any(k.startswith("slide.ome.zarr/") for k in expected) and "slide.tif" not in expected
+    done = _torchrun([a if a != "OUT" else str(two) for a in args], tmp_path / "log")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _files(two) == expected
 
 
 def test_a_crash_on_one_rank_stops_the_run_with_no_half_written_file(folder, tmp_path):
