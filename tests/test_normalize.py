@@ -86,7 +86,7 @@ def _images(root, exposures: list[float]) -> None:
 def test_the_fingerprint_decides_the_normalisation(tmp_path):
     _images(tmp_path / "mixed", [10, 90, 20, 60])
     _images(tmp_path / "even", [40, 41, 40, 42])
-    for name, expected in (("mixed", "image"), ("even", "dataset")):
+    for name, expected in (("mixed", "percentile"), ("even", "dataset")):
         ds = SegmentationDataset(tmp_path / name)
         fp = compute_fingerprint(((s, *ds.raw(s)) for s in ds.stems), 2)
         assert choose_normalization(fp)[0] == expected, (name, fp["exposure_spread"])
@@ -107,7 +107,7 @@ def test_training_stores_the_fingerprint_and_the_chosen_transform(tmp_path, caps
     unetkit.fit(cfg)
     for name in ("best.pt", "last.pt"):
         ckpt = load_checkpoint(tmp_path / "run" / name)
-        assert ckpt.preprocessing.normalize == "image"
+        assert ckpt.preprocessing.normalize == "percentile"
         assert ckpt.train_state["fingerprint"]["images"] == 5
     even = tmp_path / "even"
     _images(even, [40, 41, 40, 42, 41, 40])
@@ -145,8 +145,8 @@ def test_normalize_flag_overrides_the_fingerprint(tmp_path, capsys):
     args = ["train", str(tmp_path / "d"), "--preset", "milesial", "--base-width", "4",
             "--depth", "2", "--patch-size", "32", "--epochs", "1", "--steps-per-epoch", "1",
             "--device", "cpu", "--precision", "fp32", "--val-stems", "3"]  # fmt: skip
-    assert main([*args, "-o", str(tmp_path / "r"), "--normalize", "percentile"]) == 0
-    assert load_checkpoint(tmp_path / "r" / "last.pt").preprocessing.normalize == "percentile"
+    assert main([*args, "-o", str(tmp_path / "r"), "--normalize", "image"]) == 0
+    assert load_checkpoint(tmp_path / "r" / "last.pt").preprocessing.normalize == "image"
     capsys.readouterr()
     assert main([*args, "-o", str(tmp_path / "x"), "--normalize", "zscore"]) == 2
     err = capsys.readouterr().err

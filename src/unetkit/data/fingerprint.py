@@ -15,8 +15,11 @@ once (they are decoded anyway, into the cache) and decides the intensity normali
 
 **The normalisation rule** (:func:`choose_normalization`): where exposure varies from image to
 image (``exposure_spread > 0.5`` or ``contrast_spread > 0.5``, as in microscopy mixing
-fluorescence and brightfield, or any set with an uneven illumination) each image is
-standardised by its own statistics (``image``); otherwise by the dataset's (``dataset``).
+fluorescence and brightfield, or any set with an uneven illumination) each image is scaled
+by its own 1 / 99.8 % percentiles (``percentile``, CSBDeep's and StarDist's normalisation;
+on the DSB 2018 bench it beat the per-image z-score ``image``: pooled Dice 0.905 against
+0.894-0.900, instance AP@0.5 0.726 against 0.684); otherwise by the dataset's mean and std
+(``dataset``).
 Image-to-image tasks keep ``fixed`` (the targets are the images themselves).
 
 The fingerprint is printed at the start of training, stored in every checkpoint
@@ -118,9 +121,10 @@ def choose_normalization(fingerprint: dict[str, Any]) -> tuple[str, str]:
     exposure = fingerprint.get("exposure_spread", 0.0)
     contrast = fingerprint.get("contrast_spread", 0.0)
     if exposure > SPREAD_LIMIT or contrast > SPREAD_LIMIT:
-        return "image", (
+        return "percentile", (
             f"exposure varies between images (spread of means {exposure:.2f}, of contrasts "
-            f"{contrast:.2f} > {SPREAD_LIMIT}): each image standardised by its own statistics"
+            f"{contrast:.2f} > {SPREAD_LIMIT}): each image scaled by its own 1 / 99.8 % "
+            "percentiles"
         )
     return "dataset", (
         f"exposure is even across images (spreads {exposure:.2f} / {contrast:.2f} <= "
