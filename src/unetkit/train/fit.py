@@ -80,9 +80,12 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> P
     """
     dist_info = init_distributed(config.device)
     try:
-        return _Trainer(config, dist_info, resume, overwrite).run()
-    finally:
+        result = _Trainer(config, dist_info, resume, overwrite).run()
+    except BaseException:
         shutdown_distributed(dist_info)
+        raise
+    shutdown_distributed(dist_info, together=True)
+    return result
 
 
 class _Trainer:
