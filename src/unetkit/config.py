@@ -590,8 +590,8 @@ class PredictConfig(_Config):
     overlap-tile) are exact and ignore ``overlap``.
 
     ``fg_threshold``, ``seed_threshold``, ``min_size``, ``min_score`` and ``fill_holes``
-    override the
-    post-processing stored in an instance model (``ObjectConfig``); None keeps the model's.
+    override the post-processing stored in an instance model (``ObjectConfig``); None keeps
+    the model's.
 
     ``objects_between`` (a class name or index; semantic models): objects are the regions
     that class separates, such as cells between EM membranes or grains between grain

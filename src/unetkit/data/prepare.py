@@ -153,7 +153,8 @@ def _split(images: dict[str, np.ndarray], val_fraction: float, seed: int) -> dic
         return {"train": stems, "val": []}
     kinds = {stem: kind_of(images[stem]) for stem in stems}
     val = stratified_val(stems, kinds, val_fraction, seed)
-    return {"train": [s for s in stems if s not in set(val)], "val": val}
+    held_out = set(val)
+    return {"train": [s for s in stems if s not in held_out], "val": val}
 
 
 def _convert(
