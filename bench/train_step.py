@@ -4,6 +4,7 @@ Each configuration runs in its own process (the allocator setting is process-wid
 same model, batch and seed; the table reports images/s and the speed-up over naive fp32.
 
     python bench/train_step.py --base-width 16 --size 256 --batch 4 --steps 6
+    python bench/train_step.py --device cuda --base-width 32 --batch 16 --steps 20
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ CONFIGS = {
 def run_one(args, precision: str, channels_last: bool, allocator: bool) -> dict:
     import torch
 
+    device = torch.device(args.device)
+
     from unetkit import build_model
     from unetkit.device import keep_large_buffers
     from unetkit.train.losses import build_loss
@@ -34,8 +37,9 @@ def run_one(args, precision: str, channels_last: bool, allocator: bool) -> dict:
         keep_large_buffers()
     torch.manual_seed(0)
     model = build_model(args.preset, base_width=args.base_width, in_channels=1, num_classes=2)
-    x = torch.randn(args.batch, 1, args.size, args.size)
-    y = torch.randint(0, 2, (args.batch, args.size, args.size))
+    model = model.to(device)
+    x = torch.randn(args.batch, 1, args.size, args.size, device=device)
+    y = torch.randint(0, 2, (args.batch, args.size, args.size), device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -44,12 +48,14 @@ def run_one(args, precision: str, channels_last: bool, allocator: bool) -> dict:
     times = []
     for _ in range(args.steps + 2):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = model(x)
         loss = loss_fn(out.float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     steady = sorted(times[2:])[len(times[2:]) // 2]
     return {"images_per_s": args.batch / steady, "step_s": steady}
@@ -62,6 +68,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -82,6 +89,8 @@ def main() -> None:
             str(args.batch),
             "--steps",
             str(args.steps),
+            "--device",
+            args.device,
             "--child",
             name,
         ]
@@ -90,7 +99,7 @@ def main() -> None:
     ref = rows["fp32 (naive)"]["images_per_s"]
     print(
         f"{args.preset} base width {args.base_width}, batch {args.batch} x 1 x {args.size}^2, "
-        f"CPU training step (forward + backward + AdamW), median of {args.steps}"
+        f"{args.device} training step (forward + backward + AdamW), median of {args.steps}"
     )
     print(f"{'configuration':<34}{'step s':>8}{'img/s':>8}{'speed-up':>10}")
     for name, r in rows.items():

@@ -481,6 +481,7 @@ def test_ddp_on_gpus_uses_nccl_when_the_device_is_auto(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda i: seen.update(gpu=i))
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(
@@ -491,6 +492,24 @@ def test_ddp_on_gpus_uses_nccl_when_the_device_is_auto(monkeypatch):
     seen.clear()
     distributed.init_distributed("cpu")
     assert seen["backend"] == "gloo"
+
+
+def test_more_cuda_ranks_than_gpus_is_a_one_line_error(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: rank 1 would ask for cuda:1 and die
+    in CUDA ("invalid device ordinal"); it must say what to do instead, before any group."""
+    from unetkit.errors import UnetkitError
+    from unetkit.train import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **kw: None)
+    with pytest.raises(UnetkitError, match=r"LOCAL_RANK 1 .* 1 GPU.*--nproc_per_node 1"):
+        distributed.init_distributed("auto")
+    assert distributed.init_distributed("cpu").world_size == 2  # gloo ranks need no GPU
 
 
 def test_a_start_killed_before_its_first_checkpoint_can_be_retried(dataset, tmp_path, capsys):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UnetkitError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -50,6 +52,13 @@ def init_distributed(device: str, timeout_minutes: float = 30) -> DistInfo:
         cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         backend = "nccl" if cuda else "gloo"
         if backend == "nccl":
+            gpus = torch.cuda.device_count()
+            if local >= gpus:
+                raise UnetkitError(
+                    f"torchrun started LOCAL_RANK {local} but this machine has {gpus} GPU"
+                    f"{'s' if gpus != 1 else ''}: use --nproc_per_node {gpus} "
+                    "(or --device cpu for CPU ranks)"
+                )
             torch.cuda.set_device(local)
         timeout = datetime.timedelta(minutes=timeout_minutes)
         dist.init_process_group(backend, timeout=timeout)
