@@ -158,3 +158,30 @@ def test_dtype_kept(dtype):
     images, masks, _ = _batch(b=2)
     out = Augmenter(AugmentConfig())(images.to(dtype), masks, generator=torch.Generator())
     assert out[0].dtype == dtype and out[1].dtype == torch.int64
+
+
+def test_noise_on_the_cpu_is_drawn_from_the_generator_itself():
+    """CPU runs keep their noise (and so their results) whatever the GPU path does."""
+    from unetkit.data.transforms import _normal_on
+
+    like = torch.zeros(2, 3, 8, 8, dtype=torch.bfloat16)
+    got = _normal_on(like, torch.Generator().manual_seed(3))
+    want = torch.randn(like.shape, generator=torch.Generator().manual_seed(3))
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want.to(torch.bfloat16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu.sh)")
+def test_noise_on_a_gpu_is_drawn_there_and_seeded():
+    from unetkit.data.transforms import _normal_on
+
+    like = torch.zeros(4, 1, 64, 64, device="cuda")
+    a = _normal_on(like, torch.Generator().manual_seed(5))
+    b = _normal_on(like, torch.Generator().manual_seed(5))
+    c = _normal_on(like, torch.Generator().manual_seed(6))
+    assert a.device.type == "cuda" and torch.equal(a, b) and not torch.equal(a, c)
+    assert abs(a.std().item() - 1.0) < 0.05
+    images, masks, _ = _batch(b=4, h=32, w=32)
+    aug = only(noise=0.1, elastic=1.0)
+    runs = [aug(images.cuda(), masks.cuda(), generator=torch.Generator().manual_seed(1))
+            for _ in range(2)]  # fmt: skip
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
