@@ -77,7 +77,7 @@ def test_pretty_is_the_json_of_the_config():
         ({"warmup_epochs": -1.0}, "warmup_epochs must be >= 0; got -1.0"),
         ({"steps_per_epoch": -1}, "steps_per_epoch must be >= 0; got -1"),
         ({"early_stop": -1}, "early_stop must be >= 0; got -1"),
-        ({"workers": -1}, "workers must be >= 0; got -1"),
+        ({"workers": -2}, "workers must be >= -1; got -2"),
         ({"optimizer": "adamx"}, "optimizer must be one of adam, adamw, sgd, rmsprop; got 'adamx'"),
         ({"schedule": "step"}, "schedule must be one of constant, cosine, poly, plateau"),
         ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16, fp16; got 'fp8'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -823,3 +824,39 @@ def test_allocator_setting_is_made_by_the_cli_not_by_fit(dataset, tmp_path, monk
     assert _tiny_run(dataset, tmp_path / "cli") == 0
     assert calls == [1]
     assert performance_setup() == {"keep_large_buffers": True} and calls == [1, 1]
+
+
+def test_loading_processes_give_the_same_run_and_live_across_epochs(dataset, tmp_path, monkeypatch):
+    """--workers 2 trains bitwise what --workers 0 trains (each crop is a function of seed,
+    epoch and index), and one DataLoader serves every epoch: its processes are started once,
+    not once per epoch (an epoch can be a few steps on a GPU)."""
+    fit_module = importlib.import_module("unetkit.train.fit")  # the package exports fit()
+    made = []
+    real = fit_module.torch.utils.data.DataLoader
+
+    def counting(*args, **kwargs):
+        made.append(kwargs.get("num_workers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module.torch.utils.data, "DataLoader", counting)
+    common = ["--epochs", "3", "--steps-per-epoch", "2", "--val-stems", "05", "--seed", "3",
+              *TINY, "--deterministic"]  # fmt: skip
+    for workers in ("0", "2"):
+        run = tmp_path / f"w{workers}"
+        assert main(["train", str(dataset), "-o", str(run), "--workers", workers, *common]) == 0
+    assert made == [0, 2]
+    _assert_bitwise_equal(tmp_path / "w0" / "last.pt", tmp_path / "w2" / "last.pt")
+    assert json.loads((tmp_path / "w2" / "config.json").read_text())["workers"] == 2
+
+
+def test_workers_auto_is_none_on_a_cpu_and_bounded_on_a_gpu(monkeypatch):
+    from unetkit.device import resolve_workers
+
+    assert resolve_workers(-1, torch.device("cpu")) == 0
+    assert resolve_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert resolve_workers(-1, torch.device("cuda")) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resolve_workers(-1, torch.device("cuda")) == 3  # 16 CPUs over 4 GPUs, one for training
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert resolve_workers(-1, torch.device("cuda")) == 0

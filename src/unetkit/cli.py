@@ -42,6 +42,7 @@ def _default(cls, field: str) -> str:
         ("TrainConfig", "epochs"): "50, or unlimited with --time-budget",
         ("TrainConfig", "val_every"): "0 = auto",
         ("TrainConfig", "save_every"): "0 = auto",
+        ("TrainConfig", "workers"): "-1 = auto: 0 on a CPU, up to 8 on a GPU",
         ("PredictConfig", "batch_size"): "0 = auto: 1 on a CPU, up to 8 on a GPU",
         ("TrainConfig", "time_budget"): "0 = none",
         ("TrainConfig", "steps_per_epoch"): "0 = the data's",

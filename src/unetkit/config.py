@@ -490,6 +490,10 @@ class TrainConfig(_Config):
     always at the end. ``ema``: decay of an exponential moving average of the weights (0 = off)
     that validation scores and checkpoints hold for prediction (``best.pt`` and ``last.pt``;
     ``last.pt`` also keeps the raw weights for ``--resume``).
+    ``workers`` -1 (auto): data-loading processes, 0 on a CPU (the training step needs every
+    core) and ``min(8, CPUs per GPU - 1)`` on a GPU, where loading in the training process
+    left an H100 waiting on the host; they live for the whole run, and the batches do not
+    depend on their number.
     """
 
     dataset: str = ""
@@ -530,7 +534,7 @@ class TrainConfig(_Config):
     channels_last: bool = True
     compile: bool = False
     device: str = "auto"
-    workers: int = 0
+    workers: int = -1
     seed: int = 0
     deterministic: bool = False
     time_budget: float = 0.0
@@ -559,7 +563,8 @@ class TrainConfig(_Config):
         _check_min(self, ("val_every",), 0)
         _check_min(self, ("lr", "sigma"), 0, strict=True)
         _check_min(self, ("weight_decay", "warmup_epochs", "clip_grad", "time_budget", "w0"), 0)
-        _check_min(self, ("steps_per_epoch", "early_stop", "workers", "panels"), 0)
+        _check_min(self, ("steps_per_epoch", "early_stop", "panels"), 0)
+        _check_min(self, ("workers",), -1)
         _check_range("momentum", self.momentum, 0.0, 1.0)
         _check_range("ema", self.ema, 0.0, 1.0)
         _check_range("val_fraction", self.val_fraction, 0.0, 1.0)

@@ -28,6 +28,28 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     return device
 
 
+def resolve_workers(workers: int, device: torch.device) -> int:
+    """``-1`` (auto) -> data-loading processes for training on ``device``; others as given.
+
+    0 on a CPU: the training step uses every core, and loading a batch costs about 1 ms a
+    sample against about 50 ms of step on 2 cores. On a GPU, ``min(8, CPUs per GPU - 1)``:
+    with the loading done in the training process an H100 ran DSB training at 150-160 img/s
+    against the 1000 img/s of its bare step (``bench/train_step.py --device cuda``). The
+    CPUs per GPU are this process's CPUs over ``LOCAL_WORLD_SIZE`` (torchrun's processes on
+    this machine).
+    """
+    if workers >= 0:
+        return workers
+    if device.type != "cuda":
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(8, cpus // local - 1))
+
+
 def cpu_has_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 / AMX), i.e. fast."""
     with contextlib.suppress(AttributeError, RuntimeError):

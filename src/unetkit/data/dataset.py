@@ -240,7 +240,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         for stem in self._stems:
             self._load(stem)
 
-    def _geometry(self, index: int, image, mask, weight, points):
+    def _geometry(self, index: int, epoch: int, image, mask, weight, points):
         cfg, ignore = self.config, self.config.ignore_index
         size = cast("tuple[int, int]", tuple(cfg.size))
         if cfg.resize == "letterbox":
@@ -254,7 +254,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             mask_h, mask_w = mask.shape
             image, mask = _pad_to(image, size, None), _pad_to(mask, size, ignore)
             weight = None if weight is None else _pad_to(weight, size, 0.0)
-            rng = np.random.default_rng((self.seed, self.epoch, index))
+            rng = np.random.default_rng((self.seed, epoch, index))
             top = int(rng.integers(0, image.shape[0] - size[0] + 1))
             left = int(rng.integers(0, image.shape[1] - size[1] + 1))
             if points and rng.random() < cfg.oversample:  # centred on a foreground pixel
@@ -269,13 +269,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
             weight = None if weight is None else weight[box]
         return image, mask, weight
 
-    def __getitem__(self, index: int) -> dict:
-        """Sample ``index``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``, and
-        ``weight`` float32 (H, W) when a ``weight_fn`` is set."""
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Sample ``key``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``, and
+        ``weight`` float32 (H, W) when a ``weight_fn`` is set.
+
+        ``key`` is an index (its crop that of the epoch ``set_epoch`` chose) or an
+        ``(epoch, index)`` pair: what a data-loading process that lives across epochs gets.
+        """
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         stem = self.stem_of(index)
         loaded = self._load(stem)
         stats = self._stats(stem, loaded[0])  # of the whole image, never of the crop
-        image, mask, weight = self._geometry(index, *loaded)
+        image, mask, weight = self._geometry(index, epoch, *loaded)
         item = {
             "image": image_to_tensor(image, self.config, stats),
             "mask": torch.from_numpy(np.array(mask, dtype=np.int64)),  # a copy: cache stays intact

@@ -17,7 +17,7 @@ from ..data.dataset import SegmentationDataset
 from ..data.fingerprint import choose_normalization, compute_fingerprint, describe
 from ..data.layout import describe_dataset, describe_images
 from ..data.transforms import Augmenter
-from ..device import resolve_device, resolve_precision
+from ..device import resolve_device, resolve_precision, resolve_workers
 from ..errors import UnetkitError
 from ..files import clean_stale_temps, write_text
 from ..models.unet import UNet
@@ -88,6 +88,21 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> P
     return result
 
 
+class _EpochSampler:
+    """The current epoch's batches as ``(epoch, index)`` keys of the training set (set before
+    each epoch), so that one ``DataLoader`` and its loading processes serve every epoch and
+    each sample still gets its epoch's crop."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class _Trainer:
     """State of one training run; ``run()`` is the whole loop."""
 
@@ -114,7 +129,8 @@ class _Trainer:
             self.train_stems, self.val_stems = split_stems(self.info, cfg)
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
-        self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
+        workers = resolve_workers(cfg.workers, self.device)
+        self.cfg = cfg = cfg.replace(precision=self.precision, workers=workers)  # what auto chose
         assert cfg.model is not None  # resolve_config fills in the model and the classes
         if tuple(cfg.data.size) != (0, 0):  # a given size: checked before any image is read
             with torch.device("meta"):
@@ -157,6 +173,8 @@ class _Trainer:
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
+        self.sampler = _EpochSampler()
+        self.loader: torch.utils.data.DataLoader | None = None  # built at the first epoch
 
     def _plan_from_fingerprint(self) -> None:
         """Measure the training images and resolve ``data.normalize: auto`` from them."""
@@ -352,6 +370,8 @@ class _Trainer:
             if self.dist.is_main and self.resume_state is None:
                 discard_failed_start(self.run_dir)
             raise
+        finally:
+            self.loader = None  # its loading processes end with it
 
     def _run(self) -> Path:
         cfg = self.cfg
@@ -414,12 +434,16 @@ class _Trainer:
                 self.dist.world_size,
             )
         )[skip:]
-        loader = torch.utils.data.DataLoader(
-            self.train_set,
-            batch_sampler=order,
-            num_workers=cfg.workers,
-            pin_memory=self.device.type == "cuda",
-        )
+        self.sampler.batches = [[(epoch, i) for i in batch] for batch in order]
+        if self.loader is None:  # one loader, and one set of loading processes, for the run
+            self.loader = torch.utils.data.DataLoader(
+                self.train_set,
+                batch_sampler=self.sampler,
+                num_workers=cfg.workers,
+                persistent_workers=cfg.workers > 0,
+                pin_memory=self.device.type == "cuda",
+            )
+        loader = self.loader
 
         def on_step(i: int) -> None:
             self.global_step += 1
