@@ -847,6 +847,10 @@ def test_loading_processes_give_the_same_run_and_live_across_epochs(dataset, tmp
     assert made == [0, 2]
     _assert_bitwise_equal(tmp_path / "w0" / "last.pt", tmp_path / "w2" / "last.pt")
     assert json.loads((tmp_path / "w2" / "config.json").read_text())["workers"] == 2
+    auto = tmp_path / "auto"
+    assert main(["train", str(dataset), "-o", str(auto), *common]) == 0
+    assert made == [0, 2, 0]  # auto on a CPU: none
+    assert json.loads((auto / "config.json").read_text())["workers"] == -1  # decided anew
 
 
 def test_workers_auto_is_none_on_a_cpu_and_bounded_on_a_gpu(monkeypatch):

@@ -129,8 +129,9 @@ class _Trainer:
             self.train_stems, self.val_stems = split_stems(self.info, cfg)
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
-        workers = resolve_workers(cfg.workers, self.device)
-        self.cfg = cfg = cfg.replace(precision=self.precision, workers=workers)  # what auto chose
+        # auto workers stay "auto" in the config: a run resumed on another machine decides anew
+        self.workers = resolve_workers(cfg.workers, self.device)
+        self.cfg = cfg = cfg.replace(precision=self.precision)  # record what "auto" chose
         assert cfg.model is not None  # resolve_config fills in the model and the classes
         if tuple(cfg.data.size) != (0, 0):  # a given size: checked before any image is read
             with torch.device("meta"):
@@ -381,13 +382,14 @@ class _Trainer:
             write_text(self.run_dir / "config.json", cfg.pretty() + "\n")
             log.info(
                 "unetkit train: %d train / %d val images, classes %s, device %s, "
-                "precision %s, %d step(s)/epoch\n%s\n%s\nconfig:\n%s",
+                "precision %s, %d step(s)/epoch, %d loading process(es)\n%s\n%s\nconfig:\n%s",
                 len(self.train_stems),
                 len(self.val_stems),
                 list(cfg.classes),
                 self.device,
                 self.precision,
                 self.steps,
+                self.workers,
                 describe(self.fingerprint, self._network_class_names()),
                 f"{self.norm_reason}\n{self.recipe_reason}",
                 cfg.pretty(),
@@ -439,8 +441,8 @@ class _Trainer:
             self.loader = torch.utils.data.DataLoader(
                 self.train_set,
                 batch_sampler=self.sampler,
-                num_workers=cfg.workers,
-                persistent_workers=cfg.workers > 0,
+                num_workers=self.workers,
+                persistent_workers=self.workers > 0,
                 pin_memory=self.device.type == "cuda",
             )
         loader = self.loader
