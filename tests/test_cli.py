@@ -89,6 +89,7 @@ def _one_error_line(err: str) -> str:
     ("flags", "expected"),
     [
         (["--preset", "paper", "--patch-size", "256"], ["--patch-size 256", "252 or 268"]),
+        (["--patch-size", "64x"], ["--patch-size", "N or HxW", "'64x'"]),
         (["--lr", "-1"], ["--lr", "lr must be > 0; got -1.0"]),
         (["--momentum", "2"], ["--momentum", "momentum must be in [0, 1); got 2.0"]),
         (["--time-budget", "-5"], ["--time-budget", ">= 0"]),
@@ -252,8 +253,9 @@ def test_train_options_become_the_config_fit_gets(prepared_dataset, tmp_path, mo
     assert cfg.augment == AugmentConfig.none() and cfg.compile is True
     assert cfg.optimizer == TrainConfig.optimizer and cfg.weight_map is None  # not given
     seen.clear()
-    assert main([*argv, "--augment", "--class-weights", "balanced"]) == 0
+    assert main([*argv, "--augment", "--class-weights", "balanced", "--patch-size", "64x96"]) == 0
     assert seen["cfg"].augment == AugmentConfig() and seen["cfg"].class_weights == "balanced"
+    assert seen["cfg"].data.size == (64, 96)  # H x W, as the auto recipe chooses them
     assert seen["cfg"].model is None  # no model option: the preset's config, resolved by fit
 
 

@@ -46,7 +46,7 @@ def _default(cls, field: str) -> str:
         ("PredictConfig", "batch_size"): "0 = auto: 1 on a CPU, up to 8 on a GPU",
         ("TrainConfig", "time_budget"): "0 = none",
         ("TrainConfig", "steps_per_epoch"): "0 = the data's",
-        ("DataConfig", "size"): "256",
+        ("DataConfig", "size"): "auto: the median image size, up to 256 on a CPU, 512 on a GPU",
     }
     if (cls.__name__, field) in special:
         return special[(cls.__name__, field)]
@@ -200,7 +200,17 @@ def _class_weights(text: str | None) -> tuple[float, ...] | str | None:
         raise UnetkitError(f"--class-weights: 'balanced' or numbers, got {text!r}") from None
 
 
-def _check_train_size(cfg, patch_size: int | None) -> None:
+def _patch_size(text: str) -> tuple[int, int]:
+    """``--patch-size`` N or HxW -> (H, W)."""
+    from .config import parse_size
+
+    try:
+        return parse_size(text, "--patch-size")
+    except ValueError as exc:
+        raise UnetkitError(str(exc)) from None
+
+
+def _check_train_size(cfg, patch_size: str | None) -> None:
     """The training size against the model's size rule (as fit() checks it), before any work."""
     import torch
 
@@ -239,8 +249,8 @@ def train_cmd(
     epochs: int = _option(TrainConfig, "epochs", "--epochs"),
     batch_size: int = _option(TrainConfig, "batch_size", "--batch-size"),
     lr: float = _option(TrainConfig, "lr", "--lr"),
-    patch_size: int = _option(
-        DataConfig, "size", "--patch-size", help="Training patch / resize size."
+    patch_size: str = _option(
+        DataConfig, "size", "--patch-size", help="Training patch / resize size: N or HxW."
     ),
     resize: str = _option(
         DataConfig, "resize", "--resize", help="random-crop | letterbox | resize | none"
@@ -338,7 +348,7 @@ def train_cmd(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
-        "data.size": None if patch_size is None else (patch_size, patch_size),
+        "data.size": None if patch_size is None else _patch_size(patch_size),
         "data.resize": resize,
         "data.normalize": normalize,
         "data.sampling": sampling,
