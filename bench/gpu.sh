@@ -3,7 +3,8 @@
 # (CI has no GPU, so this is how the CUDA paths get exercised):
 #   1. the whole test suite with the GPU visible ("auto" devices resolve to CUDA),
 #   2. the training-step throughput (bench/train_step.py --device cuda) and a bf16 matmul peak,
-#   3. a short real-data instance training (bench/dsb_instances.py --budget $BUDGET).
+#   3. end-to-end training speed with --workers 0 and auto (30 s each, DSB --task instance),
+#   4. a short real-data instance training (bench/dsb_instances.py --budget $BUDGET).
 # Each step has its own time cap and log; a failing step does not stop the next.
 #
 #   OUT=gpu-out BUDGET=2 bash bench/gpu.sh
@@ -51,6 +52,13 @@ OMP_NUM_THREADS=2 step tests "$TEST_CAP" $PY -m pytest -q -n 8 -p no:cacheprovid
     -p no:benchmark --timeout 150 --durations 15 tests
 step train_step 90 $PY bench/train_step.py --device cuda --base-width 32 --batch 16 --steps 20
 step train_step_small 60 $PY bench/train_step.py --device cuda --base-width 16 --batch 4 --steps 20
+# end-to-end training speed, loading in the training process against the auto workers
+for w in 0 -1; do
+    step "loop_workers$w" 120 $PY -m unetkit train ../shared/data/dsb2018-dev -o "/tmp/loop$w" \
+        --task instance --time-budget 0.5 --workers "$w" --overwrite
+    echo "images/s in the loop, last epochs (--workers $w):"
+    tail -n 3 "/tmp/loop$w/history.csv" | cut -d, -f1,4
+done
 step dsb_instances $((BUDGET * 60 + 150)) $PY bench/dsb_instances.py --budget "$BUDGET" \
     --recipes instance --out /tmp/dsbi --json "$OUT/dsb_instances.json"
 cp /tmp/dsbi/instance/history.csv "$OUT/dsbi_history.csv" 2>/dev/null
