@@ -853,6 +853,27 @@ def test_loading_processes_give_the_same_run_and_live_across_epochs(dataset, tmp
     assert json.loads((auto / "config.json").read_text())["workers"] == -1  # decided anew
 
 
+def test_each_epoch_trains_on_its_own_crops(dataset, tmp_path, monkeypatch):
+    """The random crop of a training sample changes from epoch to epoch: fit passes the epoch
+    with each sample, and nothing else sets it."""
+    from unetkit.data.dataset import SegmentationDataset
+
+    crops: dict[str, set[bytes]] = {}
+    real = SegmentationDataset.__getitem__
+
+    def recording(self, key):
+        item = real(self, key)
+        if self.train:
+            crops.setdefault(item["stem"], set()).add(item["image"].numpy().tobytes())
+        return item
+
+    monkeypatch.setattr(SegmentationDataset, "__getitem__", recording)
+    args = ["train", str(dataset), "-o", str(tmp_path / "r"), "--epochs", "3",
+            "--steps-per-epoch", "3", "--val-stems", "05", *TINY, "--workers", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert max(len(seen) for seen in crops.values()) > 1  # some image cropped two ways
+
+
 def test_workers_auto_is_none_on_a_cpu_and_bounded_on_a_gpu(monkeypatch):
     from unetkit.device import resolve_workers
 

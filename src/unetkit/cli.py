@@ -200,12 +200,12 @@ def _class_weights(text: str | None) -> tuple[float, ...] | str | None:
         raise UnetkitError(f"--class-weights: 'balanced' or numbers, got {text!r}") from None
 
 
-def _patch_size(text: str) -> tuple[int, int]:
-    """``--patch-size`` N or HxW -> (H, W)."""
+def _size_option(text: str, flag: str) -> tuple[int, int]:
+    """A size flag's N or HxW -> (H, W); a bad value is one line naming ``flag``."""
     from .config import parse_size
 
     try:
-        return parse_size(text, "--patch-size")
+        return parse_size(text, flag)
     except ValueError as exc:
         raise UnetkitError(str(exc)) from None
 
@@ -348,7 +348,7 @@ def train_cmd(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
-        "data.size": None if patch_size is None else _patch_size(patch_size),
+        "data.size": None if patch_size is None else _size_option(patch_size, "--patch-size"),
         "data.resize": resize,
         "data.normalize": normalize,
         "data.sampling": sampling,
@@ -697,13 +697,9 @@ def demo_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty folder."),
 ) -> None:
     """Make a synthetic labelme dataset, train, evaluate, predict, and write report.html."""
-    from .config import parse_size
     from .demo import run_demo, summary_text
 
-    try:
-        h, w = parse_size(large, "--large")
-    except ValueError as exc:
-        raise UnetkitError(str(exc)) from None
+    h, w = _size_option(large, "--large")
     performance_setup()
     result = run_demo(
         out,

@@ -424,7 +424,6 @@ class _Trainer:
             torch.set_rng_state(saved_rng["torch"])
             self.aug_gen.set_state(saved_rng["augment"])
         self._saved_rng = None
-        self.train_set.set_epoch(epoch)
         order = list(
             epoch_batches(
                 len(self.train_set),
