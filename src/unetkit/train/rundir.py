@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..errors import UnetkitError
+from ..files import TEMP_NAME
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,10 @@ def failed_start(run_dir: Path) -> bool:
 def discard_failed_start(run_dir: Path) -> None:
     """Remove what a fresh run wrote when it stopped before its first ``last.pt``.
 
-    Only unetkit's own start files are removed, and the folder too when it is then empty; a
-    folder with a ``last.pt`` is never touched.
+    Only unetkit's own start files are removed, with the temporary files of its writes
+    whatever their age (``clean_stale_temps`` spares young ones, but a start retried at once
+    after a kill in its first ``best.pt`` write finds one seconds old), and the folder too
+    when it is then empty; a folder with a ``last.pt`` is never touched.
     """
     import shutil
 
@@ -113,6 +116,9 @@ def discard_failed_start(run_dir: Path) -> None:
         return
     for name in _START_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    for path in run_dir.glob(".*"):
+        if TEMP_NAME.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
     for name in _START_DIRS:
         if (run_dir / name).is_dir():
             shutil.rmtree(run_dir / name, ignore_errors=True)
