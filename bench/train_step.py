@@ -21,10 +21,15 @@ CONFIGS = {
     "bf16": dict(precision="bf16", channels_last=False, allocator=False),
     "bf16 + channels_last": dict(precision="bf16", channels_last=True, allocator=False),
     "bf16 + channels_last + allocator": dict(precision="bf16", channels_last=True, allocator=True),
+    "... + torch.compile": dict(
+        precision="bf16", channels_last=True, allocator=True, compiled=True
+    ),
 }
 
 
-def run_one(args, precision: str, channels_last: bool, allocator: bool) -> dict:
+def run_one(
+    args, precision: str, channels_last: bool, allocator: bool, compiled: bool = False
+) -> dict:
     import torch
 
     device = torch.device(args.device)
@@ -45,11 +50,12 @@ def run_one(args, precision: str, channels_last: bool, allocator: bool) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     loss_fn = build_loss("ce+dice", "multiclass", 2)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if compiled else model  # as `train --compile` does
     times = []
     for _ in range(args.steps + 2):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(x)
+            out = forward(x)
         loss = loss_fn(out.float(), y)
         loss.backward()
         opt.step()
@@ -58,7 +64,8 @@ def run_one(args, precision: str, channels_last: bool, allocator: bool) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     steady = sorted(times[2:])[len(times[2:]) // 2]
-    return {"images_per_s": args.batch / steady, "step_s": steady}
+    # the first step holds torch.compile's compilation (and, uncompiled, the warm-up)
+    return {"images_per_s": args.batch / steady, "step_s": steady, "first_s": times[0]}
 
 
 def main() -> None:
@@ -69,13 +76,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--only", help="comma-separated rows to run (by number, 1-based); naive fp32 always runs"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args, **CONFIGS[args.child])))
         return
     rows = {}
-    for name in CONFIGS:
+    names = list(CONFIGS)
+    if args.only:
+        keep = {int(i) - 1 for i in args.only.split(",")} | {0}
+        names = [n for i, n in enumerate(names) if i in keep]
+    for name in names:
         cmd = [
             sys.executable,
             __file__,
@@ -101,11 +115,11 @@ def main() -> None:
         f"{args.preset} base width {args.base_width}, batch {args.batch} x 1 x {args.size}^2, "
         f"{args.device} training step (forward + backward + AdamW), median of {args.steps}"
     )
-    print(f"{'configuration':<34}{'step s':>8}{'img/s':>8}{'speed-up':>10}")
+    print(f"{'configuration':<34}{'step s':>8}{'img/s':>8}{'speed-up':>10}{'first step s':>14}")
     for name, r in rows.items():
         print(
             f"{name:<34}{r['step_s']:>8.3f}{r['images_per_s']:>8.1f}"
-            f"{r['images_per_s'] / ref:>9.2f}x"
+            f"{r['images_per_s'] / ref:>9.2f}x{r['first_s']:>14.1f}"
         )
 
 

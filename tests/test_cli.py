@@ -241,7 +241,8 @@ def test_train_options_become_the_config_fit_gets(prepared_dataset, tmp_path, mo
     flags = ["--preset", "milesial", "--patch-size", "64", "--base-width", "4", "--depth", "2",
              "--normalize", "image", "--sampling", "area", "--class-weights", "1,2,3",
              "--val-stems", "a, b,",
-             "--boundary-width", "3", "--no-augment", "--compile", "--epochs", "2"]  # fmt: skip
+             "--boundary-width", "3", "--boundary-fraction", "0.4",
+             "--no-augment", "--compile", "--epochs", "2"]  # fmt: skip
     assert main([*argv, *flags]) == 0
     cfg = seen["cfg"]
     assert cfg.lr == 0.5 and cfg.seed == 7 and cfg.data.resize == "letterbox"  # the file's
@@ -250,6 +251,7 @@ def test_train_options_become_the_config_fit_gets(prepared_dataset, tmp_path, mo
     assert cfg.data.normalize == "image" and cfg.class_weights == (1.0, 2.0, 3.0)
     assert cfg.data.sampling == "area"
     assert cfg.val_stems == ("a", "b") and cfg.objects.boundary_width == 3
+    assert cfg.objects.boundary_fraction == 0.4
     assert cfg.augment == AugmentConfig.none() and cfg.compile is True
     assert cfg.optimizer == TrainConfig.optimizer and cfg.weight_map is None  # not given
     seen.clear()

@@ -60,6 +60,31 @@ def test_a_wide_boundary_narrows_on_small_objects_to_keep_an_interior():
     assert (((labels > 0) & ~wide)[labels == 1]).sum() == 25
 
 
+def test_a_boundary_fraction_leaves_each_object_its_core():
+    """fraction 0.5: interior = pixels at least half the inner radius from the 1 px edge, so
+    two touching 21x21 squares keep 11x11 cores 10 px apart (a 2 px edge: 17x17, 4 px)."""
+    labels = np.zeros((25, 48), np.int32)
+    labels[2:23, 2:23] = 1
+    labels[2:23, 23:44] = 2  # touches object 1 along columns 22 | 23
+    labels[10:15, 45:48] = 3  # small, cut by the image border
+    plain = object_edges(labels, width=2)
+    core = object_edges(labels, width=2, fraction=0.5)
+    assert (core | plain).sum() == core.sum()  # the fraction only widens the edge
+    inner = (labels > 0) & ~core
+    # inner radius of a 21x21 square from its 1 px edge: 10 px (centre 12, 12 to row 2);
+    # interior where the distance is >= 5, i.e. rows / columns 7..17 of object 1 (11x11)
+    rows, cols = np.nonzero(inner & (labels == 1))
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (7, 17, 7, 17)
+    rows2, cols2 = np.nonzero(inner & (labels == 2))
+    assert cols2.min() - cols.max() == 11  # 10 px of boundary between the cores
+    assert inner[12, 12] and inner[12, 33]  # each object's deepest pixel stays a seed
+    assert inner[labels == 3].any()  # a small object keeps one too
+    assert (object_edges(labels, width=2, fraction=0.0) == plain).all()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(UnetkitError, match="fraction"):
+            object_edges(labels, fraction=bad)
+
+
 def test_boundary_target_sets_class_k_and_keeps_ignore():
     labels = _two_touching()
     mask = (labels > 0).astype(np.int64)

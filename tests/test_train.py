@@ -738,6 +738,34 @@ def test_instance_task_trains_a_boundary_class_and_stores_its_post_processing(tm
     ids00 = read_instances(data / "instances" / "00.png")
     expected = boundary_target((ids00 > 0).astype(np.int64), ids00, 2)
     assert (ds[0]["mask"].numpy() == expected).all()
+    cores = SegmentationDataset(info, ["00"], DataConfig(resize="none"), boundary_width=1,
+                                boundary_fraction=0.5)  # fmt: skip
+    expected = boundary_target((ids00 > 0).astype(np.int64), ids00, 2, 1, fraction=0.5)
+    assert (cores[0]["mask"].numpy() == expected).all()
+    assert (expected == 2).sum() > (ds[0]["mask"].numpy() == 2).sum()
+
+
+def test_the_boundary_fraction_reaches_the_training_target(tmp_path, monkeypatch):
+    import importlib
+
+    fit_module = importlib.import_module("unetkit.train.fit")  # the package exports fit()
+    built = []
+
+    class Recording(fit_module.SegmentationDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(fit_module, "SegmentationDataset", Recording)
+    data = make_instance_dataset(tmp_path / "inst")
+    code = main(["train", str(data), "-o", str(tmp_path / "run"), "--task", "instance",
+                 "--boundary-fraction", "0.5", "--epochs", "1", "--steps-per-epoch", "1",
+                 "--val-stems", "03", *TINY])  # fmt: skip
+    assert code == 0
+    train_set = next(ds for ds in built if ds.train)
+    assert train_set.boundary_width == 2 and train_set.boundary_fraction == 0.5
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ckpt.extra["objects"]["boundary_fraction"] == 0.5
 
 
 def test_instance_task_without_instances_is_refused(dataset, tmp_path, capsys):

@@ -278,6 +278,13 @@ def train_cmd(
         help="--task instance: width in px of the boundary class at each object's edge.",
         show_default=str(_OBJECT_DEFAULTS.boundary_width),
     ),
+    boundary_fraction: float = typer.Option(
+        None,
+        "--boundary-fraction",
+        help="--task instance: the boundary also covers each object's pixels closer to its "
+        "edge than this fraction of its inner radius (0 = off): seeds are the cores.",
+        show_default=str(_OBJECT_DEFAULTS.boundary_fraction),
+    ),
     loss: str = typer.Option(
         None, "--loss", help="auto | ce | bce | dice | ce+dice | bce+dice | mse | l1"
     ),
@@ -356,6 +363,7 @@ def train_cmd(
         "model.depth": depth,
         "task": task,
         "objects.boundary_width": boundary_width,
+        "objects.boundary_fraction": boundary_fraction,
         "loss": loss,
         "class_weights": _class_weights(class_weights),
         "weight_map": weight_map,

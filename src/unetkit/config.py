@@ -437,6 +437,10 @@ class ObjectConfig(_Config):
     Args:
         boundary_width: width in pixels of the ``boundary`` class trained at each object's
             edge (``unetkit.data.targets``).
+        boundary_fraction: the boundary class also covers each object's pixels closer to its
+            edge than this fraction of its inner radius (0 = off), so only the object's core
+            is interior and the seeds of touching objects lie apart
+            (``unetkit.data.targets.object_edges``).
         fg_threshold: a pixel is an object pixel where ``1 - p(background) > fg_threshold``.
         seed_threshold: watershed seeds are the 4-connected regions where the summed
             probability of the object classes' interiors exceeds this.
@@ -451,6 +455,7 @@ class ObjectConfig(_Config):
     """
 
     boundary_width: int = 2
+    boundary_fraction: float = 0.0
     fg_threshold: float = 0.5
     seed_threshold: float = 0.5
     min_size: int | None = None
@@ -459,6 +464,7 @@ class ObjectConfig(_Config):
 
     def __post_init__(self) -> None:
         _check_min(self, ("boundary_width",), 1)
+        _check_range("boundary_fraction", self.boundary_fraction, 0.0, 1.0)
         _check_range("fg_threshold", self.fg_threshold, 0.0, 1.0)
         _check_range("seed_threshold", self.seed_threshold, 0.0, 1.0)
         _check_range("min_score", self.min_score, 0.0, 1.0, closed=True)

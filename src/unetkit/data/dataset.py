@@ -80,6 +80,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
             (each object's edge set to class K, ``unetkit.data.targets.boundary_target``)
             from the ``instances/`` label image, and ``weight_fn`` is called as
             ``weight_fn(target, instances)``.
+        boundary_fraction: with ``boundary_width``, the boundary also covers each object's
+            pixels closer to its edge than this fraction of its inner radius.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         weight_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         seed: int = 0,
         boundary_width: int = 0,
+        boundary_fraction: float = 0.0,
     ) -> None:
         self.info = info if isinstance(info, DatasetInfo) else describe_dataset(info)
         self.config = config or DataConfig()
@@ -105,6 +108,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.weight_fn = weight_fn
         self.seed = seed
         self.boundary_width = int(boundary_width)
+        self.boundary_fraction = float(boundary_fraction)
         self.object_areas: dict[str, np.ndarray] = {}  # per stem, once its instances are read
         self.epoch = 0
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]] = {}
@@ -187,7 +191,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
             areas = np.bincount(instances.ravel())[1:]
             self.object_areas[stem] = areas[areas > 0]
             ignore = self.config.ignore_index
-            mask = boundary_target(mask, instances, k, self.boundary_width, ignore)
+            mask = boundary_target(
+                mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
+            )
             k += 1
         weight = None
         if self.weight_fn is not None:

@@ -171,6 +171,7 @@ class _Trainer:
             weight_fn=weight_map_fn(cfg, info),
             seed=cfg.seed,
             boundary_width=cfg.objects.boundary_width if cfg.task == "instance" else 0,
+            boundary_fraction=cfg.objects.boundary_fraction,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
