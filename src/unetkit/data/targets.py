@@ -92,9 +92,8 @@ def _core_rim(labels: np.ndarray, edge1: np.ndarray, fraction: float) -> np.ndar
     """Object pixels closer to their object's 1 px edge than ``fraction`` of its inner radius."""
     inner = (labels > 0) & ~edge1
     dist = ndimage.distance_transform_edt(inner)  # 0 on edge and background pixels
-    flat = labels.ravel().astype(np.int64)
-    radius = np.zeros(int(flat.max()) + 1)
-    np.maximum.at(radius, flat, dist.ravel())
+    radius = np.zeros(int(labels.max()) + 1)
+    radius[1:] = ndimage.maximum(dist, labels, index=np.arange(1, radius.size))
     return inner & (dist < fraction * radius[labels])
 
 
