@@ -504,7 +504,12 @@ def predict_cmd(
     pixel_size: float = typer.Option(
         None,
         "--pixel-size",
-        help="Physical size of a pixel (e.g. um): object areas and lengths in those units.",
+        help="Physical size of a pixel in --pixel-unit (default: the TIFF's OME / ImageJ / "
+        "resolution metadata): object areas and lengths in those units, and the masks' "
+        "resolution / OME-Zarr scale. Implies objects for images read whole only.",
+    ),
+    pixel_unit: str = typer.Option(
+        "um", "--pixel-unit", help="Unit of --pixel-size: nm, um, mm, cm or m."
     ),
     geojson: bool = typer.Option(False, "--geojson", help="Objects: NAME.geojson (QuPath)."),
     coco: bool = typer.Option(False, "--coco", help="Objects: coco.json for the folder."),
@@ -530,7 +535,8 @@ def predict_cmd(
         False,
         "--zarr",
         help="Images read by region: write the mask as NAME.ome.zarr (OME-NGFF 0.4 multiscale "
-        "label image) instead of NAME.tif; images read whole are not affected.",
+        "label image, its pixel size as scale) instead of NAME.tif; images read whole are "
+        "not affected.",
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
@@ -573,7 +579,8 @@ def predict_cmd(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
         skip_existing=skip_existing, progress=progress,
         objects=(objects or objects_between is not None) or None,
-        pixel_size=pixel_size, geojson=geojson, coco=coco, legend=legend, level=level,
+        pixel_size=pixel_size, pixel_unit=pixel_unit, geojson=geojson, coco=coco, legend=legend,
+        level=level,
         background=skip_background, zarr=zarr, shard=shard,
     )  # fmt: skip
     if shard.is_main:  # the report is the whole run's on every rank

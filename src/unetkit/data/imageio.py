@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from PIL.TiffImagePlugin import TiffImageFile
 
     from ..config import DataConfig
+    from .largeimage import PixelSize
 
 log = logging.getLogger(__name__)
 
@@ -483,13 +484,20 @@ def _full_palette(palette: Sequence[Sequence[int]]) -> list[int]:
     return [v for colour in full for v in colour]
 
 
-def write_mask(path: PathLike, mask: np.ndarray, palette: Sequence[Sequence[int]]) -> None:
+def write_mask(
+    path: PathLike,
+    mask: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    pixel_size: PixelSize | None = None,
+) -> None:
     """Atomically write a single-channel palette PNG whose pixel values are the class indices.
 
     Args:
         path: output ``.png`` path.
         mask: (H, W) integer class indices in 0..255 (255 is the usual ignore index).
         palette: RGB colour per class index; unlisted indices get the VOC colour map.
+        pixel_size: the physical size of a pixel, stored in the PNG's pHYs chunk (pixels per
+            metre, rounded to whole pixels: PNG's precision).
 
     Raises:
         UnetkitError: a non-integer mask, wrong shape, or values outside 0..255.
@@ -506,8 +514,11 @@ def write_mask(path: PathLike, mask: np.ndarray, palette: Sequence[Sequence[int]
     raw = np.ascontiguousarray(mask, dtype=np.uint8).tobytes()
     img = Image.frombytes("P", (width, height), raw)
     img.putpalette(_full_palette(palette))
+    extra = {}
+    if pixel_size is not None:  # Pillow writes dots per inch as pixels per metre
+        extra["dpi"] = tuple(25400 / um for um in pixel_size.micrometres())
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", **extra)
 
 
 def write_image(path: PathLike, array: np.ndarray) -> None:

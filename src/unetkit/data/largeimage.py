@@ -16,12 +16,22 @@ only the tiles under a requested region are decoded. It offers what tiled predic
 a TIFF over :data:`LARGE_PIXELS` pixels (or any TIFF, when a pyramid ``level`` is asked for)
 whose tiles or strips are each small. A stripped TIFF with huge strips cannot be read by
 region and stays on the normal path (which refuses decompression bombs from the header).
+
+``pixel_size_of(path, level)`` reads a TIFF's physical pixel size (``PixelSize``): OME-XML
+``PhysicalSizeX`` / ``PhysicalSizeY`` (their ``PhysicalSizeXUnit``, default um), else an ImageJ
+description's ``unit`` with the resolution tags (pixels per that unit), else the TIFF
+resolution tags with ``ResolutionUnit`` inch, centimetre, millimetre or micrometre. Resolution
+unit "none", no tags, and 72 or 96 pixels per inch (the default of image editors, a 353 or 265
+um pixel) say nothing. At pyramid level ``k`` the size is level 0's times the ratio of the
+levels' widths. ``output_stem(path)`` is the name every output of an input is named from:
+the file name without its suffix and without ``.ome`` (``NAME.ome.tif`` -> ``NAME``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -33,6 +43,160 @@ LARGE_PIXELS = 1 << 26  # 67 M pixels: above this, a TIFF is read by region
 MAX_SEGMENT_BYTES = 64 << 20  # a tile or strip larger than this is not read by region
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs")
 _AXES = ("YX", "YXS", "CYX", "SYX", "QYX")  # QYX: tifffile's name for planes of unknown meaning
+
+# length units: micrometres per unit; their OME-NGFF (UDUNITS-2) names
+MICROMETRES = {"nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+NGFF_UNITS = {
+    "nm": "nanometer", "um": "micrometer", "mm": "millimeter", "cm": "centimeter", "m": "meter",
+}  # fmt: skip
+_ALIASES = {
+    "µm": "um", "μm": "um", "\\u00b5m": "um", "micron": "um", "microns": "um",
+    "micrometer": "um", "micrometre": "um", "nanometer": "nm", "nanometre": "nm",
+    "millimeter": "mm", "millimetre": "mm", "centimeter": "cm", "centimetre": "cm",
+    "meter": "m", "metre": "m", "å": "nm", "angstrom": "nm",
+}  # fmt: skip
+_ANGSTROM = ("å", "angstrom")
+_EDITOR_DPI = (72.0, 96.0)  # resolution tags of image editors, not of a microscope
+
+
+def length_unit(unit: str) -> str | None:
+    """``unit`` as one of :data:`MICROMETRES`' keys (``micron``, ``µm`` -> ``um``), or None
+    for a unit that is not a length (``pixel``, ``inch`` is converted by the caller)."""
+    key = unit.strip().lower()
+    key = _ALIASES.get(key, key)
+    return key if key in MICROMETRES else None
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """The physical size of a pixel: ``x`` (width) and ``y`` (height) in ``unit`` (a key of
+    :data:`MICROMETRES`)."""
+
+    x: float
+    y: float
+    unit: str = "um"
+
+    def __post_init__(self) -> None:
+        if self.unit not in MICROMETRES:
+            raise ValueError(f"unit must be one of {', '.join(MICROMETRES)}; got {self.unit!r}")
+        if not (self.x > 0 and self.y > 0 and math.isfinite(self.x) and math.isfinite(self.y)):
+            raise ValueError(f"a pixel size must be > 0; got {self.x} x {self.y}")
+
+    @property
+    def ngff_unit(self) -> str:
+        """The unit's OME-NGFF name (``micrometer``)."""
+        return NGFF_UNITS[self.unit]
+
+    def micrometres(self) -> tuple[float, float]:
+        """(x, y) in micrometres."""
+        factor = MICROMETRES[self.unit]
+        return self.x * factor, self.y * factor
+
+    def scaled(self, factor: float) -> PixelSize:
+        """The size of a pixel ``factor`` times as large (a down-sampled level)."""
+        return PixelSize(self.x * factor, self.y * factor, self.unit)
+
+
+def output_stem(path: str | os.PathLike) -> str:
+    """The name an input's outputs are named from: ``NAME`` for ``NAME.png``, ``NAME.tif``
+    and ``NAME.ome.tif`` alike (module docstring)."""
+    stem = Path(path).stem
+    return stem[: -len(".ome")] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+
+
+def pixel_size_of(path: str | os.PathLike, level: int = 0) -> PixelSize | None:
+    """The physical pixel size a TIFF's metadata states (module docstring), at pyramid
+    ``level``; None for other files, or where the metadata states none."""
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            found = _ome_size(tif.ome_metadata) if tif.is_ome else None
+            if found is None and tif.is_imagej:
+                found = _imagej_size(tif.imagej_metadata or {}, page)
+            if found is None:
+                found = _tag_size(page)
+            if found is None or not level:
+                return found
+            levels = tif.series[0].levels
+            if not 0 <= level < len(levels):
+                return None
+            width = {lv: int(levels[lv].shape[levels[lv].axes.index("X")]) for lv in (0, level)}
+            return found.scaled(width[0] / width[level])
+    except Exception:  # noqa: BLE001 - metadata that cannot be read states no size
+        return None
+
+
+def _ome_size(xml: str | None) -> PixelSize | None:
+    """``PhysicalSizeX`` / ``Y`` of the first image of OME-XML."""
+    if not xml:
+        return None
+    from xml.etree import ElementTree
+
+    pixels = ElementTree.fromstring(xml).find(".//{*}Image/{*}Pixels")
+    if pixels is None or pixels.get("PhysicalSizeX") is None:
+        return None
+    x = float(pixels.get("PhysicalSizeX", "nan"))
+    y = float(pixels.get("PhysicalSizeY", x))
+    xunit, yunit = (pixels.get(f"PhysicalSize{a}Unit", "µm") for a in "XY")
+    return _size(x, y, xunit, yunit)
+
+
+def _size(x: float, y: float, xunit: str, yunit: str) -> PixelSize | None:
+    """A size in any length units, as one unit (x's); None for units that are not lengths."""
+    if xunit.strip().lower() in _ANGSTROM:
+        x, xunit = x / 10, "nm"
+    if yunit.strip().lower() in _ANGSTROM:
+        y, yunit = y / 10, "nm"
+    units = length_unit(xunit), length_unit(yunit)
+    if units[0] is None or units[1] is None:
+        return None
+    y *= MICROMETRES[units[1]] / MICROMETRES[units[0]]
+    try:
+        return PixelSize(x, y, units[0])
+    except ValueError:
+        return None
+
+
+def _resolution(page) -> tuple[float, float] | None:
+    """Pixels per resolution unit (x, y) from the tags, or None without them."""
+    if page.tags.get(282) is None:  # XResolution
+        return None
+    x, y = page.resolution
+    return (x, y) if x > 0 and y > 0 else None
+
+
+def _imagej_size(metadata: dict, page) -> PixelSize | None:
+    """ImageJ: ``unit`` in the description, pixels per unit in the resolution tags."""
+    unit = metadata.get("unit")
+    resolution = _resolution(page)
+    if not isinstance(unit, str) or resolution is None:
+        return None
+    return _size(1 / resolution[0], 1 / resolution[1], unit, unit)
+
+
+def _tag_size(page) -> PixelSize | None:
+    """The resolution tags with a length ``ResolutionUnit``, in micrometres."""
+    resolution = _resolution(page)
+    per_unit = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(int(page.resolutionunit))
+    if resolution is None or per_unit is None:
+        return None
+    if int(page.resolutionunit) == 2 and resolution[0] in _EDITOR_DPI:
+        return None
+    try:
+        return PixelSize(per_unit / resolution[0], per_unit / resolution[1], "um")
+    except ValueError:
+        return None
+
+
+def tiff_resolution(size: PixelSize) -> dict:
+    """The TIFF tags (tifffile ``write`` arguments) of a pixel size: pixels per centimetre."""
+    x, y = size.micrometres()
+    return {"resolution": (1e4 / x, 1e4 / y), "resolutionunit": "CENTIMETER"}
 
 
 def _segment_bytes(page) -> int:

@@ -4,14 +4,22 @@ For a TIFF that ``unetkit.data.largeimage.streamable`` accepts, ``predict`` writ
 the full-size PNGs:
 
 * ``NAME.tif``: the class-index mask as a tiled (256 x 256), zlib-compressed BigTIFF of the
-  input's size (at the pyramid level predicted), with the model's palette as its colour map;
-  neither the image nor the mask is ever whole in memory;
+  input's size (at the pyramid level predicted), with the model's palette as its colour map
+  and pyramid levels as SubIFDs (level ``k``: ``mask[::2**k, ::2**k]``, every ``2**k``-th pixel
+  as the OME-Zarr levels pick them, added until the longer side is at most
+  ``zarr_out.PYRAMID_TOP``), so viewers can show it zoomed out; neither the image nor the mask
+  (nor a level) is ever whole in memory;
 * ``NAME_preview.png``: the image with the predicted classes blended in, at most 2048 px on its
   longer side (every ``step``-th pixel of the image and of the mask).
 
 With ``zarr=True`` (``predict --zarr``) the mask is ``NAME.ome.zarr`` instead of ``NAME.tif``:
 an OME-NGFF 0.4 multiscale label image (``unetkit.infer.zarr_out``), assembled from the same
 strips band by band; the preview and ``summary.csv`` are the same.
+
+``NAME`` is ``unetkit.data.largeimage.output_stem`` of the input (``NAME.ome.tif`` -> ``NAME``).
+With a pixel size (``pixel_size``: the input's metadata or ``predict --pixel-size``, of the
+level predicted) the TIFF mask carries it as resolution tags (pixels per centimetre, every
+level its own) and the OME-Zarr as each level's ``scale`` with the axes' ``unit``.
 
 ``summary.csv`` gets the usual row (class pixel counts summed over the strips).
 
@@ -59,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.largeimage import LargeImage
+from ..data.largeimage import LargeImage, PixelSize, output_stem, tiff_resolution
 from ..distributed import DistInfo
 from ..errors import UnetkitError
 from ..files import atomic_path, clean_stale_temps, write_bytes, write_text
@@ -67,7 +75,7 @@ from ..viz import overlay, save_png
 from .predict import Predictor
 from .shard import agree, gather, strip_share
 from .zarr_out import SUFFIX as ZARR_SUFFIX
-from .zarr_out import open_mask, write_label_zarr
+from .zarr_out import level_shapes, open_mask, write_label_zarr
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +295,7 @@ def predict_large(
     shard: DistInfo | None = None,
     background: str | None = None,
     zarr: bool = False,
+    pixel_size: PixelSize | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]] | None:
     """Predict one large TIFF (module docstring) and write its outputs.
 
@@ -302,6 +311,7 @@ def predict_large(
         background: ``bright`` / ``dark``: skip the tiles that hold only background.
         zarr: write the mask as ``NAME.ome.zarr`` (``unetkit.infer.zarr_out``) instead of
             ``NAME.tif``.
+        pixel_size: the size of a pixel at the level predicted, written into the mask.
 
     Returns:
         The pixel count of every class (for ``summary.csv``) and the size (H, W) predicted;
@@ -319,7 +329,7 @@ def predict_large(
         slide.step(slide.predict_strips)
         if not shard.is_main:
             return None
-        counts = slide.assemble(zarr)
+        counts = slide.assemble(zarr, pixel_size)
         picture = overlay(
             slide.grid if slide.grid.shape[2] != 1 else slide.grid[:, :, 0],
             slide.preview_mask(),
@@ -329,7 +339,7 @@ def predict_large(
             contours=True,
             ignore_index=info.ignore_index,
         )
-        save_png(out_dir / f"{path.stem}_preview.png", picture)
+        save_png(out_dir / f"{output_stem(path)}_preview.png", picture)
         slide.strips.remove()
         return counts, slide.size
 
@@ -353,7 +363,7 @@ class _Slide:
         self.background: Background | None = None
         self.size = (0, 0)
         self.preview_step = 1
-        self.strips = _Strips(part_dir(out_dir, path.stem), {})
+        self.strips = _Strips(part_dir(out_dir, output_stem(path)), {})
         self.preview_rows: list[np.ndarray] = []
 
     def __enter__(self) -> _Slide:
@@ -388,7 +398,7 @@ class _Slide:
         self.size = (image.height, image.width)
         self.preview_step = image.preview_step()
         job = _job(self.predictor, self.path, self.level, self.size, self.background_mode)
-        self.strips = _Strips(part_dir(self.out_dir, self.path.stem), job)
+        self.strips = _Strips(part_dir(self.out_dir, output_stem(self.path)), job)
         if self.shard.is_main:
             stats = self.predictor.stats_step(self.size)  # read in the same pass
             steps = [self.preview_step] if stats is None else [self.preview_step, stats]
@@ -427,7 +437,7 @@ class _Slide:
                 self.path, self.background.skipped, self.background.tiles,
             )  # fmt: skip
 
-    def assemble(self, zarr: bool = False) -> np.ndarray:
+    def assemble(self, zarr: bool = False, pixel_size: PixelSize | None = None) -> np.ndarray:
         """Rank 0: ``NAME.tif`` (``zarr``: ``NAME.ome.zarr``) from the strips; the class counts
         (and the preview's rows)."""
         import tifffile
@@ -450,29 +460,72 @@ class _Slide:
                 self.preview_rows.append(rows[first::step, ::step].copy())
                 yield data, rows
 
+        stem = output_stem(self.path)
         if zarr:
             write_label_zarr(
-                self.out_dir / f"{self.path.stem}{ZARR_SUFFIX}",
+                self.out_dir / f"{stem}{ZARR_SUFFIX}",
                 (rows for _, rows in strips()),
                 self.size,
                 info.palette,
                 info.classes,
-                name=self.path.stem,
+                name=stem,
+                pixel_size=pixel_size,
             )
             return counts
-        target = self.out_dir / f"{self.path.stem}.tif"
+        shapes = level_shapes(self.size)
+        target = self.out_dir / f"{stem}.tif"
         with atomic_path(target) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as writer:
-            writer.write(
-                (tile for data, _ in strips() for tile in data),
-                shape=(height, width),
-                dtype=np.uint8,
-                tile=(TIFF_TILE, TIFF_TILE),
-                compression="zlib",
-                photometric="palette",
-                colormap=_colormap(info.palette),
-                metadata=None,
-            )
+            for k, shape in enumerate(shapes):
+                tiles = (
+                    (tile for data, _ in strips() for tile in data)
+                    if k == 0
+                    else self._level_tiles(2**k, shape)
+                )
+                size = pixel_size.scaled(2**k) if pixel_size is not None else None
+                writer.write(
+                    tiles,
+                    shape=shape,
+                    dtype=np.uint8,
+                    tile=(TIFF_TILE, TIFF_TILE),
+                    compression="zlib",
+                    photometric="palette",
+                    colormap=_colormap(info.palette),
+                    metadata=None,
+                    subifds=len(shapes) - 1 if k == 0 else None,
+                    subfiletype=1 if k else 0,
+                    **(tiff_resolution(size) if size is not None else {}),
+                )
         return counts
+
+    def _level_tiles(self, factor: int, shape: tuple[int, int]) -> Iterator[bytes]:
+        """The compressed TIFF tiles of the pyramid level ``mask[::factor, ::factor]``, row of
+        tiles by row of tiles, from the strips read again one at a time."""
+        height, width = self.size
+        count = -(-width // TIFF_TILE)
+        pending: list[np.ndarray] = []
+        held = written = 0
+        for index in range(math.ceil(height / TIFF_TILE)):
+            y0 = index * TIFF_TILE
+            rows = _decompress(
+                self.strips.read(index, count), min(TIFF_TILE, height - y0), width, TIFF_TILE
+            )
+            picked = rows[(-y0) % factor :: factor, ::factor].copy()  # not a view of the strip
+            if len(picked):
+                pending.append(picked)
+                held += len(picked)
+            while held >= TIFF_TILE:
+                band = np.concatenate(pending)
+                yield from _compress(band[:TIFF_TILE], TIFF_TILE)
+                rest = band[TIFF_TILE:]
+                pending, held, written = (
+                    ([rest] if len(rest) else []),
+                    len(rest),
+                    written + TIFF_TILE,
+                )
+        if held:
+            yield from _compress(np.concatenate(pending), TIFF_TILE)
+        if written + held != shape[0]:
+            raise ValueError(f"pyramid level {shape}: the strips gave {written + held} rows")
 
     def preview_mask(self) -> np.ndarray:
         return np.concatenate(self.preview_rows, axis=0)

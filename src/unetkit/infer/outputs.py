@@ -41,6 +41,7 @@ import numpy as np
 
 from ..data.imageio import read_image, read_mask, write_image, write_mask
 from ..data.labelme import labelme_document, polygon_shape
+from ..data.largeimage import PixelSize, length_unit, output_stem, pixel_size_of
 from ..distributed import DistInfo
 from ..errors import UnetkitError
 from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, remove_temp_dirs, write_text
@@ -121,12 +122,13 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], exclude: Path | None = N
     unique = list(dict.fromkeys(found))
     stems: dict[str, Path] = {}
     for path in unique:
-        if path.stem in stems:
+        stem = output_stem(path)
+        if stem in stems:
             raise UnetkitError(
-                f"{path} and {stems[path.stem]} have the same name {path.stem!r}; their outputs "
+                f"{path} and {stems[stem]} have the same name {stem!r}; their outputs "
                 "would overwrite each other (predict them into different folders)"
             )
-        stems[path.stem] = path
+        stems[stem] = path
     return unique
 
 
@@ -233,11 +235,12 @@ def _predict_one(
     from ..objects.postprocess import separate_objects
 
     info = predictor.info
+    stem = output_stem(path)
     image = read_image(path, channels=info.preprocessing.channels)
     ids = None
     if options["save_probs"]:
         probs = predictor.predict_proba(image)
-        write_image(out_dir / f"{path.stem}_probs.npy", probs.astype(np.float16))
+        write_image(out_dir / f"{stem}_probs.npy", probs.astype(np.float16))
         if predictor.instance:
             mask, ids = separate_objects(probs, predictor.objects_config)
         else:
@@ -248,8 +251,8 @@ def _predict_one(
         mask = predictor.predict_mask(image)
     if options["objects"] and ids is None:
         ids = connected_objects(mask, ignore_index=info.ignore_index)
-    write_mask(out_dir / f"{path.stem}.png", mask, info.palette)
-    save_png(out_dir / f"{path.stem}_color.png", colorize(mask, info.palette, info.ignore_index))
+    write_mask(out_dir / f"{stem}.png", mask, info.palette, options["pixel"])
+    save_png(out_dir / f"{stem}_color.png", colorize(mask, info.palette, info.ignore_index))
     blended = overlay(
         image,
         mask,
@@ -261,13 +264,13 @@ def _predict_one(
         legend=options["legend"],
         ignore_index=info.ignore_index,
     )
-    save_png(out_dir / f"{path.stem}_overlay.png", blended)
+    save_png(out_dir / f"{stem}_overlay.png", blended)
     rel = os.path.relpath(path.resolve(), out_dir.resolve())
     if ids is not None:
         _write_objects(predictor, image, mask, ids, path, out_dir, options, rel)
     elif options["labelme"]:
         doc = mask_to_labelme(mask, info.classes, rel, options["min_area"], info.ignore_index)
-        write_text(out_dir / f"{path.stem}.json", json.dumps(doc, indent=2))
+        write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
     return mask, ids
 
 
@@ -288,7 +291,7 @@ def _write_objects(
     from ..objects.measure import object_fields, object_table, write_objects_csv
     from ..viz import object_overlay
 
-    info, stem = predictor.info, path.stem
+    info, stem = predictor.info, output_stem(path)
     count = int(ids.max()) if ids.size else 0
     target = instances_path(out_dir, stem, count)
     other = target.with_suffix(".tif" if target.suffix == ".png" else ".png")
@@ -355,6 +358,7 @@ def predict_paths(
     progress: bool = True,
     objects: bool | None = None,
     pixel_size: float | None = None,
+    pixel_unit: str = "um",
     geojson: bool = False,
     coco: bool = False,
     legend: bool = False,
@@ -380,7 +384,12 @@ def predict_paths(
         progress: a progress bar over images (and over tiles of big images).
         objects: write the object outputs (module docstring); None = for instance models.
             ``geojson``, ``coco`` and ``pixel_size`` imply objects.
-        pixel_size: physical size of a pixel (e.g. um): object measurements in those units.
+        pixel_size: physical size of a pixel in ``pixel_unit`` (of the image as predicted:
+            the pyramid level with ``level``), instead of the one its metadata states
+            (``unetkit.data.largeimage.pixel_size_of``); object measurements in those units,
+            and written into the masks (PNG pHYs, TIFF resolution, OME-Zarr scale). A pixel
+            size implies objects for images read whole only, never for images read by region.
+        pixel_unit: ``nm``, ``um`` (default), ``mm``, ``cm`` or ``m``.
         geojson: also ``NAME.geojson`` (objects as QuPath detections).
         coco: also ``coco.json``: the folder's objects as COCO instance annotations.
         legend: a legend strip (the classes present) right of each overlay; without it the
@@ -414,10 +423,16 @@ def predict_paths(
     out.mkdir(parents=True, exist_ok=True)
     if shard.is_main:
         clean_stale_temps(out)  # what a killed run left half-written
+    # objects asked for (a pixel size alone does not ask for them of images read by region)
+    region_objects = bool(objects) or geojson or coco or (objects is None and predictor.instance)
     if objects is None:
         objects = predictor.instance or geojson or coco or pixel_size is not None
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
+    unit = length_unit(pixel_unit)
+    if unit is None:
+        raise UnetkitError(f"pixel unit must be one of nm, um, mm, cm, m; got {pixel_unit!r}")
+    given = None if pixel_size is None else PixelSize(pixel_size, pixel_size, unit)
     if background is not None and background not in BACKGROUNDS:
         raise UnetkitError(
             f"background must be one of {', '.join(BACKGROUNDS)}; got {background!r}"
@@ -429,6 +444,10 @@ def predict_paths(
         "min_area": predictor.config.min_area if min_area is None else min_area,
         "objects": objects,
         "pixel_size": pixel_size,
+        "pixel_unit": unit,
+        "pixel": given,
+        "region_objects": region_objects,
+        "large_pixels": large_pixels,
         "geojson": geojson,
         "coco": [] if coco else None,
         "legend": legend,
@@ -446,10 +465,13 @@ def predict_paths(
     todo = [i for i in range(len(paths)) if large[i] or i in mine]  # by region: every rank
     outcomes: list[_Outcome] = []
     for i in progress_bar(todo, desc="predict", unit="img", disable=not predictor.progress):
+        size = given or pixel_size_of(paths[i], (level or 0) if large[i] else 0)
+        own = {**options, "pixel": size}  # this image's pixel size (the same coco list)
+        own["pixel_size"], own["pixel_unit"] = (size.x, size.unit) if size else (None, unit)
         if large[i]:
-            outcome = _predict_by_region(predictor, paths[i], out, options, skip_existing, shard)
+            outcome = _predict_by_region(predictor, paths[i], out, own, skip_existing, shard)
         else:
-            outcome = _predict_whole(predictor, paths[i], out, options, skip_existing)
+            outcome = _predict_whole(predictor, paths[i], out, own, skip_existing)
         if outcome is not None:
             outcome.index = i
             outcomes.append(outcome)
@@ -503,23 +525,21 @@ def _predict_by_region(
     alone has an outcome."""
     from .large import count_classes, finished, large_outputs, predict_large, remove_parts
 
-    targets = large_outputs(out, path.stem, options["zarr"])
+    targets = large_outputs(out, output_stem(path), options["zarr"])
     try:
-        if options["objects"]:
-            raise UnetkitError(
-                f"{path}: objects of an image read by region are not supported; "
-                "predict a pyramid level that fits in memory (--level)"
-            )
+        if options["region_objects"]:
+            raise UnetkitError(_no_objects_by_region(path, options))
         if skip_existing and all(finished(t) for t in targets):
             if not shard.is_main:
                 return None
-            remove_parts(out, path.stem)  # what a run stopped after assembling left
+            remove_parts(out, output_stem(path))  # what a run stopped after assembling left
             counts, size = count_classes(targets[0], len(predictor.classes))
             written = False
         else:
             result = predict_large(
                 predictor, path, out, options["level"] or 0, options["alpha"],
                 shard=shard, background=options["background"], zarr=options["zarr"],
+                pixel_size=options["pixel"],
             )  # fmt: skip
             if result is None:  # another rank's outcome
                 return None
@@ -533,6 +553,29 @@ def _predict_by_region(
     return _Outcome(row=row, written=written, targets=targets)
 
 
+def _no_objects_by_region(path: Path, options: dict) -> str:
+    """Why an image read by region gets no objects, and which of its levels would fit."""
+    from ..data.largeimage import LARGE_PIXELS, LargeImage
+
+    limit = options["large_pixels"] or LARGE_PIXELS
+    level = options["level"] or 0
+    with LargeImage(path, level) as image:
+        first = 0 if image.axes in ("YX", "YXS") else 1  # CYX: channels first
+        shapes = [shape[first : first + 2] for shape in image.level_shapes]
+    sizes = [f"{k} ({h} x {w})" for k, (h, w) in enumerate(shapes) if h * w <= limit]
+    h, w = shapes[level]
+    said = f"{path}: objects need the image in memory, and level {level} ({h} x {w} px) is read"
+    said += f" by region (--level, or over {limit:,} px)"
+    if sizes and sizes[0].startswith("0 "):
+        return f"{said}; level 0 fits in memory: predict it without --level"
+    if sizes:
+        return (
+            f"{said}; the levels that would fit: {', '.join(sizes)}: save one as a TIFF of its "
+            "own and predict that without --level"
+        )
+    return f"{said}; no level of it fits in memory"
+
+
 def _predict_whole(
     predictor: Predictor, path: Path, out: Path, options: dict, skip_existing: bool
 ) -> _Outcome:
@@ -540,17 +583,16 @@ def _predict_whole(
     from ..data.instances import read_instances
 
     objects, coco = options["objects"], options["coco"] is not None
+    stem = output_stem(path)
     try:
-        targets = _outputs(out, path.stem, options)
+        targets = _outputs(out, stem, options)
         if objects:
-            targets[targets.index(out / f"{path.stem}_instances.png")] = _existing_instances(
-                out, path.stem
-            )
+            targets[targets.index(out / f"{stem}_instances.png")] = _existing_instances(out, stem)
         before = len(options["coco"]) if coco else 0
         # coco.json needs every image's objects: nothing is skipped for it
         if skip_existing and not coco and all(t.is_file() for t in targets):
             mask = read_mask(targets[0])
-            ids = read_instances(_existing_instances(out, path.stem)) if objects else None
+            ids = read_instances(_existing_instances(out, stem)) if objects else None
             written = False
         else:
             mask, ids = _predict_one(predictor, path, out, options)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import Checkpoint, load_model
 from ..data.imageio import image_to_tensor, read_image, write_image
+from ..data.largeimage import output_stem
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import UnetkitError
 from ..files import clean_stale_temps
@@ -142,7 +143,7 @@ def restore_paths(
     report = PredictReport()
     channels = restorer.checkpoint.preprocessing.channels
     for path in progress_bar(paths, desc="restore", unit="img", disable=not progress):
-        target = out / f"{path.stem}.png"
+        target = out / f"{output_stem(path)}.png"
         if skip_existing and target.is_file():
             report.skipped.append(path)
             continue

@@ -6,9 +6,11 @@ and it is the label image itself, the group an image's ``labels/`` folder would 
 
     NAME.ome.zarr/
         .zgroup
-        .zattrs     "multiscales": version 0.4, axes y and x (type "space"), one dataset per
-                    level with its "scale" (1, 2, 4, ...); "image-label": the model's palette
-                    as "colors" and the class names as "properties" ("class")
+        .zattrs     "multiscales": version 0.4, axes y and x (type "space"; with a pixel
+                    size, their "unit", e.g. "micrometer"), one dataset per level with its
+                    "scale" (1, 2, 4, ... times the pixel size); "image-label": the model's
+                    palette as "colors", the class names as "properties" ("class") and
+                    "source" {"image": "../../"} (the image of a label in its labels/ group)
         0/          the class indices (H, W) at the size predicted: uint8 (uint16 beyond
                     256 classes, which ``predict`` does not read by region)
         1/          mask[::2, ::2]: every 2nd pixel of every 2nd row, from pixel (0, 0)
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.largeimage import PixelSize
 from ..files import atomic_dir, remove_temp_dirs
 
 SUFFIX = ".ome.zarr"
@@ -62,21 +65,31 @@ def level_shapes(size: tuple[int, int], top: int | None = None) -> list[tuple[in
 
 
 def label_attributes(
-    name: str, levels: int, palette: list[list[int]], classes: list[str]
+    name: str,
+    levels: int,
+    palette: list[list[int]],
+    classes: list[str],
+    pixel_size: PixelSize | None = None,
 ) -> dict[str, Any]:
     """The group's OME-NGFF 0.4 attributes: ``multiscales`` and ``image-label``."""
+    x, y = (pixel_size.x, pixel_size.y) if pixel_size is not None else (1.0, 1.0)
     datasets = [
         {
             "path": str(k),
-            "coordinateTransformations": [{"type": "scale", "scale": [float(2**k)] * 2}],
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [float(y * 2**k), float(x * 2**k)]}
+            ],
         }
         for k in range(levels)
     ]
+    axes: list[dict[str, str]] = [{"name": a, "type": "space"} for a in "yx"]
+    if pixel_size is not None:
+        axes = [{**axis, "unit": pixel_size.ngff_unit} for axis in axes]
     colours = [
         {"label-value": i, "rgba": [*(int(c) for c in palette[i][:3]), 255]}
         for i in range(min(len(classes), len(palette)))
     ]
-    label: dict[str, Any] = {"version": NGFF_VERSION}
+    label: dict[str, Any] = {"version": NGFF_VERSION, "source": {"image": "../../"}}
     if colours:  # the schema wants at least one
         label["colors"] = colours
     if classes:
@@ -86,7 +99,7 @@ def label_attributes(
             {
                 "version": NGFF_VERSION,
                 "name": name,
-                "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "axes": axes,
                 "datasets": datasets,
                 "type": "subsample",
                 "metadata": {
@@ -154,6 +167,7 @@ def write_label_zarr(
     *,
     name: str | None = None,
     top: int | None = None,
+    pixel_size: PixelSize | None = None,
 ) -> None:
     """Write a class mask, given as bands of rows, as the OME-Zarr label image ``path``
     (module docstring), atomically.
@@ -167,6 +181,7 @@ def write_label_zarr(
         classes: the class names.
         name: the ``multiscales`` name (default: ``NAME``).
         top: add levels until the longer side is at most this (default ``PYRAMID_TOP``).
+        pixel_size: the size of a level-0 pixel (the levels' ``scale`` and the axes' unit).
 
     Raises:
         ValueError: the bands are not ``size``.
@@ -181,7 +196,7 @@ def write_label_zarr(
     dtype = np.uint8 if len(classes) <= 256 else np.uint16
     remove_temp_dirs(path)  # a killed write's, before this one doubles the space
     with atomic_dir(path, overwrite=True) as tmp:
-        attributes = label_attributes(name, len(shapes), palette, classes)
+        attributes = label_attributes(name, len(shapes), palette, classes, pixel_size)
         group = zarr.create_group(LocalStore(tmp), zarr_format=2, attributes=attributes)
         levels = [
             _Level(

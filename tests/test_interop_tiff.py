@@ -1,0 +1,197 @@
+"""What unetkit writes for TIFF inputs reads back in other tools' readers: the pixel size
+(tifffile's resolution tags, OME-Zarr ``scale`` + unit, PNG pHYs), the outputs of
+``NAME.ome.tif`` named from ``NAME``, the TIFF mask's pyramid levels (SubIFDs), and the
+OME-Zarr label's ``source``, as ``ome_zarr``'s reader and ome-zarr-models see them."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from test_largeimage import _image, _write, model_path  # noqa: F401
+from unetkit.cli import main
+from unetkit.data.largeimage import PixelSize, output_stem, pixel_size_of
+from unetkit.infer import zarr_out
+
+ARGV = ["--no-progress"]
+
+
+def _resolution_um(page) -> tuple[float, float]:
+    """A TIFF page's pixel size in micrometres, from its tags (as Bio-Formats reads them)."""
+    assert page.resolutionunit == tifffile.RESUNIT.CENTIMETER
+    x, y = page.resolution
+    return 1e4 / x, 1e4 / y
+
+
+# -- reading ------------------------------------------------------------------------------------
+def test_pixel_size_is_read_from_ome_imagej_and_resolution_tags(tmp_path):
+    image = np.zeros((64, 64), np.uint8)
+    tifffile.imwrite(tmp_path / "plain.tif", image)  # resolution 1, unit none
+    tifffile.imwrite(
+        tmp_path / "cm.tif", image, resolution=(20000, 20000), resolutionunit="CENTIMETER"
+    )
+    tifffile.imwrite(tmp_path / "inch.tif", image, resolution=(50800, 25400), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "editor.tif", image, resolution=(72, 72), resolutionunit="INCH")
+    tifffile.imwrite(
+        tmp_path / "ij.tif", image, imagej=True, resolution=(4, 4), metadata={"unit": "micron"}
+    )
+    tifffile.imwrite(
+        tmp_path / "a.ome.tif",
+        image,
+        metadata={"PhysicalSizeX": 325, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 325,
+                  "PhysicalSizeYUnit": "nm"},
+    )  # fmt: skip
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert pixel_size_of(tmp_path / "plain.tif") is None
+    assert pixel_size_of(tmp_path / "editor.tif") is None  # 72 dpi: an image editor's
+    assert pixel_size_of(tmp_path / "a.png") is None
+    assert pixel_size_of(tmp_path / "cm.tif") == PixelSize(0.5, 0.5, "um")
+    assert pixel_size_of(tmp_path / "inch.tif") == PixelSize(0.5, 1.0, "um")
+    assert pixel_size_of(tmp_path / "ij.tif") == PixelSize(0.25, 0.25, "um")
+    assert pixel_size_of(tmp_path / "a.ome.tif") == PixelSize(325, 325, "nm")
+
+
+def test_output_stem_drops_ome():
+    assert output_stem("d/NAME.ome.tif") == "NAME" == output_stem("NAME.OME.TIFF")
+    assert output_stem("NAME.tif") == "NAME" == output_stem("NAME.png")
+    assert output_stem("a.b.tif") == "a.b"
+
+
+# -- images read by region ------------------------------------------------------------------------
+@pytest.fixture
+def slide(tmp_path):
+    """A 300 x 260 TIFF with a 0.5 um pixel in OME-XML, named like an OME-TIFF."""
+    path = tmp_path / "in" / "big.ome.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(
+        path, _image(300, 260), tile=(64, 64), compression="zlib",
+        metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+    )  # fmt: skip
+    return path
+
+
+def test_region_mask_tiff_keeps_the_pixel_size_and_has_pyramid_levels(
+    model_path,  # noqa: F811
+    slide,
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setattr(zarr_out, "PYRAMID_TOP", 64)  # 300 x 260 -> 150, 75, 38: 4 levels
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(model_path), str(slide), "-o", str(out), "--level", "0", *ARGV]) == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["big.tif", "big_preview.png", "summary.csv"]
+    with tifffile.TiffFile(out / "big.tif") as tif:
+        levels = tif.series[0].levels
+        assert [lv.shape for lv in levels] == [(300, 260), (150, 130), (75, 65), (38, 33)]
+        full = levels[0].asarray()
+        for k, level in enumerate(levels):
+            np.testing.assert_array_equal(level.asarray(), full[:: 2**k, :: 2**k])
+            page = level.keyframe
+            assert page.is_tiled and page.photometric == tifffile.PHOTOMETRIC.PALETTE
+            np.testing.assert_allclose(_resolution_um(page), [0.5 * 2**k] * 2, rtol=1e-9)
+    assert pixel_size_of(out / "big.tif") == pytest.approx(PixelSize(0.5, 0.5))
+
+
+def test_pixel_size_option_with_zarr_and_level_is_metadata_not_objects(
+    model_path,  # noqa: F811
+    slide,
+    tmp_path,
+):
+    """``--pixel-size 0.5 --zarr --level 0`` failed: the pixel size implied objects."""
+    out = tmp_path / "out"
+    argv = ["predict", str(model_path), str(slide), "-o", str(out), "--level", "0", *ARGV]
+    assert main([*argv, "--zarr", "--pixel-size", "250", "--pixel-unit", "nm"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "big.ome.zarr", "big_preview.png", "summary.csv",
+    ]  # fmt: skip
+    attrs = json.loads((out / "big.ome.zarr" / ".zattrs").read_text())
+    (multiscale,) = attrs["multiscales"]
+    assert [a["unit"] for a in multiscale["axes"]] == ["nanometer", "nanometer"]
+    assert multiscale["datasets"][0]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [250.0, 250.0]}
+    ]
+    assert attrs["image-label"]["source"] == {"image": "../../"}
+    import zarr
+    from ome_zarr_models.v04 import ImageLabel
+
+    ImageLabel.from_zarr(zarr.open_group(str(out / "big.ome.zarr"), mode="r"))
+
+
+def test_objects_of_an_image_read_by_region_name_the_levels_that_fit(
+    model_path,  # noqa: F811
+    tmp_path,
+    caplog,
+):
+    path = tmp_path / "pyr.tif"
+    full = _image(256, 320)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(full, tile=(64, 64), subifds=1)
+        tif.write(full[::2, ::2].copy(), tile=(64, 64), subfiletype=1)
+    out = tmp_path / "out"
+    argv = ["predict", str(model_path), str(path), "-o", str(out), "--level", "1", *ARGV]
+    assert main([*argv, "--objects"]) == 2
+    said = [r.getMessage() for r in caplog.records if "pyr.tif" in r.getMessage()]
+    assert len(said) == 1
+    assert "level 1 (128 x 160 px) is read by region" in said[0]
+    assert "level 0 fits in memory: predict it without --level" in said[0]
+
+
+def test_whole_ome_tiff_outputs_are_named_from_name_and_carry_the_pixel_size(
+    model_path,  # noqa: F811
+    tmp_path,
+):
+    path = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(path, _image(64, 80), metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    out = tmp_path / "out"
+    assert main(["predict", str(model_path), str(path), "-o", str(out), *ARGV]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["cells.png", "cells_color.png", "cells_overlay.png", "summary.csv"]
+    with Image.open(out / "cells.png") as png:
+        assert png.info["dpi"] == pytest.approx((25400 / 0.5,) * 2, rel=1e-6)
+
+
+def test_two_inputs_differing_only_in_ome_collide(model_path, tmp_path):  # noqa: F811
+    (tmp_path / "in").mkdir()
+    for name in ("a.ome.tif", "a.tif"):
+        tifffile.imwrite(tmp_path / "in" / name, _image(32, 32))
+    out = tmp_path / "out"
+    assert main(["predict", str(model_path), str(tmp_path / "in"), "-o", str(out), *ARGV]) == 2
+
+
+# -- OME-Zarr labels inside a slide's OME-Zarr ------------------------------------------------
+def test_ome_zarr_finds_the_parent_image_of_a_label_in_labels(
+    model_path,  # noqa: F811
+    slide,
+    tmp_path,
+    caplog,
+):
+    """README's layout: the label image in ``SLIDE.ome.zarr/labels/NAME``, NGFF 0.4."""
+    import shutil
+
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr.writer import write_image
+
+    out = tmp_path / "out"
+    argv = ["predict", str(model_path), str(slide), "-o", str(out), "--level", "0", "--zarr"]
+    assert main([*argv, *ARGV]) == 0
+    root = tmp_path / "slide.ome.zarr"
+    group = zarr.open_group(str(root), mode="w", zarr_format=2)
+    write_image(np.moveaxis(_image(300, 260), -1, 0), group, axes="cyx", scaler=None)
+    shutil.copytree(out / "big.ome.zarr", root / "labels" / "big")
+    labels = zarr.open_group(str(root / "labels"), mode="a", zarr_format=2)
+    labels.attrs["labels"] = ["big"]
+    caplog.set_level(logging.WARNING, logger="ome_zarr")
+    nodes = list(Reader(parse_url(str(root / "labels" / "big")))())
+    assert not [r for r in caplog.records if "no parent found" in r.getMessage()]
+    assert any(
+        "slide.ome.zarr" in str(node.zarr) and "labels" not in str(node.zarr) for node in nodes
+    )
