@@ -195,3 +195,50 @@ def test_ome_zarr_finds_the_parent_image_of_a_label_in_labels(
     assert any(
         "slide.ome.zarr" in str(node.zarr) and "labels" not in str(node.zarr) for node in nodes
     )
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_write_slide_label_into_ngff_04_and_05_slides(tmp_path, fmt, caplog):
+    """The label inside the slide's own OME-Zarr, in its format: valid for ome-zarr-models'
+    image model of that NGFF version (label levels as many as the image's), and ome_zarr's
+    reader finds the parent image."""
+    import zarr
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr.writer import write_image
+
+    from unetkit.infer.zarr_out import write_slide_label
+
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 3, (300, 261)).astype(np.uint8)
+    root = tmp_path / "slide.ome.zarr"
+    group = zarr.open_group(str(root), mode="w", zarr_format=fmt)
+    write_image(
+        rng.integers(0, 255, (2, 300, 261)).astype(np.uint8), group, axes="cyx",
+        scale_factors=(2, 4), fmt=FormatV04() if fmt == 2 else FormatV05(),
+    )  # fmt: skip
+    bands = (mask[y : y + 100] for y in range(0, 300, 100))
+    target = write_slide_label(
+        root, "cells", bands, mask.shape, [[0, 0, 0], [255, 0, 0]], ["bg", "a", "b"]
+    )
+    assert target == root / "labels" / "cells"
+    slide = zarr.open_group(str(root), mode="r")
+    attrs = slide.attrs.asdict()
+    datasets = (attrs["ome"] if fmt == 3 else attrs)["multiscales"][0]["datasets"]
+    shapes = [slide[d["path"]].shape[1:] for d in datasets]
+    assert len(shapes) == 3
+    for k, shape in enumerate(shapes):
+        level = np.asarray(zarr.open_array(str(target / str(k)), mode="r")[:])
+        assert level.shape == shape
+        np.testing.assert_array_equal(level, mask[:: 2**k, :: 2**k][: shape[0], : shape[1]])
+    if fmt == 2:
+        from ome_zarr_models.v04 import Image
+    else:
+        from ome_zarr_models.v05 import Image
+    image = Image.from_zarr(slide)
+    assert image.labels is not None
+    caplog.set_level(logging.WARNING, logger="ome_zarr")
+    nodes = list(Reader(parse_url(str(target)))())
+    assert not [r for r in caplog.records if "no parent found" in r.getMessage()]
+    assert len(nodes) >= 2  # the label and its parent image

@@ -535,8 +535,7 @@ def predict_cmd(
         False,
         "--zarr",
         help="Images read by region: write the mask as NAME.ome.zarr (OME-NGFF 0.4 multiscale "
-        "label image, its pixel size as scale) instead of NAME.tif; images read whole are "
-        "not affected.",
+        "label image) instead of NAME.tif; images read whole are not affected.",
     ),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),

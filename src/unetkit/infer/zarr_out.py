@@ -21,7 +21,14 @@ Every level is chunked ``CHUNK`` x ``CHUNK`` (256; chunk keys ``ROW/COL``: dimen
 (the fill value) is not stored, as Zarr allows. The down-sampled levels pick pixels, they do not
 average: every value is a class of the full mask. To show it over the slide's own OME-Zarr,
 put it in ``SLIDE.ome.zarr/labels/NAME/`` and list ``NAME`` in ``labels/.zattrs`` (the spec
-asks for as many levels as the image has).
+asks for as many levels as the image has), or let ``write_slide_label`` do it.
+
+**Into a slide's own OME-Zarr** (``write_slide_label``): the label image is written as
+``SLIDE.ome.zarr/labels/NAME/`` in the slide's own format (OME-NGFF 0.4 in Zarr v2, or 0.5 in
+Zarr v3: attributes under ``"ome"`` in ``zarr.json``, arrays with ``dimension_names``), with as
+many levels as the slide's multiscale image, level ``k`` picking every ``f``-th pixel where
+``f`` is the ratio of the slide's level-0 and level-``k`` heights (cropped to that level's
+size), and each level's ``scale`` the slide's y / x scale; ``NAME`` is added to ``labels``.
 
 **Written band by band** (``write_label_zarr``): the mask arrives as bands of rows, in order,
 and each level keeps at most one row of chunks plus one band's rows (subsampled) until a row of
@@ -37,11 +44,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ..data.largeimage import PixelSize
+from ..errors import UnetkitError
 from ..files import atomic_dir, remove_temp_dirs
 
 SUFFIX = ".ome.zarr"
@@ -85,9 +93,14 @@ def label_attributes(
     axes: list[dict[str, str]] = [{"name": a, "type": "space"} for a in "yx"]
     if pixel_size is not None:
         axes = [{**axis, "unit": pixel_size.ngff_unit} for axis in axes]
+    # a colour for every class (grey where the palette has none): NGFF 0.5 readers want the
+    # same label values in "colors" and "properties"
     colours = [
-        {"label-value": i, "rgba": [*(int(c) for c in palette[i][:3]), 255]}
-        for i in range(min(len(classes), len(palette)))
+        {
+            "label-value": i,
+            "rgba": [*(int(c) for c in (palette[i] if i < len(palette) else [128] * 3)[:3]), 255],
+        }
+        for i in range(len(classes) if classes else len(palette))
     ]
     label: dict[str, Any] = {"version": NGFF_VERSION, "source": {"image": "../../"}}
     if colours:  # the schema wants at least one
@@ -134,8 +147,10 @@ class _Level:
 
     def add(self, band: np.ndarray, y0: int) -> None:
         """The full mask's rows ``y0 ..`` (``band``); this level keeps rows and columns that
-        are multiples of its factor."""
+        are multiples of its factor (within its shape)."""
+        room = self.array.shape[0] - self.written - self.held
         rows = band[(-y0) % self.factor :: self.factor, :: self.factor]
+        rows = rows[: max(room, 0), : self.array.shape[1]]
         if self.factor > 1:
             rows = rows.copy()  # not a view: the band it came from is let go
         if len(rows):
@@ -233,3 +248,109 @@ def open_mask(path: str | os.PathLike, level: int = 0) -> Any:
 
     group = zarr.open_group(str(path), mode="r", zarr_format=2)
     return group[str(level)]
+
+
+def write_slide_label(
+    slide: str | os.PathLike,
+    name: str,
+    bands: Iterable[np.ndarray],
+    size: tuple[int, int],
+    palette: list[list[int]],
+    classes: list[str],
+) -> Path:
+    """Write a class mask, given as bands of rows, as the label image ``labels/NAME`` of the
+    slide's own OME-Zarr (module docstring), atomically, and list it in ``labels``.
+
+    Args:
+        slide: the slide's OME-Zarr image (NGFF 0.4 / Zarr v2 or 0.5 / Zarr v3).
+        name: the label image's name (an existing one is replaced).
+        bands, size, palette, classes: as ``write_label_zarr``; ``size`` must be the (H, W)
+            of the slide's level 0.
+
+    Returns:
+        The label image's folder.
+
+    Raises:
+        UnetkitError: not an OME-Zarr multiscale image, or one of another size.
+    """
+    import zarr
+    from zarr.storage import LocalStore
+
+    root = Path(slide)
+    try:
+        group = zarr.open_group(str(root), mode="r")
+        fmt: Any = group.metadata.zarr_format
+        attrs: Any = group.attrs.asdict()
+        ome = attrs["ome"] if fmt == 3 else attrs
+        multiscale = ome["multiscales"][0]
+        axes = [a["name"] if isinstance(a, dict) else a for a in multiscale["axes"]]
+        iy, ix = axes.index("y"), axes.index("x")
+        datasets = multiscale["datasets"]
+        shapes = [tuple(int(n) for n in cast(Any, group[d["path"]]).shape) for d in datasets]
+        scales = [
+            next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")
+            for d in datasets
+        ]
+    except Exception as exc:  # noqa: BLE001 - zarr and the metadata fail in many ways
+        raise UnetkitError(f"{root}: not an OME-Zarr multiscale image ({exc!r})") from None
+    if (shapes[0][iy], shapes[0][ix]) != tuple(size):
+        raise UnetkitError(
+            f"{root}: its level 0 is {shapes[0][iy]} x {shapes[0][ix]}, the mask {size[0]} x "
+            f"{size[1]}; predict the slide's full resolution (--level 0)"
+        )
+    version = "0.5" if fmt == 3 else "0.4"
+    factors = [max(1, round(shapes[0][iy] / s[iy])) for s in shapes]
+    level_sizes = [(s[iy], s[ix]) for s in shapes]
+    space = [dict(multiscale["axes"][i]) for i in (iy, ix)]
+    attributes = label_attributes(name, len(shapes), palette, classes)
+    for dataset, scale in zip(attributes["multiscales"][0]["datasets"], scales):
+        dataset["coordinateTransformations"] = [
+            {"type": "scale", "scale": [float(scale[iy]), float(scale[ix])]}
+        ]
+    attributes["multiscales"][0]["axes"] = space
+    if fmt == 3:  # 0.5: the version once, under "ome"
+        del attributes["multiscales"][0]["version"], attributes["image-label"]["version"]
+        attributes = {"ome": {"version": version, **attributes}}
+    dtype = np.uint8 if len(classes) <= 256 else np.uint16
+    target = root / "labels" / name
+    remove_temp_dirs(target)
+    with atomic_dir(target, overwrite=True) as tmp:
+        made = zarr.create_group(LocalStore(tmp), zarr_format=fmt, attributes=attributes)
+        arrays = [
+            made.create_array(str(k), shape=shape, dtype=dtype, chunks=(CHUNK, CHUNK),
+                              fill_value=0, **_array_format(fmt))
+            for k, shape in enumerate(level_sizes)
+        ]  # fmt: skip
+        _write_bands(bands, size, [_Level(a, f) for a, f in zip(arrays, factors)])
+    labels = zarr.open_group(str(root / "labels"), mode="a", zarr_format=fmt)
+    listed: Any = labels.attrs.asdict()
+    names = (listed.get("ome", {}) if fmt == 3 else listed).get("labels", [])
+    names = [*[n for n in names if n != name], name]
+    labels.attrs.update(
+        {"ome": {"version": version, "labels": names}} if fmt == 3 else {"labels": names}
+    )
+    return target
+
+
+def _array_format(fmt: int) -> dict[str, Any]:
+    """``create_array`` arguments of a label level in Zarr format 2 or 3."""
+    if fmt == 2:
+        return {
+            "compressor": _compressor(), "filters": None, "order": "C",
+            "chunk_key_encoding": {"name": "v2", "separator": "/"},
+        }  # fmt: skip
+    return {"dimension_names": ["y", "x"]}
+
+
+def _write_bands(bands: Iterable[np.ndarray], size: tuple[int, int], levels: list[_Level]) -> None:
+    """Feed the mask's bands to every level, then finish them."""
+    height, width = size
+    y0 = 0
+    for band in bands:
+        if band.ndim != 2 or band.shape[1] != width or y0 + band.shape[0] > height:
+            raise ValueError(f"a band of {band.shape} at row {y0} of a {size} mask")
+        for level in levels:
+            level.add(band, y0)
+        y0 += band.shape[0]
+    for level in levels:
+        level.finish()
