@@ -117,7 +117,7 @@ def test_export_cli(checkpoints, tmp_path, capsys):
     assert main(["export", str(path), "--format", "onnx", "-o", str(out)]) == 0
     assert out.is_file() and "argmax agreement 100.0000 %" in capsys.readouterr().out
     assert main(["export", str(path), "--format", "tflite", "-o", str(out)]) == 2
-    assert "export format must be one of onnx, torchscript" in capsys.readouterr().err
+    assert "export format must be one of onnx, torchscript, bioimageio" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.pt"), "-o", str(out)]) == 2
 
 

@@ -432,7 +432,9 @@ def export_model(
         UnetkitError: an unknown format, an unreadable checkpoint or a failed parity check.
     """
     if fmt not in FORMATS:
-        raise UnetkitError(f"export format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        raise UnetkitError(
+            f"export format must be one of {', '.join(FORMATS)}, bioimageio; got {fmt!r}"
+        )
     model, ckpt = load_model(checkpoint, "cpu")
     model = model.float().eval()
     sizes = _sample_sizes(model, ckpt)
