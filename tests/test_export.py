@@ -117,13 +117,13 @@ def test_export_cli(checkpoints, tmp_path, capsys):
     assert main(["export", str(path), "--format", "onnx", "-o", str(out)]) == 0
     assert out.is_file() and "argmax agreement 100.0000 %" in capsys.readouterr().out
     assert main(["export", str(path), "--format", "tflite", "-o", str(out)]) == 2
-    assert "export format must be one of onnx, torchscript" in capsys.readouterr().err
+    assert "export format must be one of onnx, torchscript, bioimageio" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.pt"), "-o", str(out)]) == 2
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_carries_the_checkpoint_card_whole(checkpoints, fmt, tmp_path):
-    """One model card: the export's metadata is the checkpoint's card, every field."""
+def test_export_carries_the_checkpoint_card_for_prediction(checkpoints, fmt, tmp_path):
+    """One model card: the export's metadata is the checkpoint's card as exported."""
     from unetkit import load_checkpoint
     from unetkit.card import ModelCard
     from unetkit.infer.backends import load_onnx
@@ -131,8 +131,169 @@ def test_export_carries_the_checkpoint_card_whole(checkpoints, fmt, tmp_path):
     path, _ = checkpoints["same"]
     out = tmp_path / f"m.{fmt}"
     export_model(path, fmt, out)
-    card = load_checkpoint(path).card.to_dict()
+    card = load_checkpoint(path).card.to_export_dict()
     if fmt == "onnx":
-        assert load_onnx(out).info.to_dict() == card
+        assert load_onnx(out).info.to_export_dict() == card
     else:
-        assert ModelCard.from_dict(read_torchscript_metadata(out)).to_dict() == card
+        assert ModelCard.from_dict(read_torchscript_metadata(out)).to_export_dict() == card
+
+
+SECRET = "secret_stem_0417"  # a training image name that must not travel with the model
+
+
+@pytest.fixture(scope="module")
+def trained_like(tmp_path_factory, tiny_model, tiny_checkpoint):
+    """A checkpoint as training saves it: split, fingerprint, random-crop, cache, sampling."""
+    model = tiny_model("milesial", in_channels=3, out_channels=3)
+    pre = DataConfig(channels=3, resize="random-crop", size=(96, 96), normalize="image",
+                     oversample=0.5, sampling="area")  # fmt: skip
+    state = {
+        "fingerprint": {"images": 2, "per_image": [{"stem": SECRET, "mean": [0.41]}]},
+        "data": {"classes": CLASSES, "train": [SECRET], "val": ["val_stem_0418"]},
+    }
+    ckpt = tiny_checkpoint(model, classes=CLASSES, palette=PALETTE, preprocessing=pre,
+                           train_state=state)  # fmt: skip
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("trained") / "best.pt")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exports_hold_nothing_about_the_training_data(trained_like, fmt, tmp_path):
+    from unetkit import load_checkpoint
+
+    assert load_checkpoint(trained_like).card.split  # the checkpoint has them
+    out = tmp_path / f"m.{fmt}"
+    export_model(trained_like, fmt, out)
+    raw = out.read_bytes()
+    assert SECRET.encode() not in raw and b"val_stem_0418" not in raw
+    if fmt == "onnx":
+        meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        meta = {k.removeprefix("unetkit."): json.loads(v) for k, v in meta.items()}
+    else:
+        meta = read_torchscript_metadata(out)
+    assert not {"split", "fingerprint"} & set(meta)
+    pre = meta["preprocessing"]
+    assert pre["resize"] == "none" and pre["normalize"] == "image"
+    assert not {"oversample", "sampling", "cache", "binary_255", "mean", "std"} & set(pre)
+    assert "random-crop" not in json.dumps(meta)
+    contract = meta["input_contract"]
+    assert contract["input"]["channel_order"] == "RGB"
+    assert contract["input"]["value_scale"] == {"uint8": 255, "uint16": 65535, "float": 1}
+    assert contract["input"]["normalize"]["mode"] == "image"
+    assert contract["input"]["size"] == {"min": 4, "step": 4, "rule": ANY}
+    assert contract["output"]["activation"] == "softmax"
+
+
+class _Any:
+    def __eq__(self, other):
+        return True
+
+
+ANY = _Any()
+
+# Reads only the ONNX file's own metadata, with onnxruntime and numpy: what a user without
+# unetkit writes from the input contract. Run with ``python -I`` (no PYTHONPATH, no unetkit).
+PLAIN_RUNTIME = r"""
+import json, sys
+import numpy as np
+import onnxruntime as ort
+
+model, image_path, out_path = sys.argv[1:4]
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+contract = json.loads(session.get_modelmeta().custom_metadata_map["unetkit.input_contract"])
+inp, out = contract["input"], contract["output"]
+image = np.load(image_path)
+image = image[:, :, None] if image.ndim == 2 else image
+assert image.shape[2] == inp["channels"], image.shape
+kind = "float" if image.dtype.kind == "f" else image.dtype.name
+x = image.astype(np.float32) / np.float32(inp["value_scale"][kind])
+norm = inp["normalize"]
+pixels = x.reshape(-1, x.shape[2])
+if norm["mode"] == "image":
+    shift, scale = pixels.mean(0), pixels.std(0)
+elif norm["mode"] == "percentile":
+    shift, high = np.percentile(pixels, norm["percentiles"], axis=0)
+    scale = high - shift
+else:
+    shift, scale = np.array(norm["mean"]), np.array(norm["std"])
+x = (x - shift.astype(np.float32)) / np.maximum(scale, 1e-6).astype(np.float32)
+h, w = x.shape[:2]
+size = inp["size"]
+legal = [max(size["min"], size["min"] + -(-(n - size["min"]) // size["step"]) * size["step"])
+         for n in (h, w)]
+x = np.pad(x, ((0, legal[0] - h), (0, legal[1] - w), (0, 0)), mode="reflect")
+logits = session.run(None, {inp["name"]: x.transpose(2, 0, 1)[None].astype(np.float32)})[0]
+logits = logits[0, :, :h, :w]
+assert out["activation"] == "softmax" and out["offset"] == 0
+np.save(out_path, logits.argmax(0))
+assert "unetkit" not in sys.modules
+"""
+
+
+@pytest.mark.parametrize(
+    ("normalize", "channels", "dtype"),
+    [("image", 3, np.uint8), ("percentile", 1, np.uint16), ("dataset", 1, np.uint8)],
+)
+def test_plain_onnxruntime_with_the_contract_matches_unetkit_predict(
+    normalize, channels, dtype, tiny_model, tiny_checkpoint, tmp_path
+):
+    import subprocess
+    import sys
+
+    from unetkit import PredictConfig, Predictor
+    from unetkit.data.imageio import read_image, write_image
+
+    model = tiny_model("milesial", in_channels=channels, out_channels=3, seed=3)
+    with torch.no_grad():  # random weights, but logits that differ from pixel to pixel
+        model.head[0].weight.mul_(50)
+        model.head[0].bias.zero_()
+    pre = DataConfig(channels=channels, size=(96, 96), normalize=normalize,
+                     mean=(0.45,), std=(0.2,))  # fmt: skip
+    ckpt = save_checkpoint(
+        tiny_checkpoint(model, classes=CLASSES, palette=PALETTE, preprocessing=pre),
+        tmp_path / "m.pt",
+    )
+    export_model(ckpt, "onnx", tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    top = np.iinfo(dtype).max
+    smooth = np.cumsum(rng.normal(0, 1, (61, 77, channels)), axis=1)
+    smooth = (smooth - smooth.min()) / np.ptp(smooth) * 0.6 + 0.2  # not the full range
+    image = np.rint(smooth * top).astype(dtype)
+    write_image(tmp_path / "img.png", image if channels == 3 else image[:, :, 0])
+    np.save(tmp_path / "img.npy", read_image(tmp_path / "img.png"))  # the pixels as decoded
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_RUNTIME)
+    run = subprocess.run(
+        [sys.executable, "-I", str(script), str(tmp_path / "m.onnx"), str(tmp_path / "img.npy"),
+         str(tmp_path / "mask.npy")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    expected = Predictor.load(tmp_path / "m.onnx").predict(read_image(tmp_path / "img.png"))
+    plain = np.load(tmp_path / "mask.npy")
+    assert len(np.unique(expected)) > 1  # not a trivial mask
+    np.testing.assert_array_equal(plain, expected)
+    # the checkpoint predicts the same masks (in fp32, as the ONNX file runs)
+    torch_predictor = Predictor.load(ckpt, PredictConfig(precision="fp32"))
+    np.testing.assert_array_equal(torch_predictor.predict(read_image(tmp_path / "img.png")),
+                                  expected)  # fmt: skip
+
+
+def test_onnx_doc_string_states_the_contract(trained_like, tmp_path):
+    out = tmp_path / "m.onnx"
+    export_model(trained_like, "onnx", out)
+    text = onnx.load(str(out)).doc_string
+    assert "RGB order" in text and "uint8 / 255" in text and "4 + n * 4" in text
+    assert "(x - mean) / max(std, 1e-6) per image and channel" in text
+
+
+def test_export_cli_prints_each_parity_line_once(checkpoints, tmp_path, capsys, caplog):
+    import logging
+
+    path, _ = checkpoints["same"]
+    with caplog.at_level(logging.INFO):
+        assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 0
+    shown = capsys.readouterr()
+    lines = (shown.out + shown.err).splitlines()
+    lines += [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum("parity" in line for line in lines) == 2  # two sizes, one line each
+    assert sum("exported" in line for line in lines) == 1

@@ -15,16 +15,18 @@ prediction, evaluation, ``unetkit info`` and export use. Fields:
     split           {"train": [...], "val": [...]} image stems it was trained / validated on
     fingerprint     the training data's fingerprint (``unetkit.data.fingerprint``)
 
-``source`` (the file it was read from) is not stored. Exports store every field as one
-JSON string per key (``unetkit.classes``, ...); a file without the required keys, or with
-values of the wrong kind, is refused in one line naming it.
+``source`` (the file it was read from) is not stored. Exports store the card of
+``for_export`` as one JSON string per key (``unetkit.classes``, ...): what prediction needs and
+nothing about the training data (no ``split``, no ``fingerprint``, none of the
+training-only preprocessing fields in ``TRAINING_ONLY``). A file without the required keys, or
+with values of the wrong kind, is refused in one line naming it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import DataConfig, ModelConfig
@@ -33,6 +35,9 @@ from .errors import UnetkitError
 CARD_VERSION = 1
 REQUIRED = ("classes", "palette", "preprocessing", "model_config")
 _OPTIONAL = ("task", "ignore_index", "preset", "objects", "split", "fingerprint")
+# DataConfig fields that only shape training (how crops are drawn, cached, masks read); the
+# ``random-crop`` resize policy predicts as ``none`` (whole image or tiles, no rescaling)
+TRAINING_ONLY = ("cache", "oversample", "sampling", "binary_255")
 
 
 @dataclass
@@ -95,9 +100,45 @@ class ModelCard:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UnetkitError(f"{source}: malformed unetkit metadata ({exc})") from None
 
-    def to_metadata(self) -> dict[str, str]:
-        """``{key: JSON string}``: the form ONNX ``metadata_props`` hold (keys unprefixed)."""
-        return {key: json.dumps(value) for key, value in self.to_dict().items()}
+    def for_export(self) -> ModelCard:
+        """The card an exported file carries: what prediction needs, nothing about the data.
+
+        ``split`` and ``fingerprint`` are dropped, ``random-crop`` becomes ``none`` (both
+        predict the whole image or tiles of it), ``auto`` normalisation ``fixed`` (what it
+        means in prediction), gradient checkpointing off. Prediction from the exported card is
+        the same as from the checkpoint's.
+        """
+        pre = self.preprocessing
+        pre = pre.replace(
+            resize="none" if pre.resize == "random-crop" else pre.resize,
+            normalize="fixed" if pre.normalize == "auto" else pre.normalize,
+        )
+        return replace(
+            self,
+            model_config=self.model_config.replace(checkpointing=False),
+            preprocessing=pre,
+            split=None,
+            fingerprint=None,
+        )
+
+    def to_export_dict(self) -> dict[str, Any]:
+        """``for_export().to_dict()`` without the keys that describe training: ``split``,
+        ``fingerprint`` and the ``TRAINING_ONLY`` preprocessing fields (``mean`` / ``std``
+        too where the normalisation is per image and does not use them)."""
+        data = self.for_export().to_dict()
+        del data["split"], data["fingerprint"]
+        pre = data["preprocessing"]
+        for key in TRAINING_ONLY:
+            pre.pop(key, None)
+        if pre["normalize"] in ("image", "percentile"):
+            del pre["mean"], pre["std"]
+        return data
+
+    def to_metadata(self, export: bool = False) -> dict[str, str]:
+        """``{key: JSON string}``: the form ONNX ``metadata_props`` hold (keys unprefixed);
+        ``export``: of ``to_export_dict`` (what exported files carry)."""
+        data = self.to_export_dict() if export else self.to_dict()
+        return {key: json.dumps(value) for key, value in data.items()}
 
     @classmethod
     def from_metadata(

@@ -675,12 +675,37 @@ def compare_cmd(
 @app.command("export")
 def export_cmd(
     model: Path = typer.Argument(..., help="A unetkit checkpoint (.pt)."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript"),
-    out: Path = typer.Option(..., "-o", "--out", help="The exported file."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | bioimageio"),
+    out: Path = typer.Option(..., "-o", "--out", help="The exported file (bioimageio: a .zip)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
-    check: bool = typer.Option(True, "--check/--no-check", help="Parity check (default on)."),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="Parity check; bioimageio: bioimageio.core's test."
+    ),
+    sample: Path = typer.Option(
+        None, "--sample", help="bioimageio: image for the test tensors and cover (else synthetic)."
+    ),
+    author: list[str] = typer.Option(
+        None, "--author", help="bioimageio: an author's name (repeat for several)."
+    ),
+    license_id: str = typer.Option("CC-BY-4.0", "--license", help="bioimageio: SPDX licence."),
+    name: str = typer.Option(None, "--name", help="bioimageio: the model's name."),
+    input_dtype: str = typer.Option(
+        "uint8", "--input-dtype", help="bioimageio: the images' type, uint8 | uint16."
+    ),
 ) -> None:
-    """Export to ONNX / TorchScript with the model's metadata, then check parity."""
+    """Export to ONNX / TorchScript with the model's metadata, then check parity; or to a
+    BioImage.IO model package, then test it with bioimageio.core."""
+    if fmt == "bioimageio":
+        from .bioimageio import export_bioimageio
+
+        package = export_bioimageio(
+            model, out, name=name, authors=author or None, license=license_id,
+            sample=sample, input_dtype=input_dtype, opset=opset, check=check,
+        )  # fmt: skip
+        for weights, status in package["test"].items():
+            typer.echo(f"bioimageio test {weights}: {status}")
+        typer.echo(f"exported bioimageio: {out}")
+        return
     from .export import export_model
 
     result = export_model(model, fmt, out, opset=opset, check=check)

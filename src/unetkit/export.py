@@ -1,10 +1,19 @@
 """Export a checkpoint to ONNX or TorchScript, with its metadata, and prove the export right.
 
-The exported file carries everything prediction needs (classes, palette, preprocessing, task,
-model config) as JSON: ONNX in ``metadata_props`` (``unetkit.*`` keys), TorchScript in the extra
-file ``unetkit.json``. Before the file is renamed into place, a parity check runs it against the
-PyTorch model on random inputs of two sizes (a small legal one and the training size); a failed
-check leaves no file behind.
+The exported file carries the model card of ``ModelCard.for_export`` (classes, palette,
+preprocessing, task, model config, object post-processing) as JSON: ONNX in ``metadata_props``
+(``unetkit.*`` keys), TorchScript in the extra file ``unetkit.json``. Nothing about the training
+data travels (no image names, no data fingerprint, no training-only preprocessing fields).
+
+Beside the card, ``unetkit.input_contract`` (``input_contract``) states in plain data what any
+runtime needs to feed the network without unetkit: channel order, value scaling, the
+normalisation and its statistics, the legal input sizes, and what the output is (logits, the
+activation, the output size). ONNX files repeat it as readable text in the graph's
+``doc_string``.
+
+Before the file is renamed into place, a parity check runs it against the PyTorch model on
+random inputs of two sizes (a small legal one and the training size); a failed check leaves no
+file behind.
 """
 
 from __future__ import annotations
@@ -34,13 +43,239 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
 TORCHSCRIPT_META = "unetkit.json"
+CONTRACT_KEY = "input_contract"
+CONTRACT_VERSION = 1
 MAX_LOGIT_DIFF = 1e-4
 MIN_AGREEMENT = 0.9999
+_SCAN = 4096  # how far size_contract looks for the smallest legal size
 
 
-def export_metadata(ckpt: Checkpoint) -> dict[str, str]:
-    """The checkpoint's model card as ``{key: JSON string}`` (keys without the prefix)."""
-    return ckpt.card.to_metadata()
+def export_metadata(ckpt: Checkpoint, model: UNet | None = None) -> dict[str, str]:
+    """The exported model card (``ModelCard.to_export_dict``) and the input contract
+    (``input_contract``, under ``input_contract``) as ``{key: JSON string}`` (keys without the
+    prefix). ``model``: the network (or one of its configuration), for the size rule."""
+    meta = ckpt.card.to_metadata(export=True)
+    meta[CONTRACT_KEY] = json.dumps(input_contract(ckpt.card, model))
+    return meta
+
+
+def size_contract(model: UNet) -> dict[str, int]:
+    """The legal input sizes of ``model`` as an arithmetic rule, per axis.
+
+    Returns:
+        ``min``, ``step``: every ``min + n * step`` (n >= 0) is a legal height or width;
+        ``step`` is the network's down-sampling factor ``2**depth``, and for same-padding
+        networks ``min`` is a multiple of it (the sizes unetkit pads an image to).
+        ``offset``: output length minus input length (0 for same padding; minus the context
+        the valid convolutions consume, twice ``crop``); ``crop``: output pixel ``j`` is input
+        pixel ``j + crop``; ``context``: rows a tile should discard at each inner border when
+        an image is predicted in tiles (0 for valid padding, whose tiles need no overlap).
+
+    Raises:
+        UnetkitError: no such rule (sizes whose output length does not follow the input's).
+    """
+    cfg = model.config
+    align = 2 ** int(cfg.depth)
+    same = cfg.padding != "valid"
+    for start in range(align if same else 1, _SCAN, align if same else 1):
+        lens = [model._out_len(start + k * align) for k in range(6)]
+        if None in lens:
+            continue
+        offsets = {int(out or 0) - (start + k * align) * cfg.scale for k, out in enumerate(lens)}
+        if len(offsets) == 1 and cfg.scale == 1:
+            offset = offsets.pop()
+            return {
+                "min": start,
+                "step": align,
+                "offset": offset,
+                "crop": -offset // 2,
+                "context": 2 * align if same else 0,
+            }
+        break
+    raise UnetkitError("this U-Net's legal input sizes follow no min + n * step rule")
+
+
+def _normalize_contract(card: ModelCard, channels: int) -> dict[str, Any]:
+    from .data.normalize import PERCENTILES, STATS_PIXELS
+
+    pre = card.for_export().preprocessing
+    subsample = (
+        f"over every pixel of the whole image, per channel (above {STATS_PIXELS} pixels over a "
+        f"grid of every k-th row and column, k = ceil(sqrt(H * W / {STATS_PIXELS})))"
+    )
+    if pre.normalize == "image":
+        return {
+            "mode": "image",
+            "statistics": "per image",
+            "shift": "mean",
+            "scale": "standard deviation (population, ddof 0)",
+            "over": subsample,
+            "formula": "(x - mean) / max(std, 1e-6)",
+        }
+    if pre.normalize == "percentile":
+        return {
+            "mode": "percentile",
+            "statistics": "per image",
+            "percentiles": list(PERCENTILES),
+            "method": "linear interpolation between order statistics (numpy.percentile)",
+            "over": subsample,
+            "formula": (
+                f"(x - p{PERCENTILES[0]:g}) / max(p{PERCENTILES[1]:g} - p{PERCENTILES[0]:g}, 1e-6)"
+            ),
+        }
+
+    def per_channel(values: tuple[float, ...]) -> list[float]:
+        return [float(v) for v in (values * channels if len(values) == 1 else values)]
+
+    return {
+        "mode": pre.normalize,
+        "statistics": "the training data set's" if pre.normalize == "dataset" else "fixed",
+        "mean": per_channel(pre.mean),
+        "std": per_channel(pre.std),
+        "formula": "(x - mean[c]) / std[c]",
+    }
+
+
+def channel_names(channels: int) -> list[str]:
+    """``grey``, ``red green blue``, or ``channel0 ...``: the input channels in order."""
+    return {1: ["grey"], 3: ["red", "green", "blue"]}.get(
+        channels, [f"channel{i}" for i in range(channels)]
+    )
+
+
+def output_names(card: ModelCard) -> list[str]:
+    """The output channels: the classes (plus ``boundary`` for instance models), or the
+    positive class of a one-channel binary head."""
+    k = card.model_config.out_channels
+    names = list(card.classes)
+    if card.task == "instance" and len(names) == k - 1:
+        names.append("boundary")
+    if k == 1:
+        return [names[-1] if names else "foreground"]
+    return names[:k] + [f"channel{i}" for i in range(len(names), k)]
+
+
+def activation(card: ModelCard) -> str:
+    """``softmax``, ``sigmoid`` or ``none``: what turns the raw output into probabilities
+    (``UNet.activate``)."""
+    cfg = card.model_config
+    if cfg.head == "sigmoid" or (cfg.head == "logits" and cfg.out_channels == 1):
+        return "sigmoid"
+    return "softmax" if cfg.head == "logits" else "none"
+
+
+def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]:
+    """What a runtime needs to feed the exported network and read its output, as plain data.
+
+    Args:
+        card: the model card.
+        model: the network (weights not needed); None builds a weightless one from the card.
+
+    Returns:
+        JSON-able ``{"contract_version", "input", "output", "task", "classes", "palette",
+        "objects", "prediction"}``.
+    """
+    if model is None:
+        from .models.unet import UNet
+
+        with torch.device("meta"):
+            model = UNet(card.model_config)
+    cfg = card.model_config
+    c = cfg.in_channels
+    sizes = size_contract(model)
+    pre = card.for_export().preprocessing
+    act = activation(card)
+    binary = act == "sigmoid"
+    mask = (
+        "argmax over channels = class index"
+        if not binary
+        else "class index 1 where the probability > 0.5 (unetkit predict --threshold), else 0"
+        if cfg.out_channels == 1
+        else "per channel: probability > 0.5"
+    )
+    order = {1: "grey", 3: "RGB"}.get(c, "as stored in the file")
+    return {
+        "contract_version": CONTRACT_VERSION,
+        "input": {
+            "name": "image",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "channels": c,
+            "channel_order": order,
+            "channel_names": channel_names(c),
+            "channel_conversion": (
+                "alpha is dropped; a grey image is repeated into 3 channels; an RGB image "
+                "becomes grey as round(0.299 R + 0.587 G + 0.114 B) (ITU-R BT.601)"
+            ),
+            "value_scale": {"uint8": 255, "uint16": 65535, "float": 1},
+            "value_scaling": (
+                "x = pixel / value_scale[dtype]: integers by their type's maximum, floats "
+                "as they are (in [0, 1]); the normalisation follows on x"
+            ),
+            "normalize": _normalize_contract(card, c),
+            "size": {
+                **{k: sizes[k] for k in ("min", "step")},
+                "rule": (
+                    "height and width each min + n * step (n >= 0); unetkit mirrors (reflect, "
+                    "no edge repeat) an image at its bottom and right up to such a size and "
+                    "crops the output back"
+                    if sizes["offset"] == 0
+                    else "height and width each min + n * step (n >= 0); the valid "
+                    "convolutions consume context: mirror (reflect) the image by crop pixels "
+                    "on every side before, and more at the bottom and right up to such a size"
+                ),
+            },
+        },
+        "output": {
+            "name": "logits",
+            "layout": "NCHW",
+            "channels": cfg.out_channels,
+            "channel_names": output_names(card),
+            "values": "raw logits" if act != "none" else "raw values",
+            "activation": act,
+            "activation_axis": "channel" if act == "softmax" else None,
+            "mask": mask if act != "none" else None,
+            "size": "input size" if sizes["offset"] == 0 else "input size + offset",
+            "offset": sizes["offset"],
+            "crop": sizes["crop"],
+            "tile_context": sizes["context"],
+        },
+        "task": card.task,
+        "classes": list(card.classes),
+        "palette": [[int(v) for v in rgb] for rgb in card.palette],
+        "objects": card.objects if card.task == "instance" else None,
+        "prediction": {
+            "resize": pre.resize,
+            "size": [int(n) for n in pre.size],
+            "note": (
+                "resize none: the image at its own scale, whole or in tiles; letterbox / "
+                "resize: scaled to size (letterbox: padded to a square first), the "
+                "probabilities scaled back"
+            ),
+        },
+    }
+
+
+def contract_text(contract: dict[str, Any]) -> str:
+    """The input contract as a few readable lines (the ONNX graph's ``doc_string``)."""
+    inp, out = contract["input"], contract["output"]
+    norm = inp["normalize"]
+    if "mean" in norm:
+        how = f"{norm['formula']} with mean {norm['mean']} and std {norm['std']}"
+    else:
+        how = f"{norm['formula']} per image and channel"
+    lines = [
+        f"unetkit U-Net ({contract['task']}): input 'image' float32 NCHW, "
+        f"{inp['channels']} channel(s) in {inp['channel_order']} order.",
+        "Scale pixels to [0, 1] first: uint8 / 255, uint16 / 65535, floats as they are.",
+        f"Normalise ({norm['mode']}): {how}.",
+        f"Height and width: {inp['size']['min']} + n * {inp['size']['step']}.",
+        f"Output 'logits' NCHW, channels {out['channel_names']}; activation {out['activation']}"
+        + (f"; mask: {out['mask']}" if out["mask"] else "")
+        + ("." if out["offset"] == 0 else f"; size = input {out['offset']:+d}."),
+        "Full contract: metadata key unetkit.input_contract (JSON).",
+    ]
+    return "\n".join(lines)
 
 
 def parse_metadata(props: dict[str, str], source: str | os.PathLike) -> dict[str, Any]:
@@ -89,10 +324,12 @@ def _write_onnx(model, ckpt: Checkpoint, sample: torch.Tensor, path: Path, opset
     import onnx
 
     proto = onnx.load_from_string(_onnx_bytes(model, sample, opset))
-    for key, value in export_metadata(ckpt).items():
+    meta = export_metadata(ckpt, model)
+    for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value
     proto.producer_name = "unetkit"
+    proto.doc_string = contract_text(json.loads(meta[CONTRACT_KEY]))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -101,7 +338,7 @@ def _write_torchscript(model, ckpt: Checkpoint, sample: torch.Tensor, path: Path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, sample, check_trace=False)
-        meta = json.dumps({k: json.loads(v) for k, v in export_metadata(ckpt).items()})
+        meta = json.dumps({k: json.loads(v) for k, v in export_metadata(ckpt, model).items()})
         torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_META: meta})
 
 
@@ -167,7 +404,8 @@ def check_parity(
                 f"{diff:.3g} (limit {MAX_LOGIT_DIFF:g}), argmax agreement {100 * agree:.4f} % "
                 f"(limit {100 * MIN_AGREEMENT:.2f} %)"
             )
-        log.info("parity %dx%d: max |diff| %.2e, agreement %.4f %%", h, w, diff, 100 * agree)
+        # debug only: the caller reports the results (the CLI prints each size once)
+        log.debug("parity %dx%d: max |diff| %.2e, agreement %.4f %%", h, w, diff, 100 * agree)
     return results
 
 
@@ -194,7 +432,9 @@ def export_model(
         UnetkitError: an unknown format, an unreadable checkpoint or a failed parity check.
     """
     if fmt not in FORMATS:
-        raise UnetkitError(f"export format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        raise UnetkitError(
+            f"export format must be one of {', '.join(FORMATS)}, bioimageio; got {fmt!r}"
+        )
     model, ckpt = load_model(checkpoint, "cpu")
     model = model.float().eval()
     sizes = _sample_sizes(model, ckpt)
@@ -208,7 +448,7 @@ def export_model(
             _write_torchscript(model, ckpt, sample, tmp)
         if check:
             parity = check_parity(model, _runner(fmt, tmp), sizes, out_path)
-    log.info("exported %s to %s", checkpoint, out_path)
+    log.debug("exported %s to %s", checkpoint, out_path)
     return {"path": str(out_path), "format": fmt, "parity": parity}
 
 
