@@ -296,18 +296,21 @@ def _write_objects(
     other.unlink(missing_ok=True)  # a previous run's file of the other kind is stale now
     classes = object_classes(ids, mask, len(info.classes))
     channels = 1 if image.ndim == 2 else image.shape[2]
-    rows = object_table(ids, image, classes, info.classes, options["pixel_size"])
-    fields = object_fields(channels, options["pixel_size"])
+    unit = options.get("pixel_unit", "um")
+    rows = object_table(ids, image, classes, info.classes, options["pixel_size"], unit)
+    fields = object_fields(channels, options["pixel_size"], unit)
     write_objects_csv(out_dir / f"{stem}_objects.csv", rows, fields)
     save_png(out_dir / f"{stem}_objects.png", object_overlay(image, ids))
     if options["labelme"]:
         doc = labelme_objects(ids, classes, info.classes, rel)
         write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
     if options["geojson"]:
-        doc = geojson_objects(ids, classes, info.classes)
+        doc = geojson_objects(ids, classes, info.classes, image_name=path.name, table=rows)
         write_text(out_dir / f"{stem}.geojson", json.dumps(doc))
     if options["coco"] is not None:
-        options["coco"].append(coco_document([(path.name, *ids.shape, ids, classes)], info.classes))
+        entry = (path.name, *ids.shape, ids, classes)
+        segmentation = options.get("coco_format", "rle")
+        options["coco"].append(coco_document([entry], info.classes, segmentation))
 
 
 def merge_coco(documents: list[dict]) -> dict:
@@ -357,6 +360,7 @@ def predict_paths(
     pixel_size: float | None = None,
     geojson: bool = False,
     coco: bool = False,
+    coco_format: str = "rle",
     legend: bool = False,
     level: int | None = None,
     large_pixels: int | None = None,
@@ -382,7 +386,10 @@ def predict_paths(
             ``geojson``, ``coco`` and ``pixel_size`` imply objects.
         pixel_size: physical size of a pixel (e.g. um): object measurements in those units.
         geojson: also ``NAME.geojson`` (objects as QuPath detections).
-        coco: also ``coco.json``: the folder's objects as COCO instance annotations.
+        coco: also ``coco.json``: the folder's objects as COCO instance annotations (with a
+            ``score`` each, so that it is also a results file for ``COCOeval``).
+        coco_format: ``coco.json``'s segmentations: "rle" (exact, holes included) or "polygon"
+            (edge-traced; exact for objects without holes) (``objects.formats.coco_document``).
         legend: a legend strip (the classes present) right of each overlay; without it the
             overlay has the input's size.
         level: predict TIFF inputs at this pyramid level, read by region.
@@ -406,6 +413,7 @@ def predict_paths(
     Raises:
         UnetkitError: inputs that match nothing, or colliding output names.
     """
+    from ..objects.formats import COCO_SEGMENTATIONS
     from .large import BACKGROUNDS
 
     shard = shard or DistInfo()
@@ -418,6 +426,10 @@ def predict_paths(
         objects = predictor.instance or geojson or coco or pixel_size is not None
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
+    if coco_format not in COCO_SEGMENTATIONS:
+        raise UnetkitError(
+            f"COCO format must be one of {', '.join(COCO_SEGMENTATIONS)}; got {coco_format!r}"
+        )
     if background is not None and background not in BACKGROUNDS:
         raise UnetkitError(
             f"background must be one of {', '.join(BACKGROUNDS)}; got {background!r}"
@@ -431,6 +443,7 @@ def predict_paths(
         "pixel_size": pixel_size,
         "geojson": geojson,
         "coco": [] if coco else None,
+        "coco_format": coco_format,
         "legend": legend,
         "level": level,
         "background": background,
