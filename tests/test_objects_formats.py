@@ -16,7 +16,9 @@ from unetkit.objects.formats import (
     feature_id,
     geojson_objects,
     labelme_objects,
-    object_polygons,
+    object_geometries,
+    object_outlines,
+    rle_string,
 )
 
 NAMES = ["background", "cell", "nucleus"]
@@ -44,39 +46,54 @@ def _fill(points, shape) -> np.ndarray:
     return canvas.astype(bool)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return (a & b).sum() / (a | b).sum()
-
-
-def _check_round_trip(polygons: dict[int, list], labels: np.ndarray) -> None:
+def _check_round_trip(outlines: dict[int, list], labels: np.ndarray) -> None:
+    """Centre outlines (all pieces of an object) filled by cv2 give back the object."""
     ids = [int(i) for i in np.unique(labels) if i]
-    assert sorted(polygons) == ids  # no object dropped
-    for object_id, points in polygons.items():
-        truth = labels == object_id
-        filled = _fill(points, labels.shape)
-        if object_id == 5:  # two pieces: the larger one's outline
-            truth = truth & (np.arange(labels.shape[0])[:, None] < 42)
-        if truth.sum() >= 20:
-            assert _iou(filled, truth) > 0.8, object_id
-        assert filled[truth].any()
+    assert sorted(outlines) == ids  # no object dropped
+    for object_id, pieces in outlines.items():
+        filled = np.zeros(labels.shape, bool)
+        for points in pieces:
+            filled |= _fill(points, labels.shape)
+        assert (filled == (labels == object_id)).all(), object_id
 
 
-def test_polygons_one_per_object_and_round_trip():
+def test_outlines_every_piece_through_pixel_centres():
     labels = _scene()
-    polygons = object_polygons(labels)
-    assert all(len(p) >= 3 and all(len(xy) == 2 for xy in p) for p in polygons.values())
-    _check_round_trip(polygons, labels)
-    assert polygons[1] == [[5.0, 5.0], [5.0, 19.0], [24.0, 19.0], [24.0, 5.0]]  # x, y
-    assert polygons[7] == [[70.0, 58.0]] * 4  # too small for a contour: its box's corners
-    line = polygons[6]
+    outlines = object_outlines(labels)
+    assert all(len(p) >= 3 and all(len(xy) == 2 for xy in p) for o in outlines.values() for p in o)
+    _check_round_trip(outlines, labels)
+    assert outlines[1] == [[[5.0, 5.0], [5.0, 19.0], [24.0, 19.0], [24.0, 5.0]]]  # x, y
+    assert outlines[7] == [[[70.0, 58.0]] * 3]  # a pixel: its centre, repeated
+    assert len(outlines[5]) == 2  # both pieces
+    (line,) = outlines[6]
     assert min(x for x, _ in line) == 10 and max(x for x, _ in line) == 39
     assert {y for _, y in line} == {55.0}
 
 
-def test_polygons_of_objects_on_the_image_edge():
+def test_geometries_follow_pixel_edges():
+    labels = _scene()
+    geometries = object_geometries(labels)
+    assert sorted(geometries) == list(range(1, 9))
+    assert list(geometries[1].exterior.coords) == [(5, 5), (25, 5), (25, 20), (5, 20), (5, 5)]
+    pixel = geometries[7].exterior.coords
+    assert len(pixel) == 5 and set(pixel) == {(70, 58), (71, 58), (71, 59), (70, 59)}
+    assert geometries[5].geom_type == "MultiPolygon" and len(geometries[5].geoms) == 2
+    for object_id, geometry in geometries.items():
+        assert geometry.area == (labels == object_id).sum() and geometry.is_valid
+
+
+def test_geometries_of_objects_on_the_image_edge():
     labels = np.ones((6, 7), np.int32)
-    assert object_polygons(labels) == {1: [[0.0, 0.0], [0.0, 5.0], [6.0, 5.0], [6.0, 0.0]]}
-    assert object_polygons(np.zeros((4, 4), np.int32)) == {}
+    (geometry,) = object_geometries(labels).values()
+    assert list(geometry.exterior.coords) == [(0, 0), (7, 0), (7, 6), (0, 6), (0, 0)]
+    assert object_geometries(np.zeros((4, 4), np.int32)) == {}
+    assert object_outlines(labels) == {1: [[[0.0, 0.0], [0.0, 5.0], [6.0, 5.0], [6.0, 0.0]]]}
+
+
+def test_rle_string_matches_pycocotools_examples():
+    # pycocotools.mask.encode of a 4 x 4 mask with column 1 set and of an empty one
+    assert rle_string([4, 4, 8]) == "448"
+    assert rle_string([16]) == "`0"
 
 
 def test_labelme_document():
@@ -88,10 +105,13 @@ def test_labelme_document():
     assert (doc["imageHeight"], doc["imageWidth"], doc["imagePath"]) == (60, 80, "../img.png")
     assert doc["imageData"] is None
     shapes = doc["shapes"]
-    assert [s["group_id"] for s in shapes] == list(range(1, 9))
+    assert [s["group_id"] for s in shapes] == [1, 2, 3, 4, 5, 5, 6, 7, 8]  # 5: two pieces
     assert all(s["shape_type"] == "polygon" for s in shapes)
-    assert [s["label"] for s in shapes] == ["cell", "cell", "nucleus"] + ["cell"] * 5
-    _check_round_trip({s["group_id"]: s["points"] for s in shapes}, labels)
+    assert [s["label"] for s in shapes] == ["cell", "cell", "nucleus"] + ["cell"] * 6
+    outlines: dict[int, list] = {}
+    for shape in shapes:
+        outlines.setdefault(shape["group_id"], []).append(shape["points"])
+    _check_round_trip(outlines, labels)
     json.dumps(doc)  # plain JSON types
 
     default = labelme_objects(labels, None, NAMES, "img.png")
@@ -107,16 +127,19 @@ def test_geojson_features():
     assert len(features) == 8
     assert [f["properties"]["object_id"] for f in features] == list(range(1, 9))
     assert len({f["id"] for f in features}) == 8 and features[0]["id"] == feature_id(1)
-    polygons = {}
+    assert feature_id(1, "a.png") != feature_id(1, "b.png")
     for feature in features:
         assert feature["type"] == "Feature"
         assert feature["properties"]["objectType"] == "detection"
+        assert "measurements" not in feature["properties"]  # no table given
         geometry = feature["geometry"]
-        assert geometry["type"] == "Polygon" and len(geometry["coordinates"]) == 1
-        ring = geometry["coordinates"][0]
-        assert ring[0] == ring[-1] and len(ring) >= 4  # closed
-        polygons[feature["properties"]["object_id"]] = ring
-    _check_round_trip(polygons, labels)
+        multi = feature["properties"]["object_id"] == 5
+        assert geometry["type"] == ("MultiPolygon" if multi else "Polygon")
+        for polygon in geometry["coordinates"] if multi else [geometry["coordinates"]]:
+            assert len(polygon) == 1  # no holes in this scene
+            ring = polygon[0]
+            assert ring[0] == ring[-1] and len(ring) >= 5  # closed
+    assert features[0]["geometry"]["coordinates"] == [[[5, 5], [25, 5], [25, 20], [5, 20], [5, 5]]]
     first, second = (f["properties"]["classification"] for f in features[:2])
     assert first == {"name": "cell", "color": [10, 20, 30]}  # from the palette
     assert second == {"name": "nucleus", "color": [0, 128, 0]}  # beyond it: VOC colours
@@ -130,7 +153,8 @@ def test_coco_folder():
     second[2:12, 3:9] = 1
     second[20:25, 30:40] = 2
     classes = {i: 1 for i in range(1, 9)} | {4: 2}
-    doc = coco_document([("a.png", 60, 80, first, classes), ("b.png", 30, 40, second, None)], NAMES)
+    entries = [("a.png", 60, 80, first, classes), ("b.png", 30, 40, second, None)]
+    doc = coco_document(entries, NAMES, segmentation="polygon")
     assert doc["categories"] == [{"id": 1, "name": "cell"}, {"id": 2, "name": "nucleus"}]
     assert doc["images"] == [
         {"id": 1, "file_name": "a.png", "height": 60, "width": 80},
@@ -149,11 +173,15 @@ def test_coco_folder():
         assert ann["area"] == int(pixels.sum()) and isinstance(ann["area"], int)
         x0, y0 = int(xs.min()), int(ys.min())
         assert ann["bbox"] == [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
-        assert ann["iscrowd"] == 0
-        (flat,) = ann["segmentation"]
-        assert len(flat) >= 6 and len(flat) % 2 == 0
-        if pixels.sum() >= 20 and object_id != 5:
-            assert _iou(_fill(np.reshape(flat, (-1, 2)), labels.shape), pixels) > 0.8
+        assert ann["iscrowd"] == 0 and ann["score"] == 1.0 and ann["object_id"] == object_id
+        assert len(ann["segmentation"]) == (2 if (ann["image_id"], object_id) == (1, 5) else 1)
+        for flat in ann["segmentation"]:
+            assert len(flat) >= 8 and len(flat) % 2 == 0 and all(isinstance(v, int) for v in flat)
+    rle = coco_document(entries, NAMES)["annotations"]  # the default: compressed RLE
+    assert [a["area"] for a in rle] == [a["area"] for a in annotations]
+    # rows 20-24 of columns 30-39 of a 30 x 40 image, column-major: from pixel 30 * 30 + 20
+    counts = [920] + [5, 25] * 9 + [5, 5]
+    assert rle[-1]["segmentation"] == {"size": [30, 40], "counts": rle_string(counts)}
     assert annotations[-1]["bbox"] == [30, 20, 10, 5]
     json.dumps(doc)
 
@@ -167,3 +195,5 @@ def test_coco_skips_objects_without_category_and_checks_sizes():
     assert coco_document([], NAMES)["images"] == []
     with pytest.raises(UnetkitError, match="not the image size"):
         coco_document([("x.png", 10, 12, labels, None)], NAMES)
+    with pytest.raises(UnetkitError, match="segmentation must be one of rle, polygon"):
+        coco_document([("x.png", 10, 10, labels, None)], NAMES, segmentation="mask")

@@ -18,10 +18,10 @@ PX_FIELDS = [
     "perimeter_px",
     "centroid_y_px",
     "centroid_x_px",
-    "bbox_y0",
-    "bbox_x0",
-    "bbox_y1",
-    "bbox_x1",
+    "bbox_y0_px",
+    "bbox_x0_px",
+    "bbox_y1_px",
+    "bbox_x1_px",
     "equivalent_diameter_px",
     "eccentricity",
     "solidity",
@@ -44,9 +44,16 @@ def test_fields_order():
         "max_intensity_c1",
     ]
     physical = object_fields(1, pixel_size=0.5)
-    assert physical[:6] == ["id", "class", "area", "perimeter", "centroid_y", "centroid_x"]
-    assert physical[10] == "equivalent_diameter"
-    assert physical[-3:] == ["mean_intensity_c0", "max_intensity_c0", "pixel_size"]
+    assert physical[:4] == ["id", "class", "area_um2", "perimeter_um"]
+    assert physical[4:6] == ["centroid_y_um", "centroid_x_um"]
+    assert physical[6:10] == PX_FIELDS[6:10]  # the box stays in pixels, and says so
+    assert physical[10] == "equivalent_diameter_um"
+    assert physical[-3:] == ["mean_intensity_c0", "max_intensity_c0", "pixel_size_um"]
+    nm = object_fields(0, pixel_size=500, unit="nm")
+    assert nm[2:4] == ["area_nm2", "perimeter_nm"] and nm[-1] == "pixel_size_nm"
+    assert object_fields(0, unit="nm") == PX_FIELDS  # no pixel size: pixels
+    with pytest.raises(UnetkitError, match="pixel unit"):
+        object_fields(0, pixel_size=0.5, unit="µm/px")
 
 
 def test_rectangle_measurements():
@@ -56,7 +63,8 @@ def test_rectangle_measurements():
     rect = rows[0]
     assert rect["class"] == 1  # no classes: class 1
     assert rect["area_px"] == 200 and isinstance(rect["area_px"], int)
-    assert (rect["bbox_y0"], rect["bbox_x0"], rect["bbox_y1"], rect["bbox_x1"]) == (5, 10, 15, 30)
+    box = (rect["bbox_y0_px"], rect["bbox_x0_px"], rect["bbox_y1_px"], rect["bbox_x1_px"])
+    assert box == (5, 10, 15, 30)
     assert rect["centroid_y_px"] == 9.5 and rect["centroid_x_px"] == 19.5
     assert rect["equivalent_diameter_px"] == round(math.sqrt(4 * 200 / math.pi), 4)
     assert rect["solidity"] == 1.0
@@ -101,12 +109,14 @@ def test_pixel_size_scales_lengths_and_areas():
     px = object_table(labels)[0]
     um = object_table(labels, pixel_size=0.5)[0]
     assert list(um) == object_fields(0, 0.5)
-    assert um["area"] == 50.0
-    assert um["perimeter"] == round(px["perimeter_px"] * 0.5, 4)
-    assert (um["centroid_y"], um["centroid_x"]) == (4.75, 9.75)
-    assert um["equivalent_diameter"] == round(math.sqrt(4 * 200 / math.pi) * 0.5, 4)
-    assert (um["bbox_y0"], um["bbox_x1"]) == (5, 30)  # the box stays in pixels
-    assert um["eccentricity"] == px["eccentricity"] and um["pixel_size"] == 0.5
+    assert um["area_um2"] == 50.0
+    assert um["perimeter_um"] == round(px["perimeter_px"] * 0.5, 4)
+    assert (um["centroid_y_um"], um["centroid_x_um"]) == (4.75, 9.75)
+    assert um["equivalent_diameter_um"] == round(math.sqrt(4 * 200 / math.pi) * 0.5, 4)
+    assert (um["bbox_y0_px"], um["bbox_x1_px"]) == (5, 30)  # the box stays in pixels
+    assert um["eccentricity"] == px["eccentricity"] and um["pixel_size_um"] == 0.5
+    nm = object_table(labels, pixel_size=500.0, unit="nm")[0]
+    assert list(nm) == object_fields(0, 500.0, "nm") and nm["area_nm2"] == 200 * 500.0**2
 
 
 def test_classes_and_names():

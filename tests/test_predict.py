@@ -509,7 +509,7 @@ def test_instance_model_writes_object_outputs(tmp_path, grey_level_model):
         rows = list(csv.DictReader(fh))
     assert len(rows) == truth.max()
     first = rows[0]
-    assert first["class"] == "cell" and float(first["area"]) == pytest.approx(144 * 0.25)
+    assert first["class"] == "cell" and float(first["area_um2"]) == pytest.approx(144 * 0.25)
     overlay_png = np.asarray(Image.open(out / "a_objects.png"))
     assert overlay_png.shape == (60, 75, 3)
     doc = json.loads((out / "a.json").read_text())

@@ -513,6 +513,12 @@ def predict_cmd(
     ),
     geojson: bool = typer.Option(False, "--geojson", help="Objects: NAME.geojson (QuPath)."),
     coco: bool = typer.Option(False, "--coco", help="Objects: coco.json for the folder."),
+    coco_format: str = typer.Option(
+        "rle",
+        "--coco-format",
+        help="coco.json segmentations: rle (exact, holes kept) or polygon (pixel-edge "
+        "outlines; an object's holes are filled).",
+    ),
     save_probs: bool = typer.Option(False, "--save-probs", help="Write NAME_probs.npy (fp16)."),
     labelme: bool = typer.Option(
         False, "--labelme", help="Write NAME.json labelme polygons (one per object with objects)."
@@ -578,8 +584,8 @@ def predict_cmd(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
         skip_existing=skip_existing, progress=progress,
         objects=(objects or objects_between is not None) or None,
-        pixel_size=pixel_size, pixel_unit=pixel_unit, geojson=geojson, coco=coco, legend=legend,
-        level=level,
+        pixel_size=pixel_size, pixel_unit=pixel_unit, geojson=geojson, coco=coco,
+        coco_format=coco_format, legend=legend, level=level,
         background=skip_background, zarr=zarr, shard=shard,
     )  # fmt: skip
     if shard.is_main:  # the report is the whole run's on every rank

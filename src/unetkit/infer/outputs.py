@@ -299,18 +299,21 @@ def _write_objects(
     other.unlink(missing_ok=True)  # a previous run's file of the other kind is stale now
     classes = object_classes(ids, mask, len(info.classes))
     channels = 1 if image.ndim == 2 else image.shape[2]
-    rows = object_table(ids, image, classes, info.classes, options["pixel_size"])
-    fields = object_fields(channels, options["pixel_size"])
+    unit = options.get("pixel_unit", "um")
+    rows = object_table(ids, image, classes, info.classes, options["pixel_size"], unit)
+    fields = object_fields(channels, options["pixel_size"], unit)
     write_objects_csv(out_dir / f"{stem}_objects.csv", rows, fields)
     save_png(out_dir / f"{stem}_objects.png", object_overlay(image, ids))
     if options["labelme"]:
         doc = labelme_objects(ids, classes, info.classes, rel)
         write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
     if options["geojson"]:
-        doc = geojson_objects(ids, classes, info.classes)
+        doc = geojson_objects(ids, classes, info.classes, image_name=path.name, table=rows)
         write_text(out_dir / f"{stem}.geojson", json.dumps(doc))
     if options["coco"] is not None:
-        options["coco"].append(coco_document([(path.name, *ids.shape, ids, classes)], info.classes))
+        entry = (path.name, *ids.shape, ids, classes)
+        segmentation = options.get("coco_format", "rle")
+        options["coco"].append(coco_document([entry], info.classes, segmentation))
 
 
 def merge_coco(documents: list[dict]) -> dict:
@@ -361,6 +364,7 @@ def predict_paths(
     pixel_unit: str = "um",
     geojson: bool = False,
     coco: bool = False,
+    coco_format: str = "rle",
     legend: bool = False,
     level: int | None = None,
     large_pixels: int | None = None,
@@ -391,7 +395,10 @@ def predict_paths(
             size implies objects for images read whole only, never for images read by region.
         pixel_unit: ``nm``, ``um`` (default), ``mm``, ``cm`` or ``m``.
         geojson: also ``NAME.geojson`` (objects as QuPath detections).
-        coco: also ``coco.json``: the folder's objects as COCO instance annotations.
+        coco: also ``coco.json``: the folder's objects as COCO instance annotations (with a
+            ``score`` each, so that it is also a results file for ``COCOeval``).
+        coco_format: ``coco.json``'s segmentations: "rle" (exact, holes included) or "polygon"
+            (edge-traced; exact for objects without holes) (``objects.formats.coco_document``).
         legend: a legend strip (the classes present) right of each overlay; without it the
             overlay has the input's size.
         level: predict TIFF inputs at this pyramid level, read by region.
@@ -415,6 +422,7 @@ def predict_paths(
     Raises:
         UnetkitError: inputs that match nothing, or colliding output names.
     """
+    from ..objects.formats import COCO_SEGMENTATIONS
     from .large import BACKGROUNDS
 
     shard = shard or DistInfo()
@@ -433,6 +441,10 @@ def predict_paths(
     if unit is None:
         raise UnetkitError(f"pixel unit must be one of nm, um, mm, cm, m; got {pixel_unit!r}")
     given = None if pixel_size is None else PixelSize(pixel_size, pixel_size, unit)
+    if coco_format not in COCO_SEGMENTATIONS:
+        raise UnetkitError(
+            f"COCO format must be one of {', '.join(COCO_SEGMENTATIONS)}; got {coco_format!r}"
+        )
     if background is not None and background not in BACKGROUNDS:
         raise UnetkitError(
             f"background must be one of {', '.join(BACKGROUNDS)}; got {background!r}"
@@ -450,6 +462,7 @@ def predict_paths(
         "large_pixels": large_pixels,
         "geojson": geojson,
         "coco": [] if coco else None,
+        "coco_format": coco_format,
         "legend": legend,
         "level": level,
         "background": background,

@@ -2,10 +2,13 @@
 
 Columns (``object_fields``): ``id``, ``class``, area, perimeter, centroid, bounding box,
 equivalent diameter, eccentricity, solidity, then the mean and maximum intensity of every image
-channel. Without a pixel size, lengths and areas are in pixels and their names say so
-(``area_px``, ``perimeter_px``, ...); with one (e.g. micrometres per pixel) they are in physical
-units (``area``, ``perimeter``, ...) and a ``pixel_size`` column holds the value. The bounding
-box is always in pixels (``y1`` / ``x1`` exclusive). Floats are rounded to 4 decimals.
+channel. Every column with a length or an area names its unit: without a pixel size, pixels
+(``area_px``, ``perimeter_px``, ``centroid_y_px``, ...); with one (e.g. 0.5 um per pixel),
+the physical unit, squared for the area (``area_um2``, ``perimeter_um``, ``centroid_y_um``,
+``equivalent_diameter_um``), and a ``pixel_size_um`` column holds the pixel size. The bounding
+box stays in pixels either way (``bbox_y0_px`` ... ``bbox_x1_px``; ``y1`` / ``x1`` exclusive),
+as it indexes the label image (as CellProfiler's bounding box does; QuPath-style physical
+positions are the centroid's). Floats are rounded to 4 decimals.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 
 import numpy as np
 from skimage.measure import regionprops_table
@@ -23,7 +27,8 @@ from ..files import write_text
 DECIMALS = 4
 _SCALED = ("area", "perimeter", "centroid_y", "centroid_x", "equivalent_diameter")
 _SHAPE = ("eccentricity", "solidity")
-_BBOX = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
+_BBOX = ("bbox_y0_px", "bbox_x0_px", "bbox_y1_px", "bbox_x1_px")
+_UNIT = re.compile(r"[A-Za-z]{1,8}")
 _PROPS = (
     "label",
     "area",
@@ -36,23 +41,37 @@ _PROPS = (
 )
 
 
-def object_fields(n_channels: int, pixel_size: float | None = None) -> list[str]:
+def _suffixes(pixel_size: float | None, unit: str) -> tuple[str, str]:
+    """(length suffix, area suffix) of the column names: ``_px`` / ``_px``, or ``_um`` /
+    ``_um2`` for unit "um"."""
+    if pixel_size is None:
+        return "_px", "_px"
+    if not _UNIT.fullmatch(unit):
+        raise UnetkitError(f"pixel unit must be 1-8 letters (e.g. um, nm, mm); got {unit!r}")
+    return f"_{unit}", f"_{unit}2"
+
+
+def object_fields(n_channels: int, pixel_size: float | None = None, unit: str = "um") -> list[str]:
     """The columns of ``object_table`` rows, in order (a CSV header even without objects).
 
     Args:
         n_channels: image channels measured (0 without an image, 1 for a grayscale image).
         pixel_size: physical size of a pixel, or None for pixel units.
+        unit: the unit of ``pixel_size`` (letters, e.g. "um", "nm", "mm"), in the names.
 
     Returns:
         Column names.
+
+    Raises:
+        UnetkitError: a unit that is not 1-8 letters (with a pixel size).
     """
-    suffix = "" if pixel_size is not None else "_px"
-    scaled = [f"{name}{suffix}" for name in _SCALED]
+    length, area = _suffixes(pixel_size, unit)
+    scaled = [f"{name}{area if name == 'area' else length}" for name in _SCALED]
     fields = ["id", "class", *scaled[:4], *_BBOX, scaled[4], *_SHAPE]
     for c in range(n_channels):
         fields += [f"mean_intensity_c{c}", f"max_intensity_c{c}"]
     if pixel_size is not None:
-        fields.append("pixel_size")
+        fields.append(f"pixel_size{length}")
     return fields
 
 
@@ -101,6 +120,7 @@ def object_table(
     classes: dict[int, int] | None = None,
     class_names: list[str] | None = None,
     pixel_size: float | None = None,
+    unit: str = "um",
 ) -> list[dict]:
     """Measure every object of an instance label image (``skimage.measure.regionprops_table``).
 
@@ -111,17 +131,20 @@ def object_table(
         classes: object id -> class index (``object_classes``); None = every object is class 1.
             An id missing from it is class 0.
         class_names: names by class index; the ``class`` column then holds names.
-        pixel_size: physical size of a pixel (e.g. um): area in units², lengths and centroid
-            in units, plus a ``pixel_size`` column. The bounding box stays in pixels.
+        pixel_size: physical size of a pixel (e.g. 0.5 um): area in unit², lengths and
+            centroid in the unit, plus a ``pixel_size_<unit>`` column. The bounding box stays
+            in pixels.
+        unit: the unit of ``pixel_size``, in the column names (``area_um2``, ...).
 
     Returns:
         One dict per object, sorted by id, keys as ``object_fields``; [] without objects.
 
     Raises:
         UnetkitError: labels that are not (H, W) non-negative integers, an image of another
-            size, or a pixel size that is not > 0.
+            size, a pixel size that is not > 0, or a unit that is not 1-8 letters.
     """
     labels = _check_labels(labels)
+    length, area = _suffixes(pixel_size, unit)
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
     channels = None if image is None else _channels(image, labels.shape)
@@ -130,15 +153,14 @@ def object_table(
     props = _PROPS + (("intensity_mean", "intensity_max") if channels is not None else ())
     table = regionprops_table(labels, channels, properties=props)
     scale = 1.0 if pixel_size is None else float(pixel_size)
-    suffix = "" if pixel_size is not None else "_px"
     columns: dict[str, np.ndarray] = {
-        "area": table["area"] * scale**2,
-        "perimeter": table["perimeter"] * scale,
-        "centroid_y": table["centroid-0"] * scale,
-        "centroid_x": table["centroid-1"] * scale,
-        "equivalent_diameter": table["equivalent_diameter_area"] * scale,
+        f"area{area}": table["area"] * scale**2,
+        f"perimeter{length}": table["perimeter"] * scale,
+        f"centroid_y{length}": table["centroid-0"] * scale,
+        f"centroid_x{length}": table["centroid-1"] * scale,
+        f"equivalent_diameter{length}": table["equivalent_diameter_area"] * scale,
     }
-    columns = {f"{k}{suffix}": np.round(v, DECIMALS) for k, v in columns.items()}
+    columns = {k: np.round(v, DECIMALS) for k, v in columns.items()}
     if pixel_size is None:
         columns["area_px"] = table["area"].astype(np.int64)
     for name, key in zip(_BBOX, ("bbox-0", "bbox-1", "bbox-2", "bbox-3")):
@@ -153,14 +175,14 @@ def object_table(
         columns[f"max_intensity_c{c}"] = (
             np.rint(peak).astype(np.int64) if integer else np.round(peak, DECIMALS)
         )
-    fields = object_fields(n_channels, pixel_size)
+    fields = object_fields(n_channels, pixel_size, unit)
     ids = table["label"].astype(np.int64)
     lists = {k: v.tolist() for k, v in columns.items()}  # Python ints and floats
     rows = []
     for i, object_id in enumerate(ids.tolist()):
         row: dict = {"id": object_id, "class": _class_label(object_id, classes, class_names)}
         for name in fields[2:]:
-            if name == "pixel_size":
+            if name == f"pixel_size{length}":
                 assert pixel_size is not None  # object_fields lists it only with a pixel size
                 row[name] = float(pixel_size)
             else:
