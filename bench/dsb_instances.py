@@ -7,16 +7,24 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
 
 * ``instance``: ``unetkit train TRAIN -o RUN --task instance --time-budget B`` (the data with
   its ``instances/``), then ``best.pt`` through ``Predictor.predict_objects`` defaults;
+* ``instance-distance``: the same with ``--instance-head distance`` (a normalised
+  distance-to-edge channel instead of the boundary class; ``--instance-args`` apply to both);
 * ``semantic``: the default semantic command ``unetkit train TRAIN -o RUN --time-budget B``,
   objects = connected components of its mask (what a semantic U-Net gives);
 * ``otsu-ws``: no learning: per-image Otsu mask, split by a watershed on its distance transform
   from local maxima at least 4 px apart (the classic nuclei recipe);
 * ``truth-cc``: connected components of the TRUE semantic masks: what a perfect pixel
-  classifier gives without separation (a reference, not a recipe).
+  classifier gives without separation (a reference, not a recipe);
+* ``truth-boundary`` / ``truth-distance``: the TRUE maps of each instance head (one-hot
+  background / nucleus / 2 px boundary; background / nucleus probabilities and the normalised
+  distance) through the post-processing's defaults (``min_size`` 0): the ceiling of each
+  head's representation and post-processing, no training.
 
     python bench/dsb_instances.py --budget 15
     python bench/dsb_instances.py --budget 15 --recipes instance,otsu-ws --out /tmp/dsbi
     python bench/dsb_instances.py --recipes instance --instance-args "--boundary-width 2"
+    python bench/dsb_instances.py --budget 15 --recipes instance,instance-distance,otsu-ws
+    python bench/dsb_instances.py --recipes truth-boundary,truth-distance
 """
 
 from __future__ import annotations
@@ -68,6 +76,20 @@ def otsu_watershed(image: np.ndarray) -> np.ndarray:
     return watershed(-dist, markers, mask=mask).astype(np.int32)
 
 
+def truth_maps(truth: np.ndarray, head: str) -> np.ndarray:
+    """The maps a perfect instance model of ``head`` would predict for the true objects."""
+    from unetkit.config import ObjectConfig
+    from unetkit.data.targets import boundary_target, object_distance
+
+    mask = (truth > 0).astype(np.int64)
+    if head == "boundary":
+        width = ObjectConfig().boundary_width
+        target = boundary_target(mask, truth, 2, width)
+        return np.stack([(target == c).astype(np.float32) for c in range(3)])
+    fg = mask.astype(np.float32)
+    return np.stack([1 - fg, fg, object_distance(truth)])
+
+
 def score(objects_of, stems: list[str], group_of: dict[str, str]) -> dict:
     """Per group and overall: the ObjectTally summary of each recipe's objects."""
     from unetkit.data.imageio import read_image
@@ -117,6 +139,19 @@ def main() -> None:
         start = time.monotonic()
         if name == "otsu-ws":
             results[name] = score(lambda img, s: otsu_watershed(img), test, group_of)
+        elif name in ("truth-boundary", "truth-distance"):
+            from unetkit.config import ObjectConfig
+            from unetkit.data.instances import read_instances
+            from unetkit.objects.postprocess import separate_objects
+
+            head = name.split("-")[1]
+            cfg = ObjectConfig(head=head, min_size=0)
+
+            def perfect(img, s, head=head, cfg=cfg):
+                truth = read_instances(DATA / "instances" / f"{s}.png")
+                return separate_objects(truth_maps(truth, head), cfg)[1]
+
+            results[name] = score(perfect, test, group_of)
         elif name == "truth-cc":
             results[name] = score(
                 lambda img, s: connected_objects(read_mask(DATA / "masks" / f"{s}.png")),
@@ -124,10 +159,12 @@ def main() -> None:
                 group_of,
             )
         else:
-            task = {"instance": "instance", "semantic": None}[name]
+            task = {"instance": "instance", "instance-distance": "instance", "semantic": None}[name]
             ckpt = work / name / "best.pt"
             if not (args.reuse and ckpt.is_file()):
-                extra = args.instance_args if name == "instance" else ""
+                extra = args.instance_args if task == "instance" else ""
+                if name == "instance-distance":
+                    extra += " --instance-head distance"
                 ckpt = train(train_dir, work / name, args.budget, task, extra)
             predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
             results[name] = score(
@@ -145,16 +182,18 @@ def main() -> None:
                               "ap_50": "AP at IoU 0.5, per-image mean",
                               "pq": "panoptic quality, pooled",
                               "merges": "merged predictions, total"}[key] + ")")  # fmt: skip
-        print(f"{'group':<22}{'n':>3}" + "".join(f"{r:>10}" for r in results))
+        width = {r: max(10, len(r) + 2) for r in results}
+        print(f"{'group':<22}{'n':>3}" + "".join(f"{r:>{width[r]}}" for r in results))
         for g in [*groups, "all"]:
             n = counts.get(g, len(test))
             cells = []
             for r in results:
                 value = results[r]["groups"][g].get(key)
-                cells.append(f"{'-' if value is None else format(value, '.3f'):>10}"
-                             if key != "merges" else f"{value:>10d}")  # fmt: skip
+                cells.append(f"{'-' if value is None else format(value, '.3f'):>{width[r]}}"
+                             if key != "merges" else f"{value:>{width[r]}d}")  # fmt: skip
             print(f"{g:<22}{n:>3}" + "".join(cells))
     print("minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()))
+    print("splits: " + ", ".join(f"{k} {v['groups']['all']['splits']}" for k, v in results.items()))
     if args.json:
         args.json.write_text(json.dumps({"results": results, "minutes": minutes}, indent=2))
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from unetkit.errors import UnetkitError
 from unetkit.train.losses import (
     LOSSES_BY_TASK,
+    DistanceHeadLoss,
     build_loss,
     inverse_frequency_weights,
 )
@@ -165,3 +166,26 @@ def test_inverse_frequency_weights():
     assert weights.tolist() == pytest.approx([0.5, 1.5, 0.0])
     with pytest.raises(UnetkitError):
         inverse_frequency_weights([0.0, 0.0])
+
+
+def test_distance_head_loss_is_class_loss_plus_a_zero_floored_distance_term():
+    torch.manual_seed(0)
+    classes = build_loss("ce+dice", "multiclass", 2)
+    loss = DistanceHeadLoss(classes, IGNORE, factor=1.0)
+    target_cls = torch.tensor([[[0, 1, 1, IGNORE]]])  # (1, 1, 4)
+    d = torch.tensor([[[0.0, 0.3, 1.0, 0.5]]])
+    target = torch.stack([target_cls.float(), d], 1)  # (1, 2, 1, 4)
+    logits = torch.randn(1, 3, 1, 4)
+    # a perfect distance prediction adds nothing to the class loss
+    perfect = logits.clone()
+    perfect[:, 2] = torch.logit(d.clamp(1e-6, 1 - 1e-6))
+    assert float(loss(perfect, target)) == pytest.approx(float(classes(logits[:, :2], target_cls)))
+    # the gradient of the distance logit is (sigmoid - d) / counted pixels, 0 where ignored
+    x = logits.clone().requires_grad_(True)
+    weight = torch.tensor([[[1.0, 2.0, 1.0, 5.0]]])
+    loss(x, target, weight).backward()
+    p = torch.sigmoid(logits[:, 2])
+    expected = torch.tensor([1.0, 2.0, 1.0, 0.0]) * (p - d)[0, 0] / 4.0
+    assert torch.allclose(x.grad[0, 2, 0], expected, atol=1e-6)
+    with pytest.raises(UnetkitError, match="distance head"):
+        loss(logits, target_cls)

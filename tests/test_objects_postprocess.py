@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from unetkit.config import ObjectConfig
-from unetkit.data.targets import boundary_target
+from unetkit.data.targets import boundary_target, object_distance
 from unetkit.objects.labels import connected_objects, object_classes, renumber
 from unetkit.objects.postprocess import regions_between, separate_objects
 
@@ -128,3 +128,47 @@ def test_regions_between_drops_small_seeds_and_handles_no_seed():
     assert none.shape == (8, 8) and not none.any()
     with pytest.raises(ValueError, match="must be"):
         regions_between(np.ones((2, 8, 8), np.float32))
+
+
+def _perfect_distance_maps(labels: np.ndarray) -> np.ndarray:
+    """The distance head's maps of ``labels``: p(background), p(object), the distance."""
+    fg = (labels > 0).astype(np.float32)
+    return np.stack([1 - fg, fg, object_distance(labels)])
+
+
+def test_distance_head_separates_touching_objects_exactly():
+    labels = _discs([(20, 20), (20, 35), (45, 30)])  # 1 and 2 touch
+    cfg = ObjectConfig(head="distance", min_size=0)
+    mask, found = separate_objects(_perfect_distance_maps(labels), cfg)
+    assert found.max() == 3 and (found == renumber(labels)).all()
+    assert (mask == (labels > 0)).all()
+    # a small object against a large one: each peaks at 1, so each gets its seed
+    yy, xx = np.mgrid[:64, :64]
+    pair = np.where((yy - 30) ** 2 + (xx - 24) ** 2 < 144, 1, 0).astype(np.int32)
+    pair[((yy - 30) ** 2 + (xx - 39) ** 2 < 16) & (pair == 0)] = 2
+    assert connected_objects(pair > 0).max() == 1
+    _, found = separate_objects(_perfect_distance_maps(pair), cfg)
+    assert found.max() == 2 and ((found > 0) == (pair > 0)).all()
+    # the pixels on the line of contact may go to either side, nothing more
+    small = (found == 2) & (pair == 2)
+    assert small.sum() / ((found == 2) | (pair == 2)).sum() > 0.85
+    # the boundary head's post-processing on the same maps merges the touching pair: the
+    # head decides how the last channel is read
+    _, merged = separate_objects(_perfect_distance_maps(labels), ObjectConfig(min_size=0))
+    assert merged.max() < 3
+
+
+def test_distance_head_thresholds_and_classes():
+    labels = _discs([(20, 20), (20, 35), (45, 30)])
+    maps = _perfect_distance_maps(labels)
+    # no seed anywhere (threshold above every distance): each connected region is one object
+    cfg = ObjectConfig(head="distance", seed_threshold=0.999, min_size=0)
+    maps_low = maps.copy()
+    maps_low[2] *= 0.9
+    _, found = separate_objects(maps_low, cfg)
+    assert found.max() == connected_objects(labels > 0).max() == 2
+    # two object classes: each object takes the likelier class over its pixels
+    classes = np.where(labels == 3, 2, (labels > 0).astype(np.int64))
+    probs = np.stack([(classes == c).astype(np.float32) for c in range(3)] + [maps[2]])
+    mask, found = separate_objects(probs, ObjectConfig(head="distance", min_size=0))
+    assert found.max() == 3 and (mask == classes).all()

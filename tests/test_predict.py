@@ -477,6 +477,53 @@ def test_instance_objects_are_identical_whole_and_tiled(tmp_path, grey_level_mod
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
 
+def _distance_checkpoint(folder: Path, grey_level_model) -> Path:
+    """The hand-wired model as a ``distance`` head instance model: logits [2 relu(-x), 1.6,
+    4 relu(x) - 4], so dark = background, brighter = object, and the distance channel
+    sigmoid(8 d - 4) for a pixel of grey 0.5 + 0.5 d (x = 2 d)."""
+    from unetkit.config import ObjectConfig
+
+    model = grey_level_model()
+    with torch.no_grad():
+        head = model.head[0]
+        head.weight[2, 0, 0, 0], head.bias[2] = 4.0, -4.0  # was 2 relu(x): class "white"
+    pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), **NORM)
+    ckpt = make_checkpoint(
+        model, classes=["background", "cell"], palette=PALETTE[:2], preprocessing=pre,
+        task="instance", extra={"objects": ObjectConfig(head="distance", min_size=0).to_dict()},
+    )  # fmt: skip
+    return save_checkpoint(ckpt, folder / "distance.pt")
+
+
+def test_distance_head_objects_are_identical_whole_and_tiled(tmp_path, grey_level_model):
+    """Touching cells that straddle every tile border, told apart by the distance channel
+    alone (no boundary in the class maps): the same ids whole and in 32 px tiles."""
+    from unetkit.data.targets import object_distance
+    from unetkit.objects.labels import connected_objects, renumber
+
+    path = _distance_checkpoint(tmp_path, grey_level_model)
+    _, truth = _cells(100, 150)
+    level = np.where(truth > 0, 0.5 + 0.5 * object_distance(truth), LEVELS[0])
+    image = np.rint(255 * level).astype(np.uint8)
+    whole = _predictor(path, strategy="full")
+    tiled = _predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
+    assert whole.distance_head
+    probs = whole.predict_proba(image)
+    assert probs.shape[0] == 3 and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
+    assert connected_objects(probs[1] > 0.5).max() == 1  # the classes alone: one object
+    mask_w, ids_w = whole.predict_objects(image)
+    mask_t, ids_t = tiled.predict_objects(image)
+    assert ids_w.max() == truth.max() == 8 * 12
+    assert (ids_w == renumber(truth)).all()
+    assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
+    crossing = [
+        i for i in range(1, int(truth.max()) + 1)
+        if len(np.unique(np.argwhere(truth == i)[:, 1] // 24)) > 1  # tiles step 24 px
+    ]  # fmt: skip
+    assert len(crossing) > 20
+    assert (whole.predict_mask(image) == (truth > 0)).all()
+
+
 def test_instance_post_processing_overrides(tmp_path, grey_level_model):
     path = _instance_checkpoint(tmp_path, grey_level_model)
     image, truth = _cells(60, 60)

@@ -6,6 +6,7 @@ import pytest
 from unetkit.data.targets import (
     boundary_target,
     instance_weight_map,
+    object_distance,
     object_edges,
     two_nearest_distances,
 )
@@ -134,3 +135,45 @@ def test_weight_map_is_high_between_touching_objects_only():
     assert weights[2, 25] < 1.1
     no_border = instance_weight_map(target, lone, 2, w0=0.0)
     assert (no_border == 1).all()
+
+
+def _discs(centres, radii, size=(40, 60)) -> np.ndarray:
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    labels = np.zeros(size, np.int32)
+    for i, ((y, x), r) in enumerate(zip(centres, radii), start=1):
+        labels[((yy - y) ** 2 + (xx - x) ** 2 < r**2) & (labels == 0)] = i
+    return labels
+
+
+def test_object_distance_is_each_objects_edt_over_its_maximum():
+    labels = _discs([(20, 20), (20, 33)], (8, 6))  # a large and a small disc, touching
+    assert ((labels[:, 1:] == 2) & (labels[:, :-1] == 1)).any()  # they share an edge
+    dist = object_distance(labels)
+    assert dist.dtype == np.float32 and dist.shape == labels.shape
+    assert (dist[labels == 0] == 0).all() and (dist[labels > 0] > 0).all()
+    for i in (1, 2):  # every object peaks at 1, whatever its size
+        assert dist[labels == i].max() == pytest.approx(1.0)
+    # the large disc (radius 8): its centre pixel is 8 px from outside, the edge 1 px
+    assert dist[20, 20] == pytest.approx(1.0)
+    assert dist[20, 13] == pytest.approx(1 / 8)
+    # the valley: where they touch, both sides are 1 px from the other object
+    touch = np.nonzero((labels[20, 1:] == 2) & (labels[20, :-1] == 1))[0][0]
+    assert dist[20, touch] == pytest.approx(1 / 8)  # disc 1's last pixel
+    assert dist[20, touch + 1] == pytest.approx(1 / dist_max_edt(labels == 2))
+
+
+def dist_max_edt(inside: np.ndarray) -> float:
+    from scipy import ndimage
+
+    return float(ndimage.distance_transform_edt(inside).max())
+
+
+def test_object_distance_the_image_border_is_not_an_edge():
+    labels = np.zeros((5, 9), np.int32)
+    labels[:, :4] = 1  # cut by the top, bottom and left borders
+    labels[:, 4:] = 2
+    dist = object_distance(labels)
+    # object 1's farthest pixels from object 2 are on the left border: distance 4 px, 1.0
+    assert (dist[:, 0] == 1.0).all() and dist[:, 3] == pytest.approx(0.25)
+    assert (object_distance(np.ones((4, 4), np.int32)) == 1).all()  # no edge at all
+    assert (object_distance(np.zeros((4, 4), np.int32)) == 0).all()

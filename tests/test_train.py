@@ -768,6 +768,55 @@ def test_the_boundary_fraction_reaches_the_training_target(tmp_path, monkeypatch
     assert ckpt.extra["objects"]["boundary_fraction"] == 0.5
 
 
+def test_distance_head_trains_predicts_and_is_stored(tmp_path):
+    """``--instance-head distance``: K classes + a distance channel, end to end."""
+    from unetkit.data.dataset import SegmentationDataset
+    from unetkit.data.instances import read_instances
+    from unetkit.data.layout import describe_dataset
+    from unetkit.data.targets import object_distance
+    from unetkit.infer import Predictor
+    from unetkit.infer.evaluate import evaluate_model
+
+    data = make_instance_dataset(tmp_path / "inst")
+    run = tmp_path / "run"
+    code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
+                 "distance", "--epochs", "2", "--steps-per-epoch", "2", "--val-stems", "03",
+                 *TINY])  # fmt: skip
+    assert code == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt.task == "instance" and ckpt.extra["objects"]["head"] == "distance"
+    assert ckpt.model_config.out_channels == 3  # background, object, distance
+    assert json.loads((run / "config.json").read_text())["objects"]["head"] == "distance"
+    predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")
+    image = np.asarray(Image.open(data / "images" / "00.png"))
+    probs = predictor.predict_proba(image)
+    assert probs.shape[0] == 3 and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
+    assert probs[2].min() >= 0 and probs[2].max() <= 1  # a sigmoid, not a softmax class
+    mask, ids = predictor.predict_objects(image)
+    assert mask.shape == ids.shape == image.shape and ((mask > 0) == (ids > 0)).all()
+    assert set(np.unique(mask)) <= {0, 1}
+    report = evaluate_model(run / "best.pt", data, tmp_path / "eval", device="cpu", progress=False)
+    assert "objects" in report and report["objects"]["ap_50"] is not None
+    # the training target: the data's classes (no boundary class) and the distance map
+    info = describe_dataset(data)
+    ds = SegmentationDataset(info, ["00"], DataConfig(resize="none"), boundary_width=2,
+                             instance_head="distance")  # fmt: skip
+    ids00 = read_instances(data / "instances" / "00.png")
+    item = ds[0]
+    assert (item["mask"].numpy() == (ids00 > 0)).all()
+    assert np.array_equal(item["distance"].numpy(), object_distance(ids00))
+    # a crop takes the same window of the mask and of the distance
+    crops = SegmentationDataset(info, ["00"], DataConfig(resize="random-crop", size=(24, 24)),
+                                train=True, boundary_width=2, instance_head="distance")  # fmt: skip
+    crop = crops[0]
+    full = object_distance(ids00)
+    windows = [full[y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
+    assert any(np.array_equal(crop["distance"].numpy(), w) for w in windows)
+    code = main(["train", str(data), "-o", str(tmp_path / "bad"), "--task", "instance",
+                 "--instance-head", "rays", *TINY])  # fmt: skip
+    assert code == 2
+
+
 def test_instance_task_without_instances_is_refused(dataset, tmp_path, capsys):
     code = main(["train", str(dataset), "-o", str(tmp_path / "r"), "--task", "instance", *TINY])
     assert code == 2

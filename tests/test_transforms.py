@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unetkit.config import AugmentConfig
 from unetkit.data.transforms import Augmenter, Letterbox, letterbox, resize_array, resize_to
@@ -185,3 +186,22 @@ def test_noise_on_a_gpu_is_drawn_there_and_seeded():
     runs = [aug(images.cuda(), masks.cuda(), generator=torch.Generator().manual_seed(1))
             for _ in range(2)]  # fmt: skip
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_maps_move_with_the_pixels_and_change_nothing_else():
+    images, masks, weights = _batch(b=4, h=32, w=32)
+    maps = images[:, 0].clone()  # a dense target equal to the first channel
+    aug = Augmenter(AugmentConfig(**{**OFF, "flip": True, "rot90": True, "affine": 1.0,
+                                     "elastic": 1.0, "noise": 0.0}))  # fmt: skip
+    plain = aug(images, masks, weights, generator=torch.Generator().manual_seed(3))
+    out = aug.with_maps(images, masks, weights, maps, generator=torch.Generator().manual_seed(3))
+    for x, y in zip(plain, out[:3]):
+        assert torch.equal(x, y)
+    inside = out[1] != 255
+    # resampled like the images (bilinear) away from the image's edge, where the images
+    # reflect and the maps read 0
+    deep = -F.max_pool2d(-inside[:, None].float(), 3, 1, 1)[:, 0] > 0
+    deep[:, [0, -1]] = deep[:, :, [0, -1]] = False
+    assert deep.float().mean() > 0.3
+    assert torch.allclose(out[3][deep], out[0][:, 0][deep], atol=1e-5)
+    assert aug.with_maps(images, masks, None, None)[3] is None

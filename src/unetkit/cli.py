@@ -285,6 +285,13 @@ def train_cmd(
         "edge than this fraction of its inner radius (0 = off): seeds are the cores.",
         show_default=str(_OBJECT_DEFAULTS.boundary_fraction),
     ),
+    instance_head: str = typer.Option(
+        None,
+        "--instance-head",
+        help="--task instance: boundary (a boundary class at each object's edge) | distance "
+        "(each object pixel's normalised distance to its edge; seeds at its maxima).",
+        show_default=_OBJECT_DEFAULTS.head,
+    ),
     loss: str = typer.Option(
         None, "--loss", help="auto | ce | bce | dice | ce+dice | bce+dice | mse | l1"
     ),
@@ -364,6 +371,7 @@ def train_cmd(
         "task": task,
         "objects.boundary_width": boundary_width,
         "objects.boundary_fraction": boundary_fraction,
+        "objects.head": instance_head,
         "loss": loss,
         "class_weights": _class_weights(class_weights),
         "weight_map": weight_map,
@@ -423,8 +431,8 @@ _FG_THRESHOLD = typer.Option(
 _SEED_THRESHOLD = typer.Option(
     None,
     "--seed-threshold",
-    help="Watershed seeds: instance models where p(interior) > T; --objects-between where "
-    "1 - p(class) > T.",
+    help="Watershed seeds: instance models where p(interior) > T (distance head: where the "
+    "distance > T); --objects-between where 1 - p(class) > T.",
 )
 _MIN_SIZE = typer.Option(
     None, "--min-size", help="Instance models: drop smaller objects (--objects-between: seeds)."

@@ -230,6 +230,7 @@ UPS = ("transposed", "bilinear", "nearest")
 MERGES = ("crop", "pad", "resize")
 HEADS = ("logits", "sigmoid", "pixel_shuffle")
 BLOCKS = ("double3x3", "3x3+1x1")
+INSTANCE_HEADS = ("boundary", "distance")
 
 
 @dataclass
@@ -435,15 +436,21 @@ class ObjectConfig(_Config):
     Stored in the checkpoint; ``predict`` / ``evaluate`` may override the post-processing.
 
     Args:
+        head: what the network learns besides the data's classes (``unetkit.data.targets``):
+            ``boundary``, one more softmax class at each object's edge, seeds from the
+            interior probability; ``distance``, one more channel (a sigmoid) with each object
+            pixel's distance to its object's edge divided by the object's largest
+            (``object_distance``), seeds from its high values and a watershed on it.
         boundary_width: width in pixels of the ``boundary`` class trained at each object's
-            edge (``unetkit.data.targets``).
+            edge (``unetkit.data.targets``; ``boundary`` head).
         boundary_fraction: the boundary class also covers each object's pixels closer to its
             edge than this fraction of its inner radius (0 = off), so only the object's core
             is interior and the seeds of touching objects lie apart
             (``unetkit.data.targets.object_edges``).
         fg_threshold: a pixel is an object pixel where ``1 - p(background) > fg_threshold``.
         seed_threshold: watershed seeds are the 4-connected regions where the summed
-            probability of the object classes' interiors exceeds this.
+            probability of the object classes' interiors exceeds this (``boundary`` head), or
+            where the predicted normalised distance exceeds it (``distance`` head).
         min_size: objects smaller than this (pixels) are dropped; None: chosen when training
             starts, a fifth of the 10th percentile of the training objects' areas (>= 1).
         min_score: objects whose score, the mean object probability ``1 - p(background)``
@@ -454,6 +461,7 @@ class ObjectConfig(_Config):
         fill_holes: holes inside an object become part of it.
     """
 
+    head: str = "boundary"
     boundary_width: int = 2
     boundary_fraction: float = 0.0
     fg_threshold: float = 0.5
@@ -463,6 +471,7 @@ class ObjectConfig(_Config):
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
+        _check_choice("head", self.head, INSTANCE_HEADS)
         _check_min(self, ("boundary_width",), 1)
         _check_range("boundary_fraction", self.boundary_fraction, 0.0, 1.0)
         _check_range("fg_threshold", self.fg_threshold, 0.0, 1.0)

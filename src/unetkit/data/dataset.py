@@ -17,7 +17,7 @@ from ..errors import UnetkitError
 from .imageio import image_to_tensor, match_channels, normalization_stats, read_image
 from .instances import read_instances
 from .layout import DatasetInfo, describe_dataset
-from .targets import boundary_target
+from .targets import boundary_target, object_distance
 from .transforms import letterbox, resize_to
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ def _pad_to(array: np.ndarray, size: tuple[int, int], fill: float | None) -> np.
 
 
 _POINTS_PER_CLASS = 512
+
+# what a read image holds: image, mask (the target), weight map, distance map, crop centres
+_Loaded = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None", dict]
 
 
 def _class_points(mask: np.ndarray, k: int, stem: str) -> dict[int, np.ndarray]:
@@ -82,6 +85,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
             ``weight_fn(target, instances)``.
         boundary_fraction: with ``boundary_width``, the boundary also covers each object's
             pixels closer to its edge than this fraction of its inner radius.
+        instance_head: with ``boundary_width``: ``boundary`` (the target above) or
+            ``distance``: the mask keeps the data's K classes and each item also holds
+            ``distance``, each object pixel's normalised distance to its object's edge
+            (``unetkit.data.targets.object_distance``), computed once per image, cached and
+            cropped / resized with the mask (bilinear; the map does not change with scale).
+            ``weight_fn`` is then given the 1 px boundary target (``boundary_target`` at
+            width 1), so that the paper's border term covers the edges of touching objects.
     """
 
     def __init__(
@@ -94,6 +104,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         seed: int = 0,
         boundary_width: int = 0,
         boundary_fraction: float = 0.0,
+        instance_head: str = "boundary",
     ) -> None:
         self.info = info if isinstance(info, DatasetInfo) else describe_dataset(info)
         self.config = config or DataConfig()
@@ -109,9 +120,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.boundary_width = int(boundary_width)
         self.boundary_fraction = float(boundary_fraction)
+        if instance_head not in ("boundary", "distance"):
+            raise UnetkitError(f"instance head must be boundary or distance; got {instance_head!r}")
+        self.instance_head = instance_head
         self.object_areas: dict[str, np.ndarray] = {}  # per stem, once its instances are read
         self.epoch = 0
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]] = {}
+        self._cache: dict[str, _Loaded] = {}
         self._stats_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = {}
         self._cache_ok = self.config.cache
         self._shapes: dict[str, tuple[int, int]] = {}  # (H, W) of each image read so far
@@ -165,7 +179,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Select the epoch whose random crops ``__getitem__`` returns."""
         self.epoch = int(epoch)
 
-    def _load(self, stem: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    def _load(self, stem: str) -> _Loaded:
         if stem in self._cache:
             return self._cache[stem]
         path = self.info.image_files[stem]
@@ -185,31 +199,36 @@ class SegmentationDataset(torch.utils.data.Dataset):
             _check_values(mask, len(self.info.classes), self.config.ignore_index,
                           self.info.mask_files[stem], self.info.classes)  # fmt: skip
         k = len(self.info.classes)
-        instances = None
+        instances, distance, weighed = None, None, mask
         if self.boundary_width > 0:
             instances = self._instances(stem, mask.shape)
             areas = np.bincount(instances.ravel())[1:]
             self.object_areas[stem] = areas[areas > 0]
             ignore = self.config.ignore_index
-            mask = boundary_target(
-                mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
-            )
-            k += 1
+            if self.instance_head == "distance":
+                distance = object_distance(instances)
+                weighed = boundary_target(mask, instances, k, 1, ignore)
+            else:
+                mask = boundary_target(
+                    mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
+                )
+                weighed = mask
+                k += 1
         weight = None
         if self.weight_fn is not None:
             extra = () if instances is None else (instances,)
-            weight = np.asarray(self.weight_fn(mask, *extra), dtype=np.float32)
+            weight = np.asarray(self.weight_fn(weighed, *extra), dtype=np.float32)
         points = _class_points(mask, k, stem) if self.train else {}
         if self._cache_ok:
-            item_bytes = image.nbytes + mask.nbytes + (weight.nbytes if weight is not None else 0)
+            item_bytes = sum(a.nbytes for a in (image, mask, weight, distance) if a is not None)
             budget = min(2**31, available_memory() // 4)
             if item_bytes * len(self._stems) <= budget:
-                self._cache[stem] = (image, mask, weight, points)
+                self._cache[stem] = (image, mask, weight, distance, points)
             else:
                 self._cache_ok = False
                 log.info("dataset does not fit the cache budget (%d MiB); reading from disk",
                          budget >> 20)  # fmt: skip
-        return image, mask, weight, points
+        return image, mask, weight, distance, points
 
     def _instances(self, stem: str, shape: tuple[int, ...]) -> np.ndarray:
         path = self.info.instance_files.get(stem)
@@ -225,7 +244,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def raw(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """The whole (H, W, C) image and (H, W) class mask of ``stem``, as loaded (cached)."""
-        image, mask, _, _ = self._load(stem)
+        image, mask = self._load(stem)[:2]
         return image, mask
 
     def _stats(self, stem: str, image: np.ndarray):
@@ -246,20 +265,23 @@ class SegmentationDataset(torch.utils.data.Dataset):
         for stem in self._stems:
             self._load(stem)
 
-    def _geometry(self, index: int, epoch: int, image, mask, weight, points):
+    def _geometry(self, index: int, epoch: int, image, mask, weight, distance, points):
         cfg, ignore = self.config, self.config.ignore_index
         size = cast("tuple[int, int]", tuple(cfg.size))
         if cfg.resize == "letterbox":
             image = letterbox(image, size, nearest=False)[0]
             mask = letterbox(mask, size, nearest=True, fill=ignore)[0]
             weight = None if weight is None else letterbox(weight, size, nearest=False)[0]
+            distance = None if distance is None else letterbox(distance, size, nearest=False)[0]
         elif cfg.resize == "resize":
             image, mask = resize_to(image, size, False)[0], resize_to(mask, size, True)[0]
             weight = None if weight is None else resize_to(weight, size, False)[0]
+            distance = None if distance is None else resize_to(distance, size, False)[0]
         elif cfg.resize == "random-crop" and self.train:
             mask_h, mask_w = mask.shape
             image, mask = _pad_to(image, size, None), _pad_to(mask, size, ignore)
             weight = None if weight is None else _pad_to(weight, size, 0.0)
+            distance = None if distance is None else _pad_to(distance, size, 0.0)
             rng = np.random.default_rng((self.seed, epoch, index))
             top = int(rng.integers(0, image.shape[0] - size[0] + 1))
             left = int(rng.integers(0, image.shape[1] - size[1] + 1))
@@ -273,11 +295,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
             box = (slice(top, top + size[0]), slice(left, left + size[1]))
             image, mask = image[box], mask[box]
             weight = None if weight is None else weight[box]
-        return image, mask, weight
+            distance = None if distance is None else distance[box]
+        return image, mask, weight, distance
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """Sample ``key``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``, and
-        ``weight`` float32 (H, W) when a ``weight_fn`` is set.
+        """Sample ``key``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``,
+        ``weight`` float32 (H, W) when a ``weight_fn`` is set, and ``distance`` float32 (H, W)
+        for the ``distance`` instance head.
 
         ``key`` is an index (its crop that of the epoch ``set_epoch`` chose) or an
         ``(epoch, index)`` pair: what a data-loading process that lives across epochs gets.
@@ -286,7 +310,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         stem = self.stem_of(index)
         loaded = self._load(stem)
         stats = self._stats(stem, loaded[0])  # of the whole image, never of the crop
-        image, mask, weight = self._geometry(index, epoch, *loaded)
+        image, mask, weight, distance = self._geometry(index, epoch, *loaded)
         item = {
             "image": image_to_tensor(image, self.config, stats),
             "mask": torch.from_numpy(np.array(mask, dtype=np.int64)),  # a copy: cache stays intact
@@ -294,4 +318,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
         }
         if weight is not None:
             item["weight"] = torch.from_numpy(np.array(weight, dtype=np.float32))
+        if distance is not None:
+            item["distance"] = torch.from_numpy(np.array(distance, dtype=np.float32))
         return item

@@ -8,6 +8,11 @@ of the DSB 2018 "contour-aware" entries and of the U-Net paper's separation of t
 here with the boundary as an explicit class. The paper's weight map is computed from the real
 instances (:func:`instance_weight_map`), so its border term sits on the pixels between two
 objects, whether they are background gaps or boundary pixels of touching objects.
+
+``--instance-head distance`` keeps the softmax over the data's K classes alone and adds one
+channel: each object pixel's normalised distance to its object's edge
+(:func:`object_distance`, the object probability of StarDist), from whose maxima a watershed
+separates touching objects.
 """
 
 from __future__ import annotations
@@ -95,6 +100,48 @@ def _core_rim(labels: np.ndarray, edge1: np.ndarray, fraction: float) -> np.ndar
     radius = np.zeros(int(labels.max()) + 1)
     radius[1:] = ndimage.maximum(dist, labels, index=np.arange(1, radius.size))
     return inner & (dist < fraction * radius[labels])
+
+
+def object_distance(instances: np.ndarray) -> np.ndarray:
+    """Each object pixel's Euclidean distance to the nearest pixel outside its object (another
+    object or background), divided by the largest such distance in its object.
+
+    Values lie in (0, 1] on object pixels, with 1 at each object's innermost pixel(s), and are
+    0 on background. Where two objects touch, both sides fall to their smallest values (1 px
+    from the other object), so the map has a valley between touching objects however their
+    sizes differ: every object peaks at 1. The normalisation makes the map unchanged by a
+    change of scale (a resized image, a zoomed crop). The image border is not an edge, as in
+    :func:`object_edges`: an object cut by the border keeps rising towards it.
+
+    Each object is measured in its bounding box grown by 1 px, so the cost is the sum of the
+    boxes' areas.
+
+    Returns:
+        (H, W) float32.
+    """
+    labels = np.asarray(instances)
+    if labels.ndim != 2:
+        raise UnetkitError(f"instances must be (H, W); got {labels.shape}")
+    out = np.zeros(labels.shape, np.float32)
+    if not labels.size or int(labels.max()) == 0:
+        return out
+    height, width = labels.shape
+    ids = labels if labels.dtype.kind in "iu" and labels.itemsize <= 4 else labels.astype(np.int64)
+    for index, box in enumerate(ndimage.find_objects(ids), start=1):
+        if box is None:
+            continue
+        rows, cols = box
+        window = (
+            slice(max(rows.start - 1, 0), min(rows.stop + 1, height)),
+            slice(max(cols.start - 1, 0), min(cols.stop + 1, width)),
+        )
+        inside = ids[window] == index
+        if inside.all():  # the object fills the image: no edge to measure from
+            out[window][inside] = 1.0
+            continue
+        dist = ndimage.distance_transform_edt(inside)
+        out[window][inside] = (dist[inside] / dist.max()).astype(np.float32)
+    return out
 
 
 def two_nearest_distances(

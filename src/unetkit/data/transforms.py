@@ -291,8 +291,9 @@ class Augmenter:
             grid = grid + elastic.permute(0, 2, 3, 1)  # (B, H, W, 2)
         return grid
 
-    def _sample(self, images, masks, weights, grid):
-        """Resample images (bilinear, reflect), masks (nearest, outside -> ignore), weights."""
+    def _sample(self, images, masks, weights, maps, grid):
+        """Resample images (bilinear, reflect), masks (nearest, outside -> ignore), weights and
+        maps (bilinear, outside -> 0)."""
         images = F.grid_sample(
             images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
@@ -308,7 +309,12 @@ class Augmenter:
                 weights[:, None].to(grid.dtype), grid, mode="bilinear", padding_mode="zeros",
                 align_corners=False,
             )[:, 0]  # fmt: skip
-        return images, masks, weights
+        if maps is not None:
+            maps = F.grid_sample(
+                maps[:, None].to(grid.dtype), grid, mode="bilinear", padding_mode="zeros",
+                align_corners=False,
+            )[:, 0]  # fmt: skip
+        return images, masks, weights, maps
 
     # -- intensities ------------------------------------------------------------------------
     def _photometric(
@@ -380,6 +386,25 @@ class Augmenter:
             (images (B, C, H, W), masks (B, H, W) int64, weights (B, H, W) or None); the
             inputs are never modified.
         """
+        images, masks, weights, _ = self.with_maps(images, masks, weights, None, generator)
+        return images, masks, weights
+
+    def with_maps(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        weights: torch.Tensor | None,
+        maps: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``__call__`` plus ``maps`` (B, H, W) float: dense targets that move with the pixels
+        (a normalised distance map), resampled bilinearly on the images' grid, 0 outside the
+        image (where the mask is the ignore index). Images, masks and weights are exactly
+        those ``__call__`` gives from the same generator state.
+
+        Returns:
+            (images, masks, weights, maps (B, H, W) or None).
+        """
         b, _, h, w = images.shape
         out_dtype = images.dtype
         owned = images.dtype not in (torch.float32, torch.float64)
@@ -387,7 +412,9 @@ class Augmenter:
             images = images.float()  # half precision would blur the sampling grid
         grid = self._grid(b, h, w, generator, images.device)
         if grid is not None:
-            images, masks, weights = self._sample(images, masks, weights, grid.to(images.dtype))
+            images, masks, weights, maps = self._sample(
+                images, masks, weights, maps, grid.to(images.dtype)
+            )
             owned = True
         images = self._photometric(images, generator, owned)
-        return images.to(out_dtype), masks, weights
+        return images.to(out_dtype), masks, weights, maps

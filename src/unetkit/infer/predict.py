@@ -101,9 +101,15 @@ class Predictor:
 
     @property
     def instance(self) -> bool:
-        """True for ``--task instance`` models: K classes plus a boundary channel, objects by
-        watershed (``unetkit.objects.postprocess``)."""
+        """True for ``--task instance`` models: K classes plus a boundary class or a distance
+        channel (``ObjectConfig.head``), objects by watershed (``unetkit.objects.postprocess``)."""
         return self.info.task == "instance"
+
+    @functools.cached_property
+    def distance_head(self) -> bool:
+        """True for instance models with the ``distance`` head: their last output channel is a
+        sigmoid (the normalised distance to the object's edge), not a softmax class."""
+        return self.instance and self.objects_config.head == "distance"
 
     @property
     def objects_config(self) -> ObjectConfig:
@@ -133,13 +139,20 @@ class Predictor:
         stats = normalization_stats(image, pre)
         return lambda window: image_to_tensor(window, pre, stats)
 
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Network outputs -> probabilities: the model's activation, or for the ``distance``
+        head a softmax over the class channels and a sigmoid on the last (the distance)."""
+        if self.distance_head:
+            return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
+        return self.network.shape.activate(logits)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged)."""
-        net, shape = self.network.run, self.network.shape
-        probs = shape.activate(net(x))
+        net = self.network.run
+        probs = self._activate(net(x))
         if self.config.tta:
             for dims in ((-1,), (-2,), (-2, -1)):
-                probs = probs + shape.activate(net(x.flip(dims))).flip(dims)
+                probs = probs + self._activate(net(x.flip(dims))).flip(dims)
             probs = probs / 4
         return probs
 
@@ -207,7 +220,9 @@ class Predictor:
         return self._mask(probs).cpu().numpy()
 
     def _mask(self, probs: torch.Tensor) -> torch.Tensor:
-        if self.instance:  # object pixels get the likeliest object class, boundary folded in
+        # instance models: object pixels get the likeliest object class (the last channel,
+        # boundary or distance, is not a class of the mask)
+        if self.instance:
             k = probs.shape[0] - 1
             inside = (1 - probs[0]) > self.objects_config.fg_threshold
             return torch.where(inside, class_argmax(probs[1:k]) + 1, 0).to(torch.uint8)
@@ -238,8 +253,9 @@ class Predictor:
     def predict_objects(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class mask and objects of one image.
 
-        Instance models: a seeded watershed on the whole image's probabilities
-        (``unetkit.objects.postprocess.separate_objects``), and the class mask agrees with the
+        Instance models: a seeded watershed on the whole image's stitched probabilities (and,
+        for the ``distance`` head, distance map), once per image, never per tile
+        (``unetkit.objects.postprocess.separate_objects``); the class mask agrees with the
         objects. Semantic models: the 4-connected components of each class other than
         background (``unetkit.objects.labels.connected_objects``), or with
         ``objects_between`` the regions that class separates
@@ -402,7 +418,9 @@ class Predictor:
 
         Returns:
             (K, H, W) float32, K = number of classes (a one-channel sigmoid model gives
-            ``[1 - p, p]``).
+            ``[1 - p, p]``); instance models: K + 1, the last channel the boundary class's
+            probability or, for the ``distance`` head, the predicted normalised distance to
+            the object's edge (not a probability: the first K sum to 1 without it).
         """
         probs = self._run(image, None)
         if probs.shape[0] == 1 and len(self.classes) == 2:

@@ -1,7 +1,7 @@
 """Objects from an instance model's probabilities: a seeded watershed (scikit-image).
 
-The model's softmax has the data's K classes plus ``boundary`` (last channel; see
-``unetkit.data.targets``). On the whole image's probabilities:
+``boundary`` head (``ObjectConfig.head``): the model's softmax has the data's K classes plus
+``boundary`` (last channel; see ``unetkit.data.targets``). On the whole image's probabilities:
 
 1. object pixels: ``1 - p(background) > fg_threshold``;
 2. seeds: the 4-connected regions of object pixels whose interior probability (the sum over
@@ -14,6 +14,14 @@ The model's softmax has the data's K classes plus ``boundary`` (last channel; se
    are dropped; ids are renumbered 1..N in raster order of each object's first pixel;
 5. each object's class is the most probable object class summed over its pixels, and the class
    mask is that class on the object's pixels (0 elsewhere), so mask and objects always agree.
+
+``distance`` head: the softmax has the data's K classes and the last channel is the predicted
+normalised distance of each object pixel to its object's edge (``object_distance``: 1 at each
+object's centre, falling to about 0 at its edge and where it touches another object). Steps 1,
+4 and 5 are the same; the seeds are the 4-connected regions of object pixels whose distance
+exceeds ``seed_threshold`` (each object's core, which a valley separates from the cores of the
+objects it touches), and the watershed floods the negative distance from them within the
+object pixels, so each pixel joins the core it climbs to.
 
 Post-processing runs once on the stitched probabilities, never per tile, so an object cut by a
 tile border is one object with one id.
@@ -73,9 +81,11 @@ def separate_objects(
     """Class mask and object ids from an instance model's probabilities.
 
     Args:
-        probs: (K + 1, H, W) softmax probabilities: background, K - 1 object classes, boundary.
-        config: thresholds, minimum size and score, hole filling (``min_size`` None counts
-            as 0).
+        probs: (K + 1, H, W): background, K - 1 object classes, then the boundary class
+            (``boundary`` head: a softmax over all K + 1) or the normalised distance
+            (``distance`` head: a softmax over the first K).
+        config: the head, thresholds, minimum size and score, hole filling (``min_size``
+            None counts as 0).
 
     Returns:
         ((H, W) uint8 class mask in 0..K-1, (H, W) int32 object ids 0..N).
@@ -88,10 +98,16 @@ def separate_objects(
     if k < 2:
         raise ValueError(f"instance probabilities need >= 3 channels; got {probs.shape[0]}")
     objects = (1.0 - probs[0]) > cfg.fg_threshold
-    interior = probs[1:k].sum(0)
-    seeds, _ = ndimage.label(objects & (interior > cfg.seed_threshold))
-    # a little compactness: on a flat boundary, pixels go to the nearest seed
-    labels = watershed(probs[k], markers=seeds, mask=objects, compactness=1e-3).astype(np.int32)
+    if cfg.head == "distance":
+        distance = probs[k]
+        seeds, _ = ndimage.label(objects & (distance > cfg.seed_threshold))
+        labels = watershed(-distance, markers=seeds, mask=objects).astype(np.int32)
+    else:
+        interior = probs[1:k].sum(0)
+        seeds, _ = ndimage.label(objects & (interior > cfg.seed_threshold))
+        # a little compactness: on a flat boundary, pixels go to the nearest seed
+        labels = watershed(probs[k], markers=seeds, mask=objects, compactness=1e-3)
+        labels = labels.astype(np.int32)
     unseeded = objects & (labels == 0)
     if unseeded.any():
         extra, _ = ndimage.label(unseeded)
@@ -107,7 +123,7 @@ def separate_objects(
         inside = labels > 0
         if k == 2:
             mask[inside] = 1
-        else:  # summed class probability over each object, boundary excluded
+        else:  # summed class probability over each object, boundary / distance excluded
             ids = labels[inside]
             sums = np.stack(
                 [np.bincount(ids, probs[c][inside], minlength=count + 1) for c in range(1, k)]

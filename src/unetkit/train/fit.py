@@ -25,7 +25,7 @@ from . import artifacts
 from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown_distributed
 from .ema import WeightAverage
 from .loop import StepContext, train_one_epoch, validate, validate_with_predictor
-from .losses import build_loss
+from .losses import DistanceHeadLoss, build_loss
 from .recipe import plan as plan_recipe
 from .resolve import (
     REGRESSION_PRESETS,
@@ -172,6 +172,7 @@ class _Trainer:
             seed=cfg.seed,
             boundary_width=cfg.objects.boundary_width if cfg.task == "instance" else 0,
             boundary_fraction=cfg.objects.boundary_fraction,
+            instance_head=cfg.objects.head,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
@@ -249,6 +250,8 @@ class _Trainer:
             self.info.ignore_index,
             cw.to(dev) if cw is not None else None,
         )
+        if cfg.task == "instance" and cfg.objects.head == "distance":
+            self.loss_fn = DistanceHeadLoss(self.loss_fn, self.info.ignore_index)
         self.optimizer = build_optimizer(
             cfg.optimizer, self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -508,7 +511,7 @@ class _Trainer:
         return stopped or early
 
     def _network_class_names(self) -> list[str]:
-        extra = ["boundary"] if self.cfg.task == "instance" else []
+        extra = ["boundary"] if network_classes(self.cfg) > len(self.cfg.classes or ()) else []
         assert self.cfg.classes is not None  # set by resolve_config
         return list(self.cfg.classes) + extra
 

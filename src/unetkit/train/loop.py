@@ -42,12 +42,26 @@ def center_crop(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def prepare_batch(
     batch: dict, ctx: StepContext, augment: Callable | None, generator: torch.Generator | None
 ):
-    """Move a batch to the device, augment it there, and build (input, target, weight)."""
+    """Move a batch to the device, augment it there, and build (input, target, weight).
+
+    A batch with a ``distance`` map (the ``distance`` instance head) gets the target
+    (B, 2, H, W) float32: the class index (the ignore index included) and the distance, which
+    the augmentation moves with the pixels (``Augmenter.with_maps``).
+    """
     images = batch["image"].to(ctx.device, non_blocking=True)  # (B, C, H, W)
     masks = batch["mask"].to(ctx.device, non_blocking=True)  # (B, H, W)
     weights = batch.get("weight")
     weights = weights.to(ctx.device, non_blocking=True) if weights is not None else None
-    if augment is not None:
+    distance = batch.get("distance")
+    if distance is not None:
+        distance = distance.to(ctx.device, non_blocking=True)
+        if augment is not None:  # an ``Augmenter``: the map moves with the pixels
+            images, masks, weights, distance = augment.with_maps(  # type: ignore[attr-defined]
+                images, masks, weights, distance, generator=generator
+            )
+        assert distance is not None
+        masks = torch.stack([masks.float(), distance.float()], 1)  # (B, 2, H, W)
+    elif augment is not None:
         images, masks, weights = augment(images, masks, weights, generator=generator)
     if ctx.task == "regression":  # image-to-image: the clean patch is the target
         target = images

@@ -36,7 +36,9 @@ def split_stems(info, cfg: TrainConfig) -> tuple[list[str], list[str]]:
 
 
 def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
-    """Fill in what the dataset decides: channels, classes, task, loss and the model config."""
+    """Fill in what the dataset decides: channels, classes, task, loss and the model config
+    (instance models have K + 1 output channels: the data's K classes and the boundary class
+    or the distance channel)."""
     if cfg.preset not in PRESETS and cfg.preset != "auto" and cfg.model is None:
         raise UnetkitError(
             f"unknown preset {cfg.preset!r}; valid presets: auto, {', '.join(PRESETS)}"
@@ -100,9 +102,15 @@ def _check_instances(info, num_classes: int) -> None:
 
 
 def network_classes(cfg: TrainConfig) -> int:
-    """Classes the network and the loss see: the data's, plus ``boundary`` for instances."""
+    """Classes the softmax and the class loss see: the data's, plus ``boundary`` for the
+    ``boundary`` instance head (the ``distance`` head's extra channel is not a class)."""
     assert cfg.classes is not None  # a resolved config
-    return len(cfg.classes) + (1 if cfg.task == "instance" else 0)
+    return len(cfg.classes) + (1 if boundary_head(cfg) else 0)
+
+
+def boundary_head(cfg: TrainConfig) -> bool:
+    """An instance task whose extra softmax class is the object boundary."""
+    return cfg.task == "instance" and cfg.objects.head == "boundary"
 
 
 def weight_map_fn(cfg: TrainConfig, info):
@@ -165,6 +173,6 @@ def class_weights(cfg: TrainConfig, info) -> torch.Tensor | None:
     if isinstance(cw, str):
         raise UnetkitError(f"class_weights must be 'balanced' or numbers; got {cw!r}")
     if len(cw) != network_classes(cfg):
-        extra = " (the data's and boundary)" if cfg.task == "instance" else ""
+        extra = " (the data's and boundary)" if boundary_head(cfg) else ""
         raise UnetkitError(f"{len(cw)} class weights for {network_classes(cfg)} classes{extra}")
     return torch.tensor(cw, dtype=torch.float32)
