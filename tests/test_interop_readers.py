@@ -279,3 +279,32 @@ def geo_area(feature: dict) -> float:
     from shapely.geometry import shape
 
     return shape(feature["geometry"]).area
+
+
+def test_predicted_objects_carry_their_score(tmp_path, grey_level_model):
+    """COCO ``score`` and the CSV ``score`` column are each object's mean object probability,
+    ``1 - p(background)`` over its pixels (the probabilities saved beside them), not 1.0."""
+    from PIL import Image
+
+    from test_predict import _cells, _instance_checkpoint, _predictor
+    from unetkit.data.instances import read_instances
+    from unetkit.infer.outputs import predict_paths
+
+    path = _instance_checkpoint(tmp_path, grey_level_model)
+    image, _ = _cells(60, 75)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    predict_paths(_predictor(path), [tmp_path / "a.png"], out, coco=True, save_probs=True,
+                  progress=False)  # fmt: skip
+    ids = read_instances(out / "a_instances.png")
+    objectness = 1.0 - np.load(out / "a_probs.npy").astype(np.float64)[0]
+    expected = {i: float(objectness[ids == i].mean()) for i in _ids(ids)}
+    assert expected
+    doc = json.loads((out / "coco.json").read_text())
+    coco_scores = {ann["object_id"]: ann["score"] for ann in doc["annotations"]}
+    with open(out / "a_objects.csv") as f:
+        csv_scores = {int(r["id"]): float(r["score"]) for r in __import__("csv").DictReader(f)}
+    for object_id, score in expected.items():
+        assert abs(coco_scores[object_id] - score) < 2e-3  # the saved probabilities are fp16
+        assert abs(csv_scores[object_id] - score) < 2e-3
+    assert min(expected.values()) < 0.999  # a real probability, not the 1.0 of no score

@@ -232,12 +232,12 @@ def _predict_one(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Predict one image and write its outputs; returns its class mask and object ids."""
     from ..objects.labels import connected_objects
-    from ..objects.postprocess import separate_objects
+    from ..objects.postprocess import object_scores, separate_objects
 
     info = predictor.info
     stem = output_stem(path)
     image = read_image(path, channels=info.preprocessing.channels)
-    ids = None
+    ids, scores = None, None
     if options["save_probs"]:
         probs = predictor.predict_proba(image)
         write_image(out_dir / f"{stem}_probs.npy", probs.astype(np.float16))
@@ -245,12 +245,14 @@ def _predict_one(
             mask, ids = separate_objects(probs, predictor.objects_config)
         else:
             mask = predictor.probs_to_mask(probs)
+        if options["objects"] and ids is None:
+            ids = connected_objects(mask, ignore_index=info.ignore_index)
+        if ids is not None:
+            scores = object_scores(ids, predictor.objectness(probs))
     elif options["objects"]:
-        mask, ids = predictor.predict_objects(image)
+        mask, ids, scores = predictor.predict_scored_objects(image)
     else:
         mask = predictor.predict_mask(image)
-    if options["objects"] and ids is None:
-        ids = connected_objects(mask, ignore_index=info.ignore_index)
     write_mask(out_dir / f"{stem}.png", mask, info.palette, options["pixel"])
     save_png(out_dir / f"{stem}_color.png", colorize(mask, info.palette, info.ignore_index))
     blended = overlay(
@@ -267,7 +269,7 @@ def _predict_one(
     save_png(out_dir / f"{stem}_overlay.png", blended)
     rel = os.path.relpath(path.resolve(), out_dir.resolve())
     if ids is not None:
-        _write_objects(predictor, image, mask, ids, path, out_dir, options, rel)
+        _write_objects(predictor, image, mask, ids, path, out_dir, options, rel, scores)
     elif options["labelme"]:
         doc = mask_to_labelme(mask, info.classes, rel, options["min_area"], info.ignore_index)
         write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
@@ -283,8 +285,10 @@ def _write_objects(
     out_dir: Path,
     options: dict,
     rel: str,
+    scores: dict[int, float] | None = None,
 ) -> None:
-    """The object outputs of one image (and its share of ``coco.json``, kept in ``options``)."""
+    """The object outputs of one image (and its share of ``coco.json``, kept in ``options``);
+    ``scores``: object id -> score (the ``score`` column, COCO ``score``)."""
     from ..data.instances import instances_path, write_instances
     from ..objects.formats import coco_document, geojson_objects, labelme_objects
     from ..objects.labels import object_classes
@@ -300,8 +304,9 @@ def _write_objects(
     classes = object_classes(ids, mask, len(info.classes))
     channels = 1 if image.ndim == 2 else image.shape[2]
     unit = options.get("pixel_unit", "um")
-    rows = object_table(ids, image, classes, info.classes, options["pixel_size"], unit)
-    fields = object_fields(channels, options["pixel_size"], unit)
+    scores = {} if scores is None else scores
+    rows = object_table(ids, image, classes, info.classes, options["pixel_size"], unit, scores)
+    fields = object_fields(channels, options["pixel_size"], unit, score=True)
     write_objects_csv(out_dir / f"{stem}_objects.csv", rows, fields)
     save_png(out_dir / f"{stem}_objects.png", object_overlay(image, ids))
     if options["labelme"]:
@@ -313,7 +318,7 @@ def _write_objects(
     if options["coco"] is not None:
         entry = (path.name, *ids.shape, ids, classes)
         segmentation = options.get("coco_format", "rle")
-        options["coco"].append(coco_document([entry], info.classes, segmentation))
+        options["coco"].append(coco_document([entry], info.classes, segmentation, scores=[scores]))
 
 
 def merge_coco(documents: list[dict]) -> dict:

@@ -219,6 +219,11 @@ class Predictor:
         probs = torch.as_tensor(probs)
         return self._mask(probs).cpu().numpy()
 
+    def objectness(self, probs: np.ndarray) -> np.ndarray:
+        """Each pixel's probability of belonging to an object, ``1 - p(background)`` (a
+        single sigmoid channel: that channel), from ``predict_proba`` output."""
+        return probs[0] if probs.shape[0] == 1 else 1.0 - probs[0]
+
     def _mask(self, probs: torch.Tensor) -> torch.Tensor:
         # instance models: object pixels get the likeliest object class (the last channel,
         # boundary or distance, is not a class of the mask)
@@ -251,7 +256,18 @@ class Predictor:
         return self._run(image, self._mask).numpy()
 
     def predict_objects(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class mask and objects of one image.
+        """Class mask and objects of one image (``predict_scored_objects`` without scores).
+
+        Returns:
+            ((H, W) uint8 class mask as ``predict_mask``, (H, W) int32 object ids, 0 = none).
+        """
+        mask, ids, _ = self.predict_scored_objects(image)
+        return mask, ids
+
+    def predict_scored_objects(
+        self, image: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+        """Class mask, objects and each object's score of one image.
 
         Instance models: a seeded watershed on the whole image's stitched probabilities (and,
         for the ``distance`` head, distance map), once per image, never per tile
@@ -259,29 +275,39 @@ class Predictor:
         objects. Semantic models: the 4-connected components of each class other than
         background (``unetkit.objects.labels.connected_objects``), or with
         ``objects_between`` the regions that class separates
-        (``unetkit.objects.postprocess.regions_between``).
+        (``unetkit.objects.postprocess.regions_between``). An object's score is its mean
+        object probability, ``1 - p(background)`` over its pixels (``object_scores``; with
+        ``objects_between``, ``1 - p(boundary class)``).
 
         Returns:
-            ((H, W) uint8 class mask as ``predict_mask``, (H, W) int32 object ids, 0 = none).
+            ((H, W) uint8 class mask as ``predict_mask``, (H, W) int32 object ids, 0 = none,
+            id -> score).
         """
         from ..objects.labels import connected_objects
-        from ..objects.postprocess import BETWEEN_DEFAULTS, regions_between, separate_objects
+        from ..objects.postprocess import (
+            BETWEEN_DEFAULTS,
+            object_scores,
+            regions_between,
+            separate_objects,
+        )
 
+        probs = self._run(image, None)
         if self.instance:
-            return separate_objects(self._run(image, None).numpy(), self.objects_config)
+            array = probs.numpy()
+            mask, ids = separate_objects(array, self.objects_config)
+            return mask, ids, object_scores(ids, 1.0 - array[0])
         between = self.between_class
         if between is not None:
-            probs = self._run(image, None)
             if probs.shape[0] == 1:  # one sigmoid channel: class 1, or its complement
                 boundary = probs[0] if between == 1 else 1 - probs[0]
             else:
                 boundary = probs[between]
-            regions = regions_between(
-                boundary.float().numpy(), self.config.object_overrides(BETWEEN_DEFAULTS)
-            )
-            return self._mask(probs).numpy(), regions
-        mask = self.predict_mask(image)
-        return mask, connected_objects(mask, ignore_index=self.info.ignore_index)
+            boundary_np = boundary.float().numpy()
+            regions = regions_between(boundary_np, self.config.object_overrides(BETWEEN_DEFAULTS))
+            return self._mask(probs).numpy(), regions, object_scores(regions, 1.0 - boundary_np)
+        mask = self._mask(probs).numpy()
+        ids = connected_objects(mask, ignore_index=self.info.ignore_index)
+        return mask, ids, object_scores(ids, self.objectness(probs.float().numpy()))
 
     @property
     def between_class(self) -> int | None:

@@ -51,13 +51,16 @@ def _suffixes(pixel_size: float | None, unit: str) -> tuple[str, str]:
     return f"_{unit}", f"_{unit}2"
 
 
-def object_fields(n_channels: int, pixel_size: float | None = None, unit: str = "um") -> list[str]:
+def object_fields(
+    n_channels: int, pixel_size: float | None = None, unit: str = "um", score: bool = False
+) -> list[str]:
     """The columns of ``object_table`` rows, in order (a CSV header even without objects).
 
     Args:
         n_channels: image channels measured (0 without an image, 1 for a grayscale image).
         pixel_size: physical size of a pixel, or None for pixel units.
         unit: the unit of ``pixel_size`` (letters, e.g. "um", "nm", "mm"), in the names.
+        score: a ``score`` column after ``class`` (predicted objects).
 
     Returns:
         Column names.
@@ -67,7 +70,7 @@ def object_fields(n_channels: int, pixel_size: float | None = None, unit: str = 
     """
     length, area = _suffixes(pixel_size, unit)
     scaled = [f"{name}{area if name == 'area' else length}" for name in _SCALED]
-    fields = ["id", "class", *scaled[:4], *_BBOX, scaled[4], *_SHAPE]
+    fields = ["id", "class", *["score"] * score, *scaled[:4], *_BBOX, scaled[4], *_SHAPE]
     for c in range(n_channels):
         fields += [f"mean_intensity_c{c}", f"max_intensity_c{c}"]
     if pixel_size is not None:
@@ -121,6 +124,7 @@ def object_table(
     class_names: list[str] | None = None,
     pixel_size: float | None = None,
     unit: str = "um",
+    scores: dict[int, float] | None = None,
 ) -> list[dict]:
     """Measure every object of an instance label image (``skimage.measure.regionprops_table``).
 
@@ -135,6 +139,8 @@ def object_table(
             centroid in the unit, plus a ``pixel_size_<unit>`` column. The bounding box stays
             in pixels.
         unit: the unit of ``pixel_size``, in the column names (``area_um2``, ...).
+        scores: object id -> score (the mean object probability of a predicted object): a
+            ``score`` column after ``class``; None = no such column.
 
     Returns:
         One dict per object, sorted by id, keys as ``object_fields``; [] without objects.
@@ -175,14 +181,17 @@ def object_table(
         columns[f"max_intensity_c{c}"] = (
             np.rint(peak).astype(np.int64) if integer else np.round(peak, DECIMALS)
         )
-    fields = object_fields(n_channels, pixel_size, unit)
+    fields = object_fields(n_channels, pixel_size, unit, scores is not None)
     ids = table["label"].astype(np.int64)
     lists = {k: v.tolist() for k, v in columns.items()}  # Python ints and floats
     rows = []
     for i, object_id in enumerate(ids.tolist()):
         row: dict = {"id": object_id, "class": _class_label(object_id, classes, class_names)}
         for name in fields[2:]:
-            if name == f"pixel_size{length}":
+            if name == "score":
+                assert scores is not None  # object_fields lists it only with scores
+                row[name] = round(float(scores.get(object_id, 1.0)), DECIMALS)
+            elif name == f"pixel_size{length}":
                 assert pixel_size is not None  # object_fields lists it only with a pixel size
                 row[name] = float(pixel_size)
             else:

@@ -58,6 +58,26 @@ def _fill_holes(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def object_scores(labels: np.ndarray, objectness: np.ndarray) -> dict[int, float]:
+    """Each object's score: the mean of ``objectness`` (its probability of being an object,
+    ``1 - p(background)``) over its pixels, as ``min_score`` judges it.
+
+    Args:
+        labels: (H, W) integer ids, 0 = background.
+        objectness: (H, W) float.
+
+    Returns:
+        id -> score, for the ids present.
+    """
+    flat = np.asarray(labels).ravel()
+    if not flat.size:
+        return {}
+    areas = np.bincount(flat)
+    sums = np.bincount(flat, np.asarray(objectness, np.float64).ravel(), minlength=areas.size)
+    present = np.flatnonzero(areas)
+    return {int(i): float(sums[i] / areas[i]) for i in present if i > 0}
+
+
 def _drop_weak_and_small(
     labels: np.ndarray, objectness: np.ndarray, min_size: int, min_score: float
 ) -> np.ndarray:
