@@ -297,3 +297,34 @@ def test_export_cli_prints_each_parity_line_once(checkpoints, tmp_path, capsys, 
     lines += [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert sum("parity" in line for line in lines) == 2  # two sizes, one line each
     assert sum("exported" in line for line in lines) == 1
+
+
+def test_distance_head_onnx_predicts_the_checkpoints_objects(tmp_path, grey_level_model):
+    """A distance-head instance model exported to ONNX: its contract names the distance
+    channel and its activations, unetkit predicts the same objects from the file as from the
+    checkpoint, and a BioImage.IO package (one postprocessing for all channels) is refused."""
+    from test_predict import _cells, _distance_checkpoint, _predictor
+    from unetkit.bioimageio import export_bioimageio
+    from unetkit.data.targets import object_distance
+
+    path = _distance_checkpoint(tmp_path, grey_level_model)
+    onnx_path = tmp_path / "distance.onnx"
+    export_model(path, "onnx", onnx_path)
+    meta = ort.InferenceSession(str(onnx_path)).get_modelmeta().custom_metadata_map
+    output = json.loads(meta["unetkit.input_contract"])["output"]
+    assert output["channel_names"] == ["background", "cell", "distance"]
+    assert output["activation_channels"] == [0, 2] and output["last_channel"] == "sigmoid"
+    _, truth = _cells(60, 75)
+    image = np.rint(255 * np.where(truth > 0, 0.5 + 0.5 * object_distance(truth), 0.1))
+    image = image.astype(np.uint8)
+    mask_c, ids_c = _predictor(path).predict_objects(image)
+    from unetkit.config import PredictConfig
+    from unetkit.infer.predict import Predictor
+
+    onnx_predictor = Predictor.load(onnx_path, PredictConfig(precision="fp32"), "cpu")
+    mask_o, ids_o = onnx_predictor.predict_objects(image)
+    assert ids_c.max() == truth.max() > 1
+    assert (ids_o == ids_c).all() and (mask_o == mask_c).all()
+    with pytest.raises(UnetkitError, match="distance-head"):
+        export_bioimageio(path, tmp_path / "distance.zip")
+    assert not list(tmp_path.glob("distance.zip*"))

@@ -216,7 +216,7 @@ def export_bioimageio(
     import torch
 
     from .checkpoint import load_model
-    from .export import _onnx_bytes, input_contract, size_contract
+    from .export import _onnx_bytes, input_contract, instance_head, size_contract
 
     if input_dtype not in DTYPES:
         raise UnetkitError(f"--input-dtype must be one of {', '.join(DTYPES)}; got {input_dtype!r}")
@@ -235,6 +235,11 @@ def export_bioimageio(
         )
     if cfg.in_channels not in (1, 3):
         raise UnetkitError(f"{checkpoint}: {cfg.in_channels} input channels; 1 or 3 are exported")
+    if instance_head(card) == "distance":
+        raise UnetkitError(
+            f"{checkpoint}: a distance-head instance model (a softmax over its classes and a "
+            "sigmoid distance channel) has no BioImage.IO postprocessing; export it as onnx"
+        )
     if card.preprocessing.resize in ("letterbox", "resize"):
         raise UnetkitError(
             f"{checkpoint}: a model trained on images {card.preprocessing.resize}d to "

@@ -143,13 +143,20 @@ def channel_names(channels: int) -> list[str]:
     )
 
 
+def instance_head(card: ModelCard) -> str | None:
+    """``boundary`` or ``distance`` for instance models (``ObjectConfig.head``), else None."""
+    if card.task != "instance":
+        return None
+    return str((card.objects or {}).get("head") or "boundary")
+
+
 def output_names(card: ModelCard) -> list[str]:
-    """The output channels: the classes (plus ``boundary`` for instance models), or the
-    positive class of a one-channel binary head."""
+    """The output channels: the classes (plus ``boundary`` or ``distance`` for instance
+    models), or the positive class of a one-channel binary head."""
     k = card.model_config.out_channels
     names = list(card.classes)
     if card.task == "instance" and len(names) == k - 1:
-        names.append("boundary")
+        names.append(instance_head(card) or "boundary")
     if k == 1:
         return [names[-1] if names else "foreground"]
     return names[:k] + [f"channel{i}" for i in range(len(names), k)]
@@ -193,6 +200,14 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
         if cfg.out_channels == 1
         else "per channel: probability > 0.5"
     )
+    head = instance_head(card)
+    if head is not None:
+        k = cfg.out_channels - 1  # the last channel is the boundary class or the distance
+        mask = (
+            f"object pixels where 1 - p(channel 0) > objects.fg_threshold get the argmax of "
+            f"channels 1..{k - 1} (+1), others 0; the last channel ({head}) separates "
+            "objects (a seeded watershed, parameters in 'objects')"
+        )
     order = {1: "grey", 3: "RGB"}.get(c, "as stored in the file")
     return {
         "contract_version": CONTRACT_VERSION,
@@ -234,6 +249,11 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
             "values": "raw logits" if act != "none" else "raw values",
             "activation": act,
             "activation_axis": "channel" if act == "softmax" else None,
+            # the distance head: softmax over the class channels, sigmoid on the last one
+            "activation_channels": (
+                [0, cfg.out_channels - 1] if instance_head(card) == "distance" else None
+            ),
+            "last_channel": "sigmoid" if instance_head(card) == "distance" else None,
             "mask": mask if act != "none" else None,
             "size": "input size" if sizes["offset"] == 0 else "input size + offset",
             "offset": sizes["offset"],
@@ -271,6 +291,7 @@ def contract_text(contract: dict[str, Any]) -> str:
         f"Normalise ({norm['mode']}): {how}.",
         f"Height and width: {inp['size']['min']} + n * {inp['size']['step']}.",
         f"Output 'logits' NCHW, channels {out['channel_names']}; activation {out['activation']}"
+        + (" (the last channel: sigmoid)" if out.get("last_channel") == "sigmoid" else "")
         + (f"; mask: {out['mask']}" if out["mask"] else "")
         + ("." if out["offset"] == 0 else f"; size = input {out['offset']:+d}."),
         "Full contract: metadata key unetkit.input_contract (JSON).",
