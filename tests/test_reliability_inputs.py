@@ -30,8 +30,9 @@ Bugs these tests found (each test failed before its fix in ``data/imageio.py``, 
 - 16-bit colour TIFFs silently read as 8 bits; the EXIF orientation of 16-bit colour PNGs
   ignored (``test_read_image_on_every_case``);
 - NaN / infinite float images accepted; multi-page TIFFs and animated GIFs silently reduced to
-  their first frame; palette transparency and corrupt EXIF printed Python warnings; messages
-  showed ``<_io.BytesIO object at 0x...>`` (``test_read_image_on_every_case``,
+  their first frame (now refused, except by ``predict``, which predicts every page of a TIFF
+  stack: ``tests/test_stack.py``); palette transparency and corrupt EXIF printed Python
+  warnings; messages showed ``<_io.BytesIO object at 0x...>`` (``test_read_image_on_every_case``,
   ``test_predict_reports_each_bad_file_once_and_writes_only_good_ones``);
 - JPEG masks were read (lossy class indices) everywhere but ``verify``
   (``test_read_mask_on_every_case``);
@@ -86,6 +87,7 @@ CLASSES = ["background", "cell", "nucleus"]
 GIB = 1 << 30
 OUT_OF_CLASS = ["m_values.png", "m_sixteen.png"]  # mask values 7 and 1000 in a 3-class set
 EVALUATE_READS = ("exif6.jpg", "grey16.png", "rgb16_tif.tif", "cmyk.jpg", "la.png", "stack.npy")
+PREDICT_STACKS = {"multiframe.tif": 3}  # refused, but predict reads it as a TIFF stack (pages)
 PREPARE_REFUSES = {"float.tif": "float32", "stack.npy": "float32"}  # readable, not as PNG
 # EXIF orientation -> how the stored pixels are shown (EXIF 2.3), as in test_imageio.py
 EXIF_VIEW = {
@@ -251,7 +253,10 @@ def test_predict_reports_each_bad_file_once_and_writes_only_good_ones(
         named = _lines_naming(lines, path)
         made = [f"{case.stem}{tag}" for tag in (".png", "_color.png", "_overlay.png")]
         outputs = [name for name in made if (out / name).exists()]
-        if case.expect == "refuse":
+        if case.name in PREDICT_STACKS:  # refused by every other command
+            assert named == [] and outputs == [], (case.name, named, outputs)
+            assert (out / case.name).is_file() and (out / f"{case.stem}_preview.png").is_file()
+        elif case.expect == "refuse":
             assert len(named) == 1, (case.name, named, lines)
             _why(case, named[0], path)
             assert outputs == [], (case.name, outputs)  # nothing half-written
@@ -260,8 +265,9 @@ def test_predict_reports_each_bad_file_once_and_writes_only_good_ones(
             assert outputs == made, case.name
             assert read_mask(out / f"{case.stem}.png").shape == case.shape, case.name
     summary = (out / "summary.csv").read_text().splitlines()[1:]
+    planes = [f"{n}[plane={i}]" for n, count in PREDICT_STACKS.items() for i in range(count)]
     assert sorted(r.split(",")[0] for r in summary) == sorted(
-        c.name for c in cases if c.expect == "read"
+        [c.name for c in cases if c.expect == "read"] + planes
     )
     assert _hidden(out) == []
 

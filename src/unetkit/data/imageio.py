@@ -196,10 +196,16 @@ def open_image(data: bytes, name: str, what: str = "image") -> Image.Image:
             img.close()
             raise UnetkitError(f"{fail}: corrupt {img.format} file ({_reason(exc)})") from None
     if frames > 1:
+        fmt = img.format
         img.close()
+        where = (
+            "`unetkit predict` predicts TIFF stacks plane by plane, but here unetkit reads"
+            if fmt == "TIFF"
+            else "unetkit reads"
+        )
         raise UnetkitError(
-            f"{fail}: {frames} frames (a multi-page or animated {img.format}); unetkit reads "
-            "one image per file: save each frame as its own file"
+            f"{fail}: {frames} frames (a multi-page or animated {fmt}); {where} one image "
+            "per file: save each frame as its own file"
         )
     return img
 

@@ -19,12 +19,15 @@ for the folder) on request; ``summary.csv`` gains the object count.
 
 TIFFs too large for memory are read by region (``unetkit.infer.large``: ``NAME.tif`` and
 ``NAME_preview.png``, resumable; with ``zarr`` the mask is ``NAME.ome.zarr``, an OME-NGFF
-label image, instead of ``NAME.tif``). Under ``torchrun`` the processes share the inputs and
+label image, instead of ``NAME.tif``). Multi-page TIFFs (time-lapses, z-stacks) are predicted
+plane by plane (``unetkit.infer.stack``: a multi-page ``NAME.tif``, one summary row per plane).
+Under ``torchrun`` the processes share the inputs and
 rank 0 writes the folder's files (``unetkit.infer.shard``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import io
@@ -478,6 +481,9 @@ def predict_paths(
 
     threshold = LARGE_PIXELS if large_pixels is None else large_pixels
     large = [streamable(path, level, threshold) for path in paths]
+    from ..data.stack import is_stack  # TIFF stacks: unetkit.infer.stack
+
+    stack = [not large[i] and is_stack(path, level) for i, path in enumerate(paths)]
     whole = [i for i, by_region in enumerate(large) if not by_region]
     mine = {whole[n] for n in my_share([paths[i] for i in whole], shard)}  # a pixel share
     todo = [i for i in range(len(paths)) if large[i] or i in mine]  # by region: every rank
@@ -488,6 +494,8 @@ def predict_paths(
         own["pixel_size"], own["pixel_unit"] = (size.x, size.unit) if size else (None, unit)
         if large[i]:
             outcome = _predict_by_region(predictor, paths[i], out, own, skip_existing, shard)
+        elif stack[i]:
+            outcome = _predict_stack(predictor, paths[i], out, own, skip_existing)
         else:
             outcome = _predict_whole(predictor, paths[i], out, own, skip_existing)
         if outcome is not None:
@@ -503,7 +511,7 @@ def predict_paths(
             report.failed.append((path, outcome.failure))
             continue
         (report.written if outcome.written else report.skipped).append(path)
-        report.rows.append(outcome.row)
+        report.rows.extend(outcome.rows or [outcome.row])
         done += outcome.targets
     if shard.is_main:
         write_summary(out / "summary.csv", report.rows, predictor.classes, objects)
@@ -521,6 +529,7 @@ class _Outcome:
 
     index: int = -1
     row: dict = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)  # a stack's: one per plane, instead of row
     written: bool = True
     targets: list[Path] = field(default_factory=list)
     coco: list[dict] = field(default_factory=list)
@@ -592,6 +601,25 @@ def _no_objects_by_region(path: Path, options: dict) -> str:
             "own and predict that without --level"
         )
     return f"{said}; no level of it fits in memory"
+
+
+def _predict_stack(
+    predictor: Predictor, path: Path, out: Path, options: dict, skip_existing: bool
+) -> _Outcome:
+    """A TIFF stack, plane by plane (``unetkit.infer.stack``): its outputs, or why not."""
+    from .stack import predict_stack, stack_outputs, stack_rows
+
+    targets = stack_outputs(out, output_stem(path), options["objects"])
+    try:
+        rows, written = None, True
+        if skip_existing and all(t.is_file() for t in targets):
+            with contextlib.suppress(UnetkitError):  # outputs not readable: predicted again
+                rows, written = stack_rows(predictor, path, out, options["objects"]), False
+        if rows is None:
+            rows = predict_stack(predictor, path, out, options)
+    except (UnetkitError, OSError, ValueError) as exc:
+        return _Outcome(failure=_failure(path, exc))
+    return _Outcome(rows=rows, written=written, targets=targets)
 
 
 def _predict_whole(
