@@ -162,3 +162,14 @@ def tiny_dataset() -> Callable[..., Path]:
 def grey_level_model() -> Callable[..., UNet]:
     """``grey_level_model(out_channels=3)``: a U-Net that classifies by grey level."""
     return make_grey_level_model
+
+
+@pytest.fixture(autouse=True)
+def _pillow_bomb_limit_is_kept():
+    """A test must not leave Pillow's decompression-bomb limit changed (importing labelme
+    sets it to None, which turned later bomb tests green for the wrong reason)."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    assert Image.MAX_IMAGE_PIXELS == before, "Image.MAX_IMAGE_PIXELS changed by this test"

@@ -72,7 +72,7 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
     assert "objects:" in summary and "AP@0.5" in summary
     assert "<h2>Objects</h2>" in page and f'src="predictions/{val[0]}_objects.png"' in page
     rows = (out / "predictions" / f"{val[0]}_objects.csv").read_text().splitlines()
-    assert rows[0].startswith("id,class,area_px") and len(rows) >= 2
+    assert rows[0].startswith("id,class,score,area_px") and len(rows) >= 2
     assert f"{len(rows) - 1} objects" in page
     # per-image table worst first, with thumbnails; fingerprint, config and links to artefacts
     assert "Per image (worst first)" in page and "Data fingerprint" in page

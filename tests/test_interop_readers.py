@@ -207,7 +207,11 @@ def test_geojson_ids_unique_across_images_and_stable():
     assert geojson_objects(labels, None, NAMES, image_name="a.png") == first
 
 
-def test_labelme_shape_to_mask_gives_back_every_object():
+def test_labelme_shape_to_mask_gives_back_every_object(monkeypatch):
+    from PIL import Image
+
+    # importing labelme lifts Pillow's decompression-bomb limit for the whole process
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     labelme_utils = pytest.importorskip("labelme.utils")
     for labels in SCENES:
         doc = labelme_objects(labels, None, NAMES, "a.png")

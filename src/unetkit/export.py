@@ -66,8 +66,10 @@ def size_contract(model: UNet) -> dict[str, int]:
         ``min``, ``step``: every ``min + n * step`` (n >= 0) is a legal height or width;
         ``step`` is the network's down-sampling factor ``2**depth``, and for same-padding
         networks ``min`` is a multiple of it (the sizes unetkit pads an image to).
-        ``offset``: output length minus input length (0 for same padding; minus the context
-        the valid convolutions consume, twice ``crop``); ``crop``: output pixel ``j`` is input
+        ``scale``: the output's upscaling factor (1 but for super-resolution presets);
+        ``offset``: output length minus ``scale`` times the input length (0 for same padding;
+        minus the context the valid convolutions consume, twice ``crop``); ``crop``: output
+        pixel ``j`` is input
         pixel ``j + crop``; ``context``: rows a tile should discard at each inner border when
         an image is predicted in tiles (0 for valid padding, whose tiles need no overlap).
 
@@ -82,11 +84,12 @@ def size_contract(model: UNet) -> dict[str, int]:
         if None in lens:
             continue
         offsets = {int(out or 0) - (start + k * align) * cfg.scale for k, out in enumerate(lens)}
-        if len(offsets) == 1 and cfg.scale == 1:
+        if len(offsets) == 1:
             offset = offsets.pop()
             return {
                 "min": start,
                 "step": align,
+                "scale": int(cfg.scale),
                 "offset": offset,
                 "crop": -offset // 2,
                 "context": 2 * align if same else 0,
@@ -255,7 +258,9 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
             ),
             "last_channel": "sigmoid" if instance_head(card) == "distance" else None,
             "mask": mask if act != "none" else None,
-            "size": "input size" if sizes["offset"] == 0 else "input size + offset",
+            "size": ("input size" if sizes["scale"] == 1 else "input size x scale")
+            + ("" if sizes["offset"] == 0 else " + offset"),
+            "scale": sizes["scale"],
             "offset": sizes["offset"],
             "crop": sizes["crop"],
             "tile_context": sizes["context"],
@@ -293,7 +298,7 @@ def contract_text(contract: dict[str, Any]) -> str:
         f"Output 'logits' NCHW, channels {out['channel_names']}; activation {out['activation']}"
         + (" (the last channel: sigmoid)" if out.get("last_channel") == "sigmoid" else "")
         + (f"; mask: {out['mask']}" if out["mask"] else "")
-        + ("." if out["offset"] == 0 else f"; size = input {out['offset']:+d}."),
+        + ("." if out["size"] == "input size" else f"; size = {out['size']} ({out['offset']:+d})."),
         "Full contract: metadata key unetkit.input_contract (JSON).",
     ]
     return "\n".join(lines)

@@ -28,9 +28,7 @@ rank 0 writes the folder's files (``unetkit.infer.shard``).
 from __future__ import annotations
 
 import contextlib
-import csv
 import glob
-import io
 import json
 import logging
 import os
@@ -52,6 +50,7 @@ from ..progress import progress as progress_bar
 from ..viz import colorize, overlay, save_png
 from .predict import Predictor
 from .shard import gather, my_share
+from .summary_rows import counts_row, summary_row, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -167,33 +166,6 @@ def mask_to_labelme(
             points = contour[:, 0, :].astype(float).tolist()  # (N, 2) x, y
             shapes.append(polygon_shape(class_names[int(cls)], points))
     return labelme_document(shapes, image_path, mask.shape[:2])
-
-
-def summary_row(
-    name: str, mask: np.ndarray, class_names: list[str], objects: int | None = None
-) -> dict:
-    """``summary.csv`` row: size, names of the classes present, pixel area of every class
-    (and the object count, with objects)."""
-    counts = np.bincount(mask.ravel(), minlength=len(class_names))
-    return counts_row(name, mask.shape[:2], counts, class_names, objects)
-
-
-def counts_row(
-    name: str,
-    size: tuple[int, int],
-    counts: np.ndarray,
-    class_names: list[str],
-    objects: int | None = None,
-) -> dict:
-    """``summary_row`` from class pixel counts (images predicted band by band)."""
-    row = {"image": name, "height": int(size[0]), "width": int(size[1])}
-    if objects is not None:
-        row["objects"] = objects
-    row["classes_present"] = ";".join(
-        class_names[i] for i in range(len(class_names)) if counts[i] > 0
-    )
-    row.update({f"{n}_pixels": int(counts[i]) for i, n in enumerate(class_names)})
-    return row
 
 
 def _outputs(out_dir: Path, stem: str, options: dict) -> list[Path]:
@@ -341,19 +313,6 @@ def merge_coco(documents: list[dict]) -> dict:
             )
             next_ann += 1
     return merged
-
-
-def write_summary(
-    path: Path, rows: list[dict], class_names: list[str], objects: bool = False
-) -> None:
-    """Write ``summary.csv`` (atomically): one row per image, columns as ``summary_row``."""
-    fields = ["image", "height", "width"] + ["objects"] * objects + ["classes_present"]
-    fields += [f"{n}_pixels" for n in class_names]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
 
 
 def predict_paths(

@@ -59,6 +59,7 @@ from ..errors import UnetkitError
 from ..files import atomic_path
 from ..viz import overlay, save_png
 from .predict import Predictor
+from .summary_rows import counts_row
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,6 @@ def predict_stack(predictor: Predictor, path: Path, out_dir: Path, options: dict
         UnetkitError: an unreadable stack (``unetkit.data.stack``), more than 256 classes, an
             output that would replace the input, a plane the model cannot take.
     """
-    from .outputs import counts_row
 
     info = predictor.info
     objects = bool(options["objects"])
@@ -372,8 +372,6 @@ def stack_rows(predictor: Predictor, path: Path, out_dir: Path, objects: bool) -
     """The ``summary.csv`` rows of a stack predicted before (``--skip-existing``), read back
     from its ``NAME.tif`` (and ``NAME_instances.tif``) page by page."""
     import tifffile
-
-    from .outputs import counts_row
 
     targets = stack_outputs(out_dir, output_stem(path), objects)
     classes = predictor.classes
