@@ -172,4 +172,4 @@ def _pillow_bomb_limit_is_kept():
 
     before = Image.MAX_IMAGE_PIXELS
     yield
-    assert Image.MAX_IMAGE_PIXELS == before, "Image.MAX_IMAGE_PIXELS changed by this test"
+    assert before == Image.MAX_IMAGE_PIXELS, "Image.MAX_IMAGE_PIXELS changed by this test"
