@@ -242,3 +242,43 @@ def test_write_slide_label_into_ngff_04_and_05_slides(tmp_path, fmt, caplog):
     nodes = list(Reader(parse_url(str(target)))())
     assert not [r for r in caplog.records if "no parent found" in r.getMessage()]
     assert len(nodes) >= 2  # the label and its parent image
+
+
+@pytest.mark.parametrize("mask_kind", ["zarr", "tif"])
+def test_add_label_puts_a_predicted_mask_into_an_ngff_05_slide(
+    model_path,  # noqa: F811
+    slide,
+    tmp_path,
+    mask_kind,
+):
+    """``unetkit add-label`` writes ``predict``'s mask (OME-Zarr or BigTIFF) into the slide's
+    own NGFF 0.5 / Zarr v3 OME-Zarr: valid for ome-zarr-models, every level the mask's."""
+    import tifffile
+    import zarr
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_image
+    from ome_zarr_models.v05 import Image as Image05
+
+    out = tmp_path / "out"
+    argv = ["predict", str(model_path), str(slide), "-o", str(out), "--level", "0"]
+    assert main([*argv, *(["--zarr"] if mask_kind == "zarr" else []), *ARGV]) == 0
+    with tifffile.TiffFile(slide) as tif:
+        pixels = tif.series[0].asarray()
+    root = tmp_path / "slide.ome.zarr"
+    group = zarr.open_group(str(root), mode="w", zarr_format=3)
+    write_image(np.moveaxis(pixels, -1, 0), group, axes="cyx", scale_factors=(2,),
+                fmt=FormatV05())  # fmt: skip
+    mask_path = out / ("big.ome.zarr" if mask_kind == "zarr" else "big.tif")
+    assert main(["add-label", str(mask_path), str(root)]) == 0
+    if mask_kind == "tif":
+        mask = tifffile.imread(out / "big.tif")
+    else:
+        mask = np.asarray(zarr.open_array(str(out / "big.ome.zarr" / "0"), mode="r")[:])
+    assert mask.shape == (300, 260) and mask.any()
+    label = zarr.open_group(str(root / "labels" / "big"), mode="r")
+    np.testing.assert_array_equal(np.asarray(label["0"][:]), mask)
+    np.testing.assert_array_equal(np.asarray(label["1"][:]), mask[::2, ::2])
+    assert Image05.from_zarr(zarr.open_group(str(root), mode="r")).labels is not None
+    attrs = label.attrs.asdict()["ome"]["image-label"]
+    assert attrs["source"] == {"image": "../../"} and len(attrs["colors"]) >= 2
+    assert main(["add-label", str(tmp_path / "nothing.ome.zarr"), str(root)]) == 2

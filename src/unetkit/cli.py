@@ -732,6 +732,25 @@ def export_cmd(
     typer.echo(f"exported {fmt}: {out}")
 
 
+@app.command("add-label")
+def add_label_cmd(
+    mask: Path = typer.Argument(
+        ..., help="A slide's mask from unetkit predict: NAME.ome.zarr (--zarr) or NAME.tif."
+    ),
+    slide: Path = typer.Argument(
+        ..., help="The slide's own OME-Zarr image (NGFF 0.4 / Zarr v2 or 0.5 / Zarr v3)."
+    ),
+    name: str = typer.Option(
+        None, "--name", help="The label image's name (default: the mask's NAME)."
+    ),
+) -> None:
+    """Put a predicted mask into the slide's OME-Zarr as labels/NAME (napari, QuPath, MoBIE)."""
+    from .infer.zarr_out import add_label
+
+    target = add_label(mask, slide, name)
+    typer.echo(f"label {target.name} written: {target}")
+
+
 # ---------------------------------------------------------------------------------------------
 # demo goes below this line
 # ---------------------------------------------------------------------------------------------

@@ -354,3 +354,77 @@ def _write_bands(bands: Iterable[np.ndarray], size: tuple[int, int], levels: lis
         y0 += band.shape[0]
     for level in levels:
         level.finish()
+
+
+def _tiff_bands(path: Path, rows: int) -> tuple[Any, tuple[int, int], list[list[int]]]:
+    """Bands of a mask TIFF (level 0, read by chunks), its size and its colour map's palette."""
+    import tifffile
+    import zarr
+
+    tif = tifffile.TiffFile(path)
+    page = tif.pages.first
+    colormap = getattr(page, "colormap", None)
+    palette = []
+    if colormap is not None:  # 16-bit TIFF colour maps
+        palette = [[int(v) >> 8 for v in colormap[:, i]] for i in range(colormap.shape[1])]
+    array: Any = zarr.open(tif.aszarr(series=0, level=0), mode="r")
+    height, width = (int(n) for n in array.shape[:2])
+
+    def bands():
+        try:
+            for r0 in range(0, height, rows):
+                yield np.asarray(array[r0 : r0 + rows])
+        finally:
+            tif.close()
+
+    return bands(), (height, width), palette
+
+
+def add_label(
+    mask: str | os.PathLike,
+    slide: str | os.PathLike,
+    name: str | None = None,
+    classes: list[str] | None = None,
+) -> Path:
+    """Put a mask that ``unetkit predict`` wrote for a slide into the slide's own OME-Zarr as
+    the label image ``labels/NAME`` (``write_slide_label``), read band by band.
+
+    Args:
+        mask: ``NAME.ome.zarr`` (``predict --zarr``: palette and class names travel with it)
+            or ``NAME.tif`` (the BigTIFF mask: palette from its colour map).
+        slide: the slide's OME-Zarr image (NGFF 0.4 / Zarr v2 or 0.5 / Zarr v3) whose level 0
+            is the mask's size.
+        name: the label image's name (default: the mask's name without its suffixes).
+        classes: class names (default: those the mask carries, else ``class0``, ...).
+
+    Returns:
+        The label image's folder.
+
+    Raises:
+        UnetkitError: an unreadable mask, or a slide that is not an OME-Zarr image of the
+            mask's size.
+    """
+    source = Path(mask)
+    rows = 4 * CHUNK
+    try:
+        if source.is_dir():
+            import zarr
+
+            group = zarr.open_group(str(source), mode="r")
+            attrs: Any = group.attrs.asdict()
+            label = attrs.get("ome", attrs).get("image-label", {})
+            colours = sorted(label.get("colors", []), key=lambda c: c["label-value"])
+            palette = [list(c["rgba"][:3]) for c in colours]
+            props = sorted(label.get("properties", []), key=lambda p: p["label-value"])
+            named = [str(p.get("class", p["label-value"])) for p in props]
+            array: Any = group["0"]
+            size = (int(array.shape[0]), int(array.shape[1]))
+            bands: Any = (np.asarray(array[r : r + rows]) for r in range(0, size[0], rows))
+        else:
+            bands, size, palette = _tiff_bands(source, rows)
+            named = []
+    except Exception as exc:  # noqa: BLE001 - zarr / tifffile fail in many ways
+        raise UnetkitError(f"{source}: not a mask written by unetkit predict ({exc!r})") from None
+    classes = classes or named or [f"class{i}" for i in range(max(1, len(palette)))]
+    stem = source.name.removesuffix(SUFFIX).removesuffix(".tif").removesuffix(".tiff")
+    return write_slide_label(slide, name or stem, bands, size, palette, classes)
