@@ -124,23 +124,41 @@ def test_pixel_size_option_with_zarr_and_level_is_metadata_not_objects(
     ImageLabel.from_zarr(zarr.open_group(str(out / "big.ome.zarr"), mode="r"))
 
 
-def test_objects_of_an_image_read_by_region_name_the_levels_that_fit(
+def test_objects_of_a_pyramid_level_that_fits_are_predicted_from_it_whole(
     model_path,  # noqa: F811
     tmp_path,
     caplog,
 ):
+    """``--level 1 --objects``: the level fits in memory, so it is read whole and gets every
+    object output, equal to predicting that level saved as an image of its own; a level that
+    does not fit is refused naming the levels that would."""
+    from unetkit.infer.outputs import predict_paths
+    from unetkit.infer.predict import Predictor
+
     path = tmp_path / "pyr.tif"
     full = _image(256, 320)
     with tifffile.TiffWriter(path) as tif:
         tif.write(full, tile=(64, 64), subifds=1)
         tif.write(full[::2, ::2].copy(), tile=(64, 64), subfiletype=1)
-    out = tmp_path / "out"
+    Image.fromarray(full[::2, ::2]).save(tmp_path / "level1.png")
+    out, alone = tmp_path / "out", tmp_path / "alone"
     argv = ["predict", str(model_path), str(path), "-o", str(out), "--level", "1", *ARGV]
-    assert main([*argv, "--objects"]) == 2
-    said = [r.getMessage() for r in caplog.records if "pyr.tif" in r.getMessage()]
-    assert len(said) == 1
-    assert "level 1 (128 x 160 px) is read by region" in said[0]
-    assert "level 0 fits in memory: predict it without --level" in said[0]
+    assert main([*argv, "--objects"]) == 0
+    assert main(["predict", str(model_path), str(tmp_path / "level1.png"), "-o", str(alone),
+                 "--objects", *ARGV]) == 0  # fmt: skip
+    for suffix in (".png", "_instances.png"):
+        a, b = out / f"pyr{suffix}", alone / f"level1{suffix}"
+        np.testing.assert_array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    assert np.asarray(Image.open(out / "pyr.png")).shape == (128, 160)
+    rows = (out / "pyr_objects.csv").read_text()
+    assert rows == (alone / "level1_objects.csv").read_text() and len(rows.splitlines()) > 1
+    predictor = Predictor.load(model_path)
+    report = predict_paths(predictor, [path], tmp_path / "small", level=1, objects=True,
+                           large_pixels=100, progress=False)  # fmt: skip
+    assert len(report.failed) == 1
+    said = report.failed[0][1]
+    assert "level 1 (128 x 160 px) is read by region" in said
+    assert "no level of it fits in memory" in said
 
 
 def test_whole_ome_tiff_outputs_are_named_from_name_and_carry_the_pixel_size(

@@ -400,3 +400,16 @@ class LargeImage:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def level_in_memory(path: str | os.PathLike, level: int, max_pixels: int) -> np.ndarray | None:
+    """Pyramid level ``level`` of a TIFF, whole, as (H, W, C), when it has at most
+    ``max_pixels`` pixels (None when it has more).
+
+    Raises:
+        UnetkitError: as ``LargeImage`` (unreadable, no such level, unsupported axes).
+    """
+    with LargeImage(path, level) as image:
+        if image.height * image.width > max_pixels:
+            return None
+        return np.ascontiguousarray(image.rows(0, image.height))

@@ -40,9 +40,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..data.imageio import read_image, read_mask, write_image, write_mask
+from ..data.imageio import match_channels, read_image, read_mask, write_image, write_mask
 from ..data.labelme import labelme_document, polygon_shape
-from ..data.largeimage import PixelSize, length_unit, output_stem, pixel_size_of
+from ..data.largeimage import (
+    LARGE_PIXELS,
+    PixelSize,
+    length_unit,
+    level_in_memory,
+    output_stem,
+    pixel_size_of,
+)
 from ..distributed import DistInfo
 from ..errors import UnetkitError
 from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, remove_temp_dirs, write_text
@@ -211,7 +218,13 @@ def _predict_one(
 
     info = predictor.info
     stem = output_stem(path)
-    image = read_image(path, channels=info.preprocessing.channels)
+    if options.get("read_level") is None:
+        image = read_image(path, channels=info.preprocessing.channels)
+    else:  # a pyramid level that fits in memory (--level), read whole
+        whole = level_in_memory(path, options["read_level"], options["large_pixels_limit"])
+        if whole is None:
+            raise UnetkitError(f"{path}: level {options['read_level']} no longer fits in memory")
+        image = match_channels(whole, info.preprocessing.channels, str(path))
     ids, scores = None, None
     if options["save_probs"]:
         probs = predictor.predict_proba(image)
@@ -426,6 +439,7 @@ def predict_paths(
         "pixel_unit": unit,
         "pixel": given,
         "region_objects": region_objects,
+        "large_pixels_limit": LARGE_PIXELS if large_pixels is None else large_pixels,
         "large_pixels": large_pixels,
         "geojson": geojson,
         "coco": [] if coco else None,
@@ -436,10 +450,16 @@ def predict_paths(
         "zarr": zarr,
     }
     predictor.progress = progress and shard.is_main
-    from ..data.largeimage import LARGE_PIXELS, streamable
+    from ..data.largeimage import streamable
 
     threshold = LARGE_PIXELS if large_pixels is None else large_pixels
     large = [streamable(path, level, threshold) for path in paths]
+    # objects of a pyramid level (--level) that fits in memory: that level read whole
+    by_level: dict[int, int] = {}
+    if level is not None and region_objects:
+        for i, path in enumerate(paths):
+            if large[i] and _level_fits(path, level, threshold):
+                large[i], by_level[i] = False, level
     from ..data.stack import is_stack  # TIFF stacks: unetkit.infer.stack
 
     stack = [not large[i] and is_stack(path, level) for i, path in enumerate(paths)]
@@ -448,8 +468,10 @@ def predict_paths(
     todo = [i for i in range(len(paths)) if large[i] or i in mine]  # by region: every rank
     outcomes: list[_Outcome] = []
     for i in progress_bar(todo, desc="predict", unit="img", disable=not predictor.progress):
-        size = given or pixel_size_of(paths[i], (level or 0) if large[i] else 0)
-        own = {**options, "pixel": size}  # this image's pixel size (the same coco list)
+        at_level = (level or 0) if large[i] or by_level.get(i) is not None else 0
+        size = given or pixel_size_of(paths[i], at_level)
+        # this image's pixel size and level (the same coco list)
+        own = {**options, "pixel": size, "read_level": by_level.get(i)}
         own["pixel_size"], own["pixel_unit"] = (size.x, size.unit) if size else (None, unit)
         if large[i]:
             outcome = _predict_by_region(predictor, paths[i], out, own, skip_existing, shard)
@@ -537,6 +559,18 @@ def _predict_by_region(
         return _Outcome(failure=_failure(path, exc))
     row = counts_row(path.name, size, counts, predictor.classes)
     return _Outcome(row=row, written=written, targets=targets)
+
+
+def _level_fits(path: Path, level: int, limit: int) -> bool:
+    """Pyramid level ``level`` of the TIFF ``path`` has at most ``limit`` pixels (False for a
+    file or level that cannot be read: the path that reads it by region says why)."""
+    from ..data.largeimage import LargeImage
+
+    try:
+        with LargeImage(path, level) as image:
+            return image.height * image.width <= limit
+    except UnetkitError:
+        return False
 
 
 def _no_objects_by_region(path: Path, options: dict) -> str:
