@@ -125,6 +125,20 @@ def test_a_failed_test_leaves_no_package(tiny_model, tiny_checkpoint, tmp_path, 
     assert list(out.parent.iterdir()) == []
 
 
+def test_without_bioimageio_core_says_which_extra(
+    tiny_model, tiny_checkpoint, tmp_path, monkeypatch
+):
+    import sys
+
+    from unetkit.bioimageio import export_bioimageio
+
+    ckpt = _checkpoint("isbi", tmp_path, tiny_model, tiny_checkpoint)
+    monkeypatch.setitem(sys.modules, "bioimageio.core", None)  # import raises ImportError
+    with pytest.raises(UnetkitError, match=r"needs bioimageio\.core .*unetkit\[bioimageio\]"):
+        export_bioimageio(ckpt, tmp_path / "m.zip")
+    assert not (tmp_path / "m.zip").exists()
+
+
 def test_regression_models_are_refused_in_one_line(tiny_model, tiny_checkpoint, tmp_path):
     from unetkit.bioimageio import export_bioimageio
 

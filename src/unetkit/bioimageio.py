@@ -220,6 +220,15 @@ def export_bioimageio(
 
     if input_dtype not in DTYPES:
         raise UnetkitError(f"--input-dtype must be one of {', '.join(DTYPES)}; got {input_dtype!r}")
+    try:
+        import bioimageio.core  # noqa: F401
+        import bioimageio.spec  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError as exc:
+        raise UnetkitError(
+            f"{out_path}: a BioImage.IO package needs {exc.name} "
+            "(pip install 'unetkit[bioimageio]')"
+        ) from None
     model, ckpt = load_model(checkpoint, "cpu")
     model = model.float().eval()
     card = ckpt.card.for_export()
