@@ -205,7 +205,6 @@ def write_label_zarr(
     from zarr.storage import LocalStore
 
     path = Path(path)
-    height, width = size
     shapes = level_shapes(size, top)
     name = name if name is not None else path.name.removesuffix(SUFFIX)
     dtype = np.uint8 if len(classes) <= 256 else np.uint16
@@ -230,15 +229,7 @@ def write_label_zarr(
             )
             for k, shape in enumerate(shapes)
         ]
-        y0 = 0
-        for band in bands:
-            if band.ndim != 2 or band.shape[1] != width or y0 + band.shape[0] > height:
-                raise ValueError(f"a band of {band.shape} at row {y0} of a {size} mask")
-            for level in levels:
-                level.add(band, y0)
-            y0 += band.shape[0]
-        for level in levels:
-            level.finish()
+        _write_bands(bands, size, levels)
 
 
 def open_mask(path: str | os.PathLike, level: int = 0) -> Any:
