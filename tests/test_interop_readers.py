@@ -238,18 +238,12 @@ def test_labelme_shape_to_mask_gives_back_every_object(monkeypatch):
 def test_predict_writes_files_the_readers_take_back(tmp_path, grey_level_model):
     """End to end: ``predict_paths`` on two images; coco.json through pycocotools (as data set
     and as results), GeoJSON through shapely, against the instance PNGs written beside them."""
-    from PIL import Image
-
-    from test_predict import _cells, _instance_checkpoint, _predictor
+    from test_predict import _instance_checkpoint, _predictor, _two_cell_images
     from unetkit.data.instances import read_instances
     from unetkit.infer.outputs import predict_paths
 
     path = _instance_checkpoint(tmp_path, grey_level_model)
-    image, _ = _cells(60, 75)
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    Image.fromarray(image).save(inputs / "a.png")
-    Image.fromarray(image[:, :40]).save(inputs / "b.png")
+    inputs, _, _ = _two_cell_images(tmp_path)
     out = tmp_path / "out"
     predict_paths(_predictor(path), [inputs], out, geojson=True, coco=True, pixel_size=0.5,
                   progress=False)  # fmt: skip

@@ -536,17 +536,24 @@ def test_instance_post_processing_overrides(tmp_path, grey_level_model):
     assert _predictor(path, min_score=1.0).predict_objects(image)[1].max() == 0
 
 
+def _two_cell_images(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A folder ``in/`` of two images of touching cells, ``a.png`` and ``b.png`` (its left 40
+    columns); the image of ``a.png`` and its true cells."""
+    image, truth = _cells(60, 75)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(image).save(inputs / "a.png")
+    Image.fromarray(image[:, :40]).save(inputs / "b.png")
+    return inputs, image, truth
+
+
 def test_instance_model_writes_object_outputs(tmp_path, grey_level_model):
     """Issue 12.5: ids, object table, object overlay, labelme / GeoJSON per object, coco.json
     for the folder, object counts in summary.csv; all consistent with each other."""
     from unetkit.data.instances import read_instances
 
     path = _instance_checkpoint(tmp_path, grey_level_model)
-    image, truth = _cells(60, 75)
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    Image.fromarray(image).save(inputs / "a.png")
-    Image.fromarray(image[:, :40]).save(inputs / "b.png")
+    inputs, image, truth = _two_cell_images(tmp_path)
     out = tmp_path / "out"
     predict_paths(_predictor(path), [inputs], out, labelme=True, geojson=True, coco=True,
                   pixel_size=0.5, progress=False)  # fmt: skip
