@@ -768,8 +768,21 @@ def test_the_boundary_fraction_reaches_the_training_target(tmp_path, monkeypatch
     assert ckpt.extra["objects"]["boundary_fraction"] == 0.5
 
 
-def test_distance_head_trains_predicts_and_is_stored(tmp_path):
+def test_distance_head_trains_predicts_and_is_stored(tmp_path, monkeypatch):
     """``--instance-head distance``: K classes + a distance channel, end to end."""
+    import importlib
+
+    from unetkit.train.losses import DistanceHeadLoss
+
+    fit_module = importlib.import_module("unetkit.train.fit")  # the package exports fit()
+    factors = []
+
+    class Recording(DistanceHeadLoss):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            factors.append(self.factor)
+
+    monkeypatch.setattr(fit_module, "DistanceHeadLoss", Recording)
     from unetkit.data.dataset import SegmentationDataset
     from unetkit.data.instances import read_instances
     from unetkit.data.layout import describe_dataset
@@ -780,11 +793,12 @@ def test_distance_head_trains_predicts_and_is_stored(tmp_path):
     data = make_instance_dataset(tmp_path / "inst")
     run = tmp_path / "run"
     code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
-                 "distance", "--epochs", "2", "--steps-per-epoch", "2", "--val-stems", "03",
-                 *TINY])  # fmt: skip
+                 "distance", "--distance-weight", "3", "--epochs", "2", "--steps-per-epoch", "2",
+                 "--val-stems", "03", *TINY])  # fmt: skip
     assert code == 0
     ckpt = load_checkpoint(run / "best.pt")
     assert ckpt.task == "instance" and ckpt.extra["objects"]["head"] == "distance"
+    assert ckpt.extra["objects"]["distance_weight"] == 3.0 and factors == [3.0]
     assert ckpt.model_config.out_channels == 3  # background, object, distance
     assert json.loads((run / "config.json").read_text())["objects"]["head"] == "distance"
     predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")

@@ -292,6 +292,12 @@ def train_cmd(
         "(each object pixel's normalised distance to its edge; seeds at its maxima).",
         show_default=_OBJECT_DEFAULTS.head,
     ),
+    distance_weight: float = typer.Option(
+        None,
+        "--distance-weight",
+        help="--instance-head distance: the distance term's factor in the loss.",
+        show_default=str(_OBJECT_DEFAULTS.distance_weight),
+    ),
     loss: str = typer.Option(
         None, "--loss", help="auto | ce | bce | dice | ce+dice | bce+dice | mse | l1"
     ),
@@ -372,6 +378,7 @@ def train_cmd(
         "objects.boundary_width": boundary_width,
         "objects.boundary_fraction": boundary_fraction,
         "objects.head": instance_head,
+        "objects.distance_weight": distance_weight,
         "loss": loss,
         "class_weights": _class_weights(class_weights),
         "weight_map": weight_map,

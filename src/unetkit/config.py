@@ -457,6 +457,8 @@ class ObjectConfig(_Config):
             it. A trained map is textured inside each nucleus (pixel noise about as large as
             the rise from an object's middle to its centre), and even a perfect map has
             1-pixel ripples on its ridges that h-maxima would take for peaks: 1 merges both.
+        distance_weight: ``distance`` head: the distance term's factor in the loss, beside the
+            class loss (``unetkit.train.losses.DistanceHeadLoss``).
         seed_h: ``distance`` head: the seeds are the h-maxima of the (smoothed) distance, its
             regional maxima that rise at least ``seed_h`` above every path to a higher one
             (``skimage.morphology.h_maxima``), within the object pixels: one per object
@@ -485,6 +487,7 @@ class ObjectConfig(_Config):
     seed_threshold: float = 0.5
     distance_sigma: float = 1.0
     seed_h: float = 0.15
+    distance_weight: float = 1.0
     min_size: int | None = None
     min_score: float = 0.8
     fill_holes: bool = True
@@ -497,6 +500,7 @@ class ObjectConfig(_Config):
         _check_range("seed_threshold", self.seed_threshold, 0.0, 1.0)
         _check_range("distance_sigma", self.distance_sigma, 0.0, float("inf"))
         _check_range("seed_h", self.seed_h, 0.0, 1.0)
+        _check_range("distance_weight", self.distance_weight, 0.0, float("inf"))
         _check_range("min_score", self.min_score, 0.0, 1.0, closed=True)
         if self.min_size is not None:
             _check_min(self, ("min_size",), 0)

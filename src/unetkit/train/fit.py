@@ -251,7 +251,9 @@ class _Trainer:
             cw.to(dev) if cw is not None else None,
         )
         if cfg.task == "instance" and cfg.objects.head == "distance":
-            self.loss_fn = DistanceHeadLoss(self.loss_fn, self.info.ignore_index)
+            self.loss_fn = DistanceHeadLoss(
+                self.loss_fn, self.info.ignore_index, cfg.objects.distance_weight
+            )
         self.optimizer = build_optimizer(
             cfg.optimizer, self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum, nesterov=cfg.nesterov,
