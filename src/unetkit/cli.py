@@ -438,8 +438,8 @@ _FG_THRESHOLD = typer.Option(
 _SEED_THRESHOLD = typer.Option(
     None,
     "--seed-threshold",
-    help="Watershed seeds: instance models where p(interior) > T (distance head: where the "
-    "distance > T); --objects-between where 1 - p(class) > T.",
+    help="Watershed seeds: instance models where p(interior) > T (the distance head seeds at "
+    "the h-maxima of its smoothed distance instead); --objects-between where 1 - p(class) > T.",
 )
 _MIN_SIZE = typer.Option(
     None, "--min-size", help="Instance models: drop smaller objects (--objects-between: seeds)."

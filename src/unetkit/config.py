@@ -454,9 +454,8 @@ class ObjectConfig(_Config):
             ``seed_h`` 0; with ``seed_h`` > 0 the distance head does not use it).
         distance_sigma: ``distance`` head: the predicted distance is smoothed by a Gaussian of
             this sigma (pixels; 0 = off) before the seeds are found and the watershed floods
-            it. A trained map is textured inside each nucleus (pixel noise about as large as
-            the rise from an object's middle to its centre), and even a perfect map has
-            1-pixel ripples on its ridges that h-maxima would take for peaks: 1 merges both.
+            it: a trained map is textured inside each object, and even a perfect map has
+            1-pixel ripples on its ridges that h-maxima would take for peaks.
         distance_weight: ``distance`` head: the distance term's factor in the loss, beside the
             class loss (``unetkit.train.losses.DistanceHeadLoss``).
         seed_h: ``distance`` head: the seeds are the h-maxima of the (smoothed) distance, its
@@ -464,12 +463,8 @@ class ObjectConfig(_Config):
             (``skimage.morphology.h_maxima``), within the object pixels: one per object
             whatever its peak height, the bumps of a noisy map merged; 0: the 4-connected
             regions above ``seed_threshold`` instead (with ``distance_sigma`` 0 too, the
-            distance head's first seeding). A 15-minute model on DSB 2018 peaks near 0.5
-            instead of 1 and split 313 test nuclei with threshold seeds at 0.5; sigma 1 and
-            h 0.15, chosen on its 14 validation images (``bench/distance_pp.py``: AP@0.5
-            0.357 -> 0.611), gave AP@0.5 0.350 -> 0.626 and 14 splits on the 19 test images
-            of ``bench/dsb_instances.py`` (the boundary head: 0.684), and perfect maps of the
-            test images AP@0.5 0.966 -> 0.988.
+            distance head's first seeding). Chosen on a trained model's validation images
+            (``bench/distance_pp.py``; figures on the docs' benchmarks page).
         min_size: objects smaller than this (pixels) are dropped; None: chosen when training
             starts, a fifth of the 10th percentile of the training objects' areas (>= 1).
         min_score: objects whose score, the mean object probability ``1 - p(background)``
