@@ -205,7 +205,7 @@ class RegressionLoss(nn.Module):
         return _weighted_mean(values, w.expand_as(values))
 
 
-DISTANCE_FACTOR = 1.0  # the distance term's factor beside CE + Dice
+DISTANCE_FACTOR = 5.0  # the distance term's factor beside CE + Dice (ObjectConfig's default)
 
 
 class DistanceHeadLoss(nn.Module):
