@@ -384,8 +384,9 @@ def test_object_classes_must_agree(tmp_path):
     assert rows[0]["obj_map"] == pytest.approx(1 / 3)
 
 
-def test_evaluate_model_uses_the_dataset_instances(tmp_path, tiny_model, tiny_checkpoint):
-    """A model predicting every pixel as foreground against a folder with instances/."""
+def _all_foreground(tmp_path, tiny_model, tiny_checkpoint):
+    """(a model predicting every pixel as foreground, a folder of one image with two touching
+    true objects in instances/)."""
     root = tmp_path / "data"
     mask, ids = _two_touching()
     image = np.full((20, 30), 128, np.uint8)
@@ -400,6 +401,24 @@ def test_evaluate_model_uses_the_dataset_instances(tmp_path, tiny_model, tiny_ch
     ckpt = tiny_checkpoint(model, classes=["background", "nucleus"],
                            preprocessing=DataConfig(channels=1, size=(32, 32)))  # fmt: skip
     path = save_checkpoint(ckpt, tmp_path / "m.pt")
+    return path, root
+
+
+def test_evaluate_model_uses_the_dataset_instances(tmp_path, tiny_model, tiny_checkpoint):
+    """A model predicting every pixel as foreground against a folder with instances/."""
+    path, root = _all_foreground(tmp_path, tiny_model, tiny_checkpoint)
     m = evaluate_model(path, root, tmp_path / "r", split="all", device="cpu", progress=False)
     assert m["objects"]["truth"] == "instances/" and m["objects"]["n_true"] == 2
     assert m["objects"]["n_pred"] == 1 and m["objects"]["merges"] == 1
+
+
+def test_cli_evaluate_prints_the_count_merges_and_splits(tmp_path, tiny_model, tiny_checkpoint,
+                                                         capsys):  # fmt: skip
+    """What a count is trusted by, on the console: predicted / true objects, merges, splits
+    (one all-foreground object over two touching true ones: 1 / 2, 1 merge)."""
+    path, root = _all_foreground(tmp_path, tiny_model, tiny_checkpoint)
+    args = ["evaluate", str(path), str(root), "-o", str(tmp_path / "r"), "--split", "all",
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "objects count        1 predicted / 2 true, 1 merges, 0 splits" in out

@@ -625,10 +625,16 @@ def _print_metrics(metrics: dict, out: Path) -> None:
     for key in shown:
         if metrics.get(key) is not None:
             typer.echo(f"{key:20s} {metrics[key]:.4f}")
+    objects = metrics.get("objects") or {}
     for key in ("map", "ap_50", "pq", "f1_50"):
-        value = (metrics.get("objects") or {}).get(key)
+        value = objects.get(key)
         if isinstance(value, float):
             typer.echo(f"objects {key:12s} {value:.4f}")
+    if objects.get("n_true") is not None:  # what a count can be trusted by
+        typer.echo(
+            f"objects count        {objects['n_pred']} predicted / {objects['n_true']} true, "
+            f"{objects['merges']} merges, {objects['splits']} splits"
+        )
     typer.echo(f"report: {out} (metrics.json, per_image.csv, confusion.csv, confusion.png)")
 
 
