@@ -221,7 +221,7 @@ def _predict_one(
     if options.get("read_level") is None:
         image = read_image(path, channels=info.preprocessing.channels)
     else:  # a pyramid level that fits in memory (--level), read whole
-        whole = level_in_memory(path, options["read_level"], options["large_pixels_limit"])
+        whole = level_in_memory(path, options["read_level"], options["large_pixels"])
         if whole is None:
             raise UnetkitError(f"{path}: level {options['read_level']} no longer fits in memory")
         image = match_channels(whole, info.preprocessing.channels, str(path))
@@ -439,8 +439,7 @@ def predict_paths(
         "pixel_unit": unit,
         "pixel": given,
         "region_objects": region_objects,
-        "large_pixels_limit": LARGE_PIXELS if large_pixels is None else large_pixels,
-        "large_pixels": large_pixels,
+        "large_pixels": LARGE_PIXELS if large_pixels is None else large_pixels,
         "geojson": geojson,
         "coco": [] if coco else None,
         "coco_format": coco_format,
@@ -452,7 +451,7 @@ def predict_paths(
     predictor.progress = progress and shard.is_main
     from ..data.largeimage import streamable
 
-    threshold = LARGE_PIXELS if large_pixels is None else large_pixels
+    threshold = options["large_pixels"]
     large = [streamable(path, level, threshold) for path in paths]
     # objects of a pyramid level (--level) that fits in memory: that level read whole
     by_level: dict[int, int] = {}
@@ -575,24 +574,20 @@ def _level_fits(path: Path, level: int, limit: int) -> bool:
 
 def _no_objects_by_region(path: Path, options: dict) -> str:
     """Why an image read by region gets no objects, and which of its levels would fit."""
-    from ..data.largeimage import LARGE_PIXELS, LargeImage
+    from ..data.largeimage import LargeImage
 
-    limit = options["large_pixels"] or LARGE_PIXELS
+    limit = options["large_pixels"]
     level = options["level"] or 0
     with LargeImage(path, level) as image:
         first = 0 if image.axes in ("YX", "YXS") else 1  # CYX: channels first
         shapes = [shape[first : first + 2] for shape in image.level_shapes]
+    # a level that fits is read whole (predict_paths), so those listed are smaller ones
     sizes = [f"{k} ({h} x {w})" for k, (h, w) in enumerate(shapes) if h * w <= limit]
     h, w = shapes[level]
     said = f"{path}: objects need the image in memory, and level {level} ({h} x {w} px) is read"
-    said += f" by region (--level, or over {limit:,} px)"
-    if sizes and sizes[0].startswith("0 "):
-        return f"{said}; level 0 fits in memory: predict it without --level"
+    said += f" by region (over {limit:,} px)"
     if sizes:
-        return (
-            f"{said}; the levels that would fit: {', '.join(sizes)}: save one as a TIFF of its "
-            "own and predict that without --level"
-        )
+        return f"{said}; predict a level that fits with --level N: {', '.join(sizes)}"
     return f"{said}; no level of it fits in memory"
 
 
