@@ -44,7 +44,7 @@ Mutations each guard kills (tried on a copy of ``src``, not in place):
 
 - the size check in ``open_image`` removed -> ``test_bombs_are_refused_before_decoding``,
   ``test_read_image_on_every_case``;
-- ``_check_finite`` disabled -> ``test_read_image_on_every_case``, ``test_predict_...``;
+- ``check_finite`` disabled -> ``test_read_image_on_every_case``, ``test_predict_...``;
 - the frame check removed -> ``test_read_image_on_every_case``;
 - ``_needs_cv2`` always False (16-bit colour through Pillow) -> ``test_read_image_...``;
 - the EXIF transform not applied on the OpenCV path -> ``test_read_image_on_every_case``;

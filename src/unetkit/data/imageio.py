@@ -228,7 +228,9 @@ def _orientation(img: Image.Image) -> int:
     return value if value in _ORIENT else 1
 
 
-def _check_finite(array: np.ndarray, name: str) -> np.ndarray:
+def check_finite(array: np.ndarray, name: str) -> np.ndarray:
+    """``array``, or one ``UnetkitError`` line naming ``name`` when a float image holds NaN or
+    infinite values."""
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise UnetkitError(f"{name}: cannot use image: {bad} NaN/infinite pixel values")
@@ -331,7 +333,7 @@ def decode_image(
             array = np.ascontiguousarray(upright)
         else:
             array = _decode_with_pil(img, data, name)
-    return match_channels(_check_finite(array, name) if finite else array, channels, name)
+    return match_channels(check_finite(array, name) if finite else array, channels, name)
 
 
 def read_image(path: PathLike, channels: int | None = None, finite: bool = True) -> np.ndarray:
@@ -352,7 +354,7 @@ def read_image(path: PathLike, channels: int | None = None, finite: bool = True)
     if path.suffix.lower() == ".npy":
         array = _read_npy(path)
         array = array[:, :, None] if array.ndim == 2 else array
-        array = _check_finite(array, str(path)) if finite else array
+        array = check_finite(array, str(path)) if finite else array
         return match_channels(array, channels, str(path))
     try:
         data = path.read_bytes()

@@ -33,7 +33,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import UnetkitError
-from .imageio import max_pixels
+from .imageio import check_finite, max_pixels
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 PLANE_AXES = "TZIQ"
@@ -209,11 +209,7 @@ def as_image(plane: np.ndarray, name: str) -> np.ndarray:
     if plane.dtype == bool:
         return plane.astype(np.uint8)
     if np.issubdtype(plane.dtype, np.floating):
-        plane = plane.astype(np.float32, copy=False)
-        if not np.isfinite(plane).all():
-            bad = int((~np.isfinite(plane)).sum())
-            raise UnetkitError(f"{name}: cannot use image: {bad} NaN/infinite pixel values")
-        return plane
+        return check_finite(plane.astype(np.float32, copy=False), name)
     if np.issubdtype(plane.dtype, np.integer):
         if plane.size and (plane.min() < 0 or plane.max() > 65535):
             raise UnetkitError(
