@@ -77,10 +77,16 @@ def object_scores(labels: np.ndarray, objectness: np.ndarray) -> dict[int, float
     flat = np.asarray(labels).ravel()
     if not flat.size:
         return {}
+    areas, means = _areas_and_means(flat, objectness)
+    return {int(i): float(means[i]) for i in np.flatnonzero(areas) if i > 0}
+
+
+def _areas_and_means(flat: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per id of the flat labels ``flat``: its pixel count and the mean of ``values`` over
+    its pixels (0 for an absent id)."""
     areas = np.bincount(flat)
-    sums = np.bincount(flat, np.asarray(objectness, np.float64).ravel(), minlength=areas.size)
-    present = np.flatnonzero(areas)
-    return {int(i): float(sums[i] / areas[i]) for i in present if i > 0}
+    sums = np.bincount(flat, np.asarray(values, np.float64).ravel(), minlength=areas.size)
+    return areas, sums / np.maximum(areas, 1)
 
 
 def _drop_weak_and_small(
@@ -90,11 +96,9 @@ def _drop_weak_and_small(
     ``objectness``."""
     if not labels.any() or (min_size <= 1 and min_score <= 0):
         return labels
-    flat = labels.ravel()
-    areas = np.bincount(flat)
+    areas, score = _areas_and_means(labels.ravel(), objectness)
     drop = areas < min_size
     if min_score > 0:
-        score = np.bincount(flat, objectness.ravel()) / np.maximum(areas, 1)
         drop |= score < min_score
     drop[0] = False
     return np.where(drop[labels], 0, labels)
