@@ -28,6 +28,16 @@ pixel joins the core it climbs to. A trained map is flatter and noisier than the
 fixed threshold near its peaks cut each nucleus into the bumps above it, while an h-maximum
 is a peak that stands ``seed_h`` above the valley to any higher one, whatever its height.
 
+``rays`` head: the softmax has the data's K classes, channel K is the object probability
+(``object_distance``, a sigmoid) and the last ``n_rays`` channels the predicted ray lengths
+in pixels (``unetkit.data.rays``). The objects are StarDist's: the pixels whose probability
+exceeds ``prob_thresh`` propose their star-convex polygons, greedy non-maximum suppression
+at ``nms_thresh`` keeps the best, and they are drawn, the more probable on top
+(``unetkit.objects.stars``). With ``rays_to_foreground`` each polygon is then cut to the
+object pixels of step 1, and object pixels that no polygon covers join the nearest polygon
+within 3 px (``skimage.segmentation.expand_labels``); object regions farther from every
+polygon are dropped, not made objects. Steps 4 and 5 follow.
+
 Post-processing runs once on the stitched probabilities, never per tile, so an object cut by a
 tile border is one object with one id.
 """
@@ -112,9 +122,12 @@ def separate_objects(
     Args:
         probs: (K + 1, H, W): background, K - 1 object classes, then the boundary class
             (``boundary`` head: a softmax over all K + 1) or the normalised distance
-            (``distance`` head: a softmax over the first K).
-        config: the head, thresholds, the distance head's smoothing and seed depth,
-            minimum size and score, hole filling (``min_size`` None counts as 0).
+            (``distance`` head: a softmax over the first K); ``rays`` head (K + 1 +
+            ``n_rays``, H, W): the K class probabilities, the object probability and the
+            ray lengths in pixels.
+        config: the head, thresholds, the distance head's smoothing and seed depth, the
+            rays head's thresholds, minimum size and score, hole filling (``min_size`` None
+            counts as 0).
 
     Returns:
         ((H, W) uint8 class mask in 0..K-1, (H, W) int32 object ids 0..N).
@@ -123,11 +136,16 @@ def separate_objects(
 
     cfg = config or ObjectConfig()
     probs = np.asarray(probs, dtype=np.float32)
-    k = probs.shape[0] - 1  # the data's classes; the last channel is the boundary
+    after = 1 + (cfg.n_rays if cfg.head == "rays" else 0)  # channels after the classes
+    k = probs.shape[0] - after  # the data's classes
     if k < 2:
-        raise ValueError(f"instance probabilities need >= 3 channels; got {probs.shape[0]}")
+        raise ValueError(
+            f"{cfg.head} head probabilities need >= {2 + after} channels; got {probs.shape[0]}"
+        )
     objects = (1.0 - probs[0]) > cfg.fg_threshold
-    if cfg.head == "distance":
+    if cfg.head == "rays":
+        labels = _star_labels(probs[k], probs[k + 1 :], objects, cfg)
+    elif cfg.head == "distance":
         distance = probs[k]
         if cfg.distance_sigma > 0:
             distance = ndimage.gaussian_filter(distance, cfg.distance_sigma)
@@ -146,7 +164,7 @@ def separate_objects(
         labels = watershed(probs[k], markers=seeds, mask=objects, compactness=1e-3)
         labels = labels.astype(np.int32)
     unseeded = objects & (labels == 0)
-    if unseeded.any():
+    if cfg.head != "rays" and unseeded.any():  # polygons alone make the rays head's objects
         extra, _ = ndimage.label(unseeded)
         top = int(labels.max())
         labels[extra > 0] = extra[extra > 0] + top
@@ -154,20 +172,44 @@ def separate_objects(
         labels = _fill_holes(labels)
     labels = _drop_weak_and_small(labels, 1.0 - probs[0], cfg.min_size or 0, cfg.min_score)
     labels = renumber(labels)
+    return _class_mask(labels, probs, k), labels
+
+
+def _class_mask(labels: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
+    """Each object's class (the most probable of the K - 1 object classes summed over its
+    pixels) on its pixels, 0 elsewhere."""
     mask = np.zeros(labels.shape, np.uint8)
     count = int(labels.max())
     if count:
         inside = labels > 0
         if k == 2:
             mask[inside] = 1
-        else:  # summed class probability over each object, boundary / distance excluded
+        else:  # summed class probability over each object, the head's channels excluded
             ids = labels[inside]
             sums = np.stack(
                 [np.bincount(ids, probs[c][inside], minlength=count + 1) for c in range(1, k)]
             )
             best = (sums.argmax(0) + 1).astype(np.uint8)
             mask[inside] = best[ids]
-    return mask, labels
+    return mask
+
+
+def _star_labels(
+    prob: np.ndarray, rays: np.ndarray, objects: np.ndarray, cfg: ObjectConfig
+) -> np.ndarray:
+    """The rays head's objects: StarDist's polygons, fitted to the object pixels when
+    ``rays_to_foreground``."""
+    from .stars import star_objects
+
+    labels = star_objects(prob, rays, cfg.prob_thresh, cfg.nms_thresh)
+    if not cfg.rays_to_foreground or not labels.any():
+        return labels
+    from skimage.segmentation import expand_labels
+
+    return np.where(objects, expand_labels(np.where(objects, labels, 0), GROW), 0)
+
+
+GROW = 3  # px: how far the rays head's polygons grow into object pixels that none covers
 
 
 # regions_between's own defaults (PredictConfig overrides them): on ISBI 2012's training
