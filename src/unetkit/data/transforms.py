@@ -19,7 +19,15 @@ import torch.nn.functional as F
 
 from ..config import AugmentConfig
 
-__all__ = ["Augmenter", "Letterbox", "Resized", "letterbox", "resize_array", "resize_to"]
+__all__ = [
+    "Augmenter",
+    "Letterbox",
+    "Resized",
+    "carry_rays",
+    "letterbox",
+    "resize_array",
+    "resize_to",
+]
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
@@ -405,6 +413,30 @@ class Augmenter:
         Returns:
             (images, masks, weights, maps (B, H, W) or None).
         """
+        images, masks, weights, maps, _ = self.with_rays(
+            images, masks, weights, maps, None, generator
+        )
+        return images, masks, weights, maps
+
+    def with_rays(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        weights: torch.Tensor | None,
+        maps: torch.Tensor | None,
+        rays: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None
+    ]:
+        """``with_maps`` plus ``rays`` (B, R, H, W) float: each object pixel's ray lengths
+        (pixels) to its object's edge at the angles ``unetkit.data.rays.ray_angles(R)``, made
+        the rays of the transformed objects (:func:`carry_rays`). Everything else is exactly
+        what ``with_maps`` gives from the same generator state.
+
+        Returns:
+            (images, masks, weights, maps, rays (B, R, H, W) or None).
+        """
         b, _, h, w = images.shape
         out_dtype = images.dtype
         owned = images.dtype not in (torch.float32, torch.float64)
@@ -412,9 +444,57 @@ class Augmenter:
             images = images.float()  # half precision would blur the sampling grid
         grid = self._grid(b, h, w, generator, images.device)
         if grid is not None:
-            images, masks, weights, maps = self._sample(
-                images, masks, weights, maps, grid.to(images.dtype)
-            )
+            grid = grid.to(images.dtype)
+            images, masks, weights, maps = self._sample(images, masks, weights, maps, grid)
+            if rays is not None:
+                rays = carry_rays(rays, grid)
             owned = True
         images = self._photometric(images, generator, owned)
-        return images.to(out_dtype), masks, weights, maps
+        return images.to(out_dtype), masks, weights, maps, rays
+
+
+def carry_rays(rays: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The rays of objects moved by a sampling grid: each output pixel takes the rays of the
+    input pixel it samples (nearest, as masks are) and turns them into its own.
+
+    Near an output pixel the grid maps an output offset ``u`` to the input offset ``J u``
+    (J, the grid's 2 x 2 Jacobian in pixels, by central differences). So the output ray at
+    angle ``phi``, of unit direction ``u``, runs along the input ray at the angle of
+    ``J u`` (linearly interpolated between the two input rays either side of it) and is that
+    long divided by ``|J u|``. Exact for flips, quarter turns (which map rays onto rays when
+    R is a multiple of 4), rotations and scaling, where J is constant; to first order for an
+    elastic deformation. Only object pixels (a ray > 0) are transformed.
+
+    Args:
+        rays: (B, R, H, W) float ray lengths in pixels of the input.
+        grid: (B, H, W, 2) normalised (x, y) sampling grid (``align_corners=False``).
+
+    Returns:
+        (B, R, H, W) float32 ray lengths of the output, 0 where the source is background or
+        outside the input.
+    """
+    b, r, h, w = rays.shape
+    picked = F.grid_sample(
+        rays.to(grid.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    ).float()  # (B, R, H, W)
+    if h < 2 or w < 2:
+        return picked
+    x_in, y_in = grid[..., 0].float() * (w / 2), grid[..., 1].float() * (h / 2)  # pixels
+    dx_dy, dx_dx = torch.gradient(x_in, dim=(1, 2))  # (B, H, W) each
+    dy_dy, dy_dx = torch.gradient(y_in, dim=(1, 2))
+    on = picked.amax(1) > 0  # (B, H, W): output pixels of an object
+    source = picked.permute(0, 2, 3, 1)[on]  # (N, R)
+    angles = torch.arange(r, device=rays.device, dtype=torch.float32) * (2 * math.pi / r)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    vx = dx_dx[on][:, None] * cos + dx_dy[on][:, None] * sin  # (N, R): J u, in the input
+    vy = dy_dx[on][:, None] * cos + dy_dy[on][:, None] * sin
+    at = torch.atan2(vy, vx).remainder(2 * math.pi) * (r / (2 * math.pi))  # in ray units
+    below = at.floor()
+    share = at - below
+    first = below.long().remainder(r)
+    lengths = (1 - share) * source.gather(1, first) + share * source.gather(
+        1, (first + 1).remainder(r)
+    )
+    out = torch.zeros(b, h, w, r, device=rays.device)
+    out[on] = lengths / torch.hypot(vx, vy).clamp_min(1e-6)
+    return out.permute(0, 3, 1, 2)

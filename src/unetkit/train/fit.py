@@ -25,7 +25,7 @@ from . import artifacts
 from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown_distributed
 from .ema import WeightAverage
 from .loop import StepContext, train_one_epoch, validate, validate_with_predictor
-from .losses import DistanceHeadLoss, build_loss
+from .losses import DistanceHeadLoss, RaysHeadLoss, build_loss
 from .recipe import plan as plan_recipe
 from .resolve import (
     REGRESSION_PRESETS,
@@ -173,6 +173,7 @@ class _Trainer:
             boundary_width=cfg.objects.boundary_width if cfg.task == "instance" else 0,
             boundary_fraction=cfg.objects.boundary_fraction,
             instance_head=cfg.objects.head,
+            n_rays=cfg.objects.n_rays,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
         self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
@@ -218,8 +219,26 @@ class _Trainer:
             )
             log.info("objects: min_size %d px (a fifth of the 10th percentile of %d training "
                      "objects' areas)", self.cfg.objects.min_size, areas.size)  # fmt: skip
+        if cfg.task == "instance" and cfg.objects.head == "rays":
+            self._plan_rays()
         self.train_set.config = data
         self.val_set.config = data.replace(resize="none") if data.resize == "random-crop" else data
+
+    def _plan_rays(self) -> None:
+        """The rays head's ``ray_scale`` when not given: the mean ray length over the training
+        objects' pixels (the unit of the network's ray outputs), logged with its reason."""
+        objects = self.cfg.objects
+        total = sum(t for t, _ in self.train_set.ray_lengths.values())
+        count = sum(n for _, n in self.train_set.ray_lengths.values())
+        why = "as configured"
+        if objects.ray_scale is None:
+            scale = round(total / count, 2) if count and total > 0 else 1.0
+            objects = objects.replace(ray_scale=scale)
+            self.cfg = self.cfg.replace(objects=objects)
+            why = f"the mean ray length over the {count // objects.n_rays} training object pixels"
+        log.info("objects: rays head, %d rays (StarDist's default 32 unless --n-rays), ray "
+                 "scale %.2f px (%s; the network predicts rays in that unit)",
+                 objects.n_rays, objects.ray_scale, why)  # fmt: skip
 
     def _build_training(self) -> None:
         cfg, dev = self.cfg, self.device
@@ -250,10 +269,17 @@ class _Trainer:
             self.info.ignore_index,
             cw.to(dev) if cw is not None else None,
         )
-        if cfg.task == "instance" and cfg.objects.head == "distance":
+        objects = cfg.objects
+        if cfg.task == "instance" and objects.head == "distance":
             self.loss_fn = DistanceHeadLoss(
-                self.loss_fn, self.info.ignore_index, cfg.objects.distance_weight
+                self.loss_fn, self.info.ignore_index, objects.distance_weight
             )
+        elif cfg.task == "instance" and objects.head == "rays":
+            assert objects.ray_scale is not None  # chosen by _plan_from_fingerprint
+            self.loss_fn = RaysHeadLoss(
+                self.loss_fn, self.info.ignore_index, objects.distance_weight,
+                objects.rays_weight, objects.ray_scale,
+            )  # fmt: skip
         self.optimizer = build_optimizer(
             cfg.optimizer, self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum, nesterov=cfg.nesterov,
