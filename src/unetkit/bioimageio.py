@@ -249,6 +249,12 @@ def export_bioimageio(
             f"{checkpoint}: a distance-head instance model (a softmax over its classes and a "
             "sigmoid distance channel) has no BioImage.IO postprocessing; export it as onnx"
         )
+    if instance_head(card) == "rays":
+        raise UnetkitError(
+            f"{checkpoint}: a rays-head instance model (a softmax over its classes, a sigmoid "
+            "distance channel and ray lengths) has no BioImage.IO postprocessing; export it "
+            "as onnx"
+        )
     if card.preprocessing.resize in ("letterbox", "resize"):
         raise UnetkitError(
             f"{checkpoint}: a model trained on images {card.preprocessing.resize}d to "
