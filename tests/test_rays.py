@@ -70,7 +70,8 @@ def test_the_ray_table_holds_the_object_pixels_rays():
     dense = object_rays(labels, 16)
     assert np.allclose(rays_of(index, values), dense, rtol=1e-3)
     window = np.pad(index, 2, constant_values=-1)[5:25, 0:20]  # a padded crop
-    assert np.allclose(rays_of(window, values), np.pad(dense, ((0, 0), (2, 2), (2, 2)))[:, 5:25, 0:20], rtol=1e-3)  # fmt: skip
+    padded = np.pad(dense, ((0, 0), (2, 2), (2, 2)))[:, 5:25, 0:20]
+    assert np.allclose(rays_of(window, values), padded, rtol=1e-3)
 
 
 def test_ray_counts_are_validated():

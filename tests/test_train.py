@@ -827,8 +827,66 @@ def test_distance_head_trains_predicts_and_is_stored(tmp_path, monkeypatch):
     windows = [full[y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
     assert any(np.array_equal(crop["distance"].numpy(), w) for w in windows)
     code = main(["train", str(data), "-o", str(tmp_path / "bad"), "--task", "instance",
-                 "--instance-head", "rays", *TINY])  # fmt: skip
+                 "--instance-head", "stars", *TINY])  # fmt: skip
     assert code == 2
+
+
+def test_rays_head_trains_predicts_and_is_stored(tmp_path, caplog):
+    """``--instance-head rays``: K classes + distance + n_rays ray channels, end to end; the
+    ray scale chosen at the start (and said why), the targets whole-image rays."""
+    from unetkit.data.dataset import SegmentationDataset
+    from unetkit.data.instances import read_instances
+    from unetkit.data.layout import describe_dataset
+    from unetkit.data.rays import object_rays
+    from unetkit.infer import Predictor
+    from unetkit.infer.evaluate import evaluate_model
+
+    data = make_instance_dataset(tmp_path / "inst")
+    run = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
+                     "rays", "--n-rays", "8", "--rays-weight", "0.5", "--epochs", "2",
+                     "--steps-per-epoch", "2", "--val-stems", "03", *TINY])  # fmt: skip
+    assert code == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    objects = ckpt.extra["objects"]
+    assert objects["head"] == "rays" and objects["n_rays"] == 8 and objects["rays_weight"] == 0.5
+    ids = [read_instances(p) for p in sorted((data / "instances").iterdir())[:3]]
+    lengths = np.concatenate([object_rays(i, 8)[:, i > 0].ravel() for i in ids])
+    assert objects["ray_scale"] == pytest.approx(lengths.mean(), abs=0.01)
+    assert any("ray scale" in r.getMessage() and "mean ray length" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert ckpt.model_config.out_channels == 2 + 1 + 8  # background, object, distance, rays
+    predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")
+    image = np.asarray(Image.open(data / "images" / "00.png"))
+    probs = predictor.predict_proba(image)
+    assert probs.shape == (11, *image.shape) and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
+    assert probs[2].min() >= 0 and probs[2].max() <= 1 and probs[3:].min() >= 0
+    mask, found = predictor.predict_objects(image)
+    assert mask.shape == found.shape == image.shape and ((mask > 0) == (found > 0)).all()
+    report = evaluate_model(run / "best.pt", data, tmp_path / "eval", device="cpu", progress=False)
+    assert "objects" in report and report["objects"]["ap_50"] is not None
+    # the targets: the whole image's rays, and a crop's reach past the crop
+    info = describe_dataset(data)
+    whole = SegmentationDataset(info, ["00"], DataConfig(resize="none"), boundary_width=2,
+                                instance_head="rays", n_rays=8)[0]  # fmt: skip
+    full = object_rays(read_instances(data / "instances" / "00.png"), 8)
+    assert np.allclose(whole["rays"].numpy(), full, rtol=1e-3)
+    crops = SegmentationDataset(
+        info,
+        ["00"],
+        DataConfig(resize="random-crop", size=(24, 24)),
+        train=True,
+        boundary_width=2,
+        instance_head="rays",
+        n_rays=8,
+    )
+    crop = crops[0]["rays"].numpy()  # fmt: skip
+    windows = [full[:, y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
+    assert any(np.allclose(crop, w, rtol=1e-3) for w in windows)
+    code = main(["train", str(data), "-o", str(tmp_path / "bad"), "--task", "instance",
+                 "--instance-head", "rays", "--resize", "letterbox", *TINY])  # fmt: skip
+    assert code == 2 and not (tmp_path / "bad").exists()
 
 
 def test_instance_task_without_instances_is_refused(dataset, tmp_path, capsys):

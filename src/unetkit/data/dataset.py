@@ -228,23 +228,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         instances, distance, rays, weighed = None, None, None, mask
         if self.boundary_width > 0:
             instances = self._instances(stem, mask.shape)
-            areas = np.bincount(instances.ravel())[1:]
-            self.object_areas[stem] = areas[areas > 0]
-            ignore = self.config.ignore_index
-            if self.instance_head in ("distance", "rays"):
-                distance = object_distance(instances)
-                weighed = boundary_target(mask, instances, k, 1, ignore)
-            if self.instance_head == "rays":
-                from .rays import ray_table
-
-                rays = ray_table(instances, self.n_rays)
-                self.ray_lengths[stem] = (float(rays[1].sum(dtype=np.float64)), rays[1].size)
-            else:
-                mask = boundary_target(
-                    mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
-                )
-                weighed = mask
-                k += 1
+            mask, weighed, distance, rays = self._instance_targets(stem, mask, instances)
+            k += 1 if self.instance_head == "boundary" else 0  # the boundary class
         weight = None
         if self.weight_fn is not None:
             extra = () if instances is None else (instances,)
@@ -261,6 +246,27 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 log.info("dataset does not fit the cache budget (%d MiB); reading from disk",
                          budget >> 20)  # fmt: skip
         return image, mask, weight, distance, rays, points
+
+    def _instance_targets(self, stem: str, mask: np.ndarray, instances: np.ndarray):
+        """The instance head's targets: (mask, what the weight map is computed from, distance
+        map or None, ray table or None)."""
+        areas = np.bincount(instances.ravel())[1:]
+        self.object_areas[stem] = areas[areas > 0]
+        k, ignore = len(self.info.classes), self.config.ignore_index
+        if self.instance_head == "boundary":
+            mask = boundary_target(
+                mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
+            )
+            return mask, mask, None, None
+        # distance and rays: the data's classes and the normalised distance (and the rays)
+        weighed = boundary_target(mask, instances, k, 1, ignore)
+        rays = None
+        if self.instance_head == "rays":
+            from .rays import ray_table
+
+            rays = ray_table(instances, self.n_rays)
+            self.ray_lengths[stem] = (float(rays[1].sum(dtype=np.float64)), rays[1].size)
+        return mask, weighed, object_distance(instances), rays
 
     def _instances(self, stem: str, shape: tuple[int, ...]) -> np.ndarray:
         path = self.info.instance_files.get(stem)
