@@ -97,3 +97,20 @@ def test_separate_objects_rays_head_channels_and_classes():
     for k in (1, 2):  # each object all of one class (mask and objects agree)
         assert len(np.unique(mask[found == k])) == 1
         assert np.bincount(mask[labels == k]).argmax() == k
+
+
+def test_thresholds_are_chosen_on_images_where_the_defaults_fail():
+    """A map whose object probability peaks at 0.45: nothing at the default 0.5; the grid's
+    best, nearest the configured thresholds among equals, finds both discs."""
+    from unetkit.objects.thresholds import NMS_GRID, PROB_GRID, choose_star_thresholds
+
+    labels = _touching_disks()
+    maps = _maps(labels)
+    maps[2] *= 0.45
+    cfg = ObjectConfig(head="rays", min_size=0)
+    assert separate_objects(maps, cfg)[1].max() == 0
+    chosen, table = choose_star_thresholds(iter([(maps, labels)]), cfg)
+    assert set(table) == {(p, n) for p in PROB_GRID for n in NMS_GRID}
+    assert (chosen.prob_thresh, chosen.nms_thresh) == (0.4, 0.4)
+    assert table[(0.4, 0.4)]["ap_50"] == 1.0 and table[(0.5, 0.4)]["ap_50"] == 0.0
+    assert separate_objects(maps, chosen)[1].max() == 2

@@ -68,9 +68,9 @@ def test_the_ray_table_holds_the_object_pixels_rays():
     assert index.dtype == np.int32 and values.dtype == np.float16
     assert (index >= 0).sum() == (labels > 0).sum() == len(values)
     dense = object_rays(labels, 16)
-    assert np.allclose(rays_of(index, values), dense, rtol=1e-3)
+    assert np.allclose(rays_of(index, values), dense.transpose(1, 2, 0), rtol=1e-3)
     window = np.pad(index, 2, constant_values=-1)[5:25, 0:20]  # a padded crop
-    padded = np.pad(dense, ((0, 0), (2, 2), (2, 2)))[:, 5:25, 0:20]
+    padded = np.pad(dense, ((0, 0), (2, 2), (2, 2)))[:, 5:25, 0:20].transpose(1, 2, 0)
     assert np.allclose(rays_of(window, values), padded, rtol=1e-3)
 
 

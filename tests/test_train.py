@@ -854,8 +854,16 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path, caplog):
     ids = [read_instances(p) for p in sorted((data / "instances").iterdir())[:3]]
     lengths = np.concatenate([object_rays(i, 8)[:, i > 0].ravel() for i in ids])
     assert objects["ray_scale"] == pytest.approx(lengths.mean(), abs=0.01)
-    assert any("ray scale" in r.getMessage() and "mean ray length" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    said = [r.getMessage() for r in caplog.records]
+    assert any("ray scale" in m and "mean ray length" in m for m in said)
+    # the post-processing's thresholds, chosen on the validation image at the end
+    assert any("prob_thresh" in m and "validation images" in m for m in said)
+    from unetkit.objects.thresholds import NMS_GRID, PROB_GRID
+
+    assert objects["prob_thresh"] in PROB_GRID and objects["nms_thresh"] in NMS_GRID
+    last = load_checkpoint(run / "last.pt").extra["objects"]
+    assert (last["prob_thresh"], last["nms_thresh"]) == (objects["prob_thresh"],
+                                                         objects["nms_thresh"])  # fmt: skip
     assert ckpt.model_config.out_channels == 2 + 1 + 8  # background, object, distance, rays
     predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")
     image = np.asarray(Image.open(data / "images" / "00.png"))
@@ -870,8 +878,8 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path, caplog):
     info = describe_dataset(data)
     whole = SegmentationDataset(info, ["00"], DataConfig(resize="none"), boundary_width=2,
                                 instance_head="rays", n_rays=8)[0]  # fmt: skip
-    full = object_rays(read_instances(data / "instances" / "00.png"), 8)
-    assert np.allclose(whole["rays"].numpy(), full, rtol=1e-3)
+    full = object_rays(read_instances(data / "instances" / "00.png"), 8).transpose(1, 2, 0)
+    assert np.allclose(whole["rays"].numpy(), full, rtol=1e-3)  # (H, W, R): rays last
     crops = SegmentationDataset(
         info,
         ["00"],
@@ -882,7 +890,7 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path, caplog):
         n_rays=8,
     )
     crop = crops[0]["rays"].numpy()  # fmt: skip
-    windows = [full[:, y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
+    windows = [full[y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
     assert any(np.allclose(crop, w, rtol=1e-3) for w in windows)
     code = main(["train", str(data), "-o", str(tmp_path / "bad"), "--task", "instance",
                  "--instance-head", "rays", "--resize", "letterbox", *TINY])  # fmt: skip

@@ -233,7 +233,8 @@ def test_rays_turn_and_scale_with_the_objects(knobs, mean_error):
     from unetkit.data.rays import object_rays
 
     ids = _ellipses()
-    rays = torch.from_numpy(object_rays(ids[0].numpy(), 32))[None].repeat(4, 1, 1, 1)
+    rays = torch.from_numpy(object_rays(ids[0].numpy(), 32).transpose(1, 2, 0))
+    rays = rays[None].repeat(4, 1, 1, 1)  # (B, H, W, R): rays last
     images = torch.rand(4, 1, 96, 96)
     aug = Augmenter(AugmentConfig(**{**OFF, **knobs}), ignore_index=1000)
     gen = torch.Generator().manual_seed(1)
@@ -241,7 +242,7 @@ def test_rays_turn_and_scale_with_the_objects(knobs, mean_error):
     out = aug.with_rays(images, ids, None, None, rays, generator=gen)
     assert torch.equal(out[0], plain[0]) and torch.equal(out[1], plain[1])
     errors = []
-    for moved, carried in zip(out[1].numpy(), out[4].numpy()):
+    for moved, carried in zip(out[1].numpy(), out[4].numpy().transpose(0, 3, 1, 2)):
         moved = np.where(moved == 1000, 0, moved)
         again = object_rays(moved, 32)
         inside = moved > 0

@@ -102,7 +102,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             cropped / resized with the mask (bilinear; the map does not change with scale).
             ``weight_fn`` is then given the 1 px boundary target (``boundary_target`` at
             width 1), so that the paper's border term covers the edges of touching objects.
-            ``rays``: as ``distance``, and each item also holds ``rays`` (n_rays, H, W), the
+            ``rays``: as ``distance``, and each item also holds ``rays`` (H, W, n_rays), the
             lengths of each object pixel's rays to its object's edge
             (``unetkit.data.rays``), measured once per image on the whole image (a crop's
             rays reach past the crop, as far as the object does) and cached compactly (the
@@ -350,8 +350,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Sample ``key``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``,
         ``weight`` float32 (H, W) when a ``weight_fn`` is set, ``distance`` float32 (H, W)
-        for the ``distance`` and ``rays`` instance heads, and ``rays`` float32 (n_rays, H, W)
-        for the ``rays`` head.
+        for the ``distance`` and ``rays`` instance heads, and ``rays`` float32 (H, W, n_rays),
+        rays last, for the ``rays`` head.
 
         ``key`` is an index (its crop that of the epoch ``set_epoch`` chose) or an
         ``(epoch, index)`` pair: what a data-loading process that lives across epochs gets.

@@ -129,9 +129,10 @@ def ray_table(instances: np.ndarray, n_rays: int = 32) -> tuple[np.ndarray, np.n
 
 
 def rays_of(index: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Dense (n_rays, h, w) float32 rays of a window of a :func:`ray_table` index (0 where
-    the index is -1: background, or padding)."""
-    out = np.zeros((values.shape[1], *index.shape), np.float32)
+    """Dense (h, w, n_rays) float32 rays of a window of a :func:`ray_table` index (0 where
+    the index is -1: background, or padding), rays last: each pixel's rays side by side, as
+    training gathers and moves them."""
+    out = np.zeros((*index.shape, values.shape[1]), np.float32)
     inside = index >= 0
-    out[:, inside] = values[index[inside]].T
+    out[inside] = values[index[inside]]
     return out

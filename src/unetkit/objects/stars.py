@@ -24,6 +24,8 @@ with numba.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
@@ -182,8 +184,96 @@ def _render(order, cy, cx, radii, sin, cos, wedges, box, height, width):
     return labels
 
 
+@dataclass
+class Candidates:
+    """The polygons a rays head proposes, best first (``star_candidates``).
+
+    Attributes:
+        cy, cx: (N,) int64 centre pixels.
+        radii: (N, R) float64 ray lengths (>= 0).
+        score: (N,) float32 object probabilities, non-increasing.
+        box: (N, 4) int64 pixel bounding boxes (y0, y1, x0, x1, inclusive, clipped).
+        area: (N,) float64 polygon areas.
+        shape: the image's (H, W).
+    """
+
+    cy: np.ndarray
+    cx: np.ndarray
+    radii: np.ndarray
+    score: np.ndarray
+    box: np.ndarray
+    area: np.ndarray
+    shape: tuple[int, int]
+
+    def _geometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_rays = self.radii.shape[1]
+        angles = ray_angles(n_rays)
+        reach = int(min(np.ceil(self.radii.max(initial=0.0)) + 1, MAX_REACH))
+        return np.sin(angles), np.cos(angles), _wedge_table(n_rays, reach)
+
+
+def star_candidates(
+    prob: np.ndarray, rays: np.ndarray, prob_thresh: float, where: np.ndarray | None = None
+) -> Candidates:
+    """The pixels whose probability exceeds ``prob_thresh`` and their polygons, ranked by
+    probability (ties in raster order).
+
+    Args:
+        prob: (H, W) object probability.
+        rays: (n_rays, H, W) ray lengths in pixels (``unetkit.data.rays.ray_angles``).
+        prob_thresh: the candidates' least probability (exclusive).
+        where: (H, W) bool, the only pixels that may be candidates (None: all).
+    """
+    prob = np.asarray(prob, np.float32)
+    rays = np.asarray(rays)
+    if prob.ndim != 2 or rays.ndim != 3 or rays.shape[1:] != prob.shape:
+        raise ValueError(f"prob (H, W) and rays (R, H, W) expected; got {prob.shape}, {rays.shape}")
+    n_rays = rays.shape[0]
+    check_rays(n_rays)
+    height, width = prob.shape
+    chosen = prob > prob_thresh
+    if where is not None:
+        chosen &= where
+    flat = np.flatnonzero(chosen.ravel())
+    flat = flat[np.argsort(-prob.ravel()[flat], kind="stable")]  # ties in raster order
+    cy, cx = np.divmod(flat, width)
+    radii = np.maximum(rays.reshape(n_rays, -1)[:, flat].T.astype(np.float64), 0.0)
+    angles = ray_angles(n_rays)
+    box, area = _boxes(cy, cx, radii, np.sin(angles), np.cos(angles), height, width)
+    return Candidates(cy, cx, radii, prob.ravel()[flat], box, area, (height, width))
+
+
+def suppress(candidates: Candidates, nms_thresh: float) -> np.ndarray:
+    """Greedy non-maximum suppression: (N,) bool, the candidates kept.
+
+    A candidate's fate depends only on those ranked above it, so the polygons kept among the
+    candidates above a higher probability are these, restricted to them.
+    """
+    c = candidates
+    if not c.score.size:
+        return np.zeros(0, bool)
+    sin, cos, wedges = c._geometry()
+    return _suppress(c.cy, c.cx, c.radii, sin, cos, wedges, float(nms_thresh), c.box, c.area,
+                     *c.shape)  # fmt: skip
+
+
+def draw(candidates: Candidates, keep: np.ndarray) -> np.ndarray:
+    """The ``keep`` polygons drawn the least probable first, so the best is on top: (H, W)
+    int32 ids 1..N in order of increasing probability, 0 elsewhere."""
+    c = candidates
+    order = np.flatnonzero(keep)[::-1].copy()
+    if not order.size:
+        return np.zeros(c.shape, np.int32)
+    sin, cos, wedges = c._geometry()
+    return _render(order, c.cy, c.cx, c.radii, sin, cos, wedges, c.box, *c.shape)
+
+
 def star_objects(
-    prob: np.ndarray, rays: np.ndarray, prob_thresh: float = 0.5, nms_thresh: float = 0.4
+    prob: np.ndarray,
+    rays: np.ndarray,
+    prob_thresh: float = 0.5,
+    nms_thresh: float = 0.4,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """Object ids from a rays head's maps: candidates, non-maximum suppression, drawing.
 
@@ -193,29 +283,11 @@ def star_objects(
         prob_thresh: candidates are the pixels whose probability exceeds this.
         nms_thresh: a candidate overlapping a kept polygon by more than this (intersection
             over the smaller area) is dropped.
+        where: (H, W) bool, the only pixels that may be candidates (None: all).
 
     Returns:
         (H, W) int32 ids 1..N, N the number of kept polygons, the most probable N (a polygon
-        that another covers entirely has no pixel left and its id is missing); 0 elsewhere.
+        that others cover entirely has no pixel left and its id is missing); 0 elsewhere.
     """
-    prob = np.asarray(prob, np.float32)
-    rays = np.asarray(rays)
-    if prob.ndim != 2 or rays.ndim != 3 or rays.shape[1:] != prob.shape:
-        raise ValueError(f"prob (H, W) and rays (R, H, W) expected; got {prob.shape}, {rays.shape}")
-    n_rays = rays.shape[0]
-    check_rays(n_rays)
-    height, width = prob.shape
-    flat = np.flatnonzero(prob.ravel() > prob_thresh)
-    if not flat.size:
-        return np.zeros(prob.shape, np.int32)
-    flat = flat[np.argsort(-prob.ravel()[flat], kind="stable")]  # ties in raster order
-    cy, cx = np.divmod(flat, width)
-    radii = np.maximum(rays.reshape(n_rays, -1)[:, flat].T.astype(np.float64), 0.0)
-    angles = ray_angles(n_rays)
-    sin, cos = np.sin(angles), np.cos(angles)
-    reach = int(min(np.ceil(radii.max(initial=0.0)) + 1, MAX_REACH))
-    wedges = _wedge_table(n_rays, reach)
-    box, area = _boxes(cy, cx, radii, sin, cos, height, width)
-    kept = _suppress(cy, cx, radii, sin, cos, wedges, float(nms_thresh), box, area, height, width)
-    order = np.flatnonzero(kept)[::-1].copy()  # the least probable first: the best drawn last
-    return _render(order, cy, cx, radii, sin, cos, wedges, box, height, width)
+    candidates = star_candidates(prob, rays, prob_thresh, where)
+    return draw(candidates, suppress(candidates, nms_thresh))

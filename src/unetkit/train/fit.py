@@ -11,7 +11,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from ..checkpoint import make_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data.dataset import SegmentationDataset
 from ..data.fingerprint import choose_normalization, compute_fingerprint, describe
@@ -86,6 +86,14 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> P
         raise
     shutdown_distributed(dist_info, together=True)
     return result
+
+
+def _object_scores(summary: dict | None) -> str:
+    """``mean AP 0.512, AP@0.5 0.734, 12 merges``, or ``-``."""
+    if not summary:
+        return "-"
+    return (f"mean AP {summary.get('map') or 0:.3f}, AP@0.5 {summary.get('ap_50') or 0:.3f}, "
+            f"{summary.get('merges', 0)} merges")  # fmt: skip
 
 
 class _EpochSampler:
@@ -433,9 +441,54 @@ class _Trainer:
         stopped = False
         while self.epoch < cfg.max_epochs and not stopped:
             stopped = self._run_epoch()
+        if cfg.task == "instance" and cfg.objects.head == "rays" and self.dist.is_main:
+            self._choose_rays_thresholds()
         if self.writer is not None:
             self.writer.close()
         return self.run_dir
+
+    def _choose_rays_thresholds(self) -> None:
+        """The rays head's ``prob_thresh`` / ``nms_thresh``: those with which best.pt's
+        objects score best on the validation images (``unetkit.objects.thresholds``, as
+        StarDist's ``optimize_thresholds``), logged and written into best.pt, last.pt and
+        config.json."""
+        from ..config import PredictConfig
+        from ..data.instances import read_instances
+        from ..infer.predict import Predictor
+        from ..objects.thresholds import choose_star_thresholds
+
+        best = self.run_dir / "best.pt"
+        if not self.val_stems or not best.is_file():
+            return
+        predictor = Predictor.from_checkpoint(
+            best, PredictConfig(device=str(self.device), precision=self.precision)
+        )
+        samples = (
+            (predictor.predict_proba(self.val_set.raw(stem)[0]),
+             read_instances(self.info.instance_files[stem]))
+            for stem in self.val_stems
+        )  # fmt: skip
+        before = predictor.objects_config
+        chosen, table = choose_star_thresholds(samples, before)
+        default = table.get((before.prob_thresh, before.nms_thresh))
+        log.info("objects: prob_thresh %.2f, nms_thresh %.2f: the best DSB mean AP on the %d "
+                 "validation images, %s (at %.2f, %.2f: %s)", chosen.prob_thresh,
+                 chosen.nms_thresh, len(self.val_stems),
+                 _object_scores(table[(chosen.prob_thresh, chosen.nms_thresh)]),
+                 before.prob_thresh, before.nms_thresh, _object_scores(default))  # fmt: skip
+        thresholds = {"prob_thresh": chosen.prob_thresh, "nms_thresh": chosen.nms_thresh}
+        self.cfg = self.cfg.replace(objects=self.cfg.objects.replace(**thresholds))
+        for name in ("best.pt", "last.pt"):
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
+            ckpt = load_checkpoint(path)
+            ckpt.extra["objects"] = {**ckpt.extra.get("objects", {}), **thresholds}
+            stored = (ckpt.train_state or {}).get("config")
+            if isinstance(stored, dict) and isinstance(stored.get("objects"), dict):
+                stored["objects"].update(thresholds)  # what --resume reads
+            save_checkpoint(ckpt, path)
+        write_text(self.run_dir / "config.json", self.cfg.pretty() + "\n")
 
     def _out_of_time(self) -> bool:
         budget = self.cfg.time_budget

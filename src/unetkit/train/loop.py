@@ -47,8 +47,9 @@ def prepare_batch(
     A batch with a ``distance`` map (the ``distance`` instance head) gets the target
     (B, 2, H, W) float32: the class index (the ignore index included) and the distance, which
     the augmentation moves with the pixels (``Augmenter.with_maps``). A batch with ``rays``
-    too (the ``rays`` head) gets (B, 2 + R, H, W): class, distance and the R ray lengths,
-    which the augmentation turns with the objects (``Augmenter.with_rays``).
+    too (the ``rays`` head, (B, H, W, R)) gets (B, 2 + R, H, W), channels last in memory:
+    class, distance and the R ray lengths, which the augmentation turns with the objects
+    (``Augmenter.with_rays``).
     """
     images = batch["image"].to(ctx.device, non_blocking=True)  # (B, C, H, W)
     masks = batch["mask"].to(ctx.device, non_blocking=True)  # (B, H, W)
@@ -63,8 +64,13 @@ def prepare_batch(
                 images, masks, weights, distance, rays, generator=generator
             )
         assert distance is not None
-        maps = [masks.float()[:, None], distance.float()[:, None]]  # (B, 1, H, W) each
-        masks = torch.cat(maps + ([] if rays is None else [rays.float()]), 1)  # (B, 2 [+ R], H, W)
+        b, h, w = masks.shape
+        target = torch.empty(b, h, w, 2 + (0 if rays is None else rays.shape[-1]),
+                             device=masks.device)  # fmt: skip
+        target[..., 0], target[..., 1] = masks, distance
+        if rays is not None:
+            target[..., 2:] = rays
+        masks = target.permute(0, 3, 1, 2)  # (B, 2 [+ R], H, W), channels last in memory
     elif augment is not None:
         images, masks, weights = augment(images, masks, weights, generator=generator)
     if ctx.task == "regression":  # image-to-image: the clean patch is the target

@@ -310,10 +310,12 @@ class RaysHeadLoss(DistanceHeadLoss):
         total = super().forward(outputs[:, :-rays], target[:, :2], weight)
         if self.rays_factor == 0:
             return total
-        error = (outputs[:, -rays:].float() * self.scale - target[:, 2:].float()).abs().mean(1)
         classes = target[:, 0].round().long()
         w = target[:, 1].float().clamp(0, 1) * (classes != self.ignore_index).float()
-        return total + self.rays_factor * _weighted_mean(error, w)
+        on = w > 0  # (B, H, W): only object pixels count, so only they are gathered
+        predicted = outputs[:, -rays:].permute(0, 2, 3, 1)[on].float() * self.scale  # (N, R)
+        error = (predicted - target[:, 2:].permute(0, 2, 3, 1)[on].float()).abs().mean(1)
+        return total + self.rays_factor * _weighted_mean(error, w[on])
 
 
 class SumLoss(nn.Module):
