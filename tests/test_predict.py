@@ -612,6 +612,12 @@ def test_rays_head_objects_are_identical_whole_and_tiled(tmp_path):
     with pytest.raises(UnetkitError, match="rays-head"):
         _predictor(path, strategy="resize").predict(image)
 
+    class Region:  # an image read by region: bands cannot give exact ids, so none are made
+        path, shape, height, width = "big.tif", (76, 100, 2 + RAYS), 76, 100
+
+    with pytest.raises(UnetkitError, match="whole image's probabilities"):
+        next(whole.iter_mask_bands(Region()))
+
 
 def test_rays_head_tta_mirrors_the_rays(tmp_path):
     """A prediction of a flipped image, flipped back, has its rays in mirrored directions:
