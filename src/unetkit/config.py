@@ -478,8 +478,9 @@ class ObjectConfig(_Config):
             0.2 between its distance and probability terms, the probability term here
             weighing ``distance_weight`` (5).
         ray_scale: ``rays`` head: the network's ray channels are ray lengths divided by this
-            (pixels), so they start near the scale of its other outputs; None: chosen when
-            training starts, the mean ray length over the training objects' pixels.
+            (pixels), so they are near 1 like its other outputs (their biases start at 1: the
+            mean ray); None: chosen when training starts, the mean ray length over the
+            training objects' pixels.
         prob_thresh: ``rays`` head: pixels whose object probability exceeds this propose
             their polygons (StarDist's default 0.5); training ends by choosing it and
             ``nms_thresh`` on the validation images (``unetkit.objects.thresholds``).

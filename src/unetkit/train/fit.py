@@ -160,6 +160,11 @@ class _Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
         self.model = UNet(cfg.model)
+        if cfg.task == "instance" and cfg.objects.head == "rays":
+            bias = cast(torch.nn.Conv2d, self.model.head[0]).bias
+            assert bias is not None  # the head's 1x1 conv has one
+            with torch.no_grad():  # the rays start at the mean ray length (``ray_scale``)
+                bias[-cfg.objects.n_rays :].fill_(1.0)
         self._build_training()
 
     # -- set-up ----------------------------------------------------------------------------
