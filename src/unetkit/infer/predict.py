@@ -161,8 +161,9 @@ class Predictor:
             return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
         if self.rays:
             r, scale = self.rays, self.objects_config.ray_scale or 1.0
+            logits = logits.float()  # lengths in pixels: more than bf16's 8 bits
             classes, prob = logits[:, : -r - 1], logits[:, -r - 1 : -r]
-            rays = torch.relu(logits[:, -r:].float()) * scale
+            rays = torch.relu(logits[:, -r:]) * scale
             return torch.cat([torch.softmax(classes, 1), torch.sigmoid(prob), rays], 1)
         return self.network.shape.activate(logits)
 
