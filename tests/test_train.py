@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -831,7 +832,7 @@ def test_distance_head_trains_predicts_and_is_stored(tmp_path, monkeypatch):
     assert code == 2
 
 
-def test_rays_head_trains_predicts_and_is_stored(tmp_path, caplog):
+def test_rays_head_trains_predicts_and_is_stored(tmp_path):
     """``--instance-head rays``: K classes + distance + n_rays ray channels, end to end; the
     ray scale chosen at the start (and said why), the targets whole-image rays."""
     from unetkit.data.dataset import SegmentationDataset
@@ -843,10 +844,22 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path, caplog):
 
     data = make_instance_dataset(tmp_path / "inst")
     run = tmp_path / "run"
-    with caplog.at_level("INFO"):
+    said: list[str] = []
+    keep = logging.Handler(logging.INFO)
+    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    said_by = logging.getLogger("unetkit.train.fit")  # its own handler: whatever libraries
+    before = said_by.level, said_by.disabled  # imported by earlier tests did to logging
+    said_by.setLevel(logging.INFO)
+    said_by.disabled = False
+    said_by.addHandler(keep)
+    try:
         code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
                      "rays", "--n-rays", "8", "--rays-weight", "0.5", "--epochs", "2",
                      "--steps-per-epoch", "2", "--val-stems", "03", *TINY])  # fmt: skip
+    finally:
+        said_by.removeHandler(keep)
+        said_by.setLevel(before[0])
+        said_by.disabled = before[1]
     assert code == 0
     ckpt = load_checkpoint(run / "best.pt")
     objects = ckpt.extra["objects"]
@@ -854,7 +867,6 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path, caplog):
     ids = [read_instances(p) for p in sorted((data / "instances").iterdir())[:3]]
     lengths = np.concatenate([object_rays(i, 8)[:, i > 0].ravel() for i in ids])
     assert objects["ray_scale"] == pytest.approx(lengths.mean(), abs=0.01)
-    said = [r.getMessage() for r in caplog.records]
     assert any("ray scale" in m and "mean ray length" in m for m in said)
     # the post-processing's thresholds, chosen on the validation image at the end
     assert any("prob_thresh" in m and "validation images" in m for m in said)
