@@ -2,8 +2,9 @@
 
 The maps a perfect model of each head would predict (``truth_maps`` of
 ``bench/dsb_instances.py``) for a canvas of 1024^2, 2048^2 and 4096^2 pixels tiled with the
-DSB 2018 dev instance images (every image of the set in turn, ids offset so each object is
-its own), with Gaussian noise of ``--noise`` added to every channel (a trained model's maps
+DSB 2018 dev instance images (a 1024^2 block of every image of the set in turn, repeated
+to the size, ids offset so each object is its own: the same content per pixel at every
+size), with Gaussian noise of ``--noise`` added to every channel (a trained model's maps
 are never clean). Each head's ``separate_objects`` runs on the whole canvas, best of
 ``--repeat``; the table gives seconds, microseconds per pixel and the ratio of the per-pixel
 time to that at the smallest size: 1.0 means time grows linearly with pixels.
@@ -23,7 +24,7 @@ from dsb import DATA
 from dsb_instances import truth_maps
 
 
-def canvas(side: int) -> np.ndarray:
+def block(side: int) -> np.ndarray:
     """A side x side instance image tiled with the dev set's instance images, row by row."""
     from unetkit.data.instances import read_instances
 
@@ -44,6 +45,20 @@ def canvas(side: int) -> np.ndarray:
         if x >= side:
             x, y, row_h = 0, y + row_h, 0
     return out
+
+
+def canvas(side: int, unit: int = 1024) -> np.ndarray:
+    """``block(unit)`` repeated to side x side (ids offset per copy): the same content per
+    pixel at every size, so per-pixel times compare."""
+    base = block(unit)
+    reps = -(-side // unit)
+    count = int(base.max())
+    out = np.zeros((reps * unit, reps * unit), np.int32)
+    for i in range(reps):
+        for j in range(reps):
+            copy = np.where(base > 0, base + (i * reps + j) * count, 0)
+            out[i * unit : (i + 1) * unit, j * unit : (j + 1) * unit] = copy
+    return out[:side, :side]
 
 
 def main() -> None:
@@ -72,7 +87,7 @@ def main() -> None:
                 start = time.perf_counter()
                 _, labels = separate_objects(maps, cfg)
                 best = min(best, time.perf_counter() - start)
-            rows.append((head, side, best, int(truth.max()), int(labels.max())))
+            rows.append((head, side, best, len(np.unique(truth)) - 1, int(labels.max())))
     print(f"{'head':<10}{'side':>6}{'objects':>9}{'found':>8}{'s':>8}{'us/px':>8}{'vs first':>9}")
     first: dict[str, float] = {}
     for head, side, seconds, n_true, n_found in rows:
