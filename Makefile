@@ -21,9 +21,10 @@ lint: install
 	$(VENV)/bin/mypy
 
 # the documentation site (docs/, mkdocs.yml): --strict fails on a broken link, a missing page
-# or an API reference that no longer resolves; the site goes to build/site (git-ignored)
+# or an API reference that no longer resolves; the site goes to build/site (git-ignored).
+# No --quiet: it hides the warnings from the counter that --strict fails on.
 docs: install
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 test: lint docs
 	$(VENV)/bin/pytest -q
