@@ -520,9 +520,10 @@ class TrainConfig(_Config):
     epoch, the last, and in between whenever training has run 4x as long as the previous
     validation took. ``save_every`` N: write ``last.pt`` every N epochs; 0 (auto): after
     every epoch unless the previous write was so recent that writing would take more than 2 %
-    of the time (the budget goes to training), and always at the end. ``ema``: decay of an exponential moving average of the weights (0 = off)
-    that validation scores and checkpoints hold for prediction (``best.pt`` and ``last.pt``;
-    ``last.pt`` also keeps the raw weights for ``--resume``).
+    of the time (the budget goes to training), and always at the end. ``ema``: decay of an
+    exponential moving average of the weights (0 = off) that validation scores and
+    checkpoints hold for prediction (``best.pt`` and ``last.pt``; ``last.pt`` also keeps the
+    raw weights for ``--resume``).
     ``workers`` -1 (auto): data-loading processes, 0 on a CPU (the training step needs every
     core) and ``min(8, CPUs per GPU - 1)`` on a GPU, which loading in the training process
     would leave waiting on the host; they live for the whole run, and the batches do not

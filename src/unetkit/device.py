@@ -33,8 +33,8 @@ def resolve_workers(workers: int, device: torch.device) -> int:
 
     0 on a CPU: the training step uses every core, and loading is a small part of a step.
     On a GPU, ``min(8, CPUs per GPU - 1)``: loading in the training process would leave the
-    GPU waiting on the host (docs/benchmarks.md, "On a GPU"). The CPUs per GPU are this process's CPUs over ``LOCAL_WORLD_SIZE`` (torchrun's processes on
-    this machine).
+    GPU waiting on the host. The CPUs per GPU are this process's CPUs over
+    ``LOCAL_WORLD_SIZE`` (torchrun's processes on this machine).
     """
     if workers >= 0:
         return workers
