@@ -55,14 +55,26 @@ def _default(cls, field: str) -> str:
     return "none" if value is None else str(value)
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: the installed package's version (its metadata, from pyproject.toml)."""
+    if value:
+        from . import __version__
+
+        typer.echo(f"unetkit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(
         False, "--debug", help="Show tracebacks for errors (also after the command's name)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
 ) -> None:
-    del debug  # read by main() before the app runs, so errors in any command honour it
+    del debug, version  # debug is read by main() before the app runs; version is eager
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",

@@ -9,8 +9,8 @@ The rule, for what is left to it (``DataConfig.size`` 0x0, ``TrainConfig.batch_s
   a GPU, rounded down to a multiple of 2**depth (the U-Net pools it cleanly) and at least 4 x
   that (64 px at depth 4); images smaller than the patch are padded, never upsampled;
 * **width** (``preset auto``: milesial's topology, the ``small`` preset's layers): base width
-  16 on a CPU (1.9 M parameters; measured on ISBI 2012 and DSB 2018 the best use of minutes of
-  CPU time), 32 on a GPU with at least 8 GiB (7.8 M);
+  16 on a CPU (1.9 M parameters: more steps in minutes of CPU time beat a wider network),
+  32 on a GPU with at least 8 GiB (7.8 M);
 * **batch**: 4 on a CPU; on a GPU 16 crops of 256 x 256 at width 32, scaled by the patch area
   (fewer for larger crops), between 2 and 64.
 
