@@ -157,6 +157,8 @@ def prepare_cmd(
     typer.echo(f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(report.classes))}")
     typer.echo(f"pixel share: {shares}")
     typer.echo(f"split: {len(report.split['train'])} train, {len(report.split['val'])} val")
+    if report.split_note:
+        typer.echo(f"  ({report.split_note})")
     typer.echo(f"objects: {report.n_objects} (one per shape or group_id) in instances/")
     for message in report.warnings:
         typer.echo(f"warning: {message}")
