@@ -980,3 +980,60 @@ def test_workers_auto_is_none_on_a_cpu_and_bounded_on_a_gpu(monkeypatch):
     assert resolve_workers(-1, torch.device("cuda")) == 3  # 16 CPUs over 4 GPUs, one for training
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert resolve_workers(-1, torch.device("cuda")) == 0
+
+
+def test_a_small_set_trains_on_every_image_and_validates_on_their_bands(dataset, tmp_path):
+    """6 images, the default split: none held out whole; each image's right-hand band (8 of
+    40 columns) is validated on, recorded in the checkpoint and kept by a resumed run."""
+    cfg = _config(dataset, tmp_path / "full", val_stems=None, epochs=2)
+    unetkit.fit(cfg)
+    state = load_checkpoint(tmp_path / "full" / "last.pt").train_state
+    stems = [f"{i:02d}" for i in range(6)]
+    assert state["data"]["train"] == stems and state["data"]["val"] == []
+    assert state["data"]["val_regions"] == {s: [0, 40, 32, 40] for s in stems}
+    assert (tmp_path / "full" / "best.pt").is_file()
+    rows = list(csv.DictReader((tmp_path / "full" / "history.csv").open()))
+    assert rows[-1]["pixels"] == str(6 * 40 * 8)  # validation scores the bands alone
+    assert "min_epoch_crops" not in state  # epochs given: the epoch is one pass
+    cut = cfg.replace(run_dir=str(tmp_path / "cut"), time_budget=1e-6)
+    unetkit.fit(cut)
+    unetkit.fit(cut.replace(time_budget=0.0), resume=True)
+    _assert_bitwise_equal(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
+    assert load_checkpoint(tmp_path / "cut" / "last.pt").train_state["data"] == state["data"]
+
+
+def test_the_default_length_gives_a_small_set_epochs_of_forty_crops(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.import_module("unetkit.config"), "DEFAULT_EPOCHS", 1)
+    run = tmp_path / "run"
+    unetkit.fit(_config(dataset, run, epochs=None, steps_per_epoch=0, val_stems=("05",)))
+    state = load_checkpoint(run / "last.pt").train_state
+    # 5 training images, 8 times each (40 crops) at batch 2: 20 steps, not 3
+    assert state["min_epoch_crops"] == 40 and state["step"] == 20 and state["epoch"] == 1
+    with_budget = _config(dataset, tmp_path / "budget", epochs=None, steps_per_epoch=0,
+                          val_stems=("05",), time_budget=0.05)  # fmt: skip
+    unetkit.fit(with_budget)  # the budget decides the length: one pass an epoch
+    state = load_checkpoint(tmp_path / "budget" / "last.pt").train_state
+    assert "min_epoch_crops" not in state
+
+
+def test_forty_images_keep_the_plan_they_had(tmp_path, monkeypatch):
+    """From 40 images on, nothing of the small-set rule applies: whole images held out (the
+    stratified fifth the earlier code chose), one crop per training image an epoch."""
+    monkeypatch.setattr(importlib.import_module("unetkit.config"), "DEFAULT_EPOCHS", 1)
+    root = tmp_path / "forty"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(40):
+        h, w, level = [(16, 16, 20), (16, 24, 20), (24, 16, 220)][i % 3]
+        image = np.full((h, w), level, np.uint8)
+        image[2:6, 2:6] = 255 - level
+        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray((image == 255 - level).astype(np.uint8)).save(
+            root / "masks" / f"{i:02d}.png"
+        )
+    run = tmp_path / "run"
+    unetkit.fit(_config(root, run, epochs=None, steps_per_epoch=0, val_stems=None))
+    state = load_checkpoint(run / "last.pt").train_state
+    assert state["data"]["val"] == ["04", "09", "11", "27", "32", "34", "35", "39"]
+    assert set(state["data"]) == {"classes", "train", "val"}
+    assert "min_epoch_crops" not in state and state["step"] == 16  # 32 images at batch 2

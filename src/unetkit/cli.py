@@ -41,6 +41,7 @@ def _default(cls, field: str) -> str:
     special = {
         ("TrainConfig", "epochs"): "50, or unlimited with --time-budget",
         ("TrainConfig", "val_every"): "0 = auto",
+        ("TrainConfig", "val_fraction"): "0.2 of the images; under 40: 0.2 of each image",
         ("TrainConfig", "save_every"): "0 = auto",
         ("TrainConfig", "workers"): "-1 = auto: 0 on a CPU, up to 8 on a GPU",
         ("PredictConfig", "batch_size"): "0 = auto: 1 on a CPU, up to 8 on a GPU",
@@ -138,7 +139,10 @@ def prepare_cmd(
         None, "--labels", help="Labels file (labelme's labels.txt) or a comma-separated list."
     ),
     val_fraction: float = typer.Option(
-        0.2, "--val-fraction", help="Share of images for validation."
+        0.2,
+        "--val-fraction",
+        help="Share of images for validation (0.2 on under 40 images: none; train then "
+        "validates on a band of each).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
     allow_outside: bool = typer.Option(
@@ -169,6 +173,8 @@ def prepare_cmd(
     typer.echo(f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(report.classes))}")
     typer.echo(f"pixel share: {shares}")
     typer.echo(f"split: {len(report.split['train'])} train, {len(report.split['val'])} val")
+    if report.split_note:
+        typer.echo(f"  ({report.split_note})")
     typer.echo(f"objects: {report.n_objects} (one per shape or group_id) in instances/")
     for message in report.warnings:
         typer.echo(f"warning: {message}")
@@ -851,7 +857,7 @@ _UNSET_DEFAULTS = {
     "--depth": "the preset's",
     "--loss": "auto",
     "--weight-map-objects": "foreground",
-    "--val-stems": "--val-fraction of the images",
+    "--val-stems": "--val-fraction of the images; under 40 images a band of each",
     "--tile": "auto: up to 640 on a CPU, 1024 on a GPU, as memory allows",
     "--fg-threshold": "the model's",
     "--seed-threshold": "the model's; 0.9 with --objects-between",

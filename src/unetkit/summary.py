@@ -85,6 +85,11 @@ def checkpoint_summary(path: str | Path) -> str:
                 f"split          {len(data['train'])} train / {len(data.get('val') or [])} val "
                 "images (evaluate scores the val images)"
             )
+            if data.get("val_regions"):
+                lines.append(
+                    f"               validated on a held-out band of {len(data['val_regions'])} "
+                    "training images (fewer than 40 images)"
+                )
         if ts.get("fingerprint"):
             from .data.fingerprint import describe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import numpy as np
@@ -17,6 +17,7 @@ from ..errors import UnetkitError
 from .imageio import image_to_tensor, match_channels, normalization_stats, read_image
 from .instances import read_instances
 from .layout import DatasetInfo, describe_dataset
+from .split import Box, hide_labels
 from .targets import boundary_target, object_distance
 from .transforms import letterbox, resize_to
 
@@ -92,6 +93,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
             cropped / resized with the mask (bilinear; the map does not change with scale).
             ``weight_fn`` is then given the 1 px boundary target (``boundary_target`` at
             width 1), so that the paper's border term covers the edges of touching objects.
+        regions: validation held out as a box of each image (``unetkit.data.split``,
+            ``held_out_box``): a training set (``train``) ignores the labels inside its
+            image's box, any other set has only the labels inside it (the rest set to the
+            ignore index); images without a box are whole.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         boundary_width: int = 0,
         boundary_fraction: float = 0.0,
         instance_head: str = "boundary",
+        regions: Mapping[str, Box] | None = None,
     ) -> None:
         self.info = info if isinstance(info, DatasetInfo) else describe_dataset(info)
         self.config = config or DataConfig()
@@ -123,6 +129,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if instance_head not in ("boundary", "distance"):
             raise UnetkitError(f"instance head must be boundary or distance; got {instance_head!r}")
         self.instance_head = instance_head
+        self.regions = dict(regions or {})
         self.object_areas: dict[str, np.ndarray] = {}  # per stem, once its instances are read
         self.epoch = 0
         self._cache: dict[str, _Loaded] = {}
@@ -150,11 +157,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._stems) if self._slots is None else len(self._slots)
 
-    def plan_crops(self) -> dict[str, int]:
+    def plan_crops(self, min_crops: int = 0) -> dict[str, int]:
         """Decide how many random crops each image gives per epoch (``DataConfig.sampling``):
         afterwards the data set's length is the number of crops of one epoch and sample ``i``
         is a crop of image ``stem_of(i)``. Reads the images not read yet; call it once the
         patch size is known.
+
+        Args:
+            min_crops: a training set with fewer samples per epoch gives each image the same
+                whole multiple of its crops, the fewest that reach it (each sample its own
+                random crop, unlike extra steps over the same samples).
 
         Returns:
             crops per stem.
@@ -168,6 +180,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     self._load(stem)
                 h, w = self._shapes[stem]
                 crops[stem] = max(1, round(h * w / patch))
+        total = sum(crops.values())
+        if self.train and 0 < total < min_crops:
+            times = -(-min_crops // total)
+            crops = {stem: n * times for stem, n in crops.items()}
         self._slots = [i for i, stem in enumerate(self._stems) for _ in range(crops[stem])]
         return crops
 
@@ -218,6 +234,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if self.weight_fn is not None:
             extra = () if instances is None else (instances,)
             weight = np.asarray(self.weight_fn(weighed, *extra), dtype=np.float32)
+        box = self.regions.get(stem)
+        if box is not None:  # after the weight map: its distances see every object
+            mask = hide_labels(mask, box, self.config.ignore_index, inside=self.train)
         points = _class_points(mask, k, stem) if self.train else {}
         if self._cache_ok:
             item_bytes = sum(a.nbytes for a in (image, mask, weight, distance) if a is not None)

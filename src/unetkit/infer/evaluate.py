@@ -231,9 +231,15 @@ def choose_stems(
             )
         val = [s for s in (trained.get("val") or []) if s in info.image_files]
         if not val:
+            bands = (
+                "; it validated on a held-out band of each image (fewer than 40 images), "
+                "which evaluate does not score: score images it never saw"
+                if trained.get("val_regions")
+                else ""
+            )
             raise UnetkitError(
                 f"{info.root}: the model was trained on {len(seen)} of these images and held "
-                "none of the others out for validation: nothing held out to score "
+                f"none of the others out for validation: nothing held out to score{bands} "
                 "(--split all scores the training images anyway)"
             )
         return val, f"the {len(val)} validation images recorded in the checkpoint"

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,13 +26,16 @@ from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown
 from .ema import WeightAverage
 from .loop import StepContext, train_one_epoch, validate, validate_with_predictor
 from .losses import DistanceHeadLoss, build_loss
+from .recipe import min_epoch_crops
 from .recipe import plan as plan_recipe
 from .resolve import (
     REGRESSION_PRESETS,
     class_weights,
+    describe_split,
     network_classes,
     resolve_config,
     split_stems,
+    validation_regions,
     weight_map_fn,
 )
 from .rundir import check_resumable, check_run_dir, discard_failed_start
@@ -125,8 +128,15 @@ class _Trainer:
         if set(stored.get("train", [])) | set(stored.get("val", [])) == set(self.info.stems):
             # a resumed run keeps its split, however the split rule has changed since
             self.train_stems, self.val_stems = list(stored["train"]), list(stored["val"])
+            boxes = stored.get("val_regions") or {}
+            self.val_regions = {s: (int(b[0]), int(b[1]), int(b[2]), int(b[3]))
+                                for s, b in boxes.items()}  # fmt: skip
         else:
             self.train_stems, self.val_stems = split_stems(self.info, cfg)
+            self.val_regions = validation_regions(self.info, cfg) if not self.val_stems else {}
+        self.split_reason = describe_split(
+            self.info, cfg, self.train_stems, self.val_stems, self.val_regions
+        )
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         # auto workers stay "auto" in the config: a run resumed on another machine decides anew
@@ -147,7 +157,10 @@ class _Trainer:
         with torch.device("meta"):  # the size rule needs the config, not the weights
             UNet(cfg.model).check_input(self._train_input_size())
         if self.resume_state is not None:
-            check_resumable(self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir)
+            check_resumable(
+                self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir,
+                self.val_regions,
+            )  # fmt: skip
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
@@ -173,9 +186,14 @@ class _Trainer:
             boundary_width=cfg.objects.boundary_width if cfg.task == "instance" else 0,
             boundary_fraction=cfg.objects.boundary_fraction,
             instance_head=cfg.objects.head,
+            regions=self.val_regions,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
-        self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
+        # held-out regions: the images themselves, each scored on its band only
+        val_stems = [s for s in self.info.stems if s in self.val_regions] or self.val_stems
+        self.val_set = SegmentationDataset(
+            info, val_stems, val_cfg, train=False, regions=self.val_regions
+        )
         self.sampler = _EpochSampler()
         self.loader: torch.utils.data.DataLoader | None = None  # built at the first epoch
 
@@ -205,6 +223,22 @@ class _Trainer:
         data = self.cfg.data
         self.train_set.config = data
         crops = self.train_set.plan_crops()  # DataConfig.sampling, now that the patch is known
+        # a resumed run keeps its epoch, whatever length (budget, epochs) it is given now
+        floor = min_epoch_crops(self.cfg, len(self.info.stems))
+        if self.resume_state is not None:
+            floor = int(self.resume_state.get("min_epoch_crops", 0))
+        one_pass = len(self.train_set)
+        self.min_epoch_crops = floor if one_pass < floor else 0  # recorded when applied
+        if self.min_epoch_crops:  # the default length on a small set: longer epochs
+            self.train_set.plan_crops(floor)
+            batches = -(-one_pass // (self.cfg.batch_size * self.dist.world_size))
+            epochs = self.cfg.max_epochs
+            self.recipe_reason += (
+                f"\nepoch {len(self.train_set)} crops, {len(self.train_set) // one_pass}x each "
+                f"image's: a pass over the {len(crops)} images is {one_pass} crop(s), fewer "
+                f"than {floor}; {epochs} epochs of {batches} step(s) would train only "
+                f"{epochs * batches} steps"
+            )
         if data.sampling == "area" and len(self.train_set) != len(crops):
             log.info("sampling area: %d crops per epoch from %d images (1 to %d per image)",
                      len(self.train_set), len(crops), max(crops.values()))  # fmt: skip
@@ -290,7 +324,7 @@ class _Trainer:
     # -- state -----------------------------------------------------------------------------
     def _train_state(self, full: bool = True) -> dict:
         assert self.cfg.classes is not None  # set by resolve_config
-        state = {
+        state: dict[str, Any] = {
             "epoch": self.epoch,
             "step": self.global_step,
             "step_in_epoch": self.step_in_epoch,
@@ -299,13 +333,17 @@ class _Trainer:
             "best_epoch": self.best_epoch,
             "metrics": self.history[-1] if self.history else {},
             "fingerprint": self.fingerprint,
+            **({"min_epoch_crops": self.min_epoch_crops} if self.min_epoch_crops else {}),
             # the split this model was trained with: `evaluate` scores only its val images
             "data": {
                 "classes": list(self.cfg.classes),
                 "train": self.train_stems,
                 "val": self.val_stems,
+                # the small-set rule's held-out band of each image, (top, bottom, left, right)
+                **({"val_regions": {s: list(b) for s, b in self.val_regions.items()}}
+                   if self.val_regions else {}),
             },
-        }
+        }  # fmt: skip
         if not full:
             return state
         state.update(
@@ -397,7 +435,7 @@ class _Trainer:
                 self.steps,
                 self.workers,
                 describe(self.fingerprint, self._network_class_names()),
-                f"{self.norm_reason}\n{self.recipe_reason}",
+                f"{self.norm_reason}\n{self.recipe_reason}\n{self.split_reason}",
                 cfg.pretty(),
             )
         self.writer = artifacts.tensorboard_writer(
@@ -485,7 +523,7 @@ class _Trainer:
             "elapsed_min": (time.monotonic() - self.start_time) / 60,
         }
         last = self.epoch >= cfg.max_epochs or stopped
-        if self.val_stems and (last or self._validation_due(epoch)):
+        if len(self.val_set) and (last or self._validation_due(epoch)):
             started = time.monotonic()
             row.update(self._validate(epoch))
             self.val_seconds = time.monotonic() - started
