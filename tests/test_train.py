@@ -105,7 +105,10 @@ def test_two_epochs_write_every_artefact(dataset, tmp_path, capsys):
     assert ckpt.train_state["epoch"] == 2 and ckpt.train_state["step"] == 6
     assert ckpt.model_config.in_channels == 1 and ckpt.model_config.out_channels == 3
     assert ckpt.train_state["data"]["val"] == ["04", "05"]
-    assert load_checkpoint(run / "best.pt").train_state["best_metric"] == "mean_iou"
+    best = load_checkpoint(run / "best.pt").train_state
+    assert best["best_metric"] == "mean_iou"
+    # where the split's images are: `export --int8` calibrates on them
+    assert best["data"]["dataset"] == str(Path(dataset).resolve())
     # a non-empty run folder is refused
     assert main(["train", str(dataset), "-o", str(run), *TINY]) == 2
     assert "not empty" in capsys.readouterr().err

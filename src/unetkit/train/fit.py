@@ -304,6 +304,8 @@ class _Trainer:
                 "classes": list(self.cfg.classes),
                 "train": self.train_stems,
                 "val": self.val_stems,
+                # where they were: `export --int8` calibrates on them (it may be given another)
+                "dataset": str(self.info.root.resolve()),
             },
         }
         if not full:
