@@ -9,10 +9,10 @@ allocates no PyTorch parameters.
 
 An int8 export (``unetkit export --int8``: its metadata holds ``unetkit.int8``) runs on a CPU
 with OpenVINO where it is installed (``pip install unetkit[openvino]``): its CPU plugin fuses the
-quantised convolutions into VNNI / AMX-INT8 kernels (bench/predict.py ``--int8``: about 2.3x
-PyTorch bf16 on one tile, against 0.7x for onnxruntime, which runs the same file without it).
-OpenVINO compiles the network once per input shape (a static shape runs about 1.7x faster
-than a dynamic one); the last few compiled shapes are kept.
+quantised convolutions into VNNI / AMX-INT8 kernels (measured on a 2-core Xeon with AMX, one
+640 x 640 tile, widths 16-64: 2.3-2.6x PyTorch bf16, where onnxruntime runs the same file at
+0.7-0.9x; ``bench/predict.py --int8``). OpenVINO compiles the network once per input shape (a
+static shape ran 1.7x faster than a dynamic one); the last few compiled shapes are kept.
 """
 
 from __future__ import annotations
