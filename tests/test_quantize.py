@@ -138,9 +138,18 @@ def test_without_recorded_data_it_asks_for_calibrate(tmp_path):
     ckpt = load_checkpoint(_checkpoint(tmp_path, None))
     with pytest.raises(UnetkitError, match="records no training data.*--calibrate DATASET"):
         find_calibration(ckpt, "model.pt")
-    other = make_tiny_dataset(tmp_path / "other", n=3)  # none of the recorded stems 04, 05
+    some = make_tiny_dataset(tmp_path / "some", n=3)  # training images, no validation image
+    calib = find_calibration(ckpt, "model.pt", some)
+    assert calib.train == calib.gate == ["00", "01", "02"]
+    assert calib.said.endswith("3 training images recorded in the model (validation images: "
+                               "not in that folder)")  # fmt: skip
+    other = make_tiny_dataset(tmp_path / "other", n=3)
+    for path in (other / "images").iterdir():  # none of the recorded images
+        path.rename(path.with_name("x" + path.name))
+        (other / "masks" / path.name).rename(other / "masks" / ("x" + path.name))
     calib = find_calibration(ckpt, "model.pt", other)
-    assert calib.train == calib.gate == ["00", "01", "02"] and "all 3 images" in calib.said
+    assert calib.train == calib.gate == ["x00", "x01", "x02"] and "all 3 images" in calib.said
+    assert str(tmp_path) not in calib.said  # it goes into the exported file: no paths
 
 
 def test_nncf_sends_no_telemetry():

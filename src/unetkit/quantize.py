@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+KEEP_FLOAT = ("none", "first", "last", "ends")
 SAMPLES = 128  # calibration tiles (NNCF's own default is 300: no better here, 2x slower)
 MAX_LOSS = 0.5  # points of mean IoU / mean Dice / AP@0.5 the int8 model may lose
 GATE_KEYS = {"mean_iou": "mean IoU", "mean_dice": "mean Dice", "ap_50": "AP@0.5"}
@@ -61,7 +62,7 @@ class Calibration:
         info: the dataset folder.
         train: stems to calibrate on.
         gate: stems to score full precision and int8 on (they have masks).
-        said: what they are, in words (messages and metadata).
+        said: what they are, in words (messages and metadata: no path, no image names).
     """
 
     info: DatasetInfo
@@ -102,12 +103,17 @@ def find_calibration(ckpt: Checkpoint, source: str | os.PathLike, folder=None) -
     if train and gate:
         said = (
             f"calibrated on the {len(train)} training images recorded in the model, gated on "
-            f"its {len(gate)} validation images ({root})"
+            f"its {len(gate)} validation images"
         )
         return Calibration(info, train, gate, said)
+    if train:  # nothing held out to gate on: the training images
+        train = [s for s in train if s in info.mask_files]
+        why = "not in that folder" if split.get("val") else "none recorded"
+        said = f"calibrated and gated on the {len(train)} training images recorded in the model"
+        return Calibration(info, train, train, f"{said} (validation images: {why})")
     stems = list(info.stems)
-    said = f"calibrated and gated on all {len(stems)} images of {root}" + (
-        " (the model's recorded split is not in it)" if split else ""
+    said = f"calibrated and gated on all {len(stems)} images of the --calibrate folder" + (
+        " (it holds none of the images the model records)" if split else ""
     )
     return Calibration(info, stems, stems, said)
 
@@ -178,8 +184,6 @@ def float_layers(proto, keep: str) -> list[str]:
     ``last`` (the head) or ``ends`` (both)."""
     convs = [n.name for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     picks = {"none": [], "first": convs[:1], "last": convs[-1:], "ends": [convs[0], convs[-1]]}
-    if keep not in picks:
-        raise UnetkitError(f"keep-float must be one of {', '.join(picks)}; got {keep!r}")
     return list(dict.fromkeys(picks[keep]))
 
 
@@ -273,13 +277,16 @@ def export_int8(
 
     if not math.isfinite(max_loss):
         raise UnetkitError(f"--max-loss must be a number of points; got {max_loss}")
+    if keep_float not in KEEP_FLOAT:
+        known = ", ".join(KEEP_FLOAT)
+        raise UnetkitError(f"--keep-float must be one of {known}; got {keep_float!r}")
     model, ckpt = load_model(checkpoint, "cpu")
     if ckpt.task == "regression":
         raise UnetkitError(f"{checkpoint}: int8 export is for segmentation models (masks)")
     model = model.float().eval()
     card = ckpt.card.for_export()
     calib = find_calibration(ckpt, checkpoint, calibrate)
-    log.info("int8: %s", calib.said)  # minutes may follow: say what runs
+    log.info("int8: %s (%s)", calib.said, calib.info.root)  # minutes may follow: say so
     tiles, tile = calibration_tiles(calib, card, samples)
     fp32 = onnx.load_from_string(_onnx_bytes(model, torch.from_numpy(tiles[0]), opset))
     kept = float_layers(fp32, keep_float)
