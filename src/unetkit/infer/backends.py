@@ -111,7 +111,10 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "auto") -> N
     """
     dev = resolve_device(device)
     if dev.type == "cpu" and _has_openvino():
-        props = onnx_metadata(path)
+        try:
+            props = onnx_metadata(path)
+        except UnetkitError:  # onnxruntime below says what is wrong, as for any ONNX file
+            props = {}
         if META_PREFIX + INT8_KEY in props:
             return openvino_network(path, _card(props, path))
     providers = ["CPUExecutionProvider"]
