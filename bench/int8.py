@@ -13,15 +13,16 @@ gated on its recorded validation images; the bench passes ``--max-loss 100`` so 
 the gate refuses is still measured, and prints whether 0.5 points would have passed), then
 scored through ``Predictor`` defaults on the test images (DSB: the 19 of ``bench/dsb.py``;
 ISBI: 24-29, the slices it validated on, as ``bench/isbi.py``): mean IoU and mean Dice in
-points, and AP@0.5 for the instance model, fp32 / bf16 (PyTorch) / int8 (as ``unetkit
+points (mean IoU over the classes, Dice over the foreground classes, as ``unetkit evaluate``
+reports them), and AP@0.5 for the instance model, fp32 / bf16 (PyTorch) / int8 (as ``unetkit
 predict`` runs the file: OpenVINO where installed).
 
 Speed (``dsb`` model, the default CPU model: milesial topology, width 16): ``predict_mask`` of
 one synthetic 2048 x 2048 RGB image with ``Predictor`` defaults (tiles of 640 px on a CPU), the
-median of ``--repeat`` runs after a warm-up, megapixels/s and the ratio to bf16, all in one
-process, one after another: fp32, bf16, int8 (OpenVINO). Plus the network alone on one
-640 x 640 tile (no tiling, no normalisation, no blending), the same three and int8 run by
-onnxruntime (what predict falls back to without OpenVINO), to show what the pipeline around
+median of ``--repeat`` rounds after a warm-up (the runs take turns within a round), megapixels/s
+and the ratio to bf16, all in one process: fp32, bf16, int8 (OpenVINO). Plus the network
+alone on one 640 x 640 tile (no tiling, no normalisation, no blending), the same three and int8
+run by onnxruntime (what predict falls back to without OpenVINO), to show what the pipeline around
 the network costs and why OpenVINO runs int8 files.
 """
 
@@ -40,7 +41,7 @@ from dsb_instances import link_dataset
 ISBI = DSB.parent / "isbi2012"
 ISBI_VAL = [f"{i:02d}" for i in range(24, 30)]
 PRECISIONS = ("fp32", "bf16", "int8")
-KEYS = {"mean_iou": "IoU", "mean_dice": "Dice", "ap_50": "AP@0.5"}
+KEYS = {"mean_iou": "mean IoU", "mean_dice": "fg Dice", "ap_50": "AP@0.5"}
 
 
 def _train(data: Path, run: Path, budget: float, extra: list[str]) -> Path:
@@ -108,30 +109,36 @@ def accuracy(runs: dict, folder: Path, stems: list[str]) -> dict[str, dict[str, 
 
 
 def speed(runs: dict, side: int, repeat: int) -> dict[str, tuple[float, float]]:
-    """name -> (MP/s of predict_mask on a side^2 image, MP/s of the network on one tile)."""
+    """name -> (MP/s of predict_mask on a side^2 image, MP/s of the network on one tile);
+    the runs take turns, ``repeat`` rounds after a warm-up, so that a load on the machine
+    weighs on each alike (the median of each)."""
     import torch
 
     from unetkit.data.synthetic import make_image_and_mask
 
     image = make_image_and_mask((side, side), seed=2)[0]
     tile = torch.randn(1, 3, 640, 640)
-    out = {}
-    for name, predictor in runs.items():
-        rates = [float("nan")]  # onnxruntime: the network alone (a whole image takes minutes)
-        jobs = [(lambda p=predictor: p.network.run(tile), 640 * 640)]
-        if "onnxruntime" not in name:
-            rates, jobs = [], [(lambda p=predictor: p.predict_mask(image), side * side), *jobs]
-        for fn, pixels in jobs:
-            with torch.inference_mode():
+    jobs = {}
+    for name, p in runs.items():
+        if "onnxruntime" not in name:  # onnxruntime: the network alone (an image takes minutes)
+            jobs[(name, 0)] = (lambda p=p: p.predict_mask(image), side * side)
+        jobs[(name, 1)] = (lambda p=p: p.network.run(tile), 640 * 640)
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in jobs}
+    with torch.inference_mode():
+        for fn, _ in jobs.values():
+            fn()
+        for _ in range(repeat):
+            for key, (fn, _) in jobs.items():
+                start = time.perf_counter()
                 fn()
-                times = []
-                for _ in range(repeat):
-                    start = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - start)
-            rates.append(pixels / 1e6 / statistics.median(times))
-        out[name] = (rates[0], rates[1])
-    return out
+                times[key].append(time.perf_counter() - start)
+
+    def rate(name: str, kind: int) -> float:
+        if (name, kind) not in jobs:
+            return float("nan")
+        return jobs[(name, kind)][1] / 1e6 / statistics.median(times[(name, kind)])
+
+    return {name: (rate(name, 0), rate(name, 1)) for name in runs}
 
 
 def run(args) -> None:
@@ -164,9 +171,9 @@ def run(args) -> None:
     for name, (rate, net) in speeds.items():
         print(f"{name:<18}{rate:>8.2f}{rate / base[0]:>8.2f}x{net:>10.2f}{net / base[1]:>8.2f}x")
     print("\naccuracy on the test images, points (diff: int8 - fp32)")
-    print(f"{'model':<14}{'n':>3}  {'metric':<8}{'fp32':>8}{'bf16':>8}{'int8':>8}{'diff':>8}")
+    print(f"{'model':<14}{'n':>3}  {'metric':<9}{'fp32':>8}{'bf16':>8}{'int8':>8}{'diff':>8}")
     for name, n, scores in table:
         for key in scores["fp32"]:
             row = [scores[p][key] if p in scores else float("nan") for p in PRECISIONS]
-            print(f"{name:<14}{n:>3}  {KEYS[key]:<8}" + "".join(f"{v:>8.2f}" for v in row)
+            print(f"{name:<14}{n:>3}  {KEYS[key]:<9}" + "".join(f"{v:>8.2f}" for v in row)
                   + f"{row[2] - row[0]:>+8.2f}")  # fmt: skip
