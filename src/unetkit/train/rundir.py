@@ -81,7 +81,9 @@ def check_resumable(
     """Refuse to resume with another dataset (classes, stems) or another config."""
     diffs = resume_differences(state["config"], cfg.to_dict())
     assert cfg.classes is not None  # a resolved config
-    if state.get("data") != {"classes": list(cfg.classes), "train": train, "val": val}:
+    data = state.get("data") or {}  # its "dataset" folder may have moved (RESUMABLE_CHANGES)
+    recorded = {key: data.get(key) for key in ("classes", "train", "val")}
+    if recorded != {"classes": list(cfg.classes), "train": train, "val": val}:
         diffs.append("dataset: classes or image stems differ")
     if diffs:
         raise UnetkitError(
