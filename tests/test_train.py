@@ -412,8 +412,10 @@ def test_resume_of_a_moved_run_writes_only_into_the_given_folder(dataset, tmp_pa
     assert str(old) not in err
     assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == before
     assert load_checkpoint(new / "last.pt").train_state["epoch"] == 2
-    saved = load_checkpoint(new / "last.pt").train_state["config"]
+    state = load_checkpoint(new / "last.pt").train_state
+    saved = state["config"]
     assert Path(saved["run_dir"]) == new and Path(saved["dataset"]) == moved
+    assert state["data"]["dataset"] == str(moved.resolve())  # where `export --int8` looks
 
 
 def test_resume_refuses_flags_it_would_drop(dataset, tmp_path, capsys):
