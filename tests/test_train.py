@@ -105,7 +105,10 @@ def test_two_epochs_write_every_artefact(dataset, tmp_path, capsys):
     assert ckpt.train_state["epoch"] == 2 and ckpt.train_state["step"] == 6
     assert ckpt.model_config.in_channels == 1 and ckpt.model_config.out_channels == 3
     assert ckpt.train_state["data"]["val"] == ["04", "05"]
-    assert load_checkpoint(run / "best.pt").train_state["best_metric"] == "mean_iou"
+    best = load_checkpoint(run / "best.pt").train_state
+    assert best["best_metric"] == "mean_iou"
+    # where the split's images are: `export --int8` calibrates on them
+    assert best["data"]["dataset"] == str(Path(dataset).resolve())
     # a non-empty run folder is refused
     assert main(["train", str(dataset), "-o", str(run), *TINY]) == 2
     assert "not empty" in capsys.readouterr().err
@@ -409,8 +412,10 @@ def test_resume_of_a_moved_run_writes_only_into_the_given_folder(dataset, tmp_pa
     assert str(old) not in err
     assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == before
     assert load_checkpoint(new / "last.pt").train_state["epoch"] == 2
-    saved = load_checkpoint(new / "last.pt").train_state["config"]
+    state = load_checkpoint(new / "last.pt").train_state
+    saved = state["config"]
     assert Path(saved["run_dir"]) == new and Path(saved["dataset"]) == moved
+    assert state["data"]["dataset"] == str(moved.resolve())  # where `export --int8` looks
 
 
 def test_resume_refuses_flags_it_would_drop(dataset, tmp_path, capsys):

@@ -737,9 +737,34 @@ def export_cmd(
     input_dtype: str = typer.Option(
         "uint8", "--input-dtype", help="bioimageio: the images' type, uint8 | uint16."
     ),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="onnx: int8 weights and activations (NNCF; runs with OpenVINO), calibrated on "
+        "the model's training images, refused if it loses accuracy (--max-loss).",
+    ),
+    calibrate: Path = typer.Option(
+        None,
+        "--calibrate",
+        help="--int8: a dataset folder (images + masks) to calibrate and gate on, instead of "
+        "the one the model records; its recorded split is used where the folder holds it.",
+        show_default="the model's training data",
+    ),
+    max_loss: float = typer.Option(
+        0.5,
+        "--max-loss",
+        help="--int8: points of mean IoU / Dice (and AP@0.5 for instance models) int8 may "
+        "lose against full precision on the validation images.",
+    ),
+    keep_float: str = typer.Option(
+        "none",
+        "--keep-float",
+        help="--int8: convolutions left in float: none | first | last | ends.",
+    ),  # fmt: skip
 ) -> None:
     """Export to ONNX / TorchScript with the model's metadata, then check parity; or to a
-    BioImage.IO model package, then test it with bioimageio.core."""
+    BioImage.IO model package, then test it with bioimageio.core. With --int8: an int8 ONNX
+    file, checked against full precision on the model's validation images."""
     if fmt == "bioimageio":
         from .bioimageio import export_bioimageio
 
@@ -753,6 +778,19 @@ def export_cmd(
         return
     from .export import export_model
 
+    if int8:
+        from .quantize import export_int8, gate_line
+
+        if fmt != "onnx":
+            raise UnetkitError(f"--int8 exports ONNX only (--format onnx); got {fmt!r}")
+        record = export_int8(
+            model, out, calibrate, max_loss=max_loss, opset=opset, keep_float=keep_float
+        )["int8"]
+        typer.echo(f"int8 accuracy: {gate_line(record['gate'], max_loss)}")
+        typer.echo(f"exported onnx int8: {out}")
+        return
+    if calibrate is not None:
+        raise UnetkitError("--calibrate needs --int8")
     result = export_model(model, fmt, out, opset=opset, check=check)
     for row in result["parity"]:
         h, w = row["size"]

@@ -342,6 +342,8 @@ class _Trainer:
                 # the small-set rule's held-out band of each image, (top, bottom, left, right)
                 **({"val_regions": {s: list(b) for s, b in self.val_regions.items()}}
                    if self.val_regions else {}),
+                # where they were: `export --int8` calibrates on them (it may be given another)
+                "dataset": str(self.info.root.resolve()),
             },
         }  # fmt: skip
         if not full:

@@ -87,10 +87,12 @@ def check_resumable(
     config."""
     diffs = resume_differences(state["config"], cfg.to_dict())
     assert cfg.classes is not None  # a resolved config
-    data: dict[str, object] = {"classes": list(cfg.classes), "train": train, "val": val}
+    data = state.get("data") or {}  # its "dataset" folder may have moved (RESUMABLE_CHANGES)
+    expected: dict[str, object] = {"classes": list(cfg.classes), "train": train, "val": val}
     if regions:
-        data["val_regions"] = {s: list(b) for s, b in regions.items()}
-    if state.get("data") != data:
+        expected["val_regions"] = {s: list(b) for s, b in regions.items()}
+    recorded = {key: data.get(key) for key in expected}
+    if recorded != expected or (not regions and data.get("val_regions")):
         diffs.append("dataset: classes or image stems differ")
     if diffs:
         raise UnetkitError(
