@@ -1040,5 +1040,5 @@ def test_forty_images_keep_the_plan_they_had(tmp_path, monkeypatch):
     unetkit.fit(_config(root, run, epochs=None, steps_per_epoch=0, val_stems=None))
     state = load_checkpoint(run / "last.pt").train_state
     assert state["data"]["val"] == ["04", "09", "11", "27", "32", "34", "35", "39"]
-    assert set(state["data"]) == {"classes", "train", "val"}
+    assert set(state["data"]) == {"classes", "train", "val", "dataset"}  # no val_regions
     assert "min_epoch_crops" not in state and state["step"] == 16  # 32 images at batch 2
