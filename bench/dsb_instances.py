@@ -60,10 +60,10 @@ from pathlib import Path
 import numpy as np
 
 from dsb import DATA, otsu_mask, split
+from peer_args import NOT_IMPORTABLE
 
 KEYS = ("map", "ap_50", "pq", "merges")
 PEERS = ("stardist", "cellpose")
-NOT_IMPORTABLE = 3  # the runners' exit status when their peer cannot be imported
 
 
 def link_dataset(root: Path, stems: list[str]) -> Path:

@@ -30,18 +30,17 @@ when Cellpose cannot be imported.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-NOT_IMPORTABLE = 3
+from peer_args import not_importable, parse
+
 CHANNELS = [0, 0]
 CLI = dict(learning_rate=0.2, weight_decay=1e-5, SGD=True, batch_size=8, min_train_masks=5,
            nimg_per_epoch=None, save_every=100)  # fmt: skip
@@ -67,19 +66,13 @@ def probe_epoch(train_seg, net, images, flows, folder: Path, fit: dict) -> tuple
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("train", type=Path)
-    parser.add_argument("test", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--budget", type=float, required=True, help="training minutes")
-    args = parser.parse_args()
+    args = parse(__doc__)
     try:
         import tifffile
         import torch
         from cellpose import dynamics, io, models, train, version
     except ImportError as err:
-        print(f"not importable: {err!r}", file=sys.stderr)
-        raise SystemExit(NOT_IMPORTABLE) from None
+        raise not_importable(err) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     names = sorted(p.name for p in (args.train / "images").glob("*.png"))

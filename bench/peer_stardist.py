@@ -25,15 +25,13 @@ status 3 when StarDist or TensorFlow cannot be imported.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-NOT_IMPORTABLE = 3
+from peer_args import not_importable, parse
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -64,12 +62,7 @@ def augmenter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("train", type=Path)
-    parser.add_argument("test", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--budget", type=float, required=True, help="training minutes")
-    args = parser.parse_args()
+    args = parse(__doc__)
     try:
         import imageio  # noqa: F401
         import tifffile
@@ -78,8 +71,7 @@ def main() -> None:
         from stardist import __version__, calculate_extents, fill_label_holes
         from stardist.models import Config2D, StarDist2D
     except ImportError as err:
-        print(f"not importable: {err!r}", file=sys.stderr)
-        raise SystemExit(NOT_IMPORTABLE) from None
+        raise not_importable(err) from None
 
     Callback = keras_import("callbacks", "Callback")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from conftest import make_mixed_images
 from unetkit.config import TrainConfig
 from unetkit.data.layout import describe_dataset
 from unetkit.data.split import image_kind
@@ -35,18 +36,8 @@ def test_split_stems_stratifies_by_size_and_background(tmp_path):
 
 
 def _mixed(root, n: int):
-    """``n`` images of three kinds (16x16 dark, 16x24 dark, 24x16 light), each one square
-    object of the other brightness."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        h, w, level = [(16, 16, 20), (16, 24, 20), (24, 16, 220)][i % 3]
-        image = np.full((h, w), level, np.uint8)
-        image[2:6, 2:6] = 255 - level
-        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
-        Image.fromarray((image == 255 - level).astype(np.uint8)).save(
-            root / "masks" / f"{i:02d}.png"
-        )
+    """``n`` images of three kinds, each one square object of the other brightness."""
+    make_mixed_images(root, n)
     return describe_dataset(root)
 
 

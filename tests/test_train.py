@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import unetkit
+from conftest import make_mixed_images
 from realdata import ISBI
 from unetkit import TrainConfig, UnetkitError, load_checkpoint
 from unetkit.cli import main
@@ -1025,17 +1026,7 @@ def test_forty_images_keep_the_plan_they_had(tmp_path, monkeypatch):
     """From 40 images on, nothing of the small-set rule applies: whole images held out (the
     stratified fifth the earlier code chose), one crop per training image an epoch."""
     monkeypatch.setattr(importlib.import_module("unetkit.config"), "DEFAULT_EPOCHS", 1)
-    root = tmp_path / "forty"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(40):
-        h, w, level = [(16, 16, 20), (16, 24, 20), (24, 16, 220)][i % 3]
-        image = np.full((h, w), level, np.uint8)
-        image[2:6, 2:6] = 255 - level
-        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
-        Image.fromarray((image == 255 - level).astype(np.uint8)).save(
-            root / "masks" / f"{i:02d}.png"
-        )
+    root = make_mixed_images(tmp_path / "forty", 40)
     run = tmp_path / "run"
     unetkit.fit(_config(root, run, epochs=None, steps_per_epoch=0, val_stems=None))
     state = load_checkpoint(run / "last.pt").train_state
