@@ -31,6 +31,7 @@ from typing import cast
 import cv2
 import numpy as np
 
+from ..config import TrainConfig
 from ..errors import UnetkitError
 from ..files import atomic_dir, write_text
 from ..palette import make_palette
@@ -48,7 +49,7 @@ from .labelme import (
     rasterize_objects,
     read_label_list,
 )
-from .split import SMALL_SET, kind_of, stratified_val
+from .split import SMALL_SET, bands_not_images, kind_of, stratified_val
 
 log = logging.getLogger(__name__)
 
@@ -144,25 +145,18 @@ def _unknown_labels(docs: dict[str, LabelmeFile], values: dict[str, int]) -> lis
     ]
 
 
-DEFAULT_VAL_FRACTION = 0.2
-
-
-def _small_set(n: int, val_fraction: float) -> bool:
-    """The small-set rule of ``unetkit train`` (``unetkit.train.resolve``): fewer than
-    ``SMALL_SET`` images and the default fraction: no image is held out whole (training
-    validates on a held-out band of each image instead)."""
-    return n < SMALL_SET and val_fraction == DEFAULT_VAL_FRACTION
+DEFAULT_VAL_FRACTION = TrainConfig.val_fraction
 
 
 def _split(images: dict[str, np.ndarray], val_fraction: float, seed: int) -> dict[str, list[str]]:
     """The recorded train / val split: ``val_fraction`` of the images (at least one when it is
     above 0 and there are two or more), stratified by size and background like ``train``'s
     (``unetkit.data.split.stratified_val``), so a rare kind of image keeps training images;
-    none under the small-set rule (:func:`_small_set`)."""
+    none under the small-set rule (``unetkit.data.split.bands_not_images``)."""
     if not 0 <= val_fraction < 1:
         raise UnetkitError(f"val_fraction must be in [0, 1), got {val_fraction}")
     stems = sorted(images)
-    if val_fraction == 0 or len(stems) < 2 or _small_set(len(stems), val_fraction):
+    if val_fraction == 0 or len(stems) < 2 or bands_not_images(len(stems), val_fraction):
         return {"train": stems, "val": []}
     kinds = {stem: kind_of(images[stem]) for stem in stems}
     val = stratified_val(stems, kinds, val_fraction, seed)
@@ -328,7 +322,7 @@ def _write(
         log.warning("%s", message)
     n_objects = sum(objects.values())
     note = ""
-    if _small_set(len(converted), val_fraction) and len(converted) > 1:
+    if bands_not_images(len(converted), val_fraction) and len(converted) > 1:
         note = (
             f"no image held out: {len(converted)} images are fewer than {SMALL_SET}; "
             "`unetkit train` validates on a held-out band of each image instead "

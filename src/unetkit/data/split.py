@@ -10,6 +10,8 @@ import random
 
 import numpy as np
 
+from ..config import TrainConfig
+
 
 def kind_of(image: np.ndarray) -> tuple[int, int, bool]:
     """What the validation split stratifies on: (height, width, bright) of an image, bright
@@ -67,6 +69,14 @@ def stratified_val(
 # fifth of 8 images is 2 of them, a quarter of the labels, and in a mixed set often the only
 # image of its kind. A held-out band of every image is validated on instead (held_out_box).
 SMALL_SET = 40
+
+
+def bands_not_images(images: int, val_fraction: float) -> bool:
+    """The small-set rule, as ``prepare`` and ``train`` both apply it: fewer than
+    ``SMALL_SET`` images (at least one) with ``val_fraction`` left at its default
+    (``TrainConfig.val_fraction``) hold no image out whole; a band of each is validated on."""
+    return 0 < images < SMALL_SET and val_fraction == TrainConfig.val_fraction
+
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right): rows top:bottom, cols left:right
 

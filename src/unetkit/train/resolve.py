@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..config import TrainConfig
-from ..data.split import SMALL_SET, Box, held_out_box, image_kind, stratified_val
+from ..data.split import SMALL_SET, Box, bands_not_images, held_out_box, image_kind, stratified_val
 from ..errors import UnetkitError
 from ..models.presets import PRESETS, preset_config
 
@@ -28,9 +28,8 @@ def validates_on_regions(info, cfg: TrainConfig) -> bool:
     return (
         not cfg.val_stems
         and not _dataset_split(info, cfg)
-        and cfg.val_fraction == TrainConfig.val_fraction
         and cfg.task != "regression"
-        and 0 < len(info.stems) < SMALL_SET
+        and bands_not_images(len(info.stems), cfg.val_fraction)
     )
 
 
