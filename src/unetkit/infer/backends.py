@@ -9,10 +9,10 @@ allocates no PyTorch parameters.
 
 An int8 export (``unetkit export --int8``: its metadata holds ``unetkit.int8``) runs on a CPU
 with OpenVINO where it is installed (``pip install unetkit[openvino]``): its CPU plugin fuses the
-quantised convolutions into VNNI / AMX-INT8 kernels (measured on a 2-core Xeon with AMX, one
-640 x 640 tile, widths 16-64: 2.3-2.6x PyTorch bf16, where onnxruntime runs the same file at
-0.7-0.9x; ``bench/predict.py --int8``). OpenVINO compiles the network once per input shape (a
-static shape ran 1.7x faster than a dynamic one); the last few compiled shapes are kept.
+quantised convolutions into VNNI / AMX-INT8 kernels, where onnxruntime runs the same file
+slower than PyTorch's bf16 (figures: the benchmarks page, ``bench/predict.py --int8``).
+OpenVINO compiles the network once per input shape (a static shape runs faster than a
+dynamic one); the last few compiled shapes are kept.
 """
 
 from __future__ import annotations
@@ -151,6 +151,11 @@ def _card(props: dict[str, str], path: str | os.PathLike) -> ModelCard:
     return info
 
 
+def _text(exc: BaseException) -> str:
+    """A runtime's error message on one line, cut to 160 characters (theirs run to pages)."""
+    return " ".join(str(exc).split())[:160]
+
+
 def _has_openvino() -> bool:
     import importlib.util
 
@@ -173,8 +178,7 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and onnx's own errors
-        text = " ".join(str(exc).split())[:160]
-        raise UnetkitError(f"{path}: not a readable ONNX file ({text})") from None
+        raise UnetkitError(f"{path}: not a readable ONNX file ({_text(exc)})") from None
     return {entry.key: entry.value for entry in proto.metadata_props}
 
 
@@ -192,8 +196,7 @@ def openvino_network(path: str | os.PathLike, info: ModelInfo) -> Network:
     try:
         model = core.read_model(str(path))
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
-        text = " ".join(str(exc).split())[:160]
-        raise UnetkitError(f"{path}: OpenVINO cannot read this ONNX file ({text})") from None
+        raise UnetkitError(f"{path}: OpenVINO cannot read this ONNX file ({_text(exc)})") from None
     compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     def request(shape: tuple[int, ...]):
@@ -205,8 +208,9 @@ def openvino_network(path: str | os.PathLike, info: ModelInfo) -> Network:
         try:
             net = core.compile_model(static, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         except Exception as exc:
-            text = " ".join(str(exc).split())[:160]
-            raise UnetkitError(f"{path}: OpenVINO cannot compile it for {shape} ({text})") from None
+            raise UnetkitError(
+                f"{path}: OpenVINO cannot compile it for {shape} ({_text(exc)})"
+            ) from None
         compiled[shape] = net.create_infer_request()
         if len(compiled) > OPENVINO_SHAPES:
             compiled.popitem(last=False)
@@ -242,8 +246,7 @@ def onnx_session(path: str | os.PathLike, providers: list[str] | None = None):
     try:
         return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        text = " ".join(str(exc).split())[:160]
-        raise UnetkitError(f"{path}: not a readable ONNX file ({text})") from None
+        raise UnetkitError(f"{path}: not a readable ONNX file ({_text(exc)})") from None
 
 
 def load_network(
