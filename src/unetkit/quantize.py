@@ -273,7 +273,7 @@ def export_int8(
     """
     import onnx
 
-    from .export import _onnx_bytes, contract_text, export_metadata
+    from .export import _onnx_bytes, stamp_onnx
 
     if not math.isfinite(max_loss):
         raise UnetkitError(f"--max-loss must be a number of points; got {max_loss}")
@@ -291,16 +291,11 @@ def export_int8(
     fp32 = onnx.load_from_string(_onnx_bytes(model, torch.from_numpy(tiles[0]), opset))
     kept = float_layers(fp32, keep_float)
     proto = quantize_onnx(fp32, tiles, kept)
-    meta = export_metadata(ckpt, model)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_PREFIX + key, value
-    proto.producer_name = "unetkit"
-    proto.doc_string = contract_text(json.loads(meta["input_contract"])) + (
-        "\nint8 (QDQ): per-channel int8 weights, int8 activations; run with OpenVINO or "
-        "onnxruntime. Calibration and accuracy: metadata key unetkit.int8."
-    )
+    stamp_onnx(
+        proto, ckpt, model,
+        "int8 (QDQ): per-channel int8 weights, int8 activations; run with OpenVINO or "
+        "onnxruntime. Calibration and accuracy: metadata key unetkit.int8.",
+    )  # fmt: skip
     record: dict[str, Any] = {
         "quantizer": f"nncf {_nncf().__version__} (post-training, QDQ, per-channel weights)",
         "calibration": {
