@@ -17,6 +17,14 @@ imaging group and overall:
 
     python bench/dsb.py --budget 10                       # default vs Otsu
     python bench/dsb.py --budget 10 --recipes default,otsu,milesial
+    python bench/dsb.py --budget 10 --where-missing        # + where the errors lie, per group
+
+A learning curve (``--train-sizes``): the default command on nested subsets of the 70 training
+images stratified by group (``curve.py``: the 8 are among the 16, ...), ``--seeds`` runs each,
+the same 19 test images; pooled and per-group Dice and predicted / true foreground ratio, Otsu
+beside them, and ``--plot`` draws Dice against the number of annotated images:
+
+    python bench/dsb.py --budget 10 --train-sizes 8,16,32,70 --seeds 3 --plot curve.png
 """
 
 from __future__ import annotations
@@ -116,14 +124,22 @@ def train_milesial(train_dir: Path, run: Path, budget: float, extra: str = "") -
     return run / "best.pt"
 
 
-def score(predict, stems: list[str], group_of: dict[str, str]) -> dict:
-    from unetkit.data.imageio import read_image, read_mask
+def predictions(predict, stems: list[str]) -> dict[str, np.ndarray]:
+    """Stem -> (H, W) bool foreground of ``predict(image)``."""
+    from unetkit.data.imageio import read_image
+
+    return {s: predict(read_image(DATA / "images" / f"{s}.png")) > 0 for s in stems}
+
+
+def score_masks(preds: dict[str, np.ndarray], group_of: dict[str, str]) -> dict:
+    """Foreground Dice pooled over the pixels of each group and ``all``, per image, and the
+    predicted-to-true foreground ratio (pooled per group: > 1 predicts too much)."""
+    from unetkit.data.imageio import read_mask
 
     tp, fp, fn = defaultdict(int), defaultdict(int), defaultdict(int)
     per_image = {}
-    for stem in stems:
+    for stem, pred in preds.items():
         gt = read_mask(DATA / "masks" / f"{stem}.png") > 0
-        pred = predict(read_image(DATA / "images" / f"{stem}.png")) > 0
         a, b, c = int((pred & gt).sum()), int((pred & ~gt).sum()), int((~pred & gt).sum())
         per_image[stem] = 2 * a / max(1, 2 * a + b + c)
         for key in (group_of[stem], "all"):
@@ -131,7 +147,30 @@ def score(predict, stems: list[str], group_of: dict[str, str]) -> dict:
             fp[key] += b
             fn[key] += c
     dice = {k: 2 * tp[k] / max(1, 2 * tp[k] + fp[k] + fn[k]) for k in tp}
-    return {"dice": dice, "per_image": per_image}
+    ratio = {k: (tp[k] + fp[k]) / max(1, tp[k] + fn[k]) for k in tp}
+    return {"dice": dice, "ratio": ratio, "per_image": per_image}
+
+
+def score(predict, stems: list[str], group_of: dict[str, str]) -> dict:
+    return score_masks(predictions(predict, stems), group_of)
+
+
+def errors_of(preds: dict[str, np.ndarray], rim: int) -> dict[str, dict]:
+    """Stem -> ``where_missing.image_errors`` of its prediction against ``instances/``."""
+    from PIL import Image
+
+    from unetkit.data.imageio import read_image
+    from where_missing import image_errors
+
+    return {
+        stem: image_errors(
+            pred,
+            np.asarray(Image.open(DATA / "instances" / f"{stem}.png")),
+            read_image(DATA / "images" / f"{stem}.png"),
+            rim,
+        )
+        for stem, pred in preds.items()
+    }
 
 
 def boundary_run(
@@ -169,6 +208,108 @@ def boundary_run(
     print(f"mean IoU {m['mean_iou']:.3f}")
 
 
+def print_errors(groups: dict, title: str, rim: int) -> None:
+    from where_missing import print_table
+
+    print_table(groups, title, rim)
+
+
+def _checkpoint(run: Path) -> Path:
+    return run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+
+
+def learning_curve(args, train: list[str], test: list[str], group_of: dict[str, str],
+                   work: Path) -> dict:  # fmt: skip
+    """The default command on nested stratified subsets of the training split (``curve``),
+    ``--seeds`` runs each, scored on the same test images; Otsu beside them."""
+    import torch
+
+    from curve import composition, nested_subsets, parse_sizes
+    from unetkit import PredictConfig, Predictor
+    from where_missing import by_group
+
+    subsets = nested_subsets(train, group_of, parse_sizes(args.train_sizes))
+    runs = []
+    for n, stems in subsets.items():
+        data = work / f"train_{n:03d}"
+        if not data.exists():
+            _link_dataset(data, stems)
+        for seed in range(args.seeds):
+            run = work / f"n{n:03d}_seed{seed}"
+            if not (args.reuse and _checkpoint(run).is_file()):
+                train_default(data, run, args.budget, f"{args.train_args} --seed {seed}")
+            state = torch.load(run / "last.pt", weights_only=True)["train_state"]
+            minutes = float(state["history"][-1]["elapsed_min"])  # as the run recorded it
+            predictor = Predictor.from_checkpoint(_checkpoint(run), PredictConfig())
+            preds = predictions(predictor.predict_mask, test)
+            row = {"size": n, "seed": seed, "minutes": minutes, "steps": state["step"],
+                   **score_masks(preds, group_of)}  # fmt: skip
+            if args.where_missing:
+                row["errors"] = errors_of(preds, args.rim)
+            runs.append(row)
+            print(f"n {n:>3} seed {seed}: Dice {row['dice']['all']:.3f}, ratio "
+                  f"{row['ratio']['all']:.3f}, {state['step']} steps in {minutes:.1f} min",
+                  flush=True)  # fmt: skip
+    otsu_preds = predictions(otsu_mask, test)
+    otsu = score_masks(otsu_preds, group_of)
+    if args.where_missing:
+        otsu["errors"] = errors_of(otsu_preds, args.rim)
+    print(f"\nDSB 2018 dev learning curve: nested subsets of the {len(train)} training images "
+          f"stratified by group, {len(test)} test images, the default command at "
+          f"{args.budget:g} min, {args.seeds} seed(s) each (runs in {work})")  # fmt: skip
+    for n, stems in subsets.items():
+        print(f"  {n:>3}: {composition(stems, group_of)}")
+    _print_curve(runs, otsu, test, group_of)
+    if args.where_missing:
+        for n in subsets:
+            rows = [(s, e) for r in runs if r["size"] == n for s, e in r["errors"].items()]
+            print_errors(by_group(rows, group_of), f"{n} images ({args.seeds} run(s))", args.rim)
+        print_errors(by_group(otsu["errors"].items(), group_of), "otsu", args.rim)
+    result = {"budget": args.budget, "subsets": subsets, "runs": runs, "otsu": otsu}
+    if args.plot:
+        _plot(args.plot, runs, otsu, test, group_of, args.budget)
+    return result
+
+
+def _print_curve(runs: list[dict], otsu: dict, test: list[str], group_of: dict[str, str]) -> None:
+    from curve import mean, spread
+
+    sizes = sorted({r["size"] for r in runs})
+    of = {n: [r for r in runs if r["size"] == n] for n in sizes}
+    print(f"\n{'images':>6}{'Dice':>8}  {'runs':<22}{'ratio':>7}  {'runs':<22}{'steps':>7}"
+          f"{'min':>6}")  # fmt: skip
+    for n in sizes:
+        dice, ratio = [r["dice"]["all"] for r in of[n]], [r["ratio"]["all"] for r in of[n]]
+        print(f"{n:>6}{mean(dice):>8.3f}  {spread(dice):<22}{mean(ratio):>7.3f}  "
+              f"{spread(ratio):<22}{mean([r['steps'] for r in of[n]]):>7.0f}"
+              f"{mean([r['minutes'] for r in of[n]]):>6.1f}")  # fmt: skip
+    print(f"{'otsu':>6}{otsu['dice']['all']:>8.3f}  {'':<22}{otsu['ratio']['all']:>7.3f}")
+    groups = sorted({group_of[s] for s in test})
+    counts = {g: sum(group_of[s] == g for s in test) for g in groups}
+    for key, title in (("dice", "foreground Dice"), ("ratio", "predicted / true foreground")):
+        print(f"\nper group, {title} (mean over seeds)")
+        print(f"{'group':<22}{'n':>3}" + "".join(f"{n:>8}" for n in sizes) + f"{'otsu':>8}")
+        for g in [*groups, "all"]:
+            cells = "".join(f"{mean([r[key][g] for r in of[n]]):>8.3f}" for n in sizes)
+            print(f"{g:<22}{counts.get(g, len(test)):>3}{cells}{otsu[key][g]:>8.3f}")
+
+
+def _plot(path: Path, runs: list[dict], otsu: dict, test: list[str], group_of: dict[str, str],
+          budget: float) -> None:  # fmt: skip
+    from curve import plot_curve
+
+    sizes = sorted({r["size"] for r in runs})
+    pooled = {n: [r["dice"]["all"] for r in runs if r["size"] == n] for n in sizes}
+    shown = sorted(
+        g for g in {group_of[s] for s in test} if sum(group_of[s] == g for s in test) > 1
+    )
+    groups = {g: {n: [r["dice"][g] for r in runs if r["size"] == n] for n in sizes} for g in shown}
+    plot_curve(path, pooled, otsu["dice"]["all"], groups=groups, label="all (mean over seeds)",
+               title=f"DSB 2018 dev: {len(test)} test images, default command, {budget:g} min",
+               ylabel="foreground Dice (pooled over test pixels)")  # fmt: skip
+    print(f"plot: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,6 +330,18 @@ def main() -> None:
         "--train-args", default="", help="extra `unetkit train` flags for the default recipe"
     )
     parser.add_argument("--reuse", action="store_true", help="score runs already in --out")
+    parser.add_argument(
+        "--train-sizes", help="learning curve: e.g. 8,16,32,70 training images (nested subsets "
+        "of the training split, stratified by group), the default recipe and Otsu",
+    )  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1, help="learning curve: runs per size")
+    parser.add_argument("--plot", type=Path, help="learning curve: Dice against images (PNG)")
+    parser.add_argument(
+        "--where-missing", action="store_true",
+        help="split missing / extra foreground by object rims, holes, missed and spurious "
+        "objects (instances/), per group",
+    )  # fmt: skip
+    parser.add_argument("--rim", type=int, default=2, help="--where-missing: rim width in px")
     args = parser.parse_args()
     if not (DATA / "manifest.csv").is_file():
         raise SystemExit(f"DSB data not found at {DATA}")
@@ -199,12 +352,17 @@ def main() -> None:
     train, test, group_of = split()
     work = args.out or Path(tempfile.mkdtemp(prefix="dsb-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.train_sizes:
+        curve = learning_curve(args, train, test, group_of, work)
+        if args.json:
+            args.json.write_text(json.dumps(curve, indent=2))
+        return None
     train_dir = work / "train"
     if not train_dir.exists():
         _link_dataset(train_dir, train, args.target)
     if args.target == "boundary":
         return boundary_run(train_dir, work, test, args.budget, args.train_args)
-    results, info = {}, {}
+    results, info, errors = {}, {}, {}
     for name in args.recipes.split(","):
         start = time.monotonic()
         if name == "otsu":
@@ -218,7 +376,10 @@ def main() -> None:
             ckpt = trainer(train_dir, work / name, args.budget, extra)
         minutes = (time.monotonic() - start) / 60
         predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
-        results[name] = score(predictor.predict_mask, test, group_of)
+        preds = predictions(predictor.predict_mask, test)
+        results[name] = score_masks(preds, group_of)
+        if args.where_missing:
+            errors[name] = errors_of(preds, args.rim)
         import torch
 
         state = torch.load(work / name / "last.pt", weights_only=True)["train_state"]
@@ -238,6 +399,11 @@ def main() -> None:
     for name, extra in info.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                       for k, v in extra.items()))  # fmt: skip
+    if args.where_missing:
+        from where_missing import by_group
+
+        for name, per_image in errors.items():
+            print_errors(by_group(per_image.items(), group_of), name, args.rim)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "info": info}, indent=2))
 

@@ -21,7 +21,23 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
   head (one-hot background / nucleus / 2 px boundary; background / nucleus probabilities and
   the normalised distance; those and the 32 true ray lengths) through the post-processing's
   defaults (``min_size`` 0): the ceiling of each head's representation and post-processing,
-  no training.
+  no training;
+* ``stardist`` / ``cellpose``: the peers trained on the same 70 images for the same budget by
+  their own recipes (``bench/peer_stardist.py``, ``bench/peer_cellpose.py`` say how), each in
+  its own interpreter with its peer folder on the path; ``stardist-4x`` / ``cellpose-4x``: the
+  same for 4x the budget. The runner predicts the 19 and writes labels that are scored here; a
+  peer that cannot be imported is skipped with a note.
+
+Every row reports prediction seconds per megapixel of the 19 images (the image in memory to
+objects; the peers time the same inside their runner, each after one untimed warm-up image).
+The peers are never unetkit's dependencies: install each into a folder of its own, used only
+here (``--peer-path NAME=DIR``, default ``/tmp/peers/NAME``); Cellpose runs on this
+interpreter's torch, so it is installed without dependencies, then its other requirements::
+
+    pip install --target /tmp/peers/stardist "stardist>=0.9,<0.10" csbdeep tensorflow-cpu
+    pip install --target /tmp/peers/cellpose --no-deps cellpose==3.1.1.3
+    pip install --target /tmp/peers/cellpose "numpy>=1.20,<2.1" scipy natsort tifffile tqdm \
+        "numba>=0.53" llvmlite opencv-python-headless fastremap imagecodecs roifile fill-voids
 
     python bench/dsb_instances.py --budget 15
     python bench/dsb_instances.py --budget 15 --recipes instance,otsu-ws --out /tmp/dsbi
@@ -29,6 +45,9 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
     python bench/dsb_instances.py --budget 15 --recipes instance,instance-distance,otsu-ws
     python bench/dsb_instances.py --recipes truth-boundary,truth-distance,truth-rays
     python bench/dsb_instances.py --budget 15 --recipes instance,instance-rays
+    python bench/dsb_instances.py --budget 15 --recipes instance,stardist,cellpose,otsu-ws
+    python bench/dsb_instances.py --budget 15 --recipes stardist-4x,cellpose-4x --out /tmp/dsbi
+    python bench/dsb_instances.py --recipes stardist --peer-path stardist=/opt/stardist
 """
 
 from __future__ import annotations
@@ -45,8 +64,10 @@ from pathlib import Path
 import numpy as np
 
 from dsb import DATA, otsu_mask, split
+from peer_args import NOT_IMPORTABLE
 
 KEYS = ("map", "ap_50", "pq", "merges")
+PEERS = ("stardist", "cellpose")
 
 
 def link_dataset(root: Path, stems: list[str]) -> Path:
@@ -64,6 +85,40 @@ def train(train_dir: Path, run: Path, budget: float, task: str | None, extra: st
     cmd += extra.split()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return run / "best.pt"
+
+
+def run_peer(
+    peer: str, folder: Path, train_dir: Path, test_dir: Path, out: Path, minutes: float
+) -> str | None:
+    """Train and predict with ``bench/peer_PEER.py`` in its own interpreter; a note if skipped.
+
+    Only ``folder`` is on its path (no unetkit, and TensorFlow never in this process); the
+    runner writes ``out/labels/STEM.tif`` and ``out/run.json``, its output goes to ``out/log.txt``.
+    """
+    if not folder.is_dir():
+        return f"skipped: no peer folder {folder} (pip commands: bench/dsb_instances.py)"
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Path(__file__).with_name(f"peer_{peer}.py")
+    cmd = [sys.executable, str(runner), str(train_dir), str(test_dir), str(out),
+           "--budget", str(minutes)]  # fmt: skip
+    with (out / "log.txt").open("w") as log:
+        env = {**os.environ, "PYTHONPATH": str(folder)}
+        rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc == 0:
+        return None
+    last = ((out / "log.txt").read_text().strip().splitlines() or [""])[-1]
+    if rc == NOT_IMPORTABLE:
+        return f"skipped ({folder}): {last}"
+    return f"failed (exit {rc}; {out / 'log.txt'}): {last}"
+
+
+def peer_note(run: dict) -> str:
+    """One line on what a peer's runner did: steps or epochs, seconds, chosen settings."""
+    done = (f"{run['steps']} steps ({run['epochs']} epochs)" if "steps" in run
+            else f"{run['epochs']} epochs")  # fmt: skip
+    chosen = (f"thresholds prob {run['thresholds']['prob']:.3f} nms {run['thresholds']['nms']}"
+              if "thresholds" in run else f"mean diameter {run['diameter']:.1f} px")  # fmt: skip
+    return f"{run['peer']}: {done} in {run['train_s']:.0f} s, {chosen}"
 
 
 def otsu_watershed(image: np.ndarray) -> np.ndarray:
@@ -106,16 +161,18 @@ def score(objects_of, stems: list[str], group_of: dict[str, str]) -> dict:
     from unetkit.objects.metrics import ObjectTally
 
     tallies: dict[str, ObjectTally] = {}
-    seconds = 0.0
+    seconds, pixels = 0.0, 0
     for stem in stems:
         image = read_image(DATA / "images" / f"{stem}.png")
+        pixels += image.shape[0] * image.shape[1]
         truth = read_instances(DATA / "instances" / f"{stem}.png")
         start = time.perf_counter()
         found = objects_of(image, stem)
         seconds += time.perf_counter() - start
         for key in (group_of[stem], "all"):
             tallies.setdefault(key, ObjectTally()).add(found, truth)
-    return {"groups": {k: t.summary() for k, t in tallies.items()}, "seconds": seconds}
+    groups = {k: t.summary() for k, t in tallies.items()}
+    return {"groups": groups, "seconds": seconds, "megapixels": pixels / 1e6}
 
 
 def main() -> None:
@@ -130,11 +187,22 @@ def main() -> None:
     parser.add_argument(
         "--instance-args", default="", help="extra train flags for the instance recipe"
     )
+    parser.add_argument(
+        "--peer-path", action="append", default=[], metavar="NAME=DIR",
+        help="a peer's install folder (default /tmp/peers/NAME)",
+    )  # fmt: skip
     args = parser.parse_args()
+    peer_dirs = {p: Path("/tmp/peers") / p for p in PEERS}
+    for item in args.peer_path:
+        name, _, folder = item.partition("=")
+        if name not in PEERS or not folder:
+            raise SystemExit(f"--peer-path wants NAME=DIR with NAME in {PEERS}, got {item!r}")
+        peer_dirs[name] = Path(folder).resolve()
     if not (DATA / "manifest.csv").is_file():
         raise SystemExit(f"DSB data not found at {DATA}")
     from unetkit import PredictConfig, Predictor
-    from unetkit.data.imageio import read_mask
+    from unetkit.data.imageio import read_image, read_mask
+    from unetkit.data.instances import read_instances
     from unetkit.objects.labels import connected_objects
 
     train_stems, test, group_of = split()
@@ -143,10 +211,31 @@ def main() -> None:
     train_dir = work / "train"
     if not train_dir.exists():
         link_dataset(train_dir, train_stems)
-    results, minutes = {}, {}
+    test_dir = work / "test"
+    if not test_dir.exists():
+        (test_dir / "images").mkdir(parents=True)
+        for stem in test:
+            os.symlink(DATA / "images" / f"{stem}.png", test_dir / "images" / f"{stem}.png")
+    results, minutes, notes = {}, {}, {}
     for name in args.recipes.split(","):
         start = time.monotonic()
-        if name == "otsu-ws":
+        if name.removesuffix("-4x") in PEERS:
+            peer, out = name.removesuffix("-4x"), work / name
+            if not (args.reuse and (out / "run.json").is_file()):
+                budget = args.budget * (4 if name.endswith("-4x") else 1)
+                note = run_peer(peer, peer_dirs[peer], train_dir, test_dir, out, budget)
+                if note:
+                    notes[name] = note
+                    print(f"{name}: {note}", flush=True)
+                    continue
+            run = json.loads((out / "run.json").read_text())
+            results[name] = score(
+                lambda img, s, d=out / "labels": read_instances(d / f"{s}.tif"), test, group_of
+            )
+            results[name]["seconds"] = sum(run["predict_s"][s] for s in test)
+            results[name]["peer"] = run
+            notes[name] = peer_note(run)
+        elif name == "otsu-ws":
             results[name] = score(lambda img, s: otsu_watershed(img), test, group_of)
         elif name in ("truth-boundary", "truth-distance", "truth-rays"):
             from unetkit.config import ObjectConfig
@@ -177,6 +266,7 @@ def main() -> None:
                     extra += f" --instance-head {name.split('-')[1]}"
                 ckpt = train(train_dir, work / name, args.budget, task, extra)
             predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
+            predictor.predict_objects(read_image(DATA / "images" / f"{train_stems[0]}.png"))
             results[name] = score(
                 lambda img, s, p=predictor: p.predict_objects(img)[1], test, group_of
             )
@@ -204,6 +294,10 @@ def main() -> None:
             print(f"{g:<22}{n:>3}" + "".join(cells))
     print("minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in minutes.items()))
     print("splits: " + ", ".join(f"{k} {v['groups']['all']['splits']}" for k, v in results.items()))
+    print("prediction s/MP: " + ", ".join(
+        f"{k} {v['seconds'] / v['megapixels']:.2f}" for k, v in results.items()))  # fmt: skip
+    for name, note in notes.items():
+        print(f"{name}: {note}")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "minutes": minutes}, indent=2))
 

@@ -8,6 +8,7 @@ paper's ISBI 2012 metrics: membrane Dice and IoU, pixel error and adapted Rand e
     python bench/isbi.py --budget 10                     # the default recipe, 10 minutes
     python bench/isbi.py --budget 10 --recipe milesial   # milesial/Pytorch-UNet's recipe
     python bench/isbi.py --budget 10 --precision fp32    # the default recipe in fp32
+    python bench/isbi.py --budget 10 --train-sizes 4,8,16,24 --seeds 3 --plot curve.png
 
 The paper reports an adapted Rand error of 0.0382 on the (unreleased) challenge test set.
 """
@@ -109,8 +110,10 @@ def score_masks(predict) -> dict:
         if regions is not None:
             cells.append(adapted_rand_error(regions, regions_of(gt, 1)))
     m = cm.compute(["background", "membrane"])
+    counts = cm.matrix.sum(0), cm.matrix.sum(1)  # (predicted, true) pixels per class
     return {
         "dice": m["per_class"]["membrane"]["dice"],
+        "fg_ratio": float(counts[0][1]) / max(float(counts[1][1]), 1.0),
         "iou": m["per_class"]["membrane"]["iou"],
         "pixel_error": float(np.mean(perr)),
         "rand_error": float(np.mean(rand)),
@@ -136,6 +139,72 @@ def score(checkpoint: Path, device: str, tta: bool = False) -> dict:
     return score_masks(predict)
 
 
+TRAIN = tuple(f"{i:02d}" for i in range(24))
+
+
+def _link_slices(root: Path, stems: list[str]) -> Path:
+    """A dataset folder of symlinks: the training subset and the validation slices."""
+    import os
+
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for stem in [*stems, *VAL]:
+            os.symlink(DATA / sub / f"{stem}.png", root / sub / f"{stem}.png")
+    return root
+
+
+def learning_curve(args, work: Path) -> list[dict]:
+    """The recipe on nested subsets of slices 00-23 (spread over the stack: ``curve``),
+    ``--seeds`` runs each, validated and scored on 24-29 as the single run is; Otsu beside."""
+    from curve import mean, nested_subsets, parse_sizes, plot_curve, spread
+
+    subsets = nested_subsets(TRAIN, dict.fromkeys(TRAIN, "isbi"), parse_sizes(args.train_sizes))
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
+    device = device if args.device == "auto" else args.device
+    rows = []
+    for n, stems in subsets.items():
+        data = work / f"train_{n:02d}"
+        if not data.exists():
+            _link_slices(data, stems)
+        for seed in range(args.seeds):
+            run = work / f"n{n:02d}_seed{seed}"
+            cfg = recipe(args.recipe, args).replace(dataset=str(data), run_dir=str(run),
+                val_stems=VAL, time_budget=args.budget, device=args.device, seed=seed)  # fmt: skip
+            if not (args.reuse and (run / "last.pt").is_file()):
+                fit(cfg, overwrite=True)
+            state = torch.load(run / "last.pt", weights_only=True)["train_state"]
+            row = {"size": n, "seed": seed, "slices": stems, "steps": state["step"],
+                   "minutes": float(state["history"][-1]["elapsed_min"]),
+                   **score(run / args.checkpoint, device)}  # fmt: skip
+            rows.append(row)
+            print(f"n {n:>2} seed {seed}: Dice {row['dice']:.3f}, ratio {row['fg_ratio']:.3f}, "
+                  f"{row['minutes']:.1f} min", flush=True)  # fmt: skip
+    otsu = score_masks(otsu_predict)
+    print(f"\nISBI 2012 learning curve: nested subsets of slices 00-23, validate and score on "
+          f"24-29, {args.recipe} recipe at {args.budget:g} min, {args.seeds} seed(s) each "
+          f"(runs in {work})")  # fmt: skip
+    for n, stems in subsets.items():
+        print(f"  {n:>2}: {' '.join(stems)}")
+    keys = ("dice", "iou", "pixel_error", "rand_error", "cells_rand_error", "fg_ratio")
+    print(f"\n{'slices':>6}{'Dice':>8}  {'runs':<22}{'IoU':>7}{'pix err':>9}{'Rand err':>10}"
+          f"{'cells Rand':>12}{'ratio':>7}{'steps':>7}{'min':>6}")  # fmt: skip
+    for n in subsets:
+        of = [r for r in rows if r["size"] == n]
+        m = {k: mean([r[k] for r in of if r[k] is not None]) for k in keys}
+        print(f"{n:>6}{m['dice']:>8.3f}  {spread([r['dice'] for r in of]):<22}{m['iou']:>7.3f}"
+              f"{m['pixel_error']:>9.4f}{m['rand_error']:>10.4f}{m['cells_rand_error']:>12.4f}"
+              f"{m['fg_ratio']:>7.3f}{mean([r['steps'] for r in of]):>7.0f}"
+              f"{mean([r['minutes'] for r in of]):>6.1f}")  # fmt: skip
+    print(f"{'otsu':>6}{otsu['dice']:>8.3f}  {'':<22}{otsu['iou']:>7.3f}{otsu['pixel_error']:>9.4f}"
+          f"{otsu['rand_error']:>10.4f}{'':>12}{otsu['fg_ratio']:>7.3f}")  # fmt: skip
+    if args.plot:
+        runs = {n: [r["dice"] for r in rows if r["size"] == n] for n in subsets}
+        plot_curve(args.plot, runs, otsu["dice"], ylabel="membrane Dice (slices 24-29)",
+                   title=f"ISBI 2012: {args.recipe} recipe, {args.budget:g} min a run")  # fmt: skip
+        print(f"plot: {args.plot}")
+    return [*rows, {"size": 0, "recipe": "otsu (no learning)", **otsu}]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,9 +227,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the run folder here")
     parser.add_argument("--reuse", action="store_true", help="score the run already in --out")
     parser.add_argument("--json", type=Path, help="also write the result row as JSON")
+    parser.add_argument(
+        "--train-sizes", help="learning curve: e.g. 4,8,16,24 training slices (nested, spread "
+        "over 00-23); --out holds one run folder per size and seed",
+    )  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1, help="learning curve: runs per size")
+    parser.add_argument("--plot", type=Path, help="learning curve: Dice against slices (PNG)")
     args = parser.parse_args()
     if not (DATA / "images").is_dir():
         raise SystemExit(f"ISBI data not found at {DATA}")
+    if args.train_sizes:
+        work = args.out or Path(tempfile.mkdtemp(prefix="isbi-curve-"))
+        rows = learning_curve(args, work)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
     run = args.out or Path(tempfile.mkdtemp(prefix="isbi-"))
     cfg = recipe(args.recipe, args).replace(
         dataset=str(DATA),

@@ -1,15 +1,18 @@
-"""Post-processing time of each instance head on synthetic nuclei, 1024^2 and 4096^2 pixels.
+"""Post-processing time of each instance head against image size (issue 24, build 2).
 
-Discs of radius 6-12 px on a jittered grid (1 in 24 px: dense, 1764 objects per 1024^2; or
-1 in 44 px: about 500), the maps each head's perfect model would predict (``truth_maps`` of
-``bench/dsb_instances.py``), made noisy as a trained model's are (the normalised distance
-+ N(0, 0.1) inside objects, each ray x N(1, 0.15)), through ``separate_objects`` at the
-defaults (``min_size`` 0). Prints CPU seconds of this process (``time.process_time``, best
-of ``--repeat``; one thread for torch and numba), objects found and true, and the cost per
-megapixel, so that linear growth with the pixels shows as a constant.
+The maps a perfect model of each head would predict (``truth_maps`` of
+``bench/dsb_instances.py``) for a canvas of 1024^2, 2048^2 and 4096^2 pixels tiled with the
+DSB 2018 dev instance images (a 1024^2 block of every image of the set in turn, repeated
+to the size, ids offset so each object is its own: the same content per pixel at every
+size), with Gaussian noise of ``--noise`` added to every probability channel and the rays
+head's ray lengths scaled by N(1, 3 ``--noise``) (a trained model's maps are never clean).
+Each head's ``separate_objects`` runs on the whole canvas, best of ``--repeat``; the table
+gives seconds, microseconds per pixel and the ratio of the per-pixel time to that at the
+smallest size: 1.0 means time grows linearly with pixels.
 
     python bench/objects_pp.py
-    python bench/objects_pp.py --sizes 1024 --heads rays
+    python bench/objects_pp.py --sizes 1024 2048 4096 8192 --heads boundary
+    python bench/objects_pp.py --heads boundary distance rays
 """
 
 from __future__ import annotations
@@ -19,76 +22,86 @@ import time
 
 import numpy as np
 
+from dsb import DATA
 from dsb_instances import truth_maps
 
 
-def nuclei(size: int, step: int, seed: int = 0) -> np.ndarray:
-    """(size, size) int32 ids: a disc of radius 6-12 px per ``step`` px, jittered by 3 px."""
-    from skimage.draw import disk
+def block(side: int) -> np.ndarray:
+    """A side x side instance image tiled with the dev set's instance images, row by row."""
+    from unetkit.data.instances import read_instances
 
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((size, size), np.int32)
-    count = 0
-    for cy in range(12, size - 10, step):
-        for cx in range(12, size - 10, step):
-            count += 1
-            centre = (cy + rng.integers(-3, 4), cx + rng.integers(-3, 4))
-            labels[disk(centre, rng.integers(6, 13), shape=labels.shape)] = count
-    return labels
-
-
-def noisy(maps: np.ndarray, head: str, seed: int = 0) -> np.ndarray:
-    """A trained model's maps: the distance (and rays) perturbed inside objects."""
-    if head == "boundary":
-        return maps
-    rng = np.random.default_rng(seed)
-    out = maps.copy()
-    inside = maps[1] > 0.5
-    out[2] = np.clip(maps[2] + rng.normal(0, 0.1, inside.shape), 0, 1) * inside
-    if head == "rays":
-        out[3:] = np.maximum(maps[3:] * rng.normal(1, 0.15, maps[3:].shape), 0)
+    out = np.zeros((side, side), np.int32)
+    stems = sorted(p.stem for p in (DATA / "instances").glob("*.png"))
+    y = x = row_h = 0
+    next_id = 0
+    i = 0
+    while y < side:
+        labels = read_instances(DATA / "instances" / f"{stems[i % len(stems)]}.png")
+        i += 1
+        h, w = min(labels.shape[0], side - y), min(labels.shape[1], side - x)
+        piece = labels[:h, :w].astype(np.int32)
+        out[y : y + h, x : x + w] = np.where(piece > 0, piece + next_id, 0)
+        next_id += int(piece.max())
+        row_h = max(row_h, h)
+        x += w
+        if x >= side:
+            x, y, row_h = 0, y + row_h, 0
     return out
 
 
-def timed(maps: np.ndarray, cfg, repeat: int) -> tuple[int, float]:
-    """(objects found, best CPU seconds of ``separate_objects``)."""
-    from unetkit.objects.postprocess import separate_objects
-
-    seconds, found = [], 0
-    for _ in range(repeat):
-        start = time.process_time()
-        found = int(separate_objects(maps, cfg)[1].max())
-        seconds.append(time.process_time() - start)
-    return found, min(seconds)
+def canvas(side: int, unit: int = 1024) -> np.ndarray:
+    """``block(unit)`` repeated to side x side (ids offset per copy): the same content per
+    pixel at every size, so per-pixel times compare."""
+    base = block(unit)
+    reps = -(-side // unit)
+    count = int(base.max())
+    out = np.zeros((reps * unit, reps * unit), np.int32)
+    for i in range(reps):
+        for j in range(reps):
+            copy = np.where(base > 0, base + (i * reps + j) * count, 0)
+            out[i * unit : (i + 1) * unit, j * unit : (j + 1) * unit] = copy
+    return out[:side, :side]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="1024,4096")
-    parser.add_argument("--heads", default="boundary,distance,rays")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096])
+    parser.add_argument("--heads", nargs="*", default=["boundary", "distance"])
+    parser.add_argument("--noise", type=float, default=0.05, help="std of the added noise")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    import torch
-
     from unetkit.config import ObjectConfig
+    from unetkit.objects.postprocess import separate_objects
 
-    torch.set_num_threads(1)
-    print(f"{'head':<9}{'size':>6}{'density':>9}{'maps':>8}{'found':>7}{'true':>7}"
-          f"{'cpu s':>8}{'s/MP':>7}")  # fmt: skip
-    for size in (int(s) for s in args.sizes.split(",")):
-        for step, density in ((24, "dense"), (44, "sparse")):
-            truth = nuclei(size, step)
-            for head in args.heads.split(","):
-                cfg = ObjectConfig(head=head, min_size=0)
-                timed(truth_maps(truth[:64, :64], head), cfg, 1)  # numba compiled
-                perfect = truth_maps(truth, head)
-                for kind, maps in (("perfect", perfect), ("noisy", noisy(perfect, head))):
-                    found, best = timed(maps, cfg, args.repeat)
-                    per_mp = best * 1e6 / size**2
-                    print(f"{head:<9}{size:>6}{density:>9}{kind:>8}{found:>7}"
-                          f"{int(truth.max()):>7}{best:>8.2f}{per_mp:>7.2f}")  # fmt: skip
+    rng = np.random.default_rng(0)
+    rows = []
+    for side in args.sizes:
+        truth = canvas(side)
+        for head in args.heads:
+            maps = truth_maps(truth, head).astype(np.float32)
+            probs = maps[:3]  # the rays head's ray lengths follow, in pixels
+            probs += rng.normal(0, args.noise, probs.shape).astype(np.float32)
+            np.clip(probs, 0, 1, out=probs)
+            if head == "rays":
+                rays = maps[3:]
+                rays *= rng.normal(1, 3 * args.noise, rays.shape).astype(np.float32)
+                np.clip(rays, 0, None, out=rays)
+            cfg = ObjectConfig(head=head)
+            best = np.inf
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                _, labels = separate_objects(maps, cfg)
+                best = min(best, time.perf_counter() - start)
+            rows.append((head, side, best, len(np.unique(truth)) - 1, int(labels.max())))
+    print(f"{'head':<10}{'side':>6}{'objects':>9}{'found':>8}{'s':>8}{'us/px':>8}{'vs first':>9}")
+    first: dict[str, float] = {}
+    for head, side, seconds, n_true, n_found in rows:
+        per_px = seconds / side**2 * 1e6
+        first.setdefault(head, per_px)
+        print(f"{head:<10}{side:>6}{n_true:>9}{n_found:>8}{seconds:>8.2f}{per_px:>8.3f}"
+              f"{per_px / first[head]:>9.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

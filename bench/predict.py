@@ -27,6 +27,11 @@ each tiling runs and how many mask pixels it shares with one whole-image forward
     python bench/predict.py                      # milesial, base width 8, depth 4
     python bench/predict.py --rss-sizes 4096 10000 --rss-width 4 --rss-depth 3
     python bench/predict.py --skip-throughput --rss-sizes --wsi-sizes 16384 40000
+    python bench/predict.py --int8 --no-compare --skip-throughput --rss-sizes  # int8 only
+
+int8 (``--int8``, ``bench/int8.py``): int8 against bf16 and fp32 on the default CPU model and a
+2048 x 2048 image, with the accuracy of each on DSB 2018 dev test images and ISBI 2012 24-29;
+it trains its models (``--int8-budget`` minutes each) unless ``--int8-dir`` already holds them.
 """
 
 from __future__ import annotations
@@ -352,10 +357,21 @@ def main() -> None:
     parser.add_argument("--compare-size", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=3, help="Timed runs per row (median).")
     parser.add_argument("--monai", help="A folder holding monai (pip install --target).")
+    parser.add_argument(
+        "--int8", action="store_true", help="int8 vs bf16 / fp32: speed and accuracy (int8.py)."
+    )
+    parser.add_argument("--int8-dir", help="Keep (and reuse) the int8 bench's models here.")
+    parser.add_argument(
+        "--int8-budget", type=float, default=5.0, help="Training minutes per int8 bench model."
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.rss_width, args.rss_depth)))
         return
+    if args.int8:
+        from int8 import run as int8_rows
+
+        int8_rows(args)
     if args.compare:
         _compare(args)
     if not args.skip_throughput:

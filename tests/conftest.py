@@ -115,6 +115,22 @@ def make_tiny_dataset(root: Path, n: int = 6, size: int = 40, seed: int = 0) -> 
     return root
 
 
+def make_mixed_images(root: Path, n: int) -> Path:
+    """``n`` images of three kinds (16x16 dark, 16x24 dark, 24x16 light) in ``root/images``
+    with their masks, each one square object of the other brightness."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        h, w, level = [(16, 16, 20), (16, 24, 20), (24, 16, 220)][i % 3]
+        image = np.full((h, w), level, np.uint8)
+        image[2:6, 2:6] = 255 - level
+        Image.fromarray(image).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray((image == 255 - level).astype(np.uint8)).save(
+            root / "masks" / f"{i:02d}.png"
+        )
+    return root
+
+
 def make_grey_level_model(out_channels: int = 3) -> UNet:
     """A tiny milesial U-Net wired by hand to classify pixels by grey level (no training).
 

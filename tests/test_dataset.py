@@ -247,3 +247,39 @@ def test_area_sampling_gives_large_images_crops_by_area(tmp_path):
         assert ds.plan_crops() == {"big": 1, "mid": 1, "small": 1} and len(ds) == 3
     with pytest.raises(ValueError, match="sampling"):
         DataConfig(sampling="pixels")
+
+
+def test_held_out_regions_split_the_labels_of_one_image(tmp_path):
+    """A training set ignores the labels of each image's held-out band (and never centres a
+    crop on its foreground); the validation set scores the band alone."""
+    root = tmp_path / "band"
+    mask = np.zeros((32, 40), np.uint8)
+    mask[10:20, 34:38] = 1  # the only object: inside the band (columns 32..39)
+    _pair(root, "images", "masks", "a", mask)
+    (root / "classes.txt").write_text("background\nthing\n")
+    box = {"a": (0, 32, 32, 40)}
+    config = DataConfig(size=(32, 40), oversample=1.0)
+    train = SegmentationDataset(root, ["a"], config, train=True, regions=box)
+    _, seen = train.raw("a")
+    assert (seen[:, 32:] == 255).all() and (seen[:, :32] == 0).all()
+    assert train._load("a")[4] == {}  # no foreground left to centre a crop on
+    val = SegmentationDataset(root, ["a"], config, train=False, regions=box)
+    _, scored = val.raw("a")
+    assert (scored[:, :32] == 255).all() and (scored[:, 32:] == mask[:, 32:]).all()
+    whole = SegmentationDataset(root, ["a"], config, train=False)
+    assert (whole.raw("a")[1] == mask).all()
+
+
+def test_min_crops_repeats_every_image_alike_with_crops_of_their_own(tmp_path):
+    root = tmp_path / "few"
+    for stem in ("a", "b", "c"):
+        _pair(root, "images", "masks", stem, np.zeros((64, 64), np.uint8))
+    (root / "classes.txt").write_text("background\nthing\n")
+    ds = SegmentationDataset(root, None, DataConfig(size=(32, 32)), train=True)
+    assert ds.plan_crops(10) == {"a": 4, "b": 4, "c": 4} and len(ds) == 12
+    ds.set_epoch(1)
+    crops = {ds[i]["image"].numpy().tobytes() for i in range(4)}
+    assert len(crops) > 1  # the repeats of "a" are crops of their own
+    assert ds.plan_crops() == {"a": 1, "b": 1, "c": 1} and len(ds) == 3
+    evaluation = SegmentationDataset(root, None, DataConfig(size=(32, 32)))  # not training
+    assert evaluation.plan_crops(10) == dict.fromkeys("abc", 1)

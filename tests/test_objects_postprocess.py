@@ -90,6 +90,20 @@ def test_object_classes_and_renumber():
     assert object_classes(labels, mask, 3) == {5: 1, 9: 2}  # tie 1 vs 2 -> the lower
 
 
+def test_renumber_orders_ids_by_their_first_pixel():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 40, (23, 31)).repeat(2, axis=1)  # runs, repeats, gaps in ids
+    flat = labels.ravel()
+    order = []  # ids by first appearance in raster order, written the slow way
+    for value in flat:
+        if value and value not in order:
+            order.append(value)
+    lut = {0: 0, **{int(v): i + 1 for i, v in enumerate(order)}}
+    assert (renumber(labels) == np.vectorize(lut.get)(labels)).all()
+    assert renumber(np.zeros((0, 4), np.int32)).shape == (0, 4)
+    assert (renumber(np.full((2, 2), 7)) == 1).all()
+
+
 def _cells(size=(48, 48), gap_at=None) -> tuple[np.ndarray, np.ndarray]:
     """Four cells between 2 px membranes (a cross); membrane probability 1 on the cross, with
     an optional 2 px gap in the vertical membrane at row ``gap_at``."""

@@ -1,6 +1,6 @@
 """Reliability suite: untrusted model files, and checkpoints that are never half-written.
 
-Figures this file establishes, for README's Reliability section
+Figures this file establishes, for the docs' Reliability page (docs/reliability.md)
 (reproduce with ``.venv/bin/pytest -q tests/test_reliability_checkpoints.py``):
 
 - untrusted model files: 21 hostile or broken files (5 pickles armed to write a marker file

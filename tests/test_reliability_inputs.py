@@ -2,7 +2,7 @@
 
 ``tests/corrupt.py`` generates the files: 74 images (41 refused, 33 read; one more refused
 when not run as root: a chmod 000 file, which root can read) and 12 masks (11 refused).
-Figures this file establishes, for README's Reliability section
+Figures this file establishes, for the docs' Reliability page (docs/reliability.md)
 (reproduce with ``.venv/bin/pytest -q tests/test_reliability_inputs.py``, about 20 s):
 
 - 86 files tried: every image through ``predict`` (one run) and, as labelme ``imagePath`` and

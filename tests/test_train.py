@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import unetkit
+from conftest import make_mixed_images
 from realdata import ISBI
 from unetkit import TrainConfig, UnetkitError, load_checkpoint
 from unetkit.cli import main
@@ -106,7 +107,10 @@ def test_two_epochs_write_every_artefact(dataset, tmp_path, capsys):
     assert ckpt.train_state["epoch"] == 2 and ckpt.train_state["step"] == 6
     assert ckpt.model_config.in_channels == 1 and ckpt.model_config.out_channels == 3
     assert ckpt.train_state["data"]["val"] == ["04", "05"]
-    assert load_checkpoint(run / "best.pt").train_state["best_metric"] == "mean_iou"
+    best = load_checkpoint(run / "best.pt").train_state
+    assert best["best_metric"] == "mean_iou"
+    # where the split's images are: `export --int8` calibrates on them
+    assert best["data"]["dataset"] == str(Path(dataset).resolve())
     # a non-empty run folder is refused
     assert main(["train", str(dataset), "-o", str(run), *TINY]) == 2
     assert "not empty" in capsys.readouterr().err
@@ -410,8 +414,10 @@ def test_resume_of_a_moved_run_writes_only_into_the_given_folder(dataset, tmp_pa
     assert str(old) not in err
     assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == before
     assert load_checkpoint(new / "last.pt").train_state["epoch"] == 2
-    saved = load_checkpoint(new / "last.pt").train_state["config"]
+    state = load_checkpoint(new / "last.pt").train_state
+    saved = state["config"]
     assert Path(saved["run_dir"]) == new and Path(saved["dataset"]) == moved
+    assert state["data"]["dataset"] == str(moved.resolve())  # where `export --int8` looks
 
 
 def test_resume_refuses_flags_it_would_drop(dataset, tmp_path, capsys):
@@ -1058,3 +1064,50 @@ def test_workers_auto_is_none_on_a_cpu_and_bounded_on_a_gpu(monkeypatch):
     assert resolve_workers(-1, torch.device("cuda")) == 3  # 16 CPUs over 4 GPUs, one for training
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert resolve_workers(-1, torch.device("cuda")) == 0
+
+
+def test_a_small_set_trains_on_every_image_and_validates_on_their_bands(dataset, tmp_path):
+    """6 images, the default split: none held out whole; each image's right-hand band (8 of
+    40 columns) is validated on, recorded in the checkpoint and kept by a resumed run."""
+    cfg = _config(dataset, tmp_path / "full", val_stems=None, epochs=2)
+    unetkit.fit(cfg)
+    state = load_checkpoint(tmp_path / "full" / "last.pt").train_state
+    stems = [f"{i:02d}" for i in range(6)]
+    assert state["data"]["train"] == stems and state["data"]["val"] == []
+    assert state["data"]["val_regions"] == {s: [0, 40, 32, 40] for s in stems}
+    assert (tmp_path / "full" / "best.pt").is_file()
+    rows = list(csv.DictReader((tmp_path / "full" / "history.csv").open()))
+    assert rows[-1]["pixels"] == str(6 * 40 * 8)  # validation scores the bands alone
+    assert "min_epoch_crops" not in state  # epochs given: the epoch is one pass
+    cut = cfg.replace(run_dir=str(tmp_path / "cut"), time_budget=1e-6)
+    unetkit.fit(cut)
+    unetkit.fit(cut.replace(time_budget=0.0), resume=True)
+    _assert_bitwise_equal(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
+    assert load_checkpoint(tmp_path / "cut" / "last.pt").train_state["data"] == state["data"]
+
+
+def test_the_default_length_gives_a_small_set_epochs_of_forty_crops(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.import_module("unetkit.config"), "DEFAULT_EPOCHS", 1)
+    run = tmp_path / "run"
+    unetkit.fit(_config(dataset, run, epochs=None, steps_per_epoch=0, val_stems=("05",)))
+    state = load_checkpoint(run / "last.pt").train_state
+    # 5 training images, 8 times each (40 crops) at batch 2: 20 steps, not 3
+    assert state["min_epoch_crops"] == 40 and state["step"] == 20 and state["epoch"] == 1
+    with_budget = _config(dataset, tmp_path / "budget", epochs=None, steps_per_epoch=0,
+                          val_stems=("05",), time_budget=0.05)  # fmt: skip
+    unetkit.fit(with_budget)  # the budget decides the length: one pass an epoch
+    state = load_checkpoint(tmp_path / "budget" / "last.pt").train_state
+    assert "min_epoch_crops" not in state
+
+
+def test_forty_images_keep_the_plan_they_had(tmp_path, monkeypatch):
+    """From 40 images on, nothing of the small-set rule applies: whole images held out (the
+    stratified fifth the earlier code chose), one crop per training image an epoch."""
+    monkeypatch.setattr(importlib.import_module("unetkit.config"), "DEFAULT_EPOCHS", 1)
+    root = make_mixed_images(tmp_path / "forty", 40)
+    run = tmp_path / "run"
+    unetkit.fit(_config(root, run, epochs=None, steps_per_epoch=0, val_stems=None))
+    state = load_checkpoint(run / "last.pt").train_state
+    assert state["data"]["val"] == ["04", "09", "11", "27", "32", "34", "35", "39"]
+    assert set(state["data"]) == {"classes", "train", "val", "dataset"}  # no val_regions
+    assert "min_epoch_crops" not in state and state["step"] == 16  # 32 images at batch 2

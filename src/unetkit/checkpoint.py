@@ -66,7 +66,10 @@ def _split_of(train_state: dict[str, Any] | None) -> dict[str, list[str]] | None
     data = (train_state or {}).get("data") or {}
     if "train" not in data:
         return None
-    return {"train": list(data["train"]), "val": list(data.get("val") or [])}
+    split = {"train": list(data["train"]), "val": list(data.get("val") or [])}
+    if data.get("val_regions"):  # the small-set rule: a band of these images held out
+        split["val_regions"] = sorted(data["val_regions"])
+    return split
 
 
 def card_of(

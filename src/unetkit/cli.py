@@ -41,6 +41,7 @@ def _default(cls, field: str) -> str:
     special = {
         ("TrainConfig", "epochs"): "50, or unlimited with --time-budget",
         ("TrainConfig", "val_every"): "0 = auto",
+        ("TrainConfig", "val_fraction"): "0.2 of the images; under 40: 0.2 of each image",
         ("TrainConfig", "save_every"): "0 = auto",
         ("TrainConfig", "workers"): "-1 = auto: 0 on a CPU, up to 8 on a GPU",
         ("PredictConfig", "batch_size"): "0 = auto: 1 on a CPU, up to 8 on a GPU",
@@ -55,14 +56,26 @@ def _default(cls, field: str) -> str:
     return "none" if value is None else str(value)
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: the installed package's version (its metadata, from pyproject.toml)."""
+    if value:
+        from . import __version__
+
+        typer.echo(f"unetkit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(
         False, "--debug", help="Show tracebacks for errors (also after the command's name)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
 ) -> None:
-    del debug  # read by main() before the app runs, so errors in any command honour it
+    del debug, version  # debug is read by main() before the app runs; version is eager
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -126,7 +139,10 @@ def prepare_cmd(
         None, "--labels", help="Labels file (labelme's labels.txt) or a comma-separated list."
     ),
     val_fraction: float = typer.Option(
-        0.2, "--val-fraction", help="Share of images for validation."
+        0.2,
+        "--val-fraction",
+        help="Share of images for validation (0.2 on under 40 images: none; train then "
+        "validates on a band of each).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/val split."),
     allow_outside: bool = typer.Option(
@@ -157,6 +173,8 @@ def prepare_cmd(
     typer.echo(f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(report.classes))}")
     typer.echo(f"pixel share: {shares}")
     typer.echo(f"split: {len(report.split['train'])} train, {len(report.split['val'])} val")
+    if report.split_note:
+        typer.echo(f"  ({report.split_note})")
     typer.echo(f"objects: {report.n_objects} (one per shape or group_id) in instances/")
     for message in report.warnings:
         typer.echo(f"warning: {message}")
@@ -752,9 +770,34 @@ def export_cmd(
     input_dtype: str = typer.Option(
         "uint8", "--input-dtype", help="bioimageio: the images' type, uint8 | uint16."
     ),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="onnx: int8 weights and activations (NNCF; runs with OpenVINO), calibrated on "
+        "the model's training images, refused if it loses accuracy (--max-loss).",
+    ),
+    calibrate: Path = typer.Option(
+        None,
+        "--calibrate",
+        help="--int8: a dataset folder (images + masks) to calibrate and gate on, instead of "
+        "the one the model records; its recorded split is used where the folder holds it.",
+        show_default="the model's training data",
+    ),
+    max_loss: float = typer.Option(
+        0.5,
+        "--max-loss",
+        help="--int8: points of mean IoU / Dice (and AP@0.5 for instance models) int8 may "
+        "lose against full precision on the validation images.",
+    ),
+    keep_float: str = typer.Option(
+        "none",
+        "--keep-float",
+        help="--int8: convolutions left in float: none | first | last | ends.",
+    ),  # fmt: skip
 ) -> None:
     """Export to ONNX / TorchScript with the model's metadata, then check parity; or to a
-    BioImage.IO model package, then test it with bioimageio.core."""
+    BioImage.IO model package, then test it with bioimageio.core. With --int8: an int8 ONNX
+    file, checked against full precision on the model's validation images."""
     if fmt == "bioimageio":
         from .bioimageio import export_bioimageio
 
@@ -768,6 +811,19 @@ def export_cmd(
         return
     from .export import export_model
 
+    if int8:
+        from .quantize import export_int8, gate_line
+
+        if fmt != "onnx":
+            raise UnetkitError(f"--int8 exports ONNX only (--format onnx); got {fmt!r}")
+        record = export_int8(
+            model, out, calibrate, max_loss=max_loss, opset=opset, keep_float=keep_float
+        )["int8"]
+        typer.echo(f"int8 accuracy: {gate_line(record['gate'], max_loss)}")
+        typer.echo(f"exported onnx int8: {out}")
+        return
+    if calibrate is not None:
+        raise UnetkitError("--calibrate needs --int8")
     result = export_model(model, fmt, out, opset=opset, check=check)
     for row in result["parity"]:
         h, w = row["size"]
@@ -872,7 +928,7 @@ _UNSET_DEFAULTS = {
     "--depth": "the preset's",
     "--loss": "auto",
     "--weight-map-objects": "foreground",
-    "--val-stems": "--val-fraction of the images",
+    "--val-stems": "--val-fraction of the images; under 40 images a band of each",
     "--tile": "auto: up to 640 on a CPU, 1024 on a GPU, as memory allows",
     "--fg-threshold": "the model's",
     "--seed-threshold": "the model's; 0.9 with --objects-between",

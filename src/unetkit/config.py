@@ -355,8 +355,9 @@ class DataConfig(_Config):
             percentiles), ``dataset`` (the dataset's mean / std), ``fixed`` (``mean`` / ``std``
             as given), or ``auto``: chosen from the data fingerprint when training starts
             (``unetkit.data.fingerprint``); see ``unetkit.data.normalize``.
-        mean, std: per-channel ``(x - mean) / std`` after scaling to [0, 1], for ``dataset``
-            and ``fixed``.
+        mean: per-channel ``(x - mean) / std`` after scaling to [0, 1], for ``dataset`` and
+            ``fixed``.
+        std: the per-channel divisor of that transform.
         ignore_index: mask value excluded from losses and metrics.
         binary_255: map 0/255 masks to 0/1 when loading.
         cache: keep decoded images in memory when the dataset fits.
@@ -462,15 +463,14 @@ class ObjectConfig(_Config):
             it: a trained map is textured inside each object, and even a perfect map has
             1-pixel ripples on its ridges that h-maxima would take for peaks.
         distance_weight: ``distance`` head: the distance term's factor in the loss, beside the
-            class loss (``unetkit.train.losses.DistanceHeadLoss``); at 1 a 15-minute model's
-            distance map stayed flat (figures on the docs' benchmarks page).
+            class loss (``unetkit.train.losses.DistanceHeadLoss``); large enough that the
+            distance map rises to its peaks rather than staying flat.
         seed_h: ``distance`` head: the seeds are the h-maxima of the (smoothed) distance, its
             regional maxima that rise at least ``seed_h`` above every path to a higher one
             (``skimage.morphology.h_maxima``), within the object pixels: one per object
             whatever its peak height, the bumps of a noisy map merged; 0: the 4-connected
             regions above ``seed_threshold`` instead (with ``distance_sigma`` 0 too, the
-            distance head's first seeding). Chosen on a trained model's validation images
-            (``bench/distance_pp.py``; figures on the docs' benchmarks page).
+            distance head's first seeding).
         n_rays: ``rays`` head: rays per pixel, a multiple of 4 (StarDist's default 32).
         rays_weight: ``rays`` head: the factor of the ray term (the mean absolute error of
             the ray lengths in pixels, weighted by the object probability target) in the
@@ -490,16 +490,13 @@ class ObjectConfig(_Config):
         rays_to_foreground: ``rays`` head: only object pixels (``1 - p(background) >
             fg_threshold``) propose polygons, the kept polygons are cut to the object
             pixels, and object pixels that no polygon covers join the nearest polygon within
-            3 px (a polygon of 32 rays only approximates an object's outline: on the true
-            maps of DSB 2018 test images mean AP 0.990 against 0.974); False: every pixel
+            3 px (a polygon of 32 rays only approximates an object's outline); False: every pixel
             may propose, and the polygons are the objects as drawn (StarDist's output).
         min_size: objects smaller than this (pixels) are dropped; None: chosen when training
             starts, a fifth of the 10th percentile of the training objects' areas (>= 1).
         min_score: objects whose score, the mean object probability ``1 - p(background)``
             over their pixels, is under this are dropped (a detector's score threshold):
-            fragments the network is unsure of. 0.8 raised AP@0.5 on DSB 2018 from 0.573 to
-            0.630 on the validation images and from 0.641 to 0.691 on the test images of
-            ``bench/dsb_instances.py`` (0.7: 0.600 / 0.677, 0.9: 0.608 / 0.597).
+            fragments the network is unsure of.
         fill_holes: holes inside an object become part of it.
     """
 
@@ -554,7 +551,7 @@ class TrainConfig(_Config):
     ``task`` ``instance``: touching objects apart, from ``instances/`` label images (K classes
     plus a boundary class; ``objects`` holds the target and post-processing settings).
     ``weight_map`` None: the paper's border weight map for ``instance`` (from the real
-    instances; measured on DSB 2018 AP@0.5 0.53 against 0.49 without), off otherwise.
+    instances, so the pixels between touching objects weigh most), off otherwise.
     ``task``/``loss`` ``auto``: multi-class softmax + CE + Dice, binary sigmoid + BCE + Dice for
     sigmoid-head presets with 2 classes, image-to-image MSE for ``restore`` / ``x3``.
     ``epochs`` None: with a ``time_budget`` (minutes) the budget decides the length (and the
@@ -562,13 +559,13 @@ class TrainConfig(_Config):
     epoch, the last, and in between whenever training has run 4x as long as the previous
     validation took. ``save_every`` N: write ``last.pt`` every N epochs; 0 (auto): after
     every epoch unless the previous write was so recent that writing would take more than 2 %
-    of the time (a 30 MB ``last.pt`` every 4 s epoch cost a sixth of a 10-minute budget), and
-    always at the end. ``ema``: decay of an exponential moving average of the weights (0 = off)
-    that validation scores and checkpoints hold for prediction (``best.pt`` and ``last.pt``;
-    ``last.pt`` also keeps the raw weights for ``--resume``).
+    of the time (the budget goes to training), and always at the end. ``ema``: decay of an
+    exponential moving average of the weights (0 = off) that validation scores and
+    checkpoints hold for prediction (``best.pt`` and ``last.pt``; ``last.pt`` also keeps the
+    raw weights for ``--resume``).
     ``workers`` -1 (auto): data-loading processes, 0 on a CPU (the training step needs every
-    core) and ``min(8, CPUs per GPU - 1)`` on a GPU, where loading in the training process
-    left an H100 waiting on the host; they live for the whole run, and the batches do not
+    core) and ``min(8, CPUs per GPU - 1)`` on a GPU, which loading in the training process
+    would leave waiting on the host; they live for the whole run, and the batches do not
     depend on their number.
     """
 

@@ -31,12 +31,10 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
 def resolve_workers(workers: int, device: torch.device) -> int:
     """``-1`` (auto) -> data-loading processes for training on ``device``; others as given.
 
-    0 on a CPU: the training step uses every core, and loading a batch costs about 1 ms a
-    sample against about 50 ms of step on 2 cores. On a GPU, ``min(8, CPUs per GPU - 1)``:
-    with the loading done in the training process an H100 ran DSB training at 150-160 img/s
-    against the 1000 img/s of its bare step (``bench/train_step.py --device cuda``). The
-    CPUs per GPU are this process's CPUs over ``LOCAL_WORLD_SIZE`` (torchrun's processes on
-    this machine).
+    0 on a CPU: the training step uses every core, and loading is a small part of a step.
+    On a GPU, ``min(8, CPUs per GPU - 1)``: loading in the training process would leave the
+    GPU waiting on the host. The CPUs per GPU are this process's CPUs over
+    ``LOCAL_WORLD_SIZE`` (torchrun's processes on this machine).
     """
     if workers >= 0:
         return workers
@@ -116,8 +114,8 @@ def keep_large_buffers() -> bool:
 
     Every training step (and every batch of tiles) allocates and frees the same large
     activation buffers; glibc serves them with fresh mmap()s that page-fault on first touch.
-    Disabling mmap for large blocks and heap trimming lets them be reused (measured in
-    ``bench/train_step.py``). Process-wide; returns False where this is not glibc.
+    Disabling mmap for large blocks and heap trimming lets them be reused
+    (``bench/train_step.py`` has the row). Process-wide; returns False where this is not glibc.
     """
     name = ctypes.util.find_library("c")
     try:
@@ -135,8 +133,8 @@ def performance_setup() -> dict[str, bool]:
     that run a network (train, predict, evaluate, demo) make it first; Python API users call
     it if they want the same speed (nothing in the library changes the process by itself).
 
-    Today: glibc keeps freed large buffers (``keep_large_buffers``; CPU runs gain about 9 % per
-    training step in ``bench/train_step.py``). The memory a process holds then stays at its
+    Today: glibc keeps freed large buffers (``keep_large_buffers``, a faster training step on
+    CPUs). The memory a process holds then stays at its
     high-water mark instead of shrinking between steps.
 
     Returns:

@@ -373,16 +373,24 @@ def _onnx_bytes(model: torch.nn.Module, sample: torch.Tensor, opset: int) -> byt
     return buffer.getvalue()
 
 
-def _write_onnx(model, ckpt: Checkpoint, sample: torch.Tensor, path: Path, opset: int) -> None:
-    import onnx
-
-    proto = onnx.load_from_string(_onnx_bytes(model, sample, opset))
+def stamp_onnx(proto, ckpt: Checkpoint, model: UNet, note: str = "") -> None:
+    """Write unetkit's metadata into an ``onnx.ModelProto`` (replacing any it held): the model
+    card as ``unetkit.*`` ``metadata_props``, the producer, and the input contract (plus
+    ``note``, a line of its own) as the graph's ``doc_string``."""
     meta = export_metadata(ckpt, model)
+    del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value
     proto.producer_name = "unetkit"
-    proto.doc_string = contract_text(json.loads(meta[CONTRACT_KEY]))
+    proto.doc_string = contract_text(json.loads(meta[CONTRACT_KEY])) + (f"\n{note}" if note else "")
+
+
+def _write_onnx(model, ckpt: Checkpoint, sample: torch.Tensor, path: Path, opset: int) -> None:
+    import onnx
+
+    proto = onnx.load_from_string(_onnx_bytes(model, sample, opset))
+    stamp_onnx(proto, ckpt, model)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 

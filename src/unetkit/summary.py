@@ -85,6 +85,11 @@ def checkpoint_summary(path: str | Path) -> str:
                 f"split          {len(data['train'])} train / {len(data.get('val') or [])} val "
                 "images (evaluate scores the val images)"
             )
+            if data.get("val_regions"):
+                lines.append(
+                    f"               validated on a held-out band of {len(data['val_regions'])} "
+                    "training images (fewer than 40 images)"
+                )
         if ts.get("fingerprint"):
             from .data.fingerprint import describe
 
@@ -97,10 +102,12 @@ def checkpoint_summary(path: str | Path) -> str:
 def onnx_summary(path: str | Path) -> str:
     """A text description of an ONNX file written by ``unetkit export``, from its metadata."""
     from .config import DataConfig, ModelConfig
-    from .export import read_onnx_metadata
+    from .export import parse_metadata
+    from .infer.backends import INT8_KEY, META_PREFIX, onnx_session
 
     path = Path(path)
-    meta = read_onnx_metadata(path)
+    props = onnx_session(path).get_modelmeta().custom_metadata_map
+    meta = parse_metadata(props, path)
     try:
         config = ModelConfig.from_dict(meta["model_config"])
         pre = DataConfig.from_dict(meta["preprocessing"])
@@ -120,5 +127,27 @@ def onnx_summary(path: str | Path) -> str:
             f"preprocessing  {json.dumps(pre.to_dict())}",
             f"model config   {json.dumps(config.to_dict())}",
             "training       (an exported model: no training state)",
+            *_int8_lines(props.get(META_PREFIX + INT8_KEY), path),
         ]
     )
+
+
+def _int8_lines(raw: str | None, path: Path) -> list[str]:
+    """What an int8 export says about its quantisation and its accuracy gate."""
+    if raw is None:
+        return []
+    from .quantize import gate_line
+
+    try:
+        record = json.loads(raw)
+        calib, gate = record["calibration"], record["gate"]
+        kept = ", ".join(record.get("kept_float") or []) or "none"
+        return [
+            f"int8           {record['quantizer']}; layers kept in float: {kept}",
+            f"calibration    {calib['tiles']} tiles of {calib['tile'][0]}x{calib['tile'][1]}: "
+            f"{calib['said']}",
+            f"int8 accuracy  {gate_line(gate, gate.get('max_loss'))} (full precision -> int8; "
+            f"run by {gate['runtime']})",
+        ]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise UnetkitError(f"{path}: malformed unetkit.int8 metadata ({exc})") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import numpy as np
@@ -17,6 +17,7 @@ from ..errors import UnetkitError
 from .imageio import image_to_tensor, match_channels, normalization_stats, read_image
 from .instances import read_instances
 from .layout import DatasetInfo, describe_dataset
+from .split import Box, hide_labels
 from .targets import boundary_target, object_distance
 from .transforms import letterbox, resize_to
 
@@ -108,6 +109,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
             rays reach past the crop, as far as the object does) and cached compactly (the
             object pixels' rays as float16); whole images or random crops only.
         n_rays: rays per pixel of the ``rays`` head.
+        regions: validation held out as a box of each image (``unetkit.data.split``,
+            ``held_out_box``): a training set (``train``) ignores the labels inside its
+            image's box, any other set has only the labels inside it (the rest set to the
+            ignore index); images without a box are whole.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         boundary_fraction: float = 0.0,
         instance_head: str = "boundary",
         n_rays: int = 32,
+        regions: Mapping[str, Box] | None = None,
     ) -> None:
         self.info = info if isinstance(info, DatasetInfo) else describe_dataset(info)
         self.config = config or DataConfig()
@@ -145,6 +151,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if self._rays and self.config.resize in ("letterbox", "resize"):
             raise UnetkitError(_NO_RESIZED_RAYS.format(self.config.resize))
         self.ray_lengths: dict[str, tuple[float, int]] = {}  # per stem: sum of rays, count
+        self.regions = dict(regions or {})
         self.object_areas: dict[str, np.ndarray] = {}  # per stem, once its instances are read
         self.epoch = 0
         self._cache: dict[str, _Loaded] = {}
@@ -176,11 +183,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._stems) if self._slots is None else len(self._slots)
 
-    def plan_crops(self) -> dict[str, int]:
+    def plan_crops(self, min_crops: int = 0) -> dict[str, int]:
         """Decide how many random crops each image gives per epoch (``DataConfig.sampling``):
         afterwards the data set's length is the number of crops of one epoch and sample ``i``
         is a crop of image ``stem_of(i)``. Reads the images not read yet; call it once the
         patch size is known.
+
+        Args:
+            min_crops: a training set with fewer samples per epoch gives each image the same
+                whole multiple of its crops, the fewest that reach it (each sample its own
+                random crop, unlike extra steps over the same samples).
 
         Returns:
             crops per stem.
@@ -194,6 +206,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
                     self._load(stem)
                 h, w = self._shapes[stem]
                 crops[stem] = max(1, round(h * w / patch))
+        total = sum(crops.values())
+        if self.train and 0 < total < min_crops:
+            times = -(-min_crops // total)
+            crops = {stem: n * times for stem, n in crops.items()}
         self._slots = [i for i, stem in enumerate(self._stems) for _ in range(crops[stem])]
         return crops
 
@@ -234,6 +250,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if self.weight_fn is not None:
             extra = () if instances is None else (instances,)
             weight = np.asarray(self.weight_fn(weighed, *extra), dtype=np.float32)
+        box = self.regions.get(stem)
+        if box is not None:  # after the weight map: its distances see every object
+            mask = hide_labels(mask, box, self.config.ignore_index, inside=self.train)
         points = _class_points(mask, k, stem) if self.train else {}
         if self._cache_ok:
             arrays = (image, mask, weight, distance, *(rays or ()))

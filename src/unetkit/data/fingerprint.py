@@ -16,10 +16,9 @@ once (they are decoded anyway, into the cache) and decides the intensity normali
 **The normalisation rule** (:func:`choose_normalization`): where exposure varies from image to
 image (``exposure_spread > 0.5`` or ``contrast_spread > 0.5``, as in microscopy mixing
 fluorescence and brightfield, or any set with an uneven illumination) each image is scaled
-by its own 1 / 99.8 % percentiles (``percentile``, CSBDeep's and StarDist's normalisation;
-against the per-image z-score ``image`` on the DSB 2018 benches it raised instance AP@0.5
-from 0.684 to 0.726 / 0.741 and gave pooled Dice 0.905 / 0.897 against 0.894-0.900);
-otherwise by the dataset's mean and std (``dataset``).
+by its own 1 / 99.8 % percentiles (``percentile``, CSBDeep's and StarDist's normalisation,
+steady against a few very bright pixels); otherwise by the dataset's mean and std
+(``dataset``).
 Image-to-image tasks keep ``fixed`` (the targets are the images themselves).
 
 The fingerprint is printed at the start of training, stored in every checkpoint

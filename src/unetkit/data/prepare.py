@@ -31,6 +31,7 @@ from typing import cast
 import cv2
 import numpy as np
 
+from ..config import TrainConfig
 from ..errors import UnetkitError
 from ..files import atomic_dir, write_text
 from ..palette import make_palette
@@ -48,7 +49,7 @@ from .labelme import (
     rasterize_objects,
     read_label_list,
 )
-from .split import kind_of, stratified_val
+from .split import SMALL_SET, bands_not_images, kind_of, stratified_val
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class PrepareReport:
         split: ``{"train": stems, "val": stems}``.
         warnings: non-fatal findings (empty images, classes never used, ROI not found).
         n_objects: objects written to ``instances/``, all images together.
+        split_note: why no image is held out, under the small-set rule (else empty).
     """
 
     out_dir: Path
@@ -77,6 +79,7 @@ class PrepareReport:
     split: dict[str, list[str]]
     warnings: list[str] = field(default_factory=list)
     n_objects: int = 0
+    split_note: str = ""
 
 
 def roi_box(
@@ -142,14 +145,18 @@ def _unknown_labels(docs: dict[str, LabelmeFile], values: dict[str, int]) -> lis
     ]
 
 
+DEFAULT_VAL_FRACTION = TrainConfig.val_fraction
+
+
 def _split(images: dict[str, np.ndarray], val_fraction: float, seed: int) -> dict[str, list[str]]:
     """The recorded train / val split: ``val_fraction`` of the images (at least one when it is
     above 0 and there are two or more), stratified by size and background like ``train``'s
-    (``unetkit.data.split.stratified_val``), so a rare kind of image keeps training images."""
+    (``unetkit.data.split.stratified_val``), so a rare kind of image keeps training images;
+    none under the small-set rule (``unetkit.data.split.bands_not_images``)."""
     if not 0 <= val_fraction < 1:
         raise UnetkitError(f"val_fraction must be in [0, 1), got {val_fraction}")
     stems = sorted(images)
-    if val_fraction == 0 or len(stems) < 2:
+    if val_fraction == 0 or len(stems) < 2 or bands_not_images(len(stems), val_fraction):
         return {"train": stems, "val": []}
     kinds = {stem: kind_of(images[stem]) for stem in stems}
     val = stratified_val(stems, kinds, val_fraction, seed)
@@ -209,7 +216,7 @@ def prepare(
     labelme_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     labels: list[str] | str | os.PathLike | None = None,
-    val_fraction: float = 0.2,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     allow_outside: bool = False,
     crop_roi: Sequence[float] | None = None,
@@ -223,7 +230,8 @@ def prepare(
         labels: explicit class list (list, comma-separated string or labels file, labelme
             convention: ``__ignore__``, ``_background_``, classes); None discovers the labels
             (sorted, ``background`` = 0).
-        val_fraction: share of images in the validation split.
+        val_fraction: share of images in the validation split; left at its default on fewer
+            than 40 images none is held out (``train`` validates on a band of each image).
         seed: seed of the split.
         allow_outside: accept ``imagePath`` values that leave ``labelme_dir``.
         crop_roi: ``(threshold, min_area, max_area[, margin])`` to crop each image
@@ -313,4 +321,11 @@ def _write(
     for message in warnings:
         log.warning("%s", message)
     n_objects = sum(objects.values())
-    return PrepareReport(out, classes, len(converted), share, split, warnings, n_objects)
+    note = ""
+    if bands_not_images(len(converted), val_fraction) and len(converted) > 1:
+        note = (
+            f"no image held out: {len(converted)} images are fewer than {SMALL_SET}; "
+            "`unetkit train` validates on a held-out band of each image instead "
+            "(a --val-fraction other than 0.2 holds out whole images)"
+        )
+    return PrepareReport(out, classes, len(converted), share, split, warnings, n_objects, note)

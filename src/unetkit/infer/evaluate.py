@@ -231,9 +231,15 @@ def choose_stems(
             )
         val = [s for s in (trained.get("val") or []) if s in info.image_files]
         if not val:
+            bands = (
+                "; it validated on a held-out band of each image (fewer than 40 images), "
+                "which evaluate does not score: score images it never saw"
+                if trained.get("val_regions")
+                else ""
+            )
             raise UnetkitError(
                 f"{info.root}: the model was trained on {len(seen)} of these images and held "
-                "none of the others out for validation: nothing held out to score "
+                f"none of the others out for validation: nothing held out to score{bands} "
                 "(--split all scores the training images anyway)"
             )
         return val, f"the {len(val)} validation images recorded in the checkpoint"
@@ -247,6 +253,74 @@ def choose_stems(
         stems,
         f"the {len(stems)} images of the folder's {('val' if split == 'auto' else split)!r} split",
     )
+
+
+def score_predictor(
+    predictor,
+    info,
+    stems: list[str],
+    *,
+    rand_error: bool = False,
+    objects: bool = True,
+    progress: bool = False,
+) -> tuple[dict[str, Any], list[dict], np.ndarray]:
+    """Predict the images ``stems`` of a dataset folder and score them (``score_pairs``).
+
+    Args:
+        predictor: a ``Predictor``.
+        info: the folder's ``DatasetInfo`` (``describe_dataset``).
+        stems: the images to score.
+        rand_error, objects: as for :func:`score_pairs`.
+        progress: a progress bar over images.
+
+    Returns:
+        ``score_pairs``'s ``(metrics, per-image rows, confusion)``, the ``objects`` metrics
+        saying what the true and predicted objects are.
+
+    Raises:
+        UnetkitError: as :func:`evaluate_model`.
+    """
+    names = predictor.classes
+    channels = predictor.info.preprocessing.channels
+    between = predictor.between_class
+    if between is not None and not objects:
+        raise UnetkitError("--objects-between needs the object metrics (drop --no-objects)")
+
+    def pairs() -> Iterator[tuple]:
+        for stem in progress_bar(stems, desc="evaluate", unit="img", disable=not progress):
+            gt = info.read_mask(stem)  # 0/255 mapped; ids > 0 for instance-only folders
+            _check_range(info.mask_files[stem], gt, len(names), info.ignore_index)
+            true_ids = info.read_instances(stem) if stem in info.instance_files else None
+            if true_ids is None and between is not None:  # cells: what the class separates
+                true_ids = regions_of(gt, between, info.ignore_index)
+            if true_ids is not None and true_ids.shape != gt.shape:
+                raise UnetkitError(
+                    f"{info.instance_files[stem]}: instances are {true_ids.shape} but the mask "
+                    f"is {gt.shape}"
+                )
+            image = read_image(info.image_files[stem], channels=channels)
+            if objects:
+                pred, pred_ids = predictor.predict_objects(image)
+            else:
+                pred, pred_ids = predictor.predict_mask(image), None
+            yield info.image_files[stem].name, pred, gt, pred_ids, true_ids
+
+    metrics, rows, matrix = score_pairs(
+        pairs(), names, info.ignore_index, rand_error, objects, regions=between is not None
+    )
+    if objects:
+        metrics["objects"].update(
+            truth="instances/" if info.instance_files
+            else "connected components of the masks" if between is None
+            else f"regions between class {names[between]} (connected components)",
+            predicted=(
+                "star-convex polygons (rays instance model)" if predictor.rays
+                else "watershed (instance model)"
+            ) if predictor.instance
+            else "connected components of the predicted mask" if between is None
+            else f"regions between class {names[between]} (seeded watershed)",
+        )  # fmt: skip
+    return metrics, rows, matrix
 
 
 def evaluate_model(
@@ -297,48 +371,12 @@ def evaluate_model(
         log.warning("class names differ: dataset %s, model %s", info.classes, names)
     stems, scored = choose_stems(info, split, predictor.info.split)
     log.info("evaluate: scoring %s", scored)
-    channels = predictor.info.preprocessing.channels
-    between = predictor.between_class
-    if between is not None and not objects:
-        raise UnetkitError("--objects-between needs the object metrics (drop --no-objects)")
-
-    def pairs() -> Iterator[tuple]:
-        for stem in progress_bar(stems, desc="evaluate", unit="img", disable=not progress):
-            gt = info.read_mask(stem)  # 0/255 mapped; ids > 0 for instance-only folders
-            _check_range(info.mask_files[stem], gt, len(names), info.ignore_index)
-            true_ids = info.read_instances(stem) if stem in info.instance_files else None
-            if true_ids is None and between is not None:  # cells: what the class separates
-                true_ids = regions_of(gt, between, info.ignore_index)
-            if true_ids is not None and true_ids.shape != gt.shape:
-                raise UnetkitError(
-                    f"{info.instance_files[stem]}: instances are {true_ids.shape} but the mask "
-                    f"is {gt.shape}"
-                )
-            image = read_image(info.image_files[stem], channels=channels)
-            if objects:
-                pred, pred_ids = predictor.predict_objects(image)
-            else:
-                pred, pred_ids = predictor.predict_mask(image), None
-            yield info.image_files[stem].name, pred, gt, pred_ids, true_ids
-
-    metrics, rows, matrix = score_pairs(
-        pairs(), names, info.ignore_index, rand_error, objects, regions=between is not None
+    metrics, rows, matrix = score_predictor(
+        predictor, info, stems, rand_error=rand_error, objects=objects, progress=progress
     )
     metrics.update(
         model=str(model), dataset=str(dataset_root), split=split, scored=scored, stems=stems
     )
-    if objects:
-        metrics["objects"].update(
-            truth="instances/" if info.instance_files
-            else "connected components of the masks" if between is None
-            else f"regions between class {names[between]} (connected components)",
-            predicted=(
-                "star-convex polygons (rays instance model)" if predictor.rays
-                else "watershed (instance model)"
-            ) if predictor.instance
-            else "connected components of the predicted mask" if between is None
-            else f"regions between class {names[between]} (seeded watershed)",
-        )  # fmt: skip
     write_report(out_dir, metrics, rows, matrix, names)
     return metrics
 

@@ -33,7 +33,7 @@ class Restorer:
 
     The same tiled prediction as ``Predictor`` (``infer.tiling.predict_tiled``: mirror-padded
     borders, blended overlaps), so the network never sees more than one batch of tiles and
-    memory no longer grows with the image. A pixel-shuffle model's output (``x3``) is tiled as
+    memory does not grow with the image. A pixel-shuffle model's output (``x3``) is tiled as
     ``scale**2`` channels per input pixel (``pixel_unshuffle``) and shuffled back at the end.
 
     Args:

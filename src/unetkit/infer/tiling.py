@@ -174,10 +174,9 @@ def default_context(rule: SizeRule) -> int:
     """Rows a same-padding tile discards at each inner border: ``2 * align`` (32 for depth 4).
 
     That is the reach of the two 3x3 convolutions at the coarsest level, one cell of the
-    pooling grid each, in image pixels. Measured on trained models (DSB nuclei, ISBI
-    membranes): tiled masks agree with the whole-image mask on >= 99.9 % of pixels even at
-    tiles of 128-192 px, and more at the default tile sizes; twice this is needed for
-    >= 99.99 % (``plan_axis(context=...)``).
+    pooling grid each, in image pixels: tiled masks then agree with the whole-image mask on
+    >= 99.9 % of pixels (tested); a larger ``plan_axis(context=...)`` buys more agreement
+    with more pixels computed twice.
     """
     return 2 * rule.align
 
@@ -199,8 +198,8 @@ def _plan_valid(length: int, tile: int | None, rule: SizeRule, margin: int) -> A
 
 
 # The largest tile side ``auto_tiling`` picks: on a CPU the network's pixel rate is flat up to
-# about 640 px and falls beyond (bench/predict.py: full-width milesial, bf16, 2-core Xeon:
-# 1.03 MP/s at 256-640 px, 0.90 at 768, 0.85 at 1024); a GPU gains from larger tiles.
+# about 640 px and falls beyond (bench/predict.py; docs/benchmarks.md); a GPU gains from
+# larger tiles.
 MAX_TILE = {"cpu": 640, "cuda": 1024}
 BYTES_PER_PIXEL_AND_WIDTH = 24  # peak forward memory / (input pixels x first-level width)
 CPU_BUDGET = 2**30  # forward memory a CPU tile batch may take (less where memory is short)
@@ -211,7 +210,7 @@ def auto_tiling(first_width: int, device: torch.device) -> tuple[int, int]:
 
     The tile is as large as pays on the device (``MAX_TILE``) and as memory allows: a forward
     pass takes about ``BYTES_PER_PIXEL_AND_WIDTH x first_width`` bytes per input pixel
-    (measured: 20 in bf16 for milesial at widths 16 and 64), held under 1 GiB (a quarter of
+    (a margin above what bf16 milesial models take), held under 1 GiB (a quarter of
     the available memory if that is less) on a CPU and a quarter of the free memory on a GPU.
     A CPU runs one tile at a time (larger batches are slower there); a GPU batches up to 8.
     Larger tiles mean fewer borders: less context computed twice.

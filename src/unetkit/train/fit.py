@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,13 +26,16 @@ from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown
 from .ema import WeightAverage
 from .loop import StepContext, train_one_epoch, validate, validate_with_predictor
 from .losses import DistanceHeadLoss, RaysHeadLoss, build_loss
+from .recipe import min_epoch_crops
 from .recipe import plan as plan_recipe
 from .resolve import (
     REGRESSION_PRESETS,
     class_weights,
+    describe_split,
     network_classes,
     resolve_config,
     split_stems,
+    validation_regions,
     weight_map_fn,
 )
 from .rundir import check_resumable, check_run_dir, discard_failed_start
@@ -133,8 +136,15 @@ class _Trainer:
         if set(stored.get("train", [])) | set(stored.get("val", [])) == set(self.info.stems):
             # a resumed run keeps its split, however the split rule has changed since
             self.train_stems, self.val_stems = list(stored["train"]), list(stored["val"])
+            boxes = stored.get("val_regions") or {}
+            self.val_regions = {s: (int(b[0]), int(b[1]), int(b[2]), int(b[3]))
+                                for s, b in boxes.items()}  # fmt: skip
         else:
             self.train_stems, self.val_stems = split_stems(self.info, cfg)
+            self.val_regions = validation_regions(self.info, cfg) if not self.val_stems else {}
+        self.split_reason = describe_split(
+            self.info, cfg, self.train_stems, self.val_stems, self.val_regions
+        )
         self.device = resolve_device(cfg.device, dist_info.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         # auto workers stay "auto" in the config: a run resumed on another machine decides anew
@@ -155,7 +165,10 @@ class _Trainer:
         with torch.device("meta"):  # the size rule needs the config, not the weights
             UNet(cfg.model).check_input(self._train_input_size())
         if self.resume_state is not None:
-            check_resumable(self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir)
+            check_resumable(
+                self.resume_state, cfg, self.train_stems, self.val_stems, self.run_dir,
+                self.val_regions,
+            )  # fmt: skip
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
@@ -187,9 +200,14 @@ class _Trainer:
             boundary_fraction=cfg.objects.boundary_fraction,
             instance_head=cfg.objects.head,
             n_rays=cfg.objects.n_rays,
+            regions=self.val_regions,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
-        self.val_set = SegmentationDataset(info, self.val_stems, val_cfg, train=False)
+        # held-out regions: the images themselves, each scored on its band only
+        val_stems = [s for s in self.info.stems if s in self.val_regions] or self.val_stems
+        self.val_set = SegmentationDataset(
+            info, val_stems, val_cfg, train=False, regions=self.val_regions
+        )
         self.sampler = _EpochSampler()
         self.loader: torch.utils.data.DataLoader | None = None  # built at the first epoch
 
@@ -219,6 +237,22 @@ class _Trainer:
         data = self.cfg.data
         self.train_set.config = data
         crops = self.train_set.plan_crops()  # DataConfig.sampling, now that the patch is known
+        # a resumed run keeps its epoch, whatever length (budget, epochs) it is given now
+        floor = min_epoch_crops(self.cfg, len(self.info.stems))
+        if self.resume_state is not None:
+            floor = int(self.resume_state.get("min_epoch_crops", 0))
+        one_pass = len(self.train_set)
+        self.min_epoch_crops = floor if one_pass < floor else 0  # recorded when applied
+        if self.min_epoch_crops:  # the default length on a small set: longer epochs
+            self.train_set.plan_crops(floor)
+            batches = -(-one_pass // (self.cfg.batch_size * self.dist.world_size))
+            epochs = self.cfg.max_epochs
+            self.recipe_reason += (
+                f"\nepoch {len(self.train_set)} crops, {len(self.train_set) // one_pass}x each "
+                f"image's: a pass over the {len(crops)} images is {one_pass} crop(s), fewer "
+                f"than {floor}; {epochs} epochs of {batches} step(s) would train only "
+                f"{epochs * batches} steps"
+            )
         if data.sampling == "area" and len(self.train_set) != len(crops):
             log.info("sampling area: %d crops per epoch from %d images (1 to %d per image)",
                      len(self.train_set), len(crops), max(crops.values()))  # fmt: skip
@@ -329,7 +363,7 @@ class _Trainer:
     # -- state -----------------------------------------------------------------------------
     def _train_state(self, full: bool = True) -> dict:
         assert self.cfg.classes is not None  # set by resolve_config
-        state = {
+        state: dict[str, Any] = {
             "epoch": self.epoch,
             "step": self.global_step,
             "step_in_epoch": self.step_in_epoch,
@@ -338,13 +372,19 @@ class _Trainer:
             "best_epoch": self.best_epoch,
             "metrics": self.history[-1] if self.history else {},
             "fingerprint": self.fingerprint,
+            **({"min_epoch_crops": self.min_epoch_crops} if self.min_epoch_crops else {}),
             # the split this model was trained with: `evaluate` scores only its val images
             "data": {
                 "classes": list(self.cfg.classes),
                 "train": self.train_stems,
                 "val": self.val_stems,
+                # the small-set rule's held-out band of each image, (top, bottom, left, right)
+                **({"val_regions": {s: list(b) for s, b in self.val_regions.items()}}
+                   if self.val_regions else {}),
+                # where they were: `export --int8` calibrates on them (it may be given another)
+                "dataset": str(self.info.root.resolve()),
             },
-        }
+        }  # fmt: skip
         if not full:
             return state
         state.update(
@@ -436,7 +476,7 @@ class _Trainer:
                 self.steps,
                 self.workers,
                 describe(self.fingerprint, self._network_class_names()),
-                f"{self.norm_reason}\n{self.recipe_reason}",
+                f"{self.norm_reason}\n{self.recipe_reason}\n{self.split_reason}",
                 cfg.pretty(),
             )
         self.writer = artifacts.tensorboard_writer(
@@ -463,22 +503,29 @@ class _Trainer:
         from ..objects.thresholds import choose_star_thresholds
 
         best = self.run_dir / "best.pt"
-        if not self.val_stems or not best.is_file():
+        # whole validation images, or each image's held-out band (``val_regions``)
+        boxes = {s: self.val_regions.get(s) for s in self.val_stems or self.val_regions}
+        if not boxes or not best.is_file():
             return
         predictor = Predictor.from_checkpoint(
             best, PredictConfig(device=str(self.device), precision=self.precision)
         )
-        samples = (
-            (predictor.predict_proba(self.val_set.raw(stem)[0]),
-             read_instances(self.info.instance_files[stem]))
-            for stem in self.val_stems
+
+        def window(array: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+            """The last two axes of ``array`` inside ``box`` (all of it for None)."""
+            return array if box is None else array[..., box[0] : box[1], box[2] : box[3]]
+
+        samples = (  # the whole image predicted, as it will be, then scored in its band
+            (window(predictor.predict_proba(self.val_set.raw(stem)[0]), box),
+             window(read_instances(self.info.instance_files[stem]), box))
+            for stem, box in boxes.items()
         )  # fmt: skip
         before = predictor.objects_config
         chosen, table = choose_star_thresholds(samples, before)
         default = table.get((before.prob_thresh, before.nms_thresh))
         log.info("objects: prob_thresh %.2f, nms_thresh %.2f: the best DSB mean AP on the %d "
-                 "validation images, %s (at %.2f, %.2f: %s)", chosen.prob_thresh,
-                 chosen.nms_thresh, len(self.val_stems),
+                 "validation %s, %s (at %.2f, %.2f: %s)", chosen.prob_thresh,
+                 chosen.nms_thresh, len(boxes), "images" if self.val_stems else "bands",
                  _object_scores(table[(chosen.prob_thresh, chosen.nms_thresh)]),
                  before.prob_thresh, before.nms_thresh, _object_scores(default))  # fmt: skip
         thresholds = {"prob_thresh": chosen.prob_thresh, "nms_thresh": chosen.nms_thresh}
@@ -569,7 +616,7 @@ class _Trainer:
             "elapsed_min": (time.monotonic() - self.start_time) / 60,
         }
         last = self.epoch >= cfg.max_epochs or stopped
-        if self.val_stems and (last or self._validation_due(epoch)):
+        if len(self.val_set) and (last or self._validation_due(epoch)):
             started = time.monotonic()
             row.update(self._validate(epoch))
             self.val_seconds = time.monotonic() - started

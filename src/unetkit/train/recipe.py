@@ -9,13 +9,23 @@ The rule, for what is left to it (``DataConfig.size`` 0x0, ``TrainConfig.batch_s
   a GPU, rounded down to a multiple of 2**depth (the U-Net pools it cleanly) and at least 4 x
   that (64 px at depth 4); images smaller than the patch are padded, never upsampled;
 * **width** (``preset auto``: milesial's topology, the ``small`` preset's layers): base width
-  16 on a CPU (1.9 M parameters; measured on ISBI 2012 and DSB 2018 the best use of minutes of
-  CPU time), 32 on a GPU with at least 8 GiB (7.8 M);
+  16 on a CPU (1.9 M parameters: more steps in minutes of CPU time beat a wider network),
+  32 on a GPU with at least 8 GiB (7.8 M);
 * **batch**: 4 on a CPU; on a GPU 16 crops of 256 x 256 at width 32, scaled by the patch area
   (fewer for larger crops), between 2 and 64.
 
 The time budget is not an input: it decides the length (the schedule anneals over it). The
 decision is logged in one line and recorded in ``config.json`` and every checkpoint.
+
+Small data sets (fewer than ``SMALL_SET`` = 40 images) change two things, each printed:
+
+* **validation** (``unetkit.train.resolve.validates_on_regions``): no image is held out whole;
+  a band of a fifth of each image's area is left out of training and validated on;
+* **epoch length** (:func:`min_epoch_crops`): without a time budget or ``epochs`` the run
+  is 50 epochs, and an epoch one crop per image: 8 images at batch 4 would train 100 steps.
+  Such an epoch is made of at least 40 crops (each image the same whole number of times,
+  every crop drawn anew), as long as an epoch of a 40-image set; with a time budget the
+  budget decides the length and the epoch is left alone.
 """
 
 from __future__ import annotations
@@ -25,8 +35,10 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
+from ..data.split import SMALL_SET
 
 CPU_PATCH, GPU_PATCH = 256, 512
+MIN_EPOCH_CROPS = SMALL_SET  # an epoch of a small set, default length: as long as of 40 images
 GPU_MEMORY_FOR_WIDE = 8 * 2**30
 
 
@@ -81,3 +93,11 @@ def plan(
         said.append(f"batch {batch}")
     out = cfg.replace(model=model, data=data, batch_size=batch)
     return out, ("recipe auto: " + ", ".join(said)) if said else "recipe: as configured"
+
+
+def min_epoch_crops(cfg: TrainConfig, images: int) -> int:
+    """The fewest crops an epoch is made of: ``MIN_EPOCH_CROPS`` for a data set of fewer
+    than ``SMALL_SET`` images when the default length decides (no ``epochs``, no
+    ``time_budget``, no ``steps_per_epoch``), else 0 (no floor)."""
+    default_length = cfg.epochs is None and cfg.time_budget <= 0 and cfg.steps_per_epoch == 0
+    return MIN_EPOCH_CROPS if default_length and images < SMALL_SET else 0

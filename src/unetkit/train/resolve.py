@@ -6,24 +6,47 @@ from __future__ import annotations
 import torch
 
 from ..config import TrainConfig
-from ..data.split import image_kind, stratified_val
+from ..data.split import SMALL_SET, Box, bands_not_images, held_out_box, image_kind, stratified_val
 from ..errors import UnetkitError
 from ..models.presets import PRESETS, preset_config
 
 REGRESSION_PRESETS = ("restore", "x3")
 
 
+def _dataset_split(info, cfg: TrainConfig) -> bool:
+    """The dataset's own split decides (``dataset.json`` / VOC lists with validation images,
+    and ``val_fraction`` left at its default)."""
+    return bool(info.split and info.split.get("val")) and (
+        cfg.val_fraction == TrainConfig.val_fraction
+    )
+
+
+def validates_on_regions(info, cfg: TrainConfig) -> bool:
+    """The small-set rule: fewer than ``SMALL_SET`` images, a segmentation task, and the split
+    left to the defaults (no ``val_stems``, no dataset split, the default ``val_fraction``):
+    every image trains and a band of each (``held_out_box``) is validated on."""
+    return (
+        not cfg.val_stems
+        and not _dataset_split(info, cfg)
+        and cfg.task != "regression"
+        and bands_not_images(len(info.stems), cfg.val_fraction)
+    )
+
+
 def split_stems(info, cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """(train, val) stems: ``val_stems``, else the dataset's own split, else ``val_fraction``
-    of the images stratified by size (:func:`stratified_val`)."""
+    of the images stratified by size (:func:`stratified_val`); no image at all under the
+    small-set rule (:func:`validates_on_regions`: held-out regions instead)."""
     stems = list(info.stems)
     if cfg.val_stems:
         missing = sorted(set(cfg.val_stems) - set(stems))
         if missing:
             raise UnetkitError(f"{info.root}: --val-stems not in the dataset: {', '.join(missing)}")
         val = [s for s in stems if s in set(cfg.val_stems)]
-    elif info.split and info.split.get("val") and cfg.val_fraction == TrainConfig.val_fraction:
+    elif _dataset_split(info, cfg):
         val = [s for s in stems if s in set(info.split["val"])]
+    elif validates_on_regions(info, cfg):
+        val = []
     elif cfg.val_fraction > 0 and len(stems) > 1:
         kinds = {s: image_kind(info.image_files[s]) for s in stems}
         val = stratified_val(stems, kinds, cfg.val_fraction, cfg.seed)
@@ -33,6 +56,50 @@ def split_stems(info, cfg: TrainConfig) -> tuple[list[str], list[str]]:
     if not train:
         raise UnetkitError(f"{info.root}: no training images left after the validation split")
     return train, val
+
+
+def validation_regions(info, cfg: TrainConfig) -> dict[str, Box]:
+    """The held-out band of each image (``held_out_box``: ``val_fraction`` of its area) under
+    the small-set rule, else none."""
+    if not validates_on_regions(info, cfg):
+        return {}
+    from ..data.imageio import read_image
+
+    boxes = {}
+    for stem in info.stems:
+        height, width = read_image(info.image_files[stem]).shape[:2]
+        box = held_out_box(height, width, cfg.val_fraction)
+        if box is not None:
+            boxes[stem] = box
+    return boxes
+
+
+def describe_split(
+    info, cfg: TrainConfig, train: list[str], val: list[str], regions: dict[str, Box]
+) -> str:
+    """What validation scores and why, in one line for the start of training."""
+    n = len(train) + len(val)
+    if regions:
+        whole = max(1, round(cfg.val_fraction * n))
+        return (
+            f"validation on held-out regions: {n} images are fewer than {SMALL_SET}, so none "
+            f"is held out whole (a fifth would take {whole} of them, and in a mixed set the "
+            f"only image of a kind); the labels of a band of {cfg.val_fraction:.0%} of each "
+            "image (its right-hand columns, the bottom rows of a portrait image) are left out "
+            "of training and scored instead (--val-stems, or a --val-fraction other than "
+            f"{TrainConfig.val_fraction:g}, holds out whole images)"
+        )
+    if not val:
+        why = "val_fraction 0" if cfg.val_fraction == 0 else f"{n} image(s)"
+        return f"validation: none ({why})"
+    if cfg.val_stems:
+        return f"validation: the {len(val)} --val-stems images"
+    if _dataset_split(info, cfg):
+        return f"validation: the {len(val)} validation images of the dataset's own split"
+    return (
+        f"validation: {len(val)} of {n} images held out whole (val_fraction "
+        f"{cfg.val_fraction:g}, stratified by size and background)"
+    )
 
 
 def resolve_config(cfg: TrainConfig, info) -> TrainConfig:

@@ -76,12 +76,23 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool):
 
 
 def check_resumable(
-    state: dict, cfg: TrainConfig, train: list[str], val: list[str], run_dir: Path
+    state: dict,
+    cfg: TrainConfig,
+    train: list[str],
+    val: list[str],
+    run_dir: Path,
+    regions: dict[str, tuple[int, int, int, int]] | None = None,
 ) -> None:
-    """Refuse to resume with another dataset (classes, stems) or another config."""
+    """Refuse to resume with another dataset (classes, stems, held-out regions) or another
+    config."""
     diffs = resume_differences(state["config"], cfg.to_dict())
     assert cfg.classes is not None  # a resolved config
-    if state.get("data") != {"classes": list(cfg.classes), "train": train, "val": val}:
+    data = state.get("data") or {}  # its "dataset" folder may have moved (RESUMABLE_CHANGES)
+    expected: dict[str, object] = {"classes": list(cfg.classes), "train": train, "val": val}
+    if regions:
+        expected["val_regions"] = {s: list(b) for s, b in regions.items()}
+    recorded = {key: data.get(key) for key in expected}
+    if recorded != expected or (not regions and data.get("val_regions")):
         diffs.append("dataset: classes or image stems differ")
     if diffs:
         raise UnetkitError(
