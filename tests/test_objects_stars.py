@@ -102,7 +102,7 @@ def test_separate_objects_rays_head_channels_and_classes():
 def test_thresholds_are_chosen_on_images_where_the_defaults_fail():
     """A map whose object probability peaks at 0.45: nothing at the default 0.5; the grid's
     best, nearest the configured thresholds among equals, finds both discs."""
-    from unetkit.objects.thresholds import NMS_GRID, PROB_GRID, choose_star_thresholds
+    from unetkit.objects.thresholds import NMS_GRID, PROB_GRID, SCORE_GRID, choose_star_thresholds
 
     labels = _touching_disks()
     maps = _maps(labels)
@@ -110,7 +110,23 @@ def test_thresholds_are_chosen_on_images_where_the_defaults_fail():
     cfg = ObjectConfig(head="rays", min_size=0)
     assert separate_objects(maps, cfg)[1].max() == 0
     chosen, table = choose_star_thresholds(iter([(maps, labels)]), cfg)
-    assert set(table) == {(p, n) for p in PROB_GRID for n in NMS_GRID}
-    assert (chosen.prob_thresh, chosen.nms_thresh) == (0.4, 0.4)
-    assert table[(0.4, 0.4)]["ap_50"] == 1.0 and table[(0.5, 0.4)]["ap_50"] == 0.0
+    assert set(table) == {(p, n, m) for p in PROB_GRID for n in NMS_GRID for m in SCORE_GRID}
+    assert (chosen.prob_thresh, chosen.nms_thresh, chosen.min_score) == (0.4, 0.4, 0.8)
+    assert table[(0.4, 0.4, 0.8)]["ap_50"] == 1.0 and table[(0.5, 0.4, 0.8)]["ap_50"] == 0.0
+    assert separate_objects(maps, chosen)[1].max() == 2
+
+
+def test_min_score_is_chosen_too_when_the_foreground_is_unsure():
+    """Objects whose foreground probability is 0.7 fall under the configured min_score 0.8:
+    the search keeps them with min_score 0."""
+    from unetkit.objects.thresholds import choose_star_thresholds
+
+    labels = _touching_disks()
+    maps = _maps(labels)
+    inside = labels > 0
+    maps[0][inside], maps[1][inside] = 0.3, 0.7
+    cfg = ObjectConfig(head="rays", min_size=0)
+    assert separate_objects(maps, cfg)[1].max() == 0
+    chosen, table = choose_star_thresholds(iter([(maps, labels)]), cfg)
+    assert chosen.min_score == 0.0 and table[(0.5, 0.4, 0.8)]["ap_50"] == 0.0
     assert separate_objects(maps, chosen)[1].max() == 2

@@ -876,12 +876,13 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path):
     assert any("ray scale" in m and "mean ray length" in m for m in said)
     # the post-processing's thresholds, chosen on the validation image at the end
     assert any("prob_thresh" in m and "validation images" in m for m in said)
-    from unetkit.objects.thresholds import NMS_GRID, PROB_GRID
+    from unetkit.objects.thresholds import NMS_GRID, PROB_GRID, SCORE_GRID
 
     assert objects["prob_thresh"] in PROB_GRID and objects["nms_thresh"] in NMS_GRID
+    assert objects["min_score"] in SCORE_GRID
     last = load_checkpoint(run / "last.pt").extra["objects"]
-    assert (last["prob_thresh"], last["nms_thresh"]) == (objects["prob_thresh"],
-                                                         objects["nms_thresh"])  # fmt: skip
+    keys = ("prob_thresh", "nms_thresh", "min_score")
+    assert [last[k] for k in keys] == [objects[k] for k in keys]
     assert ckpt.model_config.out_channels == 2 + 1 + 8  # background, object, distance, rays
     predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")
     image = np.asarray(Image.open(data / "images" / "00.png"))

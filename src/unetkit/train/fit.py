@@ -493,10 +493,10 @@ class _Trainer:
         return self.run_dir
 
     def _choose_rays_thresholds(self) -> None:
-        """The rays head's ``prob_thresh`` / ``nms_thresh``: those with which best.pt's
-        objects score best on the validation images (``unetkit.objects.thresholds``, as
-        StarDist's ``optimize_thresholds``), logged and written into best.pt, last.pt and
-        config.json."""
+        """The rays head's ``prob_thresh`` / ``nms_thresh`` / ``min_score``: those with which
+        best.pt's objects score best on the validation images, or bands
+        (``unetkit.objects.thresholds``, as StarDist's ``optimize_thresholds``), logged and
+        written into best.pt, last.pt and config.json."""
         from ..config import PredictConfig
         from ..data.instances import read_instances
         from ..infer.predict import Predictor
@@ -522,13 +522,13 @@ class _Trainer:
         )  # fmt: skip
         before = predictor.objects_config
         chosen, table = choose_star_thresholds(samples, before)
-        default = table.get((before.prob_thresh, before.nms_thresh))
-        log.info("objects: prob_thresh %.2f, nms_thresh %.2f: the best DSB mean AP on the %d "
-                 "validation %s, %s (at %.2f, %.2f: %s)", chosen.prob_thresh,
-                 chosen.nms_thresh, len(boxes), "images" if self.val_stems else "bands",
-                 _object_scores(table[(chosen.prob_thresh, chosen.nms_thresh)]),
-                 before.prob_thresh, before.nms_thresh, _object_scores(default))  # fmt: skip
-        thresholds = {"prob_thresh": chosen.prob_thresh, "nms_thresh": chosen.nms_thresh}
+        key = (chosen.prob_thresh, chosen.nms_thresh, chosen.min_score)
+        configured = (before.prob_thresh, before.nms_thresh, before.min_score)
+        log.info("objects: prob_thresh %.2f, nms_thresh %.2f, min_score %.1f: the best DSB mean "
+                 "AP on the %d validation %s, %s (at %.2f, %.2f, %.1f: %s)", *key, len(boxes),
+                 "images" if self.val_stems else "bands", _object_scores(table[key]),
+                 *configured, _object_scores(table.get(configured)))  # fmt: skip
+        thresholds = dict(zip(("prob_thresh", "nms_thresh", "min_score"), key, strict=True))
         self.cfg = self.cfg.replace(objects=self.cfg.objects.replace(**thresholds))
         for name in ("best.pt", "last.pt"):
             path = self.run_dir / name
