@@ -916,6 +916,38 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path):
     assert code == 2 and not (tmp_path / "bad").exists()
 
 
+def test_rays_thresholds_are_chosen_in_the_held_out_bands_of_a_small_set(tmp_path):
+    """A small set holds no image out whole: the rays head's thresholds are chosen on each
+    image's validation band, and the run says so."""
+    from unetkit.objects.thresholds import PROB_GRID
+
+    data = make_instance_dataset(tmp_path / "inst")
+    run = tmp_path / "run"
+    said: list[str] = []
+    keep = logging.Handler(logging.INFO)
+    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    said_by = logging.getLogger("unetkit.train.fit")
+    before = said_by.level, said_by.disabled
+    said_by.setLevel(logging.INFO)
+    said_by.disabled = False
+    said_by.addHandler(keep)
+    try:
+        code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
+                     "rays", "--n-rays", "8", "--epochs", "1", "--steps-per-epoch", "2",
+                     *TINY])  # fmt: skip
+    finally:
+        said_by.removeHandler(keep)
+        said_by.setLevel(before[0])
+        said_by.disabled = before[1]
+    assert code == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    bands = ckpt.train_state["data"]["val_regions"]
+    assert bands and not ckpt.train_state["data"]["val"]
+    chosen = [m for m in said if "prob_thresh" in m and "validation bands" in m]
+    assert len(chosen) == 1 and f" {len(bands)} validation bands" in chosen[0]
+    assert ckpt.extra["objects"]["prob_thresh"] in PROB_GRID
+
+
 def test_instance_task_without_instances_is_refused(dataset, tmp_path, capsys):
     code = main(["train", str(dataset), "-o", str(tmp_path / "r"), "--task", "instance", *TINY])
     assert code == 2
