@@ -9,16 +9,19 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
   its ``instances/``), then ``best.pt`` through ``Predictor.predict_objects`` defaults;
 * ``instance-distance``: the same with ``--instance-head distance`` (a normalised
   distance-to-edge channel instead of the boundary class; ``--instance-args`` apply to both);
+* ``instance-rays``: the same with ``--instance-head rays`` (that channel as the object
+  probability plus 32 ray lengths: StarDist's star-convex polygons in unetkit's U-Net);
 * ``semantic``: the default semantic command ``unetkit train TRAIN -o RUN --time-budget B``,
   objects = connected components of its mask (what a semantic U-Net gives);
 * ``otsu-ws``: no learning: per-image Otsu mask, split by a watershed on its distance transform
   from local maxima at least 4 px apart (the classic nuclei recipe);
 * ``truth-cc``: connected components of the TRUE semantic masks: what a perfect pixel
   classifier gives without separation (a reference, not a recipe);
-* ``truth-boundary`` / ``truth-distance``: the TRUE maps of each instance head (one-hot
-  background / nucleus / 2 px boundary; background / nucleus probabilities and the normalised
-  distance) through the post-processing's defaults (``min_size`` 0): the ceiling of each
-  head's representation and post-processing, no training;
+* ``truth-boundary`` / ``truth-distance`` / ``truth-rays``: the TRUE maps of each instance
+  head (one-hot background / nucleus / 2 px boundary; background / nucleus probabilities and
+  the normalised distance; those and the 32 true ray lengths) through the post-processing's
+  defaults (``min_size`` 0): the ceiling of each head's representation and post-processing,
+  no training;
 * ``stardist`` / ``cellpose``: the peers trained on the same 70 images for the same budget by
   their own recipes (``bench/peer_stardist.py``, ``bench/peer_cellpose.py`` say how), each in
   its own interpreter with its peer folder on the path; ``stardist-4x`` / ``cellpose-4x``: the
@@ -40,7 +43,8 @@ interpreter's torch, so it is installed without dependencies, then its other req
     python bench/dsb_instances.py --budget 15 --recipes instance,otsu-ws --out /tmp/dsbi
     python bench/dsb_instances.py --recipes instance --instance-args "--boundary-width 2"
     python bench/dsb_instances.py --budget 15 --recipes instance,instance-distance,otsu-ws
-    python bench/dsb_instances.py --recipes truth-boundary,truth-distance
+    python bench/dsb_instances.py --recipes truth-boundary,truth-distance,truth-rays
+    python bench/dsb_instances.py --budget 15 --recipes instance,instance-rays
     python bench/dsb_instances.py --budget 15 --recipes instance,stardist,cellpose,otsu-ws
     python bench/dsb_instances.py --budget 15 --recipes stardist-4x,cellpose-4x --out /tmp/dsbi
     python bench/dsb_instances.py --recipes stardist --peer-path stardist=/opt/stardist
@@ -142,7 +146,12 @@ def truth_maps(truth: np.ndarray, head: str) -> np.ndarray:
         target = boundary_target(mask, truth, 2, width)
         return np.stack([(target == c).astype(np.float32) for c in range(3)])
     fg = mask.astype(np.float32)
-    return np.stack([1 - fg, fg, object_distance(truth)])
+    maps = np.stack([1 - fg, fg, object_distance(truth)])
+    if head == "rays":
+        from unetkit.data.rays import object_rays
+
+        maps = np.concatenate([maps, object_rays(truth, ObjectConfig().n_rays)])
+    return maps
 
 
 def score(objects_of, stems: list[str], group_of: dict[str, str]) -> dict:
@@ -228,7 +237,7 @@ def main() -> None:
             notes[name] = peer_note(run)
         elif name == "otsu-ws":
             results[name] = score(lambda img, s: otsu_watershed(img), test, group_of)
-        elif name in ("truth-boundary", "truth-distance"):
+        elif name in ("truth-boundary", "truth-distance", "truth-rays"):
             from unetkit.config import ObjectConfig
             from unetkit.data.instances import read_instances
             from unetkit.objects.postprocess import separate_objects
@@ -248,12 +257,13 @@ def main() -> None:
                 group_of,
             )
         else:
-            task = {"instance": "instance", "instance-distance": "instance", "semantic": None}[name]
+            task = {"instance": "instance", "instance-distance": "instance",
+                    "instance-rays": "instance", "semantic": None}[name]  # fmt: skip
             ckpt = work / name / "best.pt"
             if not (args.reuse and ckpt.is_file()):
                 extra = args.instance_args if task == "instance" else ""
-                if name == "instance-distance":
-                    extra += " --instance-head distance"
+                if name in ("instance-distance", "instance-rays"):
+                    extra += f" --instance-head {name.split('-')[1]}"
                 ckpt = train(train_dir, work / name, args.budget, task, extra)
             predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
             predictor.predict_objects(read_image(DATA / "images" / f"{train_stems[0]}.png"))

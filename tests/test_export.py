@@ -326,3 +326,35 @@ def test_distance_head_onnx_predicts_the_checkpoints_objects(tmp_path, grey_leve
     with pytest.raises(UnetkitError, match="distance-head"):
         export_bioimageio(path, tmp_path / "distance.zip")
     assert not list(tmp_path.glob("distance.zip*"))
+
+
+def test_rays_head_onnx_predicts_the_checkpoints_objects(tmp_path):
+    """A rays-head instance model exported to ONNX: its contract names the distance and ray
+    channels and how to read them, unetkit predicts the same objects from the file as from
+    the checkpoint, and a BioImage.IO package is refused in one line."""
+    from test_predict import RAYS, _cells, _predictor, _rays_checkpoint, _rays_image
+    from unetkit.bioimageio import export_bioimageio
+    from unetkit.config import PredictConfig
+    from unetkit.infer.predict import Predictor
+
+    path = _rays_checkpoint(tmp_path)
+    onnx_path = tmp_path / "rays.onnx"
+    export_model(path, "onnx", onnx_path)
+    meta = ort.InferenceSession(str(onnx_path)).get_modelmeta().custom_metadata_map
+    contract = json.loads(meta["unetkit.input_contract"])
+    output = contract["output"]
+    names = ["background", "cell", "distance"] + [f"ray{i}" for i in range(RAYS)]
+    assert output["channel_names"] == names
+    assert output["activation_channels"] == [0, 2] and output["distance_channel"] == "sigmoid"
+    assert output["ray_channels"]["channels"] == [3, 3 + RAYS]
+    assert contract["objects"]["head"] == "rays" and contract["objects"]["ray_scale"] == 4.0
+    _, truth = _cells(60, 75)
+    image = _rays_image(truth)
+    mask_c, ids_c = _predictor(path).predict_objects(image)
+    onnx_predictor = Predictor.load(onnx_path, PredictConfig(precision="fp32"), "cpu")
+    mask_o, ids_o = onnx_predictor.predict_objects(image)
+    assert ids_c.max() == truth.max() > 1
+    assert (ids_o == ids_c).all() and (mask_o == mask_c).all()
+    with pytest.raises(UnetkitError, match="rays-head"):
+        export_bioimageio(path, tmp_path / "rays.zip")
+    assert not list(tmp_path.glob("rays.zip*"))

@@ -12,6 +12,7 @@ from unetkit.errors import UnetkitError
 from unetkit.train.losses import (
     LOSSES_BY_TASK,
     DistanceHeadLoss,
+    RaysHeadLoss,
     build_loss,
     inverse_frequency_weights,
 )
@@ -189,3 +190,33 @@ def test_distance_head_loss_is_class_loss_plus_a_zero_floored_distance_term():
     assert torch.allclose(x.grad[0, 2, 0], expected, atol=1e-6)
     with pytest.raises(UnetkitError, match="distance head"):
         loss(logits, target_cls)
+
+
+def test_rays_head_loss_adds_the_probability_weighted_ray_error_in_pixels():
+    torch.manual_seed(0)
+    classes = build_loss("ce+dice", "multiclass", 2)
+    rays = 4
+    loss = RaysHeadLoss(classes, IGNORE, distance_factor=1.0, rays_factor=0.5, scale=10.0)
+    target_cls = torch.tensor([[[0, 1, 1, IGNORE]]])  # (1, 1, 4)
+    d = torch.tensor([[[0.0, 0.25, 1.0, 0.5]]])
+    true_rays = torch.tensor([[3.0, 6.0, 2.0, 9.0]]).T[None, :, None, :].expand(1, 4, 1, 4)
+    target = torch.cat([target_cls.float()[:, None], d[:, None], true_rays], 1)  # (1, 6, 1, 4)
+    logits = torch.randn(1, 3 + rays, 1, 4)
+    base = DistanceHeadLoss(classes, IGNORE, factor=1.0)(logits[:, :3], target[:, :2])
+    perfect = logits.clone()
+    perfect[:, 3:] = true_rays / 10.0  # outputs in units of the scale
+    assert float(loss(perfect, target)) == pytest.approx(float(base), rel=1e-6)
+    # every ray 2 px too long: + 0.5 x 2, whatever the weights (background and ignored
+    # pixels, weights 0 and ignored, are 4 px off and do not count)
+    off = perfect.clone()
+    off[:, 3:] += 0.2
+    off[0, 3:, 0, 0] += 0.2
+    off[0, 3:, 0, 3] += 0.2
+    assert float(loss(off, target)) == pytest.approx(float(base) + 1.0, rel=1e-6)
+    # weighted by d: 1 px too long on pixel 1 (d 0.25), 3 px on pixel 2 (d 1): (0.25 + 3) / 1.25
+    off = perfect.clone()
+    off[0, 3:, 0, 1] += 0.1
+    off[0, 3:, 0, 2] += 0.3
+    assert float(loss(off, target)) == pytest.approx(float(base) + 0.5 * 3.25 / 1.25, rel=1e-6)
+    with pytest.raises(UnetkitError, match="rays head"):
+        loss(logits, target[:, :2])

@@ -524,6 +524,119 @@ def test_distance_head_objects_are_identical_whole_and_tiled(tmp_path, grey_leve
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
 
+RAYS, RAY_SCALE = 8, 4.0
+
+
+def _rays_checkpoint(folder: Path) -> Path:
+    """A ``rays`` head model wired by hand to read its maps from its input: channel 0 is grey
+    (0.1 background, 0.5 object), channel 1 the object probability p, channels 2.. the ray
+    lengths / ``RAY_SCALE``. Every conv is zero but centre taps that carry relu(+-grey),
+    relu(p) and the relu(rays) along the level-0 skip (as ``grey_level_model``), so its
+    logits are [2 relu(-grey'), 1.6, 8 p - 4, rays / scale]: per pixel, whatever the tiling."""
+    from unetkit.config import ObjectConfig
+
+    c = 2 + RAYS
+    model = build_model("milesial", base_width=c + 2, depth=2, in_channels=c,
+                        out_channels=3 + RAYS)  # fmt: skip
+    state = model.state_dict()
+    for key, value in state.items():
+        if value.dim() == 4 or key.startswith(("ups.", "head.")):
+            value.zero_()
+    first = state["encoders.0.0.weight"]
+    first[0, 0, 1, 1], first[1, 0, 1, 1] = 1, -1  # relu(grey'), relu(-grey')
+    for i in range(1, c):
+        first[i + 1, i, 1, 1] = 1  # relu(p), relu(ray / scale)
+    for conv in ("encoders.0.3", "decoders.1.0", "decoders.1.3"):
+        for i in range(c + 1):
+            state[f"{conv}.weight"][i, i, 1, 1] = 1
+    head, bias = state["head.0.weight"][:, :, 0, 0], state["head.0.bias"]
+    head[0, 1], bias[1] = 2, 1.6
+    head[2, 2], bias[2] = 8, -4
+    for j in range(RAYS):
+        head[3 + j, 3 + j] = 1
+    model.load_state_dict(state)
+    mean, std = (0.5,) + (0.0,) * (c - 1), (0.25,) + (1.0,) * (c - 1)
+    pre = DataConfig(channels=c, resize="random-crop", size=(32, 32), normalize="fixed",
+                     mean=mean, std=std)  # fmt: skip
+    objects = ObjectConfig(head="rays", n_rays=RAYS, ray_scale=RAY_SCALE, min_size=0)
+    ckpt = make_checkpoint(
+        model.eval(), classes=["background", "cell"], palette=PALETTE[:2], preprocessing=pre,
+        task="instance", extra={"objects": objects.to_dict()},
+    )  # fmt: skip
+    return save_checkpoint(ckpt, folder / "rays.pt")
+
+
+def _rays_image(truth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The input of ``_rays_checkpoint`` that makes it predict ``truth``'s maps (the object
+    probability made free of ties, so that no rounding of a blend reorders candidates)."""
+    from unetkit.data.rays import object_rays
+    from unetkit.data.targets import object_distance
+
+    rank = np.random.default_rng(seed).permutation(truth.size).reshape(truth.shape)
+    p = np.where(truth > 0, 0.9 * object_distance(truth) + 0.1 * rank / truth.size, 0)
+    grey = np.where(truth > 0, 0.5, 0.1)
+    rays = object_rays(truth, RAYS) / RAY_SCALE
+    return np.concatenate([grey[None], p[None], rays]).transpose(1, 2, 0).astype(np.float32)
+
+
+def test_rays_head_objects_are_identical_whole_and_tiled(tmp_path):
+    """Touching square cells that straddle every tile border, told apart by the rays head's
+    polygons: the same ids whole and in 32 px tiles (the maps are stitched, then the polygons
+    suppressed once)."""
+    from unetkit.objects.metrics import ObjectTally
+
+    path = _rays_checkpoint(tmp_path)
+    _, truth = _cells(76, 100)
+    image = _rays_image(truth)
+    whole = _predictor(path, strategy="full")
+    assert whole.rays == RAYS
+    probs = whole.predict_proba(image)
+    assert probs.shape[0] == 3 + RAYS and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
+    from unetkit.data.rays import object_rays
+
+    assert np.allclose(probs[3:], object_rays(truth, RAYS), atol=1e-3)  # rays in pixels
+    mask_w, ids_w = whole.predict_objects(image)
+    assert ids_w.max() == truth.max() == 6 * 7
+    tally = ObjectTally()
+    tally.add(ids_w, truth)  # each cell found, nearly to the pixel (polygons of 8 rays)
+    assert tally.summary()["ap_50"] == 1.0 and tally.summary()["map"] > 0.95
+    tiled = _predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
+    mask_t, ids_t = tiled.predict_objects(image)
+    assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
+    crossing = [
+        i for i in range(1, int(truth.max()) + 1)
+        if len(np.unique(np.argwhere(truth == i)[:, 1] // 24)) > 1  # tiles step 24 px
+    ]  # fmt: skip
+    assert len(crossing) > 10
+    assert (whole.predict_mask(image) == (truth > 0)).all()
+    with pytest.raises(UnetkitError, match="rays-head"):
+        _predictor(path, strategy="resize").predict(image)
+
+    class Region:  # an image read by region: bands cannot give exact ids, so none are made
+        path, shape, height, width = "big.tif", (76, 100, 2 + RAYS), 76, 100
+
+    with pytest.raises(UnetkitError, match="whole image's probabilities"):
+        next(whole.iter_mask_bands(Region()))
+
+
+def test_rays_head_tta_mirrors_the_rays(tmp_path):
+    """A prediction of a flipped image, flipped back, has its rays in mirrored directions:
+    ``_mirror_rays`` turns them into the rays of the image itself."""
+    from unetkit.data.rays import object_rays
+
+    predictor = _predictor(_rays_checkpoint(tmp_path), tta=True)
+    rng = np.random.default_rng(1)
+    truth = np.zeros((30, 40), np.int32)
+    for k in range(1, 5):
+        top, left = rng.integers(0, 22), rng.integers(0, 32)
+        truth[top : top + rng.integers(3, 9), left : left + rng.integers(3, 9)] = k
+    rays = torch.from_numpy(object_rays(truth, RAYS))[None]
+    for dims in ((-1,), (-2,), (-2, -1)):
+        flipped = object_rays(np.flip(truth, [d + 2 for d in dims]).copy(), RAYS)
+        back = torch.from_numpy(flipped)[None].flip(dims)
+        assert torch.allclose(predictor._mirror_rays(back, dims), rays)
+
+
 def test_instance_post_processing_overrides(tmp_path, grey_level_model):
     path = _instance_checkpoint(tmp_path, grey_level_model)
     image, truth = _cells(60, 60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -833,8 +834,118 @@ def test_distance_head_trains_predicts_and_is_stored(tmp_path, monkeypatch):
     windows = [full[y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
     assert any(np.array_equal(crop["distance"].numpy(), w) for w in windows)
     code = main(["train", str(data), "-o", str(tmp_path / "bad"), "--task", "instance",
-                 "--instance-head", "rays", *TINY])  # fmt: skip
+                 "--instance-head", "stars", *TINY])  # fmt: skip
     assert code == 2
+
+
+def test_rays_head_trains_predicts_and_is_stored(tmp_path):
+    """``--instance-head rays``: K classes + distance + n_rays ray channels, end to end; the
+    ray scale chosen at the start (and said why), the targets whole-image rays."""
+    from unetkit.data.dataset import SegmentationDataset
+    from unetkit.data.instances import read_instances
+    from unetkit.data.layout import describe_dataset
+    from unetkit.data.rays import object_rays
+    from unetkit.infer import Predictor
+    from unetkit.infer.evaluate import evaluate_model
+
+    data = make_instance_dataset(tmp_path / "inst")
+    run = tmp_path / "run"
+    said: list[str] = []
+    keep = logging.Handler(logging.INFO)
+    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    said_by = logging.getLogger("unetkit.train.fit")  # its own handler: whatever libraries
+    before = said_by.level, said_by.disabled  # imported by earlier tests did to logging
+    said_by.setLevel(logging.INFO)
+    said_by.disabled = False
+    said_by.addHandler(keep)
+    try:
+        code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
+                     "rays", "--n-rays", "8", "--rays-weight", "0.5", "--epochs", "2",
+                     "--steps-per-epoch", "2", "--val-stems", "03", *TINY])  # fmt: skip
+    finally:
+        said_by.removeHandler(keep)
+        said_by.setLevel(before[0])
+        said_by.disabled = before[1]
+    assert code == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    objects = ckpt.extra["objects"]
+    assert objects["head"] == "rays" and objects["n_rays"] == 8 and objects["rays_weight"] == 0.5
+    ids = [read_instances(p) for p in sorted((data / "instances").iterdir())[:3]]
+    lengths = np.concatenate([object_rays(i, 8)[:, i > 0].ravel() for i in ids])
+    assert objects["ray_scale"] == pytest.approx(lengths.mean(), abs=0.01)
+    assert any("ray scale" in m and "mean ray length" in m for m in said)
+    # the post-processing's thresholds, chosen on the validation image at the end
+    assert any("prob_thresh" in m and "validation images" in m for m in said)
+    from unetkit.objects.thresholds import NMS_GRID, PROB_GRID, SCORE_GRID
+
+    assert objects["prob_thresh"] in PROB_GRID and objects["nms_thresh"] in NMS_GRID
+    assert objects["min_score"] in SCORE_GRID
+    last = load_checkpoint(run / "last.pt").extra["objects"]
+    keys = ("prob_thresh", "nms_thresh", "min_score")
+    assert [last[k] for k in keys] == [objects[k] for k in keys]
+    assert ckpt.model_config.out_channels == 2 + 1 + 8  # background, object, distance, rays
+    predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")
+    image = np.asarray(Image.open(data / "images" / "00.png"))
+    probs = predictor.predict_proba(image)
+    assert probs.shape == (11, *image.shape) and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
+    assert probs[2].min() >= 0 and probs[2].max() <= 1 and probs[3:].min() >= 0
+    mask, found = predictor.predict_objects(image)
+    assert mask.shape == found.shape == image.shape and ((mask > 0) == (found > 0)).all()
+    report = evaluate_model(run / "best.pt", data, tmp_path / "eval", device="cpu", progress=False)
+    assert "objects" in report and report["objects"]["ap_50"] is not None
+    # the targets: the whole image's rays, and a crop's reach past the crop
+    info = describe_dataset(data)
+    whole = SegmentationDataset(info, ["00"], DataConfig(resize="none"), boundary_width=2,
+                                instance_head="rays", n_rays=8)[0]  # fmt: skip
+    full = object_rays(read_instances(data / "instances" / "00.png"), 8).transpose(1, 2, 0)
+    assert np.allclose(whole["rays"].numpy(), full, rtol=1e-3)  # (H, W, R): rays last
+    crops = SegmentationDataset(
+        info,
+        ["00"],
+        DataConfig(resize="random-crop", size=(24, 24)),
+        train=True,
+        boundary_width=2,
+        instance_head="rays",
+        n_rays=8,
+    )
+    crop = crops[0]["rays"].numpy()  # fmt: skip
+    windows = [full[y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
+    assert any(np.allclose(crop, w, rtol=1e-3) for w in windows)
+    code = main(["train", str(data), "-o", str(tmp_path / "bad"), "--task", "instance",
+                 "--instance-head", "rays", "--resize", "letterbox", *TINY])  # fmt: skip
+    assert code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_rays_thresholds_are_chosen_in_the_held_out_bands_of_a_small_set(tmp_path):
+    """A small set holds no image out whole: the rays head's thresholds are chosen on each
+    image's validation band, and the run says so."""
+    from unetkit.objects.thresholds import PROB_GRID
+
+    data = make_instance_dataset(tmp_path / "inst")
+    run = tmp_path / "run"
+    said: list[str] = []
+    keep = logging.Handler(logging.INFO)
+    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    said_by = logging.getLogger("unetkit.train.fit")
+    before = said_by.level, said_by.disabled
+    said_by.setLevel(logging.INFO)
+    said_by.disabled = False
+    said_by.addHandler(keep)
+    try:
+        code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
+                     "rays", "--n-rays", "8", "--epochs", "1", "--steps-per-epoch", "2",
+                     *TINY])  # fmt: skip
+    finally:
+        said_by.removeHandler(keep)
+        said_by.setLevel(before[0])
+        said_by.disabled = before[1]
+    assert code == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    bands = ckpt.train_state["data"]["val_regions"]
+    assert bands and not ckpt.train_state["data"]["val"]
+    chosen = [m for m in said if "prob_thresh" in m and "validation bands" in m]
+    assert len(chosen) == 1 and f" {len(bands)} validation bands" in chosen[0]
+    assert ckpt.extra["objects"]["prob_thresh"] in PROB_GRID
 
 
 def test_instance_task_without_instances_is_refused(dataset, tmp_path, capsys):

@@ -205,3 +205,48 @@ def test_maps_move_with_the_pixels_and_change_nothing_else():
     assert deep.float().mean() > 0.3
     assert torch.allclose(out[3][deep], out[0][:, 0][deep], atol=1e-5)
     assert aug.with_maps(images, masks, None, None)[3] is None
+
+
+def _ellipses(b: int = 4, size: int = 96) -> torch.Tensor:
+    """(B, H, W) int64 ids: three ellipses, well inside the image."""
+    from skimage.draw import ellipse
+
+    ids = np.zeros((size, size), np.int64)
+    for k, (cy, cx, ry, rx, angle) in enumerate(
+        ((30, 35, 12, 20, 0.4), (62, 60, 15, 9, -0.3), (45, 52, 8, 8, 0.0)), start=1
+    ):
+        ids[ellipse(cy, cx, ry, rx, shape=ids.shape, rotation=angle)] = k
+    return torch.from_numpy(ids)[None].repeat(b, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "knobs, mean_error",
+    [
+        ({"flip": True, "rot90": True}, 1e-5),  # rays onto rays: exact
+        ({"affine": 1.0, "rotate_deg": 30.0, "scale": (0.8, 1.25)}, 0.7),
+        ({"elastic": 1.0}, 2.0),  # sigma 10 px on a 96 px image: strong; first order
+    ],
+)
+def test_rays_turn_and_scale_with_the_objects(knobs, mean_error):
+    """The carried rays against rays measured again on the augmented ids (those of a
+    nearest-resampled image: ragged edges, so within about half a pixel at best)."""
+    from unetkit.data.rays import object_rays
+
+    ids = _ellipses()
+    rays = torch.from_numpy(object_rays(ids[0].numpy(), 32).transpose(1, 2, 0))
+    rays = rays[None].repeat(4, 1, 1, 1)  # (B, H, W, R): rays last
+    images = torch.rand(4, 1, 96, 96)
+    aug = Augmenter(AugmentConfig(**{**OFF, **knobs}), ignore_index=1000)
+    gen = torch.Generator().manual_seed(1)
+    plain = aug.with_maps(images, ids, None, None, generator=torch.Generator().manual_seed(1))
+    out = aug.with_rays(images, ids, None, None, rays, generator=gen)
+    assert torch.equal(out[0], plain[0]) and torch.equal(out[1], plain[1])
+    errors = []
+    for moved, carried in zip(out[1].numpy(), out[4].numpy().transpose(0, 3, 1, 2)):
+        moved = np.where(moved == 1000, 0, moved)
+        again = object_rays(moved, 32)
+        inside = moved > 0
+        errors.append(np.abs(again[:, inside] - carried[:, inside]).mean())
+        assert (carried[:, ~inside] == 0).all()
+    assert max(errors) < mean_error
+    assert aug.with_rays(images, ids, None, None, None)[4] is None

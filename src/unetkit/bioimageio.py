@@ -242,13 +242,19 @@ def export_bioimageio(
         raise UnetkitError(
             f"{checkpoint}: a resized output cannot be described as a BioImage.IO axis"
         )
-    if cfg.in_channels not in (1, 3):
-        raise UnetkitError(f"{checkpoint}: {cfg.in_channels} input channels; 1 or 3 are exported")
     if instance_head(card) == "distance":
         raise UnetkitError(
             f"{checkpoint}: a distance-head instance model (a softmax over its classes and a "
             "sigmoid distance channel) has no BioImage.IO postprocessing; export it as onnx"
         )
+    if instance_head(card) == "rays":
+        raise UnetkitError(
+            f"{checkpoint}: a rays-head instance model (a softmax over its classes, a sigmoid "
+            "distance channel and ray lengths) has no BioImage.IO postprocessing; export it "
+            "as onnx"
+        )
+    if cfg.in_channels not in (1, 3):
+        raise UnetkitError(f"{checkpoint}: {cfg.in_channels} input channels; 1 or 3 are exported")
     if card.preprocessing.resize in ("letterbox", "resize"):
         raise UnetkitError(
             f"{checkpoint}: a model trained on images {card.preprocessing.resize}d to "

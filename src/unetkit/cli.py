@@ -307,14 +307,29 @@ def train_cmd(
         None,
         "--instance-head",
         help="--task instance: boundary (a boundary class at each object's edge) | distance "
-        "(each object pixel's normalised distance to its edge; seeds at its maxima).",
+        "(each object pixel's normalised distance to its edge; seeds at its maxima) | rays "
+        "(that distance as object probability plus the lengths of --n-rays rays to the edge: "
+        "StarDist's star-convex polygons, kept by non-maximum suppression).",
         show_default=_OBJECT_DEFAULTS.head,
     ),
     distance_weight: float = typer.Option(
         None,
         "--distance-weight",
-        help="--instance-head distance: the distance term's factor in the loss.",
+        help="--instance-head distance / rays: the distance term's factor in the loss.",
         show_default=str(_OBJECT_DEFAULTS.distance_weight),
+    ),
+    n_rays: int = typer.Option(
+        None,
+        "--n-rays",
+        help="--instance-head rays: rays per pixel, a multiple of 4 (StarDist's default).",
+        show_default=str(_OBJECT_DEFAULTS.n_rays),
+    ),
+    rays_weight: float = typer.Option(
+        None,
+        "--rays-weight",
+        help="--instance-head rays: the factor of the ray error (mean absolute, in pixels) in "
+        "the loss (1: StarDist's balance with the distance term at its default weight).",
+        show_default=str(_OBJECT_DEFAULTS.rays_weight),
     ),
     loss: str = typer.Option(
         None, "--loss", help="auto | ce | bce | dice | ce+dice | bce+dice | mse | l1"
@@ -397,6 +412,8 @@ def train_cmd(
         "objects.boundary_fraction": boundary_fraction,
         "objects.head": instance_head,
         "objects.distance_weight": distance_weight,
+        "objects.n_rays": n_rays,
+        "objects.rays_weight": rays_weight,
         "loss": loss,
         "class_weights": _class_weights(class_weights),
         "weight_map": weight_map,
@@ -473,6 +490,18 @@ _FILL_HOLES = typer.Option(
     help="Instance models: fill holes in objects.",
     show_default="the model's",
 )
+_PROB_THRESH = typer.Option(
+    None,
+    "--prob-thresh",
+    help="Rays-head instance models: pixels whose object probability exceeds P propose "
+    "their polygons.",
+)
+_NMS_THRESH = typer.Option(
+    None,
+    "--nms-thresh",
+    help="Rays-head instance models: drop a polygon covering more than this share of a "
+    "better one (or of itself).",
+)
 _OBJECTS_BETWEEN = typer.Option(
     None,
     "--objects-between",
@@ -483,7 +512,7 @@ _OBJECTS_BETWEEN = typer.Option(
 _INFER_FLAGS = (
     "strategy", "tile", "overlap", "blend", "batch_size", "tta", "threshold", "device",
     "precision", "fg_threshold", "seed_threshold", "min_size", "min_score", "fill_holes",
-    "objects_between",
+    "prob_thresh", "nms_thresh", "objects_between",
 )  # fmt: skip
 
 
@@ -528,6 +557,8 @@ def predict_cmd(
     min_size: int = _MIN_SIZE,
     min_score: float = _MIN_SCORE,
     fill_holes: bool = _FILL_HOLES,
+    prob_thresh: float = _PROB_THRESH,
+    nms_thresh: float = _NMS_THRESH,
     objects_between: str = _OBJECTS_BETWEEN,
     objects: bool = typer.Option(
         False,
@@ -676,6 +707,8 @@ def evaluate_cmd(
     min_size: int = _MIN_SIZE,
     min_score: float = _MIN_SCORE,
     fill_holes: bool = _FILL_HOLES,
+    prob_thresh: float = _PROB_THRESH,
+    nms_thresh: float = _NMS_THRESH,
     objects_between: str = _OBJECTS_BETWEEN,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     rand_error: bool = _RAND_ERROR,

@@ -230,7 +230,7 @@ UPS = ("transposed", "bilinear", "nearest")
 MERGES = ("crop", "pad", "resize")
 HEADS = ("logits", "sigmoid", "pixel_shuffle")
 BLOCKS = ("double3x3", "3x3+1x1")
-INSTANCE_HEADS = ("boundary", "distance")
+INSTANCE_HEADS = ("boundary", "distance", "rays")
 
 
 @dataclass
@@ -441,7 +441,12 @@ class ObjectConfig(_Config):
             ``boundary``, one more softmax class at each object's edge, seeds from the
             interior probability; ``distance``, one more channel (a sigmoid) with each object
             pixel's distance to its object's edge divided by the object's largest
-            (``object_distance``), seeds from its high values and a watershed on it.
+            (``object_distance``), seeds from its high values and a watershed on it; ``rays``,
+            that channel (the object probability) plus ``n_rays`` channels with the
+            distances from each object pixel to its object's edge along evenly spaced rays
+            (``unetkit.data.rays``, StarDist's representation): each pixel proposes a
+            star-convex polygon, and non-maximum suppression keeps the best
+            (``unetkit.objects.stars``).
         boundary_width: width in pixels of the ``boundary`` class trained at each object's
             edge (``unetkit.data.targets``; ``boundary`` head).
         boundary_fraction: the boundary class also covers each object's pixels closer to its
@@ -466,6 +471,27 @@ class ObjectConfig(_Config):
             whatever its peak height, the bumps of a noisy map merged; 0: the 4-connected
             regions above ``seed_threshold`` instead (with ``distance_sigma`` 0 too, the
             distance head's first seeding).
+        n_rays: ``rays`` head: rays per pixel, a multiple of 4 (StarDist's default 32).
+        rays_weight: ``rays`` head: the factor of the ray term (the mean absolute error of
+            the ray lengths in pixels, weighted by the object probability target) in the
+            loss (``unetkit.train.losses.RaysHeadLoss``). 1.0 keeps StarDist's balance of
+            0.2 between its distance and probability terms, the probability term here
+            weighing ``distance_weight`` (5).
+        ray_scale: ``rays`` head: the network's ray channels are ray lengths divided by this
+            (pixels), so they are near 1 like its other outputs (their biases start at 1: the
+            mean ray); None: chosen when training starts, the mean ray length over the
+            training objects' pixels.
+        prob_thresh: ``rays`` head: pixels whose object probability exceeds this propose
+            their polygons (StarDist's default 0.5); training ends by choosing it and
+            ``nms_thresh`` on the validation images (``unetkit.objects.thresholds``).
+        nms_thresh: ``rays`` head: a proposed polygon is dropped when it covers more than
+            this share of a better one's or of its own area (intersection over the smaller;
+            StarDist's default 0.4).
+        rays_to_foreground: ``rays`` head: only object pixels (``1 - p(background) >
+            fg_threshold``) propose polygons, the kept polygons are cut to the object
+            pixels, and object pixels that no polygon covers join the nearest polygon within
+            3 px (a polygon of 32 rays only approximates an object's outline); False: every pixel
+            may propose, and the polygons are the objects as drawn (StarDist's output).
         min_size: objects smaller than this (pixels) are dropped; None: chosen when training
             starts, a fifth of the 10th percentile of the training objects' areas (>= 1).
         min_score: objects whose score, the mean object probability ``1 - p(background)``
@@ -482,6 +508,12 @@ class ObjectConfig(_Config):
     distance_sigma: float = 1.0
     seed_h: float = 0.15
     distance_weight: float = 5.0
+    n_rays: int = 32
+    rays_weight: float = 1.0
+    ray_scale: float | None = None
+    prob_thresh: float = 0.5
+    nms_thresh: float = 0.4
+    rays_to_foreground: bool = True
     min_size: int | None = None
     min_score: float = 0.8
     fill_holes: bool = True
@@ -495,6 +527,13 @@ class ObjectConfig(_Config):
         _check_range("distance_sigma", self.distance_sigma, 0.0, float("inf"))
         _check_range("seed_h", self.seed_h, 0.0, 1.0)
         _check_range("distance_weight", self.distance_weight, 0.0, float("inf"))
+        if self.n_rays < 8 or self.n_rays % 4:
+            raise ValueError(f"n_rays must be a multiple of 4 and >= 8; got {self.n_rays}")
+        _check_range("rays_weight", self.rays_weight, 0.0, float("inf"))
+        if self.ray_scale is not None:
+            _check_range("ray_scale", self.ray_scale, 1e-6, float("inf"))
+        _check_range("prob_thresh", self.prob_thresh, 0.0, 1.0)
+        _check_range("nms_thresh", self.nms_thresh, 0.0, 1.0, closed=True)
         _check_range("min_score", self.min_score, 0.0, 1.0, closed=True)
         if self.min_size is not None:
             _check_min(self, ("min_size",), 0)
@@ -628,9 +667,9 @@ class PredictConfig(_Config):
     (``blend``) where they share kept pixels. Valid-padding networks (the paper's
     overlap-tile) are exact and ignore ``overlap``.
 
-    ``fg_threshold``, ``seed_threshold``, ``min_size``, ``min_score`` and ``fill_holes``
-    override the post-processing stored in an instance model (``ObjectConfig``); None keeps
-    the model's.
+    ``fg_threshold``, ``seed_threshold``, ``min_size``, ``min_score``, ``fill_holes``,
+    ``prob_thresh`` and ``nms_thresh`` override the post-processing stored in an instance
+    model (``ObjectConfig``); None keeps the model's.
 
     ``objects_between`` (a class name or index; semantic models): objects are the regions
     that class separates, such as cells between EM membranes or grains between grain
@@ -652,6 +691,8 @@ class PredictConfig(_Config):
     min_size: int | None = None
     min_score: float | None = None
     fill_holes: bool | None = None
+    prob_thresh: float | None = None
+    nms_thresh: float | None = None
     objects_between: str | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -669,6 +710,7 @@ class PredictConfig(_Config):
 
     def object_overrides(self, base: ObjectConfig | None = None) -> ObjectConfig:
         """``base`` (an instance model's post-processing) with this config's overrides."""
-        names = ("fg_threshold", "seed_threshold", "min_size", "min_score", "fill_holes")
+        names = ("fg_threshold", "seed_threshold", "min_size", "min_score", "fill_holes",
+                 "prob_thresh", "nms_thresh")  # fmt: skip
         changes = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         return (base or ObjectConfig()).replace(**changes)

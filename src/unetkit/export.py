@@ -147,7 +147,8 @@ def channel_names(channels: int) -> list[str]:
 
 
 def instance_head(card: ModelCard) -> str | None:
-    """``boundary`` or ``distance`` for instance models (``ObjectConfig.head``), else None."""
+    """``boundary``, ``distance`` or ``rays`` for instance models (``ObjectConfig.head``),
+    else None."""
     if card.task != "instance":
         return None
     return str((card.objects or {}).get("head") or "boundary")
@@ -155,14 +156,22 @@ def instance_head(card: ModelCard) -> str | None:
 
 def output_names(card: ModelCard) -> list[str]:
     """The output channels: the classes (plus ``boundary`` or ``distance`` for instance
-    models), or the positive class of a one-channel binary head."""
+    models, ``distance`` and ``ray0`` ... for the rays head), or the positive class of a
+    one-channel binary head."""
     k = card.model_config.out_channels
     names = list(card.classes)
-    if card.task == "instance" and len(names) == k - 1:
-        names.append(instance_head(card) or "boundary")
+    rays = _rays(card)
+    if card.task == "instance" and len(names) == k - 1 - rays:
+        head = instance_head(card) or "boundary"
+        names += [head if head != "rays" else "distance"] + [f"ray{i}" for i in range(rays)]
     if k == 1:
         return [names[-1] if names else "foreground"]
     return names[:k] + [f"channel{i}" for i in range(len(names), k)]
+
+
+def _rays(card: ModelCard) -> int:
+    """The ray channels of a rays-head instance model, else 0."""
+    return int((card.objects or {}).get("n_rays") or 32) if instance_head(card) == "rays" else 0
 
 
 def activation(card: ModelCard) -> str:
@@ -204,12 +213,19 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
         else "per channel: probability > 0.5"
     )
     head = instance_head(card)
+    rays = _rays(card)
     if head is not None:
-        k = cfg.out_channels - 1  # the last channel is the boundary class or the distance
+        k = cfg.out_channels - 1 - rays  # after the classes: boundary or distance (and rays)
+        separates = (
+            f"the last channel ({head}) separates objects (a seeded watershed"
+            if not rays
+            else f"channel {k} (distance: the object probability) and channels {k + 1}.."
+            f"{k + rays} (ray lengths) give objects (star-convex polygons with non-maximum "
+            "suppression"
+        )
         mask = (
             f"object pixels where 1 - p(channel 0) > objects.fg_threshold get the argmax of "
-            f"channels 1..{k - 1} (+1), others 0; the last channel ({head}) separates "
-            "objects (a seeded watershed, parameters in 'objects')"
+            f"channels 1..{k - 1} (+1), others 0; {separates}, parameters in 'objects')"
         )
     order = {1: "grey", 3: "RGB"}.get(c, "as stored in the file")
     return {
@@ -252,11 +268,22 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
             "values": "raw logits" if act != "none" else "raw values",
             "activation": act,
             "activation_axis": "channel" if act == "softmax" else None,
-            # the distance head: softmax over the class channels, sigmoid on the last one
+            # the distance head: softmax over the class channels, sigmoid on the last one; the
+            # rays head: the same on the channels before its rays
             "activation_channels": (
-                [0, cfg.out_channels - 1] if instance_head(card) == "distance" else None
+                [0, cfg.out_channels - 1 - rays] if head in ("distance", "rays") else None
             ),
-            "last_channel": "sigmoid" if instance_head(card) == "distance" else None,
+            "last_channel": "sigmoid" if head == "distance" else None,
+            "distance_channel": "sigmoid" if head == "rays" else None,
+            "ray_channels": (
+                {
+                    "channels": [cfg.out_channels - rays, cfg.out_channels],
+                    "values": "ray length in pixels = objects.ray_scale x max(output, 0)",
+                    "angles": f"ray i at 2 pi i / {rays} from +x (columns) towards +y (rows)",
+                }
+                if rays
+                else None
+            ),
             "mask": mask if act != "none" else None,
             "size": ("input size" if sizes["scale"] == 1 else "input size x scale")
             + ("" if sizes["offset"] == 0 else " + offset"),

@@ -38,8 +38,12 @@ def _pad_to(array: np.ndarray, size: tuple[int, int], fill: float | None) -> np.
 
 _POINTS_PER_CLASS = 512
 
-# what a read image holds: image, mask (the target), weight map, distance map, crop centres
-_Loaded = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None", dict]
+# what a read image holds: image, mask (the target), weight map, distance map, the rays of its
+# object pixels (``unetkit.data.rays.ray_table``), crop centres
+_Rays = tuple[np.ndarray, np.ndarray]
+_Loaded = tuple[
+    np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None", "_Rays | None", dict
+]
 
 
 def _class_points(mask: np.ndarray, k: int, stem: str) -> dict[int, np.ndarray]:
@@ -68,6 +72,12 @@ def _check_values(mask: np.ndarray, k: int, ignore: int, path, classes) -> None:
         )
 
 
+_NO_RESIZED_RAYS = (
+    "the rays instance head trains on whole images or random crops (--resize none or "
+    "random-crop): resizing to {} would distort the objects its rays measure"
+)
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Image / mask pairs as tensors: image float32 (C, H, W), mask int64 (H, W).
 
@@ -93,6 +103,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
             cropped / resized with the mask (bilinear; the map does not change with scale).
             ``weight_fn`` is then given the 1 px boundary target (``boundary_target`` at
             width 1), so that the paper's border term covers the edges of touching objects.
+            ``rays``: as ``distance``, and each item also holds ``rays`` (H, W, n_rays), the
+            lengths of each object pixel's rays to its object's edge
+            (``unetkit.data.rays``), measured once per image on the whole image (a crop's
+            rays reach past the crop, as far as the object does) and cached compactly (the
+            object pixels' rays as float16); whole images or random crops only.
+        n_rays: rays per pixel of the ``rays`` head.
         regions: validation held out as a box of each image (``unetkit.data.split``,
             ``held_out_box``): a training set (``train``) ignores the labels inside its
             image's box, any other set has only the labels inside it (the rest set to the
@@ -110,6 +126,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         boundary_width: int = 0,
         boundary_fraction: float = 0.0,
         instance_head: str = "boundary",
+        n_rays: int = 32,
         regions: Mapping[str, Box] | None = None,
     ) -> None:
         self.info = info if isinstance(info, DatasetInfo) else describe_dataset(info)
@@ -126,9 +143,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.boundary_width = int(boundary_width)
         self.boundary_fraction = float(boundary_fraction)
-        if instance_head not in ("boundary", "distance"):
-            raise UnetkitError(f"instance head must be boundary or distance; got {instance_head!r}")
-        self.instance_head = instance_head
+        if instance_head not in ("boundary", "distance", "rays"):
+            raise UnetkitError(
+                f"instance head must be boundary, distance or rays; got {instance_head!r}"
+            )
+        self.instance_head, self.n_rays = instance_head, int(n_rays)
+        if self._rays and self.config.resize in ("letterbox", "resize"):
+            raise UnetkitError(_NO_RESIZED_RAYS.format(self.config.resize))
+        self.ray_lengths: dict[str, tuple[float, int]] = {}  # per stem: sum of rays, count
         self.regions = dict(regions or {})
         self.object_areas: dict[str, np.ndarray] = {}  # per stem, once its instances are read
         self.epoch = 0
@@ -141,6 +163,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
     @property
     def classes(self) -> list[str]:
         return self.info.classes
+
+    @property
+    def _rays(self) -> bool:
+        return self.boundary_width > 0 and self.instance_head == "rays"
 
     @property
     def palette(self) -> list[list[int]]:
@@ -215,21 +241,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
             _check_values(mask, len(self.info.classes), self.config.ignore_index,
                           self.info.mask_files[stem], self.info.classes)  # fmt: skip
         k = len(self.info.classes)
-        instances, distance, weighed = None, None, mask
+        instances, distance, rays, weighed = None, None, None, mask
         if self.boundary_width > 0:
             instances = self._instances(stem, mask.shape)
-            areas = np.bincount(instances.ravel())[1:]
-            self.object_areas[stem] = areas[areas > 0]
-            ignore = self.config.ignore_index
-            if self.instance_head == "distance":
-                distance = object_distance(instances)
-                weighed = boundary_target(mask, instances, k, 1, ignore)
-            else:
-                mask = boundary_target(
-                    mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
-                )
-                weighed = mask
-                k += 1
+            mask, weighed, distance, rays = self._instance_targets(stem, mask, instances)
+            k += 1 if self.instance_head == "boundary" else 0  # the boundary class
         weight = None
         if self.weight_fn is not None:
             extra = () if instances is None else (instances,)
@@ -239,15 +255,37 @@ class SegmentationDataset(torch.utils.data.Dataset):
             mask = hide_labels(mask, box, self.config.ignore_index, inside=self.train)
         points = _class_points(mask, k, stem) if self.train else {}
         if self._cache_ok:
-            item_bytes = sum(a.nbytes for a in (image, mask, weight, distance) if a is not None)
+            arrays = (image, mask, weight, distance, *(rays or ()))
+            item_bytes = sum(a.nbytes for a in arrays if a is not None)
             budget = min(2**31, available_memory() // 4)
             if item_bytes * len(self._stems) <= budget:
-                self._cache[stem] = (image, mask, weight, distance, points)
+                self._cache[stem] = (image, mask, weight, distance, rays, points)
             else:
                 self._cache_ok = False
                 log.info("dataset does not fit the cache budget (%d MiB); reading from disk",
                          budget >> 20)  # fmt: skip
-        return image, mask, weight, distance, points
+        return image, mask, weight, distance, rays, points
+
+    def _instance_targets(self, stem: str, mask: np.ndarray, instances: np.ndarray):
+        """The instance head's targets: (mask, what the weight map is computed from, distance
+        map or None, ray table or None)."""
+        areas = np.bincount(instances.ravel())[1:]
+        self.object_areas[stem] = areas[areas > 0]
+        k, ignore = len(self.info.classes), self.config.ignore_index
+        if self.instance_head == "boundary":
+            mask = boundary_target(
+                mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
+            )
+            return mask, mask, None, None
+        # distance and rays: the data's classes and the normalised distance (and the rays)
+        weighed = boundary_target(mask, instances, k, 1, ignore)
+        rays = None
+        if self.instance_head == "rays":
+            from .rays import ray_table
+
+            rays = ray_table(instances, self.n_rays)
+            self.ray_lengths[stem] = (float(rays[1].sum(dtype=np.float64)), rays[1].size)
+        return mask, weighed, object_distance(instances), rays
 
     def _instances(self, stem: str, shape: tuple[int, ...]) -> np.ndarray:
         path = self.info.instance_files.get(stem)
@@ -284,9 +322,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         for stem in self._stems:
             self._load(stem)
 
-    def _geometry(self, index: int, epoch: int, image, mask, weight, distance, points):
+    def _geometry(self, index: int, epoch: int, image, mask, weight, distance, rays, points):
+        """The item's window (or resized copy) of each array; the rays' index (``ray_table``)
+        is windowed like the mask, -1 where padded."""
         cfg, ignore = self.config, self.config.ignore_index
         size = cast("tuple[int, int]", tuple(cfg.size))
+        ray_index = None if rays is None else rays[0]
+        if ray_index is not None and cfg.resize in ("letterbox", "resize"):
+            raise UnetkitError(_NO_RESIZED_RAYS.format(cfg.resize))
         if cfg.resize == "letterbox":
             image = letterbox(image, size, nearest=False)[0]
             mask = letterbox(mask, size, nearest=True, fill=ignore)[0]
@@ -301,6 +344,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image, mask = _pad_to(image, size, None), _pad_to(mask, size, ignore)
             weight = None if weight is None else _pad_to(weight, size, 0.0)
             distance = None if distance is None else _pad_to(distance, size, 0.0)
+            ray_index = None if ray_index is None else _pad_to(ray_index, size, -1)
             rng = np.random.default_rng((self.seed, epoch, index))
             top = int(rng.integers(0, image.shape[0] - size[0] + 1))
             left = int(rng.integers(0, image.shape[1] - size[1] + 1))
@@ -315,12 +359,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image, mask = image[box], mask[box]
             weight = None if weight is None else weight[box]
             distance = None if distance is None else distance[box]
-        return image, mask, weight, distance
+            ray_index = None if ray_index is None else ray_index[box]
+        if ray_index is not None:
+            from .rays import rays_of
+
+            rays = rays_of(ray_index, rays[1])
+        return image, mask, weight, distance, rays
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Sample ``key``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``,
-        ``weight`` float32 (H, W) when a ``weight_fn`` is set, and ``distance`` float32 (H, W)
-        for the ``distance`` instance head.
+        ``weight`` float32 (H, W) when a ``weight_fn`` is set, ``distance`` float32 (H, W)
+        for the ``distance`` and ``rays`` instance heads, and ``rays`` float32 (H, W, n_rays),
+        rays last, for the ``rays`` head.
 
         ``key`` is an index (its crop that of the epoch ``set_epoch`` chose) or an
         ``(epoch, index)`` pair: what a data-loading process that lives across epochs gets.
@@ -329,7 +379,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         stem = self.stem_of(index)
         loaded = self._load(stem)
         stats = self._stats(stem, loaded[0])  # of the whole image, never of the crop
-        image, mask, weight, distance = self._geometry(index, epoch, *loaded)
+        image, mask, weight, distance, rays = self._geometry(index, epoch, *loaded)
         item = {
             "image": image_to_tensor(image, self.config, stats),
             "mask": torch.from_numpy(np.array(mask, dtype=np.int64)),  # a copy: cache stays intact
@@ -339,4 +389,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
             item["weight"] = torch.from_numpy(np.array(weight, dtype=np.float32))
         if distance is not None:
             item["distance"] = torch.from_numpy(np.array(distance, dtype=np.float32))
+        if rays is not None:
+            item["rays"] = torch.from_numpy(rays)
         return item

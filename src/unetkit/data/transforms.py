@@ -405,6 +405,30 @@ class Augmenter:
         Returns:
             (images, masks, weights, maps (B, H, W) or None).
         """
+        images, masks, weights, maps, _ = self.with_rays(
+            images, masks, weights, maps, None, generator
+        )
+        return images, masks, weights, maps
+
+    def with_rays(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        weights: torch.Tensor | None,
+        maps: torch.Tensor | None,
+        rays: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None
+    ]:
+        """``with_maps`` plus ``rays`` (B, H, W, R) float, rays last: each object pixel's ray
+        lengths (pixels) to its object's edge at the angles ``unetkit.data.rays.ray_angles(R)``,
+        made the rays of the transformed objects (``unetkit.data.rays.carry_rays``).
+        Everything else is exactly what ``with_maps`` gives from the same generator state.
+
+        Returns:
+            (images, masks, weights, maps, rays (B, H, W, R) or None).
+        """
         b, _, h, w = images.shape
         out_dtype = images.dtype
         owned = images.dtype not in (torch.float32, torch.float64)
@@ -412,9 +436,12 @@ class Augmenter:
             images = images.float()  # half precision would blur the sampling grid
         grid = self._grid(b, h, w, generator, images.device)
         if grid is not None:
-            images, masks, weights, maps = self._sample(
-                images, masks, weights, maps, grid.to(images.dtype)
-            )
+            grid = grid.to(images.dtype)
+            images, masks, weights, maps = self._sample(images, masks, weights, maps, grid)
+            if rays is not None:
+                from .rays import carry_rays
+
+                rays = carry_rays(rays, grid)
             owned = True
         images = self._photometric(images, generator, owned)
-        return images.to(out_dtype), masks, weights, maps
+        return images.to(out_dtype), masks, weights, maps, rays

@@ -313,7 +313,10 @@ def score_predictor(
             truth="instances/" if info.instance_files
             else "connected components of the masks" if between is None
             else f"regions between class {names[between]} (connected components)",
-            predicted="watershed (instance model)" if predictor.instance
+            predicted=(
+                "star-convex polygons (rays instance model)" if predictor.rays
+                else "watershed (instance model)"
+            ) if predictor.instance
             else "connected components of the predicted mask" if between is None
             else f"regions between class {names[between]} (seeded watershed)",
         )  # fmt: skip

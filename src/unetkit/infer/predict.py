@@ -101,8 +101,9 @@ class Predictor:
 
     @property
     def instance(self) -> bool:
-        """True for ``--task instance`` models: K classes plus a boundary class or a distance
-        channel (``ObjectConfig.head``), objects by watershed (``unetkit.objects.postprocess``)."""
+        """True for ``--task instance`` models: K classes plus a boundary class, a distance
+        channel or a distance channel and rays (``ObjectConfig.head``), objects by watershed
+        or polygons (``unetkit.objects.postprocess``)."""
         return self.info.task == "instance"
 
     @functools.cached_property
@@ -110,6 +111,18 @@ class Predictor:
         """True for instance models with the ``distance`` head: their last output channel is a
         sigmoid (the normalised distance to the object's edge), not a softmax class."""
         return self.instance and self.objects_config.head == "distance"
+
+    @functools.cached_property
+    def rays(self) -> int:
+        """The rays of a ``rays`` head instance model (0 for any other model): its last
+        ``rays`` output channels are ray lengths, the one before them a sigmoid."""
+        cfg = self.objects_config
+        return cfg.n_rays if self.instance and cfg.head == "rays" else 0
+
+    @property
+    def _head_channels(self) -> int:
+        """Output channels after the classes of an instance model's mask (0 otherwise)."""
+        return (1 + self.rays) if self.instance else 0
 
     @property
     def objects_config(self) -> ObjectConfig:
@@ -141,20 +154,41 @@ class Predictor:
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Network outputs -> probabilities: the model's activation, or for the ``distance``
-        head a softmax over the class channels and a sigmoid on the last (the distance)."""
+        head a softmax over the class channels and a sigmoid on the last (the distance); for
+        the ``rays`` head that sigmoid on the channel before the rays, whose lengths are
+        ``ray_scale`` times their outputs (at least 0)."""
         if self.distance_head:
             return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
+        if self.rays:
+            r, scale = self.rays, self.objects_config.ray_scale or 1.0
+            logits = logits.float()  # lengths in pixels: more than bf16's 8 bits
+            classes, prob = logits[:, : -r - 1], logits[:, -r - 1 : -r]
+            rays = torch.relu(logits[:, -r:]) * scale
+            return torch.cat([torch.softmax(classes, 1), torch.sigmoid(prob), rays], 1)
         return self.network.shape.activate(logits)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged)."""
+        """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged;
+        a rays head's rays are mirrored with the image)."""
         net = self.network.run
         probs = self._activate(net(x))
         if self.config.tta:
             for dims in ((-1,), (-2,), (-2, -1)):
-                probs = probs + self._activate(net(x.flip(dims))).flip(dims)
+                flipped = self._activate(net(x.flip(dims))).flip(dims)
+                probs = probs + self._mirror_rays(flipped, dims)
             probs = probs / 4
         return probs
+
+    def _mirror_rays(self, probs: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        """The ray channels of a prediction of the image flipped along ``dims``, flipped back,
+        as rays of the image itself: a left-right flip maps the ray at angle phi to pi - phi,
+        an up-down flip to -phi, both to phi + pi."""
+        r = self.rays
+        if not r:
+            return probs
+        k = torch.arange(r, device=probs.device)
+        source = {(-1,): r // 2 - k, (-2,): -k, (-2, -1): k + r // 2}[tuple(dims)] % r
+        return torch.cat([probs[:, :-r], probs[:, -r:][:, source]], 1)
 
     def _tile(self) -> tuple[int, int]:
         """The input tile ``(h, w)``: ``config.tile``, else ``auto_tiling``'s side."""
@@ -200,6 +234,12 @@ class Predictor:
     ):
         from ..data.transforms import letterbox, resize_to
 
+        if self.rays:
+            raise UnetkitError(
+                f"{self.info.source}: a rays-head instance model predicts at the image's own "
+                f"scale (its rays are lengths in pixels); --strategy {strategy} would resize "
+                "the image: use full or tile"
+            )
         size = cast("tuple[int, int]", tuple(int(n) for n in self.info.preprocessing.size))
         scale = letterbox if strategy == "letterbox" else resize_to
         scaled, geometry = scale(image, size, nearest=False)
@@ -225,10 +265,10 @@ class Predictor:
         return probs[0] if probs.shape[0] == 1 else 1.0 - probs[0]
 
     def _mask(self, probs: torch.Tensor) -> torch.Tensor:
-        # instance models: object pixels get the likeliest object class (the last channel,
-        # boundary or distance, is not a class of the mask)
+        # instance models: object pixels get the likeliest object class (the head's channels,
+        # boundary, distance or rays, are no classes of the mask)
         if self.instance:
-            k = probs.shape[0] - 1
+            k = probs.shape[0] - self._head_channels
             inside = (1 - probs[0]) > self.objects_config.fg_threshold
             return torch.where(inside, class_argmax(probs[1:k]) + 1, 0).to(torch.uint8)
         if self.binary:
@@ -270,7 +310,8 @@ class Predictor:
         """Class mask, objects and each object's score of one image.
 
         Instance models: a seeded watershed on the whole image's stitched probabilities (and,
-        for the ``distance`` head, distance map), once per image, never per tile
+        for the ``distance`` head, distance map), or the ``rays`` head's polygons, once per
+        image, never per tile
         (``unetkit.objects.postprocess.separate_objects``); the class mask agrees with the
         objects. Semantic models: the 4-connected components of each class other than
         background (``unetkit.objects.labels.connected_objects``), or with
@@ -446,7 +487,9 @@ class Predictor:
             (K, H, W) float32, K = number of classes (a one-channel sigmoid model gives
             ``[1 - p, p]``); instance models: K + 1, the last channel the boundary class's
             probability or, for the ``distance`` head, the predicted normalised distance to
-            the object's edge (not a probability: the first K sum to 1 without it).
+            the object's edge (not a probability: the first K sum to 1 without it); the
+            ``rays`` head: K + 1 + ``n_rays``, the object probability (the predicted
+            normalised distance) and the ray lengths in pixels.
         """
         probs = self._run(image, None)
         if probs.shape[0] == 1 and len(self.classes) == 2:

@@ -28,6 +28,20 @@ pixel joins the core it climbs to. A trained map is flatter and noisier than the
 fixed threshold near its peaks cut each nucleus into the bumps above it, while an h-maximum
 is a peak that stands ``seed_h`` above the valley to any higher one, whatever its height.
 
+``rays`` head: the softmax has the data's K classes, channel K is the object probability
+(``object_distance``, a sigmoid) and the last ``n_rays`` channels the predicted ray lengths
+in pixels (``unetkit.data.rays``). The objects are StarDist's: the pixels whose probability
+exceeds ``prob_thresh`` propose their star-convex polygons, greedy non-maximum suppression
+at ``nms_thresh`` keeps the best, and they are drawn, the more probable on top
+(``unetkit.objects.stars``). With ``rays_to_foreground`` (the default) only object pixels
+of step 1 propose polygons (an under-trained model's flat probability near 0.5 would make
+every pixel a candidate), each polygon is cut to the object pixels, and object pixels that
+no polygon covers join the nearest polygon within 3 px
+(``skimage.segmentation.expand_labels``); object regions farther from every polygon are
+dropped, not made objects. On the true maps of the DSB 2018 test images of
+``bench/dsb_instances.py`` (32 rays) this raises the mean AP over IoU 0.5:0.95 from 0.974
+(the polygons as drawn) to 0.990 (AP@0.5 0.999 either way). Steps 4 and 5 follow.
+
 Post-processing runs once on the stitched probabilities, never per tile, so an object cut by a
 tile border is one object with one id.
 """
@@ -112,21 +126,50 @@ def separate_objects(
     Args:
         probs: (K + 1, H, W): background, K - 1 object classes, then the boundary class
             (``boundary`` head: a softmax over all K + 1) or the normalised distance
-            (``distance`` head: a softmax over the first K).
-        config: the head, thresholds, the distance head's smoothing and seed depth,
-            minimum size and score, hole filling (``min_size`` None counts as 0).
+            (``distance`` head: a softmax over the first K); ``rays`` head (K + 1 +
+            ``n_rays``, H, W): the K class probabilities, the object probability and the
+            ray lengths in pixels.
+        config: the head, thresholds, the distance head's smoothing and seed depth, the
+            rays head's thresholds, minimum size and score, hole filling (``min_size`` None
+            counts as 0).
 
     Returns:
         ((H, W) uint8 class mask in 0..K-1, (H, W) int32 object ids 0..N).
     """
-    from skimage.segmentation import watershed
-
     cfg = config or ObjectConfig()
     probs = np.asarray(probs, dtype=np.float32)
-    k = probs.shape[0] - 1  # the data's classes; the last channel is the boundary
-    if k < 2:
-        raise ValueError(f"instance probabilities need >= 3 channels; got {probs.shape[0]}")
+    k = class_channels(probs, cfg)
     objects = (1.0 - probs[0]) > cfg.fg_threshold
+    if cfg.head == "rays":
+        labels = fit_to_objects(star_objects_of(probs, k, objects, cfg), objects, cfg)
+    else:
+        labels = _watershed_labels(probs, k, objects, cfg)
+        unseeded = objects & (labels == 0)
+        if unseeded.any():
+            extra, _ = ndimage.label(unseeded)
+            top = int(labels.max())
+            labels[extra > 0] = extra[extra > 0] + top
+    return finish_objects(labels, probs, k, cfg)
+
+
+def class_channels(probs: np.ndarray, cfg: ObjectConfig) -> int:
+    """K, the data's classes among an instance model's output channels (``probs`` (C, H,
+    W)): one channel follows them, and the rays head's rays after it."""
+    after = 1 + (cfg.n_rays if cfg.head == "rays" else 0)
+    k = probs.shape[0] - after
+    if k < 2:
+        raise ValueError(
+            f"{cfg.head} head probabilities need >= {2 + after} channels; got {probs.shape[0]}"
+        )
+    return k
+
+
+def _watershed_labels(
+    probs: np.ndarray, k: int, objects: np.ndarray, cfg: ObjectConfig
+) -> np.ndarray:
+    """The boundary and distance heads' seeded watershed within the object pixels."""
+    from skimage.segmentation import watershed
+
     if cfg.head == "distance":
         distance = probs[k]
         if cfg.distance_sigma > 0:
@@ -138,36 +181,66 @@ def separate_objects(
         else:
             cores = distance > cfg.seed_threshold
         seeds, _ = ndimage.label(objects & cores)
-        labels = watershed(-distance, markers=seeds, mask=objects).astype(np.int32)
-    else:
-        interior = probs[1:k].sum(0)
-        seeds, _ = ndimage.label(objects & (interior > cfg.seed_threshold))
-        # a little compactness: on a flat boundary, pixels go to the nearest seed
-        labels = watershed(probs[k], markers=seeds, mask=objects, compactness=1e-3)
-        labels = labels.astype(np.int32)
-    unseeded = objects & (labels == 0)
-    if unseeded.any():
-        extra, _ = ndimage.label(unseeded)
-        top = int(labels.max())
-        labels[extra > 0] = extra[extra > 0] + top
+        return watershed(-distance, markers=seeds, mask=objects).astype(np.int32)
+    interior = probs[1:k].sum(0)
+    seeds, _ = ndimage.label(objects & (interior > cfg.seed_threshold))
+    # a little compactness: on a flat boundary, pixels go to the nearest seed
+    labels = watershed(probs[k], markers=seeds, mask=objects, compactness=1e-3)
+    return labels.astype(np.int32)
+
+
+def star_objects_of(
+    probs: np.ndarray, k: int, objects: np.ndarray, cfg: ObjectConfig
+) -> np.ndarray:
+    """The rays head's polygons (``unetkit.objects.stars``) at the config's thresholds; with
+    ``rays_to_foreground`` only object pixels propose them."""
+    from .stars import star_objects
+
+    where = objects if cfg.rays_to_foreground else None
+    return star_objects(probs[k], probs[k + 1 :], cfg.prob_thresh, cfg.nms_thresh, where)
+
+
+def fit_to_objects(labels: np.ndarray, objects: np.ndarray, cfg: ObjectConfig) -> np.ndarray:
+    """With ``rays_to_foreground``, polygons cut to the object pixels, and the object pixels
+    no polygon covers given to the nearest within ``GROW`` px."""
+    if not cfg.rays_to_foreground or not labels.any():
+        return labels
+    from skimage.segmentation import expand_labels
+
+    return np.where(objects, expand_labels(np.where(objects, labels, 0), GROW), 0)
+
+
+GROW = 3  # px: how far the rays head's polygons grow into object pixels that none covers
+
+
+def finish_objects(
+    labels: np.ndarray, probs: np.ndarray, k: int, cfg: ObjectConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Holes filled, small and weak objects dropped, ids renumbered, and the class mask."""
     if cfg.fill_holes:
         labels = _fill_holes(labels)
     labels = _drop_weak_and_small(labels, 1.0 - probs[0], cfg.min_size or 0, cfg.min_score)
     labels = renumber(labels)
+    return _class_mask(labels, probs, k), labels
+
+
+def _class_mask(labels: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
+    """Each object's class (the most probable of the K - 1 object classes summed over its
+    pixels) on its pixels, 0 elsewhere."""
     mask = np.zeros(labels.shape, np.uint8)
     count = int(labels.max())
     if count:
         inside = labels > 0
         if k == 2:
             mask[inside] = 1
-        else:  # summed class probability over each object, boundary / distance excluded
+        else:  # summed class probability over each object, the head's channels excluded
             ids = labels[inside]
             sums = np.stack(
                 [np.bincount(ids, probs[c][inside], minlength=count + 1) for c in range(1, k)]
             )
             best = (sums.argmax(0) + 1).astype(np.uint8)
             mask[inside] = best[ids]
-    return mask, labels
+    return mask
 
 
 # regions_between's own defaults (PredictConfig overrides them): on ISBI 2012's training

@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..checkpoint import make_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import TrainConfig
 from ..data.dataset import SegmentationDataset
 from ..data.fingerprint import choose_normalization, compute_fingerprint, describe
@@ -25,7 +25,7 @@ from . import artifacts
 from .distributed import DistInfo, all_max, all_mean, init_distributed, shutdown_distributed
 from .ema import WeightAverage
 from .loop import StepContext, train_one_epoch, validate, validate_with_predictor
-from .losses import DistanceHeadLoss, build_loss
+from .losses import DistanceHeadLoss, RaysHeadLoss, build_loss
 from .recipe import min_epoch_crops
 from .recipe import plan as plan_recipe
 from .resolve import (
@@ -89,6 +89,14 @@ def fit(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> P
         raise
     shutdown_distributed(dist_info, together=True)
     return result
+
+
+def _object_scores(summary: dict | None) -> str:
+    """``mean AP 0.512, AP@0.5 0.734, 12 merges``, or ``-``."""
+    if not summary:
+        return "-"
+    return (f"mean AP {summary.get('map') or 0:.3f}, AP@0.5 {summary.get('ap_50') or 0:.3f}, "
+            f"{summary.get('merges', 0)} merges")  # fmt: skip
 
 
 class _EpochSampler:
@@ -165,6 +173,11 @@ class _Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
         self.model = UNet(cfg.model)
+        if cfg.task == "instance" and cfg.objects.head == "rays":
+            bias = cast(torch.nn.Conv2d, self.model.head[0]).bias
+            assert bias is not None  # the head's 1x1 conv has one
+            with torch.no_grad():  # the rays start at the mean ray length (``ray_scale``)
+                bias[-cfg.objects.n_rays :].fill_(1.0)
         self._build_training()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -186,6 +199,7 @@ class _Trainer:
             boundary_width=cfg.objects.boundary_width if cfg.task == "instance" else 0,
             boundary_fraction=cfg.objects.boundary_fraction,
             instance_head=cfg.objects.head,
+            n_rays=cfg.objects.n_rays,
             regions=self.val_regions,
         )
         val_cfg = cfg.data.replace(resize="none") if cfg.data.resize == "random-crop" else cfg.data
@@ -252,8 +266,26 @@ class _Trainer:
             )
             log.info("objects: min_size %d px (a fifth of the 10th percentile of %d training "
                      "objects' areas)", self.cfg.objects.min_size, areas.size)  # fmt: skip
+        if cfg.task == "instance" and cfg.objects.head == "rays":
+            self._plan_rays()
         self.train_set.config = data
         self.val_set.config = data.replace(resize="none") if data.resize == "random-crop" else data
+
+    def _plan_rays(self) -> None:
+        """The rays head's ``ray_scale`` when not given: the mean ray length over the training
+        objects' pixels (the unit of the network's ray outputs), logged with its reason."""
+        objects = self.cfg.objects
+        total = sum(t for t, _ in self.train_set.ray_lengths.values())
+        count = sum(n for _, n in self.train_set.ray_lengths.values())
+        why = "as configured"
+        if objects.ray_scale is None:
+            scale = round(total / count, 2) if count and total > 0 else 1.0
+            objects = objects.replace(ray_scale=scale)
+            self.cfg = self.cfg.replace(objects=objects)
+            why = f"the mean ray length over the {count // objects.n_rays} training object pixels"
+        log.info("objects: rays head, %d rays (StarDist's default 32 unless --n-rays), ray "
+                 "scale %.2f px (%s; the network predicts rays in that unit)",
+                 objects.n_rays, objects.ray_scale, why)  # fmt: skip
 
     def _build_training(self) -> None:
         cfg, dev = self.cfg, self.device
@@ -284,10 +316,17 @@ class _Trainer:
             self.info.ignore_index,
             cw.to(dev) if cw is not None else None,
         )
-        if cfg.task == "instance" and cfg.objects.head == "distance":
+        objects = cfg.objects
+        if cfg.task == "instance" and objects.head == "distance":
             self.loss_fn = DistanceHeadLoss(
-                self.loss_fn, self.info.ignore_index, cfg.objects.distance_weight
+                self.loss_fn, self.info.ignore_index, objects.distance_weight
             )
+        elif cfg.task == "instance" and objects.head == "rays":
+            assert objects.ray_scale is not None  # chosen by _plan_from_fingerprint
+            self.loss_fn = RaysHeadLoss(
+                self.loss_fn, self.info.ignore_index, objects.distance_weight,
+                objects.rays_weight, objects.ray_scale,
+            )  # fmt: skip
         self.optimizer = build_optimizer(
             cfg.optimizer, self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -447,9 +486,61 @@ class _Trainer:
         stopped = False
         while self.epoch < cfg.max_epochs and not stopped:
             stopped = self._run_epoch()
+        if cfg.task == "instance" and cfg.objects.head == "rays" and self.dist.is_main:
+            self._choose_rays_thresholds()
         if self.writer is not None:
             self.writer.close()
         return self.run_dir
+
+    def _choose_rays_thresholds(self) -> None:
+        """The rays head's ``prob_thresh`` / ``nms_thresh`` / ``min_score``: those with which
+        best.pt's objects score best on the validation images, or bands
+        (``unetkit.objects.thresholds``, as StarDist's ``optimize_thresholds``), logged and
+        written into best.pt, last.pt and config.json."""
+        from ..config import PredictConfig
+        from ..data.instances import read_instances
+        from ..infer.predict import Predictor
+        from ..objects.thresholds import choose_star_thresholds
+
+        best = self.run_dir / "best.pt"
+        # whole validation images, or each image's held-out band (``val_regions``)
+        boxes = {s: self.val_regions.get(s) for s in self.val_stems or self.val_regions}
+        if not boxes or not best.is_file():
+            return
+        predictor = Predictor.from_checkpoint(
+            best, PredictConfig(device=str(self.device), precision=self.precision)
+        )
+
+        def window(array: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+            """The last two axes of ``array`` inside ``box`` (all of it for None)."""
+            return array if box is None else array[..., box[0] : box[1], box[2] : box[3]]
+
+        samples = (  # the whole image predicted, as it will be, then scored in its band
+            (window(predictor.predict_proba(self.val_set.raw(stem)[0]), box),
+             window(read_instances(self.info.instance_files[stem]), box))
+            for stem, box in boxes.items()
+        )  # fmt: skip
+        before = predictor.objects_config
+        chosen, table = choose_star_thresholds(samples, before)
+        key = (chosen.prob_thresh, chosen.nms_thresh, chosen.min_score)
+        configured = (before.prob_thresh, before.nms_thresh, before.min_score)
+        log.info("objects: prob_thresh %.2f, nms_thresh %.2f, min_score %.1f: the best DSB mean "
+                 "AP on the %d validation %s, %s (at %.2f, %.2f, %.1f: %s)", *key, len(boxes),
+                 "images" if self.val_stems else "bands", _object_scores(table[key]),
+                 *configured, _object_scores(table.get(configured)))  # fmt: skip
+        thresholds = dict(zip(("prob_thresh", "nms_thresh", "min_score"), key, strict=True))
+        self.cfg = self.cfg.replace(objects=self.cfg.objects.replace(**thresholds))
+        for name in ("best.pt", "last.pt"):
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
+            ckpt = load_checkpoint(path)
+            ckpt.extra["objects"] = {**ckpt.extra.get("objects", {}), **thresholds}
+            stored = (ckpt.train_state or {}).get("config")
+            if isinstance(stored, dict) and isinstance(stored.get("objects"), dict):
+                stored["objects"].update(thresholds)  # what --resume reads
+            save_checkpoint(ckpt, path)
+        write_text(self.run_dir / "config.json", self.cfg.pretty() + "\n")
 
     def _out_of_time(self) -> bool:
         budget = self.cfg.time_budget

@@ -46,21 +46,31 @@ def prepare_batch(
 
     A batch with a ``distance`` map (the ``distance`` instance head) gets the target
     (B, 2, H, W) float32: the class index (the ignore index included) and the distance, which
-    the augmentation moves with the pixels (``Augmenter.with_maps``).
+    the augmentation moves with the pixels (``Augmenter.with_maps``). A batch with ``rays``
+    too (the ``rays`` head, (B, H, W, R)) gets (B, 2 + R, H, W), channels last in memory:
+    class, distance and the R ray lengths, which the augmentation turns with the objects
+    (``Augmenter.with_rays``).
     """
     images = batch["image"].to(ctx.device, non_blocking=True)  # (B, C, H, W)
     masks = batch["mask"].to(ctx.device, non_blocking=True)  # (B, H, W)
     weights = batch.get("weight")
     weights = weights.to(ctx.device, non_blocking=True) if weights is not None else None
-    distance = batch.get("distance")
+    distance, rays = batch.get("distance"), batch.get("rays")
     if distance is not None:
         distance = distance.to(ctx.device, non_blocking=True)
-        if augment is not None:  # an ``Augmenter``: the map moves with the pixels
-            images, masks, weights, distance = augment.with_maps(  # type: ignore[attr-defined]
-                images, masks, weights, distance, generator=generator
+        rays = None if rays is None else rays.to(ctx.device, non_blocking=True)
+        if augment is not None:  # an ``Augmenter``: the maps move with the pixels
+            images, masks, weights, distance, rays = augment.with_rays(  # type: ignore[attr-defined]
+                images, masks, weights, distance, rays, generator=generator
             )
         assert distance is not None
-        masks = torch.stack([masks.float(), distance.float()], 1)  # (B, 2, H, W)
+        b, h, w = masks.shape
+        target = torch.empty(b, h, w, 2 + (0 if rays is None else rays.shape[-1]),
+                             device=masks.device)  # fmt: skip
+        target[..., 0], target[..., 1] = masks, distance
+        if rays is not None:
+            target[..., 2:] = rays
+        masks = target.permute(0, 3, 1, 2)  # (B, 2 [+ R], H, W), channels last in memory
     elif augment is not None:
         images, masks, weights = augment(images, masks, weights, generator=generator)
     if ctx.task == "regression":  # image-to-image: the clean patch is the target
@@ -269,6 +279,7 @@ def validate_with_predictor(
         image, mask = dataset.raw(dataset.stems[i])
         probs = torch.from_numpy(predictor.predict_proba(image))  # (K, H, W)
         pred = torch.from_numpy(predictor.probs_to_mask(probs).astype(np.int64))
+        probs = probs[: num_classes + 1]  # a rays head's ray lengths are no probabilities
         if probs.shape[0] == num_classes + 1:  # instance model: boundary is object, folded in
             objects = probs[1:num_classes]
             share = objects / objects.sum(0, keepdim=True).clamp_min(1e-7)

@@ -105,7 +105,7 @@ def describe_split(
 def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
     """Fill in what the dataset decides: channels, classes, task, loss and the model config
     (instance models have K + 1 output channels: the data's K classes and the boundary class
-    or the distance channel)."""
+    or the distance channel; the rays head adds ``n_rays`` ray channels)."""
     if cfg.preset not in PRESETS and cfg.preset != "auto" and cfg.model is None:
         raise UnetkitError(
             f"unknown preset {cfg.preset!r}; valid presets: auto, {', '.join(PRESETS)}"
@@ -132,11 +132,18 @@ def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
         )
     if task == "instance":
         _check_instances(info, len(classes))
+        if cfg.objects.head == "rays" and cfg.data.resize in ("letterbox", "resize"):
+            raise UnetkitError(
+                f"--instance-head rays trains on whole images or random crops (--resize none "
+                f"or random-crop), not --resize {cfg.data.resize}: resizing distorts the "
+                "objects its rays measure"
+            )
     loss = cfg.loss
     if loss == "auto":
         loss = {"binary": "bce+dice", "regression": "mse"}.get(task, "ce+dice")
     channels = info.channels if cfg.data.channels in (0, None) else cfg.data.channels
-    out = {"binary": 1, "regression": channels, "instance": len(classes) + 1}.get(
+    rays = cfg.objects.n_rays if cfg.objects.head == "rays" else 0
+    out = {"binary": 1, "regression": channels, "instance": len(classes) + 1 + rays}.get(
         task, len(classes)
     )
     head = {"multiclass": "logits", "binary": "sigmoid", "instance": "logits"}.get(task, base.head)
