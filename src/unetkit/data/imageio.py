@@ -28,10 +28,8 @@ from ..errors import UnetkitError
 from ..files import atomic_path
 
 if TYPE_CHECKING:
-    import torch
     from PIL.TiffImagePlugin import TiffImageFile
 
-    from ..config import DataConfig
     from .largeimage import PixelSize
 
 log = logging.getLogger(__name__)
@@ -565,64 +563,3 @@ def write_image(path: PathLike, array: np.ndarray) -> None:
         else:
             img = Image.fromarray(array)  # uint16 (H, W) -> I;16, uint8 -> L / RGB / RGBA
             img.save(tmp, format="TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG")
-
-
-def image_to_tensor(
-    image: np.ndarray, cfg: DataConfig, stats: tuple[np.ndarray, np.ndarray] | None = None
-) -> torch.Tensor:
-    """Turn an image into the network's normalised float input (``unetkit.data.normalize``).
-
-    Args:
-        image: (H, W, C) or (H, W) uint8 / uint16 / float array (float assumed in [0, 1]).
-        cfg: data config; ``channels`` (grey <-> RGB converted), ``normalize``, ``mean`` and
-            ``std`` (one entry broadcasts to every channel) are used.
-        stats: per-image ``(shift, scale)`` from :func:`normalization_stats` of the *whole*
-            image, for the per-image modes when ``image`` is a crop or a tile of it; None
-            computes them from ``image`` itself.
-
-    Returns:
-        float32 tensor (C, H, W): ``(x / dtype_max - shift) / scale``.
-
-    Raises:
-        UnetkitError: a channel count that cannot be converted, or mean/std of the wrong length.
-    """
-    import torch
-
-    from .normalize import image_stats, unit_scale
-
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    image = match_channels(image, cfg.channels, "image")
-    channels = image.shape[2]
-    if stats is None:
-        stats = image_stats(image, cfg.normalize)
-    given: tuple[np.ndarray | Sequence[float], ...] = (
-        (cfg.mean, cfg.std) if stats is None else stats
-    )
-    checked = []
-    for label, values in zip(("mean", "std"), given):
-        if len(values) not in (1, channels):
-            raise UnetkitError(f"{label} has {len(values)} entries for a {channels}-channel image")
-        checked.append(np.asarray(values, dtype=np.float32))
-    shift, scale = checked
-    # numpy on (H, W, C) then one transposing copy: fast whatever torch's thread settings
-    array = image.astype(np.float32)
-    array /= unit_scale(image)
-    array -= shift
-    array /= scale
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (C, H, W)
-
-
-def normalization_stats(image: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-image ``(shift, scale)`` of a whole image for ``cfg.normalize`` (None when the
-    transform does not depend on the image); pass them to :func:`image_to_tensor` for its
-    crops and tiles."""
-    from .normalize import image_stats
-
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if cfg.normalize not in ("image", "percentile"):
-        return None
-    return image_stats(match_channels(image, cfg.channels, "image"), cfg.normalize)
