@@ -15,9 +15,8 @@ from unetkit.data.imageio import (
     match_channels,
     read_image,
     read_mask,
-    write_image,
-    write_mask,
 )
+from unetkit.data.writers import write_image, write_mask
 from unetkit.errors import UnetkitError
 
 RAW = np.arange(2 * 3, dtype=np.uint8).reshape(2, 3) * 40  # asymmetric 2x3 pattern
@@ -187,7 +186,7 @@ def test_write_mask_is_atomic(tmp_path, monkeypatch):
     temporary file: it writes to a temporary name and renames (mutation: in place)."""
     from PIL import Image as PILImage
 
-    from unetkit.data.imageio import read_mask, write_mask
+    from unetkit.data.imageio import read_mask
 
     path = tmp_path / "m.png"
     old = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3

@@ -36,7 +36,6 @@ from ..errors import UnetkitError
 from ..files import atomic_dir, write_text
 from ..palette import make_palette
 from ..viz import overlay, save_png
-from .imageio import write_image, write_mask
 from .instances import PNG_MAX_ID, write_instances
 from .labelme import (
     IGNORE_VALUE,
@@ -50,6 +49,7 @@ from .labelme import (
     read_label_list,
 )
 from .split import SMALL_SET, bands_not_images, kind_of, stratified_val
+from .writers import write_image, write_mask
 
 log = logging.getLogger(__name__)
 
