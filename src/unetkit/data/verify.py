@@ -18,14 +18,8 @@ import numpy as np
 from ..errors import UnetkitError
 from .imageio import read_image, read_mask
 from .instances import read_instances
-from .layout import (
-    CLASS_FILES,
-    INSTANCES_ONLY,
-    LAYOUTS,
-    find_layout,
-    pair_files,
-    read_class_file,
-)
+from .layout import CLASS_FILES, INSTANCES_ONLY, LAYOUTS, find_layout, read_class_file
+from .pairing import pair_files
 
 log = logging.getLogger(__name__)
 
