@@ -86,7 +86,7 @@ def check_dataset(root: str | os.PathLike, mask_suffix: str | None = None) -> Ve
         mask_suffix: mask name suffix for ``imgs/`` + ``masks/`` (guessed when None).
 
     Returns:
-        A :class:`VerifyReport`.
+        A :class:`~unetkit.data.findings.VerifyReport`.
 
     Raises:
         UnetkitError: the folder is missing or its layout is not recognised.
