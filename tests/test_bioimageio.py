@@ -37,7 +37,7 @@ def _checkpoint(kind: str, folder, tiny_model, tiny_checkpoint):
 
 
 def _sample(path, channels: int, seed: int = 1):
-    from unetkit.data.imageio import write_image
+    from unetkit.data.writers import write_image
 
     rng = np.random.default_rng(seed)
     smooth = np.cumsum(rng.normal(0, 1, (90, 101, channels)), axis=1)

@@ -241,7 +241,8 @@ def test_plain_onnxruntime_with_the_contract_matches_unetkit_predict(
     import sys
 
     from unetkit import PredictConfig, Predictor
-    from unetkit.data.imageio import read_image, write_image
+    from unetkit.data.imageio import read_image
+    from unetkit.data.writers import write_image
 
     model = sharpen_head(tiny_model("milesial", in_channels=channels, out_channels=3, seed=3))
     pre = DataConfig(channels=channels, size=(96, 96), normalize=normalize,

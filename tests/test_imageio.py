@@ -1,4 +1,4 @@
-"""Exact image and mask I/O: modes, bit depths, EXIF orientation, errors, normalisation."""
+"""Exact image and mask I/O: modes, bit depths, EXIF orientation, errors."""
 
 from __future__ import annotations
 
@@ -8,19 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from unetkit.config import DataConfig
 from unetkit.data.imageio import (
     decode_image,
-    image_to_tensor,
     match_channels,
     read_image,
     read_mask,
-    write_image,
-    write_mask,
 )
+from unetkit.data.writers import write_image, write_mask
 from unetkit.errors import UnetkitError
 
 RAW = np.arange(2 * 3, dtype=np.uint8).reshape(2, 3) * 40  # asymmetric 2x3 pattern
@@ -158,21 +154,6 @@ def test_write_mask_palette_png(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]  # no temporary files left
 
 
-def test_image_to_tensor_normalises():
-    image = np.array([[[0, 255, 51]]], np.uint8)  # (1, 1, 3)
-    cfg = DataConfig(channels=3, mean=(0.0, 0.5, 0.2), std=(1.0, 0.5, 0.1))
-    out = image_to_tensor(image, cfg)
-    assert out.dtype == torch.float32 and out.shape == (3, 1, 1)
-    torch.testing.assert_close(out[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
-    grey16 = np.full((2, 2), 65535, np.uint16)
-    out = image_to_tensor(grey16, DataConfig(channels=1, mean=(0.5,), std=(0.25,)))
-    torch.testing.assert_close(out, torch.full((1, 2, 2), 2.0))
-    out = image_to_tensor(np.zeros((2, 2, 1), np.uint8), DataConfig(channels=3))
-    assert out.shape == (3, 2, 2)  # grey broadcast to RGB
-    with pytest.raises(UnetkitError, match="mean has 2 entries"):
-        image_to_tensor(image, DataConfig(channels=3, mean=(0.1, 0.2)))
-
-
 def test_opencv_says_nothing_on_the_terminal_about_a_corrupt_png(tmp_path):
     """16-bit colour PNGs are decoded by OpenCV, whose libpng prints to fd 2 by itself."""
     import cv2
@@ -205,7 +186,7 @@ def test_write_mask_is_atomic(tmp_path, monkeypatch):
     temporary file: it writes to a temporary name and renames (mutation: in place)."""
     from PIL import Image as PILImage
 
-    from unetkit.data.imageio import read_mask, write_mask
+    from unetkit.data.imageio import read_mask
 
     path = tmp_path / "m.png"
     old = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3

@@ -16,15 +16,12 @@ from PIL import Image
 
 from unetkit.data.labelme import (
     class_values,
-    compact_ids,
     load_image,
     load_labelme,
     parse_shape,
-    rasterize,
-    rasterize_objects,
     read_label_list,
-    shape_objects,
 )
+from unetkit.data.rasterize import compact_ids, rasterize, rasterize_objects, shape_objects
 from unetkit.errors import UnetkitError
 
 H, W = 16, 28

@@ -77,6 +77,33 @@ def test_layer_does_not_import(layer, forbidden):
     assert not bad, bad
 
 
+# Inside data/: each room below the ones that use it (reading under normalisation and labelme,
+# pairing under layout, the checks under verify). A module's row lists the data/ modules it may
+# import; anything else from data/ fails, and so does a row whose module is gone.
+DATA_ROWS = {
+    "decoders": set(),
+    "imageio": {"decoders"},
+    "writers": {"largeimage"},  # PixelSize, for a type hint
+    "normalize": {"imageio"},
+    "labelme": {"imageio"},
+    "rasterize": {"labelme"},
+    "pairing": set(),
+    "layout": {"imageio", "instances", "pairing"},
+    "findings": set(),
+    "pairchecks": {"findings", "imageio"},
+    "instancechecks": {"findings", "instances", "pairchecks", "pairing"},
+    "verify": {"findings", "instancechecks", "layout", "pairchecks", "pairing"},
+}
+
+
+@pytest.mark.parametrize(("module", "allowed"), sorted(DATA_ROWS.items()))
+def test_data_module_imports_only_below_it(module, allowed):
+    name = f"unetkit.data.{module}"
+    assert name in GRAPH, f"{name} is not a module"
+    inside = {d.removeprefix("unetkit.data.") for d in GRAPH[name] if d.startswith("unetkit.data.")}
+    assert inside <= allowed, sorted(inside - allowed)
+
+
 def test_no_import_cycle_between_modules():
     """Depth-first search for a cycle in the module graph (lazy imports included)."""
     state: dict[str, int] = {}
@@ -106,3 +133,5 @@ def test_the_graph_sees_imports():
     assert "unetkit.infer.predict" in GRAPH["unetkit.infer.outputs"]
     assert "unetkit.data.instances" in GRAPH["unetkit.data.dataset"]
     assert "unetkit.palette" in GRAPH["unetkit.viz"]
+    assert "unetkit.data.decoders" in GRAPH["unetkit.data.imageio"]
+    assert "unetkit.data.pairchecks" in GRAPH["unetkit.data.instancechecks"]

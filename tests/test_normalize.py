@@ -14,8 +14,8 @@ from unetkit import DataConfig, PredictConfig, load_checkpoint, make_checkpoint,
 from unetkit.cli import main
 from unetkit.data.dataset import SegmentationDataset
 from unetkit.data.fingerprint import choose_normalization, compute_fingerprint
-from unetkit.data.imageio import image_to_tensor, normalization_stats
-from unetkit.data.normalize import image_stats
+from unetkit.data.normalize import image_stats, image_to_tensor, normalization_stats
+from unetkit.errors import UnetkitError
 from unetkit.infer import Predictor
 
 
@@ -26,6 +26,21 @@ def _two_exposures(h: int = 48, w: int = 64) -> np.ndarray:
     image[:, w // 2 :] = 230.0
     image += rng.normal(0, 8, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_image_to_tensor_normalises():
+    image = np.array([[[0, 255, 51]]], np.uint8)  # (1, 1, 3)
+    cfg = DataConfig(channels=3, mean=(0.0, 0.5, 0.2), std=(1.0, 0.5, 0.1))
+    out = image_to_tensor(image, cfg)
+    assert out.dtype == torch.float32 and out.shape == (3, 1, 1)
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
+    grey16 = np.full((2, 2), 65535, np.uint16)
+    out = image_to_tensor(grey16, DataConfig(channels=1, mean=(0.5,), std=(0.25,)))
+    torch.testing.assert_close(out, torch.full((1, 2, 2), 2.0))
+    out = image_to_tensor(np.zeros((2, 2, 1), np.uint8), DataConfig(channels=3))
+    assert out.shape == (3, 2, 2)  # grey broadcast to RGB
+    with pytest.raises(UnetkitError, match="mean has 2 entries"):
+        image_to_tensor(image, DataConfig(channels=3, mean=(0.1, 0.2)))
 
 
 def test_per_image_modes_use_the_whole_image():

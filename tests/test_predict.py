@@ -20,7 +20,8 @@ from tqdm import tqdm
 from unetkit import DataConfig, PredictConfig, build_model, make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.data.imageio import read_image, read_mask
-from unetkit.data.labelme import load_labelme, rasterize
+from unetkit.data.labelme import load_labelme
+from unetkit.data.rasterize import rasterize
 from unetkit.device import cpu_has_bf16
 from unetkit.errors import UnetkitError
 from unetkit.files import TEMP_TAG

@@ -16,9 +16,10 @@ from unetkit.config import DataConfig
 from unetkit.data.dataset import SegmentationDataset
 from unetkit.data.imageio import read_image, read_mask
 from unetkit.data.instances import read_instances
-from unetkit.data.labelme import load_image, load_labelme, rasterize
+from unetkit.data.labelme import load_image, load_labelme
 from unetkit.data.layout import describe_dataset
 from unetkit.data.prepare import prepare, roi_box
+from unetkit.data.rasterize import rasterize
 from unetkit.data.verify import verify
 from unetkit.errors import UnetkitError
 

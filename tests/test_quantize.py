@@ -21,7 +21,8 @@ from unetkit import (
     save_checkpoint,
 )
 from unetkit.cli import main
-from unetkit.data.imageio import image_to_tensor, normalization_stats, read_image
+from unetkit.data.imageio import read_image
+from unetkit.data.normalize import image_to_tensor, normalization_stats
 from unetkit.infer import backends
 from unetkit.quantize import calibration_tiles, find_calibration
 

@@ -63,7 +63,8 @@ import pytest
 from PIL import Image
 
 from unetkit.cli import main
-from unetkit.data.labelme import parse_shape, rasterize
+from unetkit.data.labelme import parse_shape
+from unetkit.data.rasterize import rasterize
 
 H, W = 20, 30
 yy, xx = np.mgrid[:H, :W]

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from unetkit.data.labelme import load_image, load_labelme, rasterize
+from unetkit.data.labelme import load_image, load_labelme
+from unetkit.data.rasterize import rasterize
 from unetkit.data.synthetic import make_image_and_mask, make_labelme_folder
 
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from unetkit.cli import main
-from unetkit.data.verify import Finding, check_dataset, format_findings, verify
+from unetkit.data.findings import Finding
+from unetkit.data.verify import check_dataset, format_findings, verify
 from unetkit.errors import UnetkitError
 
 MASK = np.zeros((8, 10), np.uint8)

@@ -269,7 +269,7 @@ def export_bioimageio(
     contract = input_contract(card, model)
     image = _test_image(sample, cfg.in_channels, input_dtype, rule, least)
 
-    from .data.imageio import image_to_tensor
+    from .data.normalize import image_to_tensor
 
     x = image_to_tensor(image, card.preprocessing)[None]  # (1, C, H, W) float32
     with warnings.catch_warnings():

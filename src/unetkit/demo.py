@@ -75,10 +75,10 @@ def run_demo(
         UnetkitError: ``out_dir`` exists and is not empty (unless ``overwrite``), or a stage
             found a problem (e.g. ``verify`` reporting errors).
     """
-    from .data.imageio import write_image
     from .data.prepare import prepare
     from .data.synthetic import make_image_and_mask, make_labelme_folder
     from .data.verify import verify
+    from .data.writers import write_image
     from .infer.evaluate import evaluate_model
     from .infer.outputs import predict_paths
     from .infer.predict import Predictor

@@ -14,9 +14,10 @@ import torch
 from ..config import DataConfig
 from ..device import available_memory
 from ..errors import UnetkitError
-from .imageio import image_to_tensor, match_channels, normalization_stats, read_image
+from .imageio import match_channels, read_image
 from .instances import read_instances
 from .layout import DatasetInfo, describe_dataset
+from .normalize import image_to_tensor, normalization_stats
 from .split import Box, hide_labels
 from .targets import boundary_target, object_distance
 from .transforms import letterbox, resize_to

@@ -1,96 +1,33 @@
-"""Reading and writing images and class-index masks exactly (no silent lossy conversions).
+"""Reading images and class-index masks exactly (no silent lossy conversions).
 
 Images come back as ``(H, W, C)`` arrays (uint8, uint16 for 16-bit files, float32 for float
 TIFFs and ``.npy`` stacks) with the EXIF orientation applied, because annotation tools such as
 labelme show (and annotate) the rotated image. Masks come back as ``(H, W)`` int64 class indices,
 decoded per PIL mode so that index values are never remapped (a ``convert("L")`` on a palette
-mask would turn indices into grey levels).
+mask would turn indices into grey levels). Every file's header is checked before any pixel is
+decoded (:func:`open_image`); the decoding itself is :mod:`unetkit.data.decoders`', the writing
+:mod:`unetkit.data.writers`'.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
 import os
 import re
-import sys
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import UnetkitError
-from ..files import atomic_path
-
-if TYPE_CHECKING:
-    import torch
-    from PIL.TiffImagePlugin import TiffImageFile
-
-    from ..config import DataConfig
-    from .largeimage import PixelSize
-
-log = logging.getLogger(__name__)
+from .decoders import SIXTEEN_BIT, decode_pixels, reason
 
 PathLike = str | os.PathLike
 
 # ITU-R BT.601 luma weights, the ones PIL's convert("L") uses.
 _LUMA = np.array([0.299, 0.587, 0.114])
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
-
-
-def _is_16bit_colour_png(data: bytes) -> bool:
-    """PNG IHDR: bit depth at byte 24, colour type (2 RGB, 6 RGBA) at byte 25."""
-    is_png = data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25
-    return is_png and data[24] == 16 and data[25] in (2, 6)
-
-
-@contextlib.contextmanager
-def _captured_fd2() -> Iterator[list[str]]:
-    """Send what native code writes to file descriptor 2 meanwhile into a list, not the terminal.
-
-    OpenCV's libpng prints ``libpng error: ...`` (and OpenCV its ``[ WARN ]`` lines) straight
-    to fd 2 for a corrupt file, below Python's ``sys.stderr``; the error is reported in one
-    line anyway. Yields a list that holds the captured text once the block is left.
-    """
-    captured: list[str] = []
-    with contextlib.suppress(Exception):
-        sys.stderr.flush()  # what Python wrote before goes where it was going
-    try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 to redirect
-        yield captured
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read().decode("utf-8", "replace"))
-
-
-def _decode_with_cv2(data: bytes, name: str) -> np.ndarray:
-    import cv2
-
-    with _captured_fd2() as noise:
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    said = [line.strip() for line in "".join(noise).splitlines() if line.strip()]
-    if said:
-        log.debug("%s: OpenCV said: %s", name, " | ".join(said))
-    if array is None:
-        errors = [line for line in said if "error" in line.lower()]
-        raise UnetkitError(f"{name}: cannot decode image" + (f" ({errors[-1]})" if errors else ""))
-    if array.ndim == 2:
-        return array[:, :, None]
-    return array[:, :, 2::-1].copy() if array.shape[2] >= 3 else array  # BGR(A) -> RGB
-
 
 # What a file starting like this is; Pillow reads them all, so when it cannot identify one the
 # file is corrupt (and no other decoder is tried: none could check the declared size first).
@@ -103,29 +40,12 @@ _SIGNATURES = {
     b"BM": "BMP",
     b"RIFF": "WEBP",
 }
-_EXIF_ORIENTATION = 0x0112
-# EXIF orientation -> the transform that shows the stored (H, W, ...) pixels upright
-_ORIENT = {
-    1: lambda a: a,
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
-    8: lambda a: np.rot90(a, 1),
-}
 
 
 def max_pixels() -> int | None:
     """The largest width x height read: Pillow's ``Image.MAX_IMAGE_PIXELS`` (89.5 M pixels by
     default; set it to read bigger images, None for no limit). Checked from the header."""
     return Image.MAX_IMAGE_PIXELS
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
 def _bomb(
@@ -178,7 +98,7 @@ def open_image(data: bytes, name: str, what: str = "image") -> Image.Image:
         except UnidentifiedImageError:
             raise UnetkitError(f"{fail}: {_not_identified(data)}") from None
         except Exception as exc:  # Pillow raises many types for corrupt headers
-            raise UnetkitError(f"{fail}: corrupt header ({_reason(exc)})") from None
+            raise UnetkitError(f"{fail}: corrupt header ({reason(exc)})") from None
         width, height = img.size
         if width <= 0 or height <= 0:
             img.close()
@@ -194,7 +114,7 @@ def open_image(data: bytes, name: str, what: str = "image") -> Image.Image:
             raise _bomb(name, 0, what=what) from None
         except Exception as exc:
             img.close()
-            raise UnetkitError(f"{fail}: corrupt {img.format} file ({_reason(exc)})") from None
+            raise UnetkitError(f"{fail}: corrupt {img.format} file ({reason(exc)})") from None
     if frames > 1:
         fmt = img.format
         img.close()
@@ -210,24 +130,6 @@ def open_image(data: bytes, name: str, what: str = "image") -> Image.Image:
     return img
 
 
-def _needs_cv2(img: Image.Image, data: bytes) -> bool:
-    """16-bit colour PNG and TIFF: Pillow would decode them to 8 bits per channel."""
-    if img.format == "PNG":
-        return _is_16bit_colour_png(data)
-    if img.format == "TIFF" and img.mode in ("RGB", "RGBA", "RGBX"):
-        bits = cast("TiffImageFile", img).tag_v2.get(258, 8)  # BitsPerSample
-        return any(int(b) > 8 for b in (bits if isinstance(bits, tuple) else (bits,)))
-    return False
-
-
-def _orientation(img: Image.Image) -> int:
-    try:
-        value = int(img.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:  # unreadable EXIF: shown as stored, as viewers do
-        return 1
-    return value if value in _ORIENT else 1
-
-
 def check_finite(array: np.ndarray, name: str) -> np.ndarray:
     """``array``, or one ``UnetkitError`` line naming ``name`` when a float image holds NaN or
     infinite values."""
@@ -235,47 +137,6 @@ def check_finite(array: np.ndarray, name: str) -> np.ndarray:
         bad = int((~np.isfinite(array)).sum())
         raise UnetkitError(f"{name}: cannot use image: {bad} NaN/infinite pixel values")
     return array
-
-
-def _decode_with_pil(img: Image.Image, data: bytes, name: str) -> np.ndarray:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: not errors
-            img.load()
-            return _pil_to_array(ImageOps.exif_transpose(img), name)
-    except UnetkitError:
-        raise
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        if img.format == "TIFF" and "truncated" not in str(exc).lower():
-            try:  # sample layouts Pillow cannot represent (the size is checked already)
-                return _decode_with_cv2(data, name)
-            except Exception:
-                pass
-        raise UnetkitError(
-            f"{name}: cannot read image: truncated or corrupt {img.format} data ({_reason(exc)})"
-        ) from None
-
-
-def _pil_to_array(img: Image.Image, name: str) -> np.ndarray:
-    """PIL image (already EXIF-transposed) -> (H, W, C) array, alpha dropped."""
-    if img.mode in ("P", "PA") and "transparency" in img.info:
-        img = img.convert("RGBA")  # what Pillow asks for; the alpha is dropped below
-    mode = img.mode
-    if mode in ("1", "L", "P", "LA", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"):
-        img = img.convert("L" if mode == "1" or mode.startswith("L") else "RGB")
-        mode = img.mode
-    array = np.asarray(img)
-    if mode in _SIXTEEN_BIT:
-        array = array.astype(np.uint16)
-    elif mode == "I":
-        if array.size and (array.min() < 0 or array.max() > 65535):
-            raise UnetkitError(f"{name}: 32-bit integer image with values outside 0..65535")
-        array = array.astype(np.uint16)
-    elif mode == "F":
-        array = array.astype(np.float32)
-    elif mode not in ("L", "RGB"):
-        raise UnetkitError(f"{name}: unsupported image mode {mode!r}")
-    return array[:, :, None] if array.ndim == 2 else array
 
 
 def match_channels(image: np.ndarray, channels: int | None, name: str = "") -> np.ndarray:
@@ -328,11 +189,7 @@ def decode_image(
     name = name or "<image bytes>"
     img = open_image(data, name)  # header checks: size (bombs), frames, format
     with img:
-        if _needs_cv2(img, data):
-            upright = _ORIENT[_orientation(img)](_decode_with_cv2(data, name)[:, :, :3])
-            array = np.ascontiguousarray(upright)
-        else:
-            array = _decode_with_pil(img, data, name)
+        array = decode_pixels(img, data, name)
     return match_channels(check_finite(array, name) if finite else array, channels, name)
 
 
@@ -375,7 +232,7 @@ def _read_npy(path: Path) -> np.ndarray:
     except OSError as exc:
         raise UnetkitError(f"{path}: cannot read array ({exc.strerror or exc})") from None
     except Exception as exc:  # ValueError and friends for a bad header
-        raise UnetkitError(f"{path}: not a readable .npy array ({_reason(exc)})") from None
+        raise UnetkitError(f"{path}: not a readable .npy array ({reason(exc)})") from None
     if dtype.hasobject:
         raise UnetkitError(f"{path}: array of Python objects (a pickle); refused")
     if len(shape) not in (2, 3):
@@ -394,7 +251,7 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise UnetkitError(f"{path}: cannot read array ({_reason(exc)})") from None
+        raise UnetkitError(f"{path}: cannot read array ({reason(exc)})") from None
 
 
 def _map_colours(rgb: np.ndarray, colormap: Mapping | Sequence, name: str) -> np.ndarray:
@@ -440,7 +297,7 @@ def decode_mask(
             array = np.asarray(img)
     except Exception as exc:
         raise UnetkitError(
-            f"{name}: cannot read mask: truncated or corrupt data ({_reason(exc)})"
+            f"{name}: cannot read mask: truncated or corrupt data ({reason(exc)})"
         ) from None
     if mode in ("RGB", "RGBA"):
         rgb = array[:, :, :3]
@@ -455,7 +312,7 @@ def decode_mask(
     if mode == "F":
         if not np.isfinite(array).all() or not (array == np.round(array)).all():
             raise UnetkitError(f"{name}: float mask with non-integer or non-finite values")
-    elif mode not in ("1", "L", "P", "I") + _SIXTEEN_BIT:
+    elif mode not in ("1", "L", "P", "I") + SIXTEEN_BIT:
         raise UnetkitError(f"{name}: unsupported mask mode {mode!r}")
     return array.astype(np.int64)
 
@@ -481,148 +338,3 @@ def read_mask(path: PathLike, colormap: Mapping | Sequence | None = None) -> np.
     except OSError as exc:
         raise UnetkitError(f"{path}: cannot read mask ({exc.strerror or exc})") from exc
     return decode_mask(data, str(path), colormap)
-
-
-def _full_palette(palette: Sequence[Sequence[int]]) -> list[int]:
-    from ..palette import make_palette
-
-    full = [list(c) for c in make_palette(256)]
-    for i, colour in enumerate(palette[:256]):
-        full[i] = [int(v) for v in colour]
-    return [v for colour in full for v in colour]
-
-
-def write_mask(
-    path: PathLike,
-    mask: np.ndarray,
-    palette: Sequence[Sequence[int]],
-    pixel_size: PixelSize | None = None,
-) -> None:
-    """Atomically write a single-channel palette PNG whose pixel values are the class indices.
-
-    Args:
-        path: output ``.png`` path.
-        mask: (H, W) integer class indices in 0..255 (255 is the usual ignore index).
-        palette: RGB colour per class index; unlisted indices get the VOC colour map.
-        pixel_size: the physical size of a pixel, stored in the PNG's pHYs chunk (pixels per
-            metre, rounded to whole pixels: PNG's precision).
-
-    Raises:
-        UnetkitError: a non-integer mask, wrong shape, or values outside 0..255.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
-        raise UnetkitError(f"{path}: mask must be (H, W) integers, got {mask.dtype} {mask.shape}")
-    if mask.size and (mask.min() < 0 or mask.max() > 255):
-        raise UnetkitError(
-            f"{path}: mask values must be in 0..255 for a palette PNG, "
-            f"found {int(mask.min())}..{int(mask.max())}"
-        )
-    height, width = mask.shape
-    raw = np.ascontiguousarray(mask, dtype=np.uint8).tobytes()
-    img = Image.frombytes("P", (width, height), raw)
-    img.putpalette(_full_palette(palette))
-    extra = {}
-    if pixel_size is not None:  # Pillow writes dots per inch as pixels per metre
-        extra["dpi"] = tuple(25400 / um for um in pixel_size.micrometres())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", **extra)
-
-
-def write_image(path: PathLike, array: np.ndarray) -> None:
-    """Atomically write an image losslessly (PNG; ``.npy`` for N-channel or float arrays).
-
-    Args:
-        path: output path (``.png``, ``.tif`` or ``.npy``).
-        array: (H, W) or (H, W, C) uint8 / uint16 (C in 1, 3, 4); any array for ``.npy``.
-
-    Raises:
-        UnetkitError: a dtype or channel count the format cannot store losslessly.
-    """
-    path = Path(path)
-    array = np.asarray(array)
-    if path.suffix.lower() == ".npy":
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        return
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    channels = 1 if array.ndim == 2 else array.shape[2]
-    if array.dtype not in (np.uint8, np.uint16) or channels not in (1, 3, 4):
-        raise UnetkitError(
-            f"{path}: cannot store {array.dtype} with {channels} channels as an image; "
-            "use uint8/uint16 with 1, 3 or 4 channels, or a .npy file"
-        )
-    with atomic_path(path) as tmp:
-        if array.dtype == np.uint16 and channels > 1:
-            import cv2
-
-            bgr = array[:, :, [2, 1, 0, 3][:channels]]
-            ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(bgr))
-            if not ok:
-                raise UnetkitError(f"{path}: cannot encode a 16-bit colour image")
-            tmp.write_bytes(buf.tobytes())
-        else:
-            img = Image.fromarray(array)  # uint16 (H, W) -> I;16, uint8 -> L / RGB / RGBA
-            img.save(tmp, format="TIFF" if path.suffix.lower() in (".tif", ".tiff") else "PNG")
-
-
-def image_to_tensor(
-    image: np.ndarray, cfg: DataConfig, stats: tuple[np.ndarray, np.ndarray] | None = None
-) -> torch.Tensor:
-    """Turn an image into the network's normalised float input (``unetkit.data.normalize``).
-
-    Args:
-        image: (H, W, C) or (H, W) uint8 / uint16 / float array (float assumed in [0, 1]).
-        cfg: data config; ``channels`` (grey <-> RGB converted), ``normalize``, ``mean`` and
-            ``std`` (one entry broadcasts to every channel) are used.
-        stats: per-image ``(shift, scale)`` from :func:`normalization_stats` of the *whole*
-            image, for the per-image modes when ``image`` is a crop or a tile of it; None
-            computes them from ``image`` itself.
-
-    Returns:
-        float32 tensor (C, H, W): ``(x / dtype_max - shift) / scale``.
-
-    Raises:
-        UnetkitError: a channel count that cannot be converted, or mean/std of the wrong length.
-    """
-    import torch
-
-    from .normalize import image_stats, unit_scale
-
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    image = match_channels(image, cfg.channels, "image")
-    channels = image.shape[2]
-    if stats is None:
-        stats = image_stats(image, cfg.normalize)
-    given: tuple[np.ndarray | Sequence[float], ...] = (
-        (cfg.mean, cfg.std) if stats is None else stats
-    )
-    checked = []
-    for label, values in zip(("mean", "std"), given):
-        if len(values) not in (1, channels):
-            raise UnetkitError(f"{label} has {len(values)} entries for a {channels}-channel image")
-        checked.append(np.asarray(values, dtype=np.float32))
-    shift, scale = checked
-    # numpy on (H, W, C) then one transposing copy: fast whatever torch's thread settings
-    array = image.astype(np.float32)
-    array /= unit_scale(image)
-    array -= shift
-    array /= scale
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (C, H, W)
-
-
-def normalization_stats(image: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-image ``(shift, scale)`` of a whole image for ``cfg.normalize`` (None when the
-    transform does not depend on the image); pass them to :func:`image_to_tensor` for its
-    crops and tiles."""
-    from .normalize import image_stats
-
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if cfg.normalize not in ("image", "percentile"):
-        return None
-    return image_stats(match_channels(image, cfg.channels, "image"), cfg.normalize)

@@ -1,4 +1,4 @@
-"""Dataset folders: recognise the layout, pair images with masks by stem, read the classes.
+"""Dataset folders: recognise the layout, read the classes and describe the folder.
 
 Accepted layouts (first match wins); any of the first four may have ``instances/`` beside its
 masks (uint16 object ids, 0 = background, named as the images):
@@ -11,6 +11,8 @@ masks (uint16 object ids, 0 = background, named as the images):
   the class mask is ``instances > 0`` (classes ``background``, ``object``, or the two names of
   a classes file)
 * ``images-only``: plain images for image-to-image training (:func:`describe_images`)
+
+Which file pairs with which (by stem) is :mod:`unetkit.data.pairing`'s.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from ..errors import UnetkitError
 from ..palette import make_palette
 from .imageio import read_image, read_mask
 from .instances import read_instances
+from .pairing import IMAGE_SUFFIXES, guess_mask_suffix, instance_files, list_images, pair_files
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".npy")
 CLASS_FILES = ("classes.txt", "class_names.txt", "label_names.txt", "labels.txt")
 LAYOUTS = {
     "unetkit": ("images", "masks"),
@@ -132,22 +134,6 @@ class DatasetInfo:
         return read_instances(path)
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _guess_suffix(image_dir: Path, mask_dir: Path) -> str:
-    """The mask suffix shared by the first image whose mask name starts with its stem."""
-    masks = [p.stem for p in _files(mask_dir)]
-    for image in _files(image_dir)[:20]:
-        longer = [m for m in masks if m.startswith(image.stem)]
-        if image.stem in masks:
-            return ""
-        if longer:
-            return min(longer, key=len)[len(image.stem) :]
-    return ""
-
-
 def find_layout(root: str | os.PathLike, mask_suffix: str | None = None) -> tuple[str, str]:
     """Recognise a dataset folder.
 
@@ -167,37 +153,10 @@ def find_layout(root: str | os.PathLike, mask_suffix: str | None = None) -> tupl
             continue
         suffix = mask_suffix
         if suffix is None:
-            suffix = _guess_suffix(root / images, root / masks) if layout == "imgs-masks" else ""
+            imgs_masks = layout == "imgs-masks"
+            suffix = guess_mask_suffix(root / images, root / masks) if imgs_masks else ""
         return layout, suffix
     raise UnetkitError(f"{root}: unrecognised dataset layout; expected {ACCEPTED}")
-
-
-def pair_files(
-    image_dir: Path, mask_dir: Path, mask_suffix: str = ""
-) -> tuple[dict[str, tuple[Path, Path]], list[Path], list[Path]]:
-    """Pair images with masks by stem.
-
-    Returns:
-        (stem -> (image, mask), images without a mask, masks without an image).
-    """
-    images = {p.stem: p for p in _files(image_dir)}
-    masks: dict[str, Path] = {}
-    orphans: list[Path] = []
-    for p in _files(mask_dir):
-        stem = p.stem
-        if mask_suffix and stem.endswith(mask_suffix):
-            stem = stem[: -len(mask_suffix)]
-        # prefer PNG when a stem has several masks (e.g. .png beside a lossy .jpg)
-        if stem in masks and masks[stem].suffix.lower() == ".png":
-            orphans.append(p)
-            continue
-        if stem in masks:
-            orphans.append(masks[stem])
-        masks[stem] = p
-    pairs = {s: (images[s], masks[s]) for s in sorted(images.keys() & masks.keys())}
-    lonely_images = [images[s] for s in sorted(images.keys() - masks.keys())]
-    lonely_masks = orphans + [masks[s] for s in sorted(masks.keys() - images.keys())]
-    return pairs, lonely_images, lonely_masks
 
 
 def read_class_file(path: Path) -> list[str]:
@@ -394,7 +353,7 @@ def describe_dataset(root: str | os.PathLike, mask_suffix: str | None = None) ->
     if layout == INSTANCES_ONLY:
         instances = {s: p[1] for s, p in pairs.items()}
     else:
-        instances = _instance_files(root, list(pairs))
+        instances = instance_files(root, list(pairs))
     return DatasetInfo(
         root=root, layout=layout, image_dir=image_dir, mask_dir=mask_dir, mask_suffix=suffix,
         stems=list(pairs), classes=classes, palette=[list(c) for c in palette],
@@ -420,19 +379,6 @@ def _object_classes(root: Path, class_file: Path | None) -> list[str]:
     return classes
 
 
-def _instance_files(root: Path, stems: list[str]) -> dict[str, Path]:
-    """``root/instances/STEM.*`` for the paired stems (PNG preferred), if the folder exists."""
-    folder = root / "instances"
-    if not folder.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    wanted = set(stems)
-    for path in _files(folder):
-        if path.stem in wanted and (path.stem not in found or path.suffix.lower() == ".png"):
-            found[path.stem] = path
-    return dict(sorted(found.items()))
-
-
 def describe_images(root: str | os.PathLike) -> DatasetInfo:
     """An image-only folder (``root/images/`` or ``root`` itself) for image-to-image training.
 
@@ -445,7 +391,7 @@ def describe_images(root: str | os.PathLike) -> DatasetInfo:
     if not root.is_dir():
         raise UnetkitError(f"{root}: not a folder")
     image_dir = root / "images" if (root / "images").is_dir() else root
-    files = {p.stem: p for p in _files(image_dir)}
+    files = {p.stem: p for p in list_images(image_dir)}
     if not files:
         raise UnetkitError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     channels = read_image(next(iter(files.values()))).shape[2]

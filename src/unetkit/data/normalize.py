@@ -16,13 +16,25 @@ then one of ``DataConfig.normalize``:
 Per-image statistics always come from the whole image (subsampled with a fixed stride above
 :data:`STATS_PIXELS` pixels), never from a training crop or a prediction tile, and are computed
 by :func:`image_stats` in training, validation, prediction and evaluation alike.
+:func:`normalization_stats` gives them for a whole image and :func:`image_to_tensor` applies
+the transform (to the whole image, or to a crop or tile with the whole image's statistics).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ..errors import UnetkitError
+from .imageio import match_channels
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import DataConfig
 
 PER_IMAGE = ("image", "percentile")
 STATS_PIXELS = 1 << 22  # statistics from at most ~4 M pixels (a fixed-stride subsample)
@@ -83,3 +95,60 @@ def channel_summary(pixels: np.ndarray) -> dict[str, list[float]]:
         "p1": [round(float(v), 5) for v in p1],
         "p99": [round(float(v), 5) for v in p99],
     }
+
+
+def normalization_stats(image: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-image ``(shift, scale)`` of a whole image for ``cfg.normalize`` (None when the
+    transform does not depend on the image); pass them to :func:`image_to_tensor` for its
+    crops and tiles."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if cfg.normalize not in PER_IMAGE:
+        return None
+    return image_stats(match_channels(image, cfg.channels, "image"), cfg.normalize)
+
+
+def image_to_tensor(
+    image: np.ndarray, cfg: DataConfig, stats: tuple[np.ndarray, np.ndarray] | None = None
+) -> torch.Tensor:
+    """Turn an image into the network's normalised float input (this module's transform).
+
+    Args:
+        image: (H, W, C) or (H, W) uint8 / uint16 / float array (float assumed in [0, 1]).
+        cfg: data config; ``channels`` (grey <-> RGB converted), ``normalize``, ``mean`` and
+            ``std`` (one entry broadcasts to every channel) are used.
+        stats: per-image ``(shift, scale)`` from :func:`normalization_stats` of the *whole*
+            image, for the per-image modes when ``image`` is a crop or a tile of it; None
+            computes them from ``image`` itself.
+
+    Returns:
+        float32 tensor (C, H, W): ``(x / dtype_max - shift) / scale``.
+
+    Raises:
+        UnetkitError: a channel count that cannot be converted, or mean/std of the wrong length.
+    """
+    import torch
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    image = match_channels(image, cfg.channels, "image")
+    channels = image.shape[2]
+    if stats is None:
+        stats = image_stats(image, cfg.normalize)
+    given: tuple[np.ndarray | Sequence[float], ...] = (
+        (cfg.mean, cfg.std) if stats is None else stats
+    )
+    checked = []
+    for label, values in zip(("mean", "std"), given):
+        if len(values) not in (1, channels):
+            raise UnetkitError(f"{label} has {len(values)} entries for a {channels}-channel image")
+        checked.append(np.asarray(values, dtype=np.float32))
+    shift, scale = checked
+    # numpy on (H, W, C) then one transposing copy: fast whatever torch's thread settings
+    array = image.astype(np.float32)
+    array /= unit_scale(image)
+    array -= shift
+    array /= scale
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (C, H, W)

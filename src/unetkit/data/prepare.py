@@ -5,7 +5,7 @@ Output layout::
     OUT_DIR/images/<stem>.png     lossless copy of the annotated image (EXIF orientation applied)
     OUT_DIR/masks/<stem>.png      palette PNG, pixel value = class index, 255 = ignore
     OUT_DIR/instances/<stem>.png  uint16 object ids, 0 = none, 1..N in shape order (labelme's
-                                  instance rule, :func:`~unetkit.data.labelme.rasterize_objects`);
+                                  instance rule, :func:`~unetkit.data.rasterize.rasterize_objects`);
                                   ``<stem>.tif`` (int32) when an image has over 65535 objects
     OUT_DIR/overlays/<stem>.png   image + class colours + outlines + legend of the classes present
     OUT_DIR/classes.txt           one class name per line, line i = index i
@@ -36,20 +36,18 @@ from ..errors import UnetkitError
 from ..files import atomic_dir, write_text
 from ..palette import make_palette
 from ..viz import overlay, save_png
-from .imageio import write_image, write_mask
 from .instances import PNG_MAX_ID, write_instances
 from .labelme import (
     IGNORE_VALUE,
     LabelmeFile,
     class_values,
-    compact_ids,
     load_image,
     load_labelme,
-    paints_nothing,
-    rasterize_objects,
     read_label_list,
 )
+from .rasterize import compact_ids, paints_nothing, rasterize_objects
 from .split import SMALL_SET, bands_not_images, kind_of, stratified_val
+from .writers import write_image, write_mask
 
 log = logging.getLogger(__name__)
 

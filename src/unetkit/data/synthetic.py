@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from ..files import atomic_dir
-from .labelme import Shape, rasterize
+from .labelme import Shape
+from .rasterize import rasterize
 
 log = logging.getLogger(__name__)
 

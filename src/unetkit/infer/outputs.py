@@ -40,7 +40,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..data.imageio import match_channels, read_image, read_mask, write_image, write_mask
+from ..data.imageio import match_channels, read_image, read_mask
 from ..data.labelme import labelme_document, polygon_shape
 from ..data.largeimage import (
     LARGE_PIXELS,
@@ -50,6 +50,7 @@ from ..data.largeimage import (
     output_stem,
     pixel_size_of,
 )
+from ..data.writers import write_image, write_mask
 from ..distributed import DistInfo
 from ..errors import UnetkitError
 from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, remove_temp_dirs, write_text

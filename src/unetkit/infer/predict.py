@@ -23,7 +23,8 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..config import STRATEGIES, ObjectConfig, PredictConfig
-from ..data.imageio import image_to_tensor, match_channels, normalization_stats
+from ..data.imageio import match_channels
+from ..data.normalize import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
 from .tiling import SizeRule, auto_tiling, iter_bands, plan_image, predict_tiled

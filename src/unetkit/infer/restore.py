@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import Checkpoint, load_model
-from ..data.imageio import image_to_tensor, read_image, write_image
+from ..data.imageio import read_image
 from ..data.largeimage import output_stem
+from ..data.normalize import image_to_tensor
+from ..data.writers import write_image
 from ..device import autocast, resolve_device, resolve_precision
 from ..errors import UnetkitError
 from ..files import clean_stale_temps

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.imageio import image_to_tensor
+from ..data.normalize import image_to_tensor
 from ..device import autocast
 from ..errors import UnetkitError
 from ..metrics import ConfusionMatrix
