@@ -183,7 +183,7 @@ def overlay(
         if (mask == ignore_index).any():
             names.append(f"{ignore_index} ignore")
             swatches.append(_WHITE)
-        out = np.concatenate([out, _legend(names, swatches, out.shape[0])], axis=1)
+        out = np.concatenate([out, _legend(names, swatches, mask.shape[0])], axis=1)
     return out
 
 
