@@ -28,6 +28,10 @@ each tiling runs and how many mask pixels it shares with one whole-image forward
     python bench/predict.py --rss-sizes 4096 10000 --rss-width 4 --rss-depth 3
     python bench/predict.py --skip-throughput --rss-sizes --wsi-sizes 16384 40000
     python bench/predict.py --int8 --no-compare --skip-throughput --rss-sizes  # int8 only
+    python bench/predict.py --no-compare --skip-throughput --rss-sizes --cli-rss-sizes 2048 4096
+
+CLI memory (``--cli-rss-sizes N ...``, ``bench/cli_rss.py``): peak RSS of the whole
+``unetkit predict`` process on an N x N RGB PNG, the default and the full-width model.
 
 int8 (``--int8``, ``bench/int8.py``): int8 against bf16 and fp32 on the default CPU model and a
 2048 x 2048 image, with the accuracy of each on DSB 2018 dev test images and ISBI 2012 24-29;
@@ -346,6 +350,10 @@ def main() -> None:
     parser.add_argument("--rss-width", type=int, default=4, help="Base width for the RSS runs.")
     parser.add_argument("--rss-depth", type=int, default=3)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--cli-rss-sizes", type=int, nargs="*", default=[2048, 4096, 8192],
+        help="Peak RSS of `unetkit predict` on N x N RGB PNGs (cli_rss.py).",
+    )  # fmt: skip
     parser.add_argument("--wsi-sizes", type=int, nargs="*", default=[], help="Tiled TIFF sides.")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -391,6 +399,10 @@ def main() -> None:
             r = json.loads(out.strip().splitlines()[-1])
             print(f"{size:>5d}x{size:<6d} {r['loaded_mib']:11.0f} {r['peak_mib']:10.0f} "
                   f"{r['seconds']:9.1f}")  # fmt: skip
+    if args.cli_rss_sizes:
+        from cli_rss import run as cli_rss
+
+        cli_rss(args.cli_rss_sizes)
     if args.wsi_sizes:
         _wsi(args)
 

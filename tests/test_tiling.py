@@ -230,15 +230,15 @@ def test_default_plan_balances_the_tiles_by_hand():
 
 
 def test_auto_tiling_follows_the_device_and_the_memory(monkeypatch):
-    from unetkit.infer import tiling
+    from unetkit.infer import budget, tiling
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(tiling, "available_memory", lambda: 64.0 * 2**30)
+    monkeypatch.setattr(budget, "available_memory", lambda: 64.0 * 2**30)
     assert tiling.auto_tiling(16, cpu) == (640, 1)  # the CPU's knee, one tile at a time
     assert tiling.auto_tiling(64, cpu) == (640, 1)  # 64 x 24 B x 640^2 = 0.6 GiB < 1 GiB
     assert tiling.auto_tiling(256, cpu) == (416, 1)  # 1 GiB / (256 x 24 B) = 418^2
-    monkeypatch.setattr(tiling, "available_memory", lambda: 1.0 * 2**30)  # a quarter: 256 MiB
+    monkeypatch.setattr(budget, "available_memory", lambda: 1.0 * 2**30)  # a quarter: 256 MiB
     side, batch = tiling.auto_tiling(64, cpu)
     assert side == 416 and batch == 1 and 64 * 24 * side**2 <= 2**28
-    monkeypatch.setattr(tiling, "available_memory", lambda: 1.0)
+    monkeypatch.setattr(budget, "available_memory", lambda: 1.0)
     assert tiling.auto_tiling(64, cpu) == (64, 1)  # never below 64 px

@@ -17,6 +17,7 @@ from .palette import make_palette
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
+_BAND_ROWS = 64  # overlay blends this many rows at a time: float buffers of a band only
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
@@ -64,13 +65,19 @@ def colorize(
     Returns:
         (H, W, 3) uint8 RGB.
     """
-    mask = np.asarray(mask).astype(np.int64)
+    mask = _indices(mask)
     if mask.size and mask.min() < 0:
         raise UnetkitError(f"mask has negative values ({int(mask.min())}); cannot colour it")
     lut = _lut(palette, int(mask.max()) + 1 if mask.size else 1)
     rgb = lut[mask]
     rgb[mask == ignore_index] = _WHITE
     return rgb
+
+
+def _indices(mask: np.ndarray) -> np.ndarray:
+    """An integer mask as it is (a uint8 mask needs no int64 copy of 8 bytes a pixel)."""
+    mask = np.asarray(mask)
+    return mask if mask.dtype.kind in "iu" else mask.astype(np.int64)
 
 
 def _text_size(text: str, scale: float) -> tuple[int, int]:
@@ -153,16 +160,17 @@ def overlay(
         (H, W, 3) uint8 RGB, or (H, W + legend width, 3) with ``legend``.
     """
     rgb = to_rgb8(image)
-    mask = np.asarray(mask).astype(np.int64)
+    mask = _indices(mask)
     if rgb.shape[:2] != mask.shape:
         raise UnetkitError(f"overlay: image {rgb.shape[:2]} and mask {mask.shape} differ in size")
     lut = _lut(palette, int(mask.max()) + 1 if mask.size else 1)
-    colours = lut[np.clip(mask, 0, len(lut) - 1)].astype(np.float32)
-    colours[mask == ignore_index] = _WHITE
-    painted = (mask > 0)[:, :, None]
-    blend = rgb.astype(np.float32) * (1 - alpha) + colours * alpha
-    # np.where keeps the inputs' memory layout; OpenCV needs C order to draw on it
-    out = np.ascontiguousarray(np.where(painted, np.rint(blend), rgb).astype(np.uint8))
+    out = np.empty(rgb.shape, np.uint8)  # C order: OpenCV draws on it
+    for y in range(0, mask.shape[0], _BAND_ROWS):  # float32 temporaries of one band
+        band, pixels = mask[y : y + _BAND_ROWS], rgb[y : y + _BAND_ROWS]
+        colours = lut[np.clip(band, 0, len(lut) - 1)].astype(np.float32)
+        colours[band == ignore_index] = _WHITE
+        blend = pixels.astype(np.float32) * (1 - alpha) + colours * alpha
+        out[y : y + _BAND_ROWS] = np.where((band > 0)[:, :, None], np.rint(blend), pixels)
     if contours:
         thickness = max(1, round(min(mask.shape) / 300))
         draw_contours(out, np.where(mask == ignore_index, 0, mask), lut, min_area, thickness)
@@ -175,7 +183,7 @@ def overlay(
         if (mask == ignore_index).any():
             names.append(f"{ignore_index} ignore")
             swatches.append(_WHITE)
-        out = np.concatenate([out, _legend(names, swatches, out.shape[0])], axis=1)
+        out = np.concatenate([out, _legend(names, swatches, mask.shape[0])], axis=1)
     return out
 
 

@@ -27,7 +27,8 @@ from ..data.imageio import match_channels
 from ..data.normalize import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
-from .tiling import SizeRule, auto_tiling, iter_bands, plan_image, predict_tiled
+from .budget import auto_tiling, image_bytes
+from .tiling import SizeRule, iter_bands, plan_image, predict_tiled
 
 _PROGRESS_TILES = 16  # show a tile progress bar for images with more tiles than this
 
@@ -191,11 +192,13 @@ class Predictor:
         source = {(-1,): r // 2 - k, (-2,): -k, (-2, -1): k + r // 2}[tuple(dims)] % r
         return torch.cat([probs[:, :-r], probs[:, -r:][:, source]], 1)
 
-    def _tile(self) -> tuple[int, int]:
-        """The input tile ``(h, w)``: ``config.tile``, else ``auto_tiling``'s side."""
+    def _tile(self, held: int = 0) -> tuple[int, int]:
+        """The input tile ``(h, w)``: ``config.tile``, else ``auto_tiling``'s side beside
+        ``held`` bytes of the image's own buffers (``unetkit.infer.budget``)."""
         if self.config.tile:
             return int(self.config.tile[0]), int(self.config.tile[-1])
-        side = self._auto_tiling[0]
+        width = self.info.model_config.level_widths[0]
+        side = auto_tiling(width, self.network.device, held)[0] if held else self._auto_tiling[0]
         return side, side
 
     @property
@@ -216,7 +219,9 @@ class Predictor:
         with torch.inference_mode():
             if strategy in ("letterbox", "resize"):
                 return self._run_scaled(image, strategy, reduce, prepare)
-            tile = self._tile() if strategy == "tile" else None
+            classes = 0 if reduce is not None else self.info.model_config.out_channels
+            held = image_bytes(size, image.shape[2], image.itemsize, classes)
+            tile = self._tile(held) if strategy == "tile" else None
             return predict_tiled(
                 self._forward,
                 image,

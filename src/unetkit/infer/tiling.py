@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from ..config import BLENDS
-from ..device import available_memory
 from ..errors import UnetkitError
 from ..progress import progress as progress_bar
+from .budget import MAX_TILE, auto_tiling  # noqa: F401 - the tile rule's old home
 
 if TYPE_CHECKING:
     from ..models.unet import UNet
@@ -195,37 +195,6 @@ def _plan_valid(length: int, tile: int | None, rule: SizeRule, margin: int) -> A
     windows = tuple(k * stride - margin for k in range(count))
     keeps = tuple((0, stride) for _ in range(count - 1)) + ((0, length - (count - 1) * stride),)
     return AxisPlan(length, t, out, margin, windows, keeps)
-
-
-# The largest tile side ``auto_tiling`` picks: on a CPU the network's pixel rate is flat up to
-# about 640 px and falls beyond (bench/predict.py; docs/benchmarks.md); a GPU gains from
-# larger tiles.
-MAX_TILE = {"cpu": 640, "cuda": 1024}
-BYTES_PER_PIXEL_AND_WIDTH = 24  # peak forward memory / (input pixels x first-level width)
-CPU_BUDGET = 2**30  # forward memory a CPU tile batch may take (less where memory is short)
-
-
-def auto_tiling(first_width: int, device: torch.device) -> tuple[int, int]:
-    """The tile side and tiles per batch when none are asked for.
-
-    The tile is as large as pays on the device (``MAX_TILE``) and as memory allows: a forward
-    pass takes about ``BYTES_PER_PIXEL_AND_WIDTH x first_width`` bytes per input pixel
-    (a margin above what bf16 milesial models take), held under 1 GiB (a quarter of
-    the available memory if that is less) on a CPU and a quarter of the free memory on a GPU.
-    A CPU runs one tile at a time (larger batches are slower there); a GPU batches up to 8.
-    Larger tiles mean fewer borders: less context computed twice.
-
-    Returns:
-        ``(tile side, batch size)``; the side is a multiple of 16 and at least 64.
-    """
-    per_pixel = BYTES_PER_PIXEL_AND_WIDTH * max(int(first_width), 1)
-    if device.type == "cuda":
-        kind, budget, most = "cuda", torch.cuda.mem_get_info(device)[0] / 4, 8
-    else:
-        kind, budget, most = "cpu", min(CPU_BUDGET, available_memory() / 4), 1
-    side = min(MAX_TILE[kind], int(math.sqrt(budget / per_pixel)))
-    side = max(64, side // 16 * 16)
-    return side, int(max(1, min(most, budget // (per_pixel * side * side))))
 
 
 def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
