@@ -19,6 +19,15 @@ from unetkit import Checkpoint, DataConfig, ModelConfig, UNet, build_model, make
 from unetkit.data.prepare import prepare
 from unetkit.data.synthetic import make_labelme_folder
 
+# Peak RSS of a child process, printed by the child itself as ``peak_rss=BYTES``: VmHWM, the
+# high-water mark of its own memory. Not ``ru_maxrss``: Linux carries that over fork and exec
+# (a vforked child's exec records the parent's high-water mark), so a child started by a big
+# test process would report the test process's peak.
+PEAK_RSS = (
+    "peak = next(int(line.split()[1]) * 1024 for line in open('/proc/self/status') "
+    "if line.startswith('VmHWM:'))"
+)
+
 LABELME_SIZE = (64, 80)  # (height, width): small, not square
 LABELME_IMAGES = 6
 

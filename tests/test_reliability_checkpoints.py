@@ -71,6 +71,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import PEAK_RSS
 from unetkit import DataConfig, build_model, save_checkpoint
 from unetkit.checkpoint import FORMAT, Checkpoint, load_checkpoint
 from unetkit.cli import main
@@ -271,13 +272,13 @@ def test_model_bomb_rss(hostile, tmp_path):
     ]
     script = textwrap.dedent(
         """
-        import json, resource, sys
+        import json, sys
         from unetkit.cli import main
         codes = [main(argv) for argv in json.loads(sys.argv[1])]
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        {peak_rss}
         print(f"codes={codes} peak_rss={peak}", file=sys.stderr)
         """
-    )
+    ).replace("{peak_rss}", PEAK_RSS)
     result = subprocess.run(
         [sys.executable, "-c", script, json.dumps(argvs)],
         capture_output=True,

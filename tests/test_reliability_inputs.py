@@ -71,6 +71,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import PEAK_RSS
 from unetkit import save_checkpoint
 from unetkit.cli import main
 from unetkit.data.imageio import read_image, read_mask
@@ -307,13 +308,13 @@ def test_bomb_rss(corpus, mask_corpus, checkpoint_file, tmp_path):
     out = tmp_path / "out"
     script = textwrap.dedent(
         """
-        import resource, sys
+        import sys
         from unetkit.cli import main
         code = main(sys.argv[1:])
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        {peak_rss}
         print(f"exit={code} peak_rss={peak}", file=sys.stderr)
         """
-    )
+    ).replace("{peak_rss}", PEAK_RSS)
     argv = ["predict", str(checkpoint_file), *bombs, "-o", str(out), "--no-progress"]
     result = subprocess.run(
         [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120
