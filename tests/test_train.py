@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import json
@@ -838,6 +839,26 @@ def test_distance_head_trains_predicts_and_is_stored(tmp_path, monkeypatch):
     assert code == 2
 
 
+@contextlib.contextmanager
+def _said_by_fit():
+    """The messages the training logger emits inside the block, read by a handler on the
+    logger itself (whatever libraries imported by earlier tests did to logging)."""
+    said: list[str] = []
+    keep = logging.Handler(logging.INFO)
+    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    said_by = logging.getLogger("unetkit.train.fit")
+    before = said_by.level, said_by.disabled
+    said_by.setLevel(logging.INFO)
+    said_by.disabled = False
+    said_by.addHandler(keep)
+    try:
+        yield said
+    finally:
+        said_by.removeHandler(keep)
+        said_by.setLevel(before[0])
+        said_by.disabled = before[1]
+
+
 def test_rays_head_trains_predicts_and_is_stored(tmp_path):
     """``--instance-head rays``: K classes + distance + n_rays ray channels, end to end; the
     ray scale chosen at the start (and said why), the targets whole-image rays."""
@@ -850,22 +871,10 @@ def test_rays_head_trains_predicts_and_is_stored(tmp_path):
 
     data = make_instance_dataset(tmp_path / "inst")
     run = tmp_path / "run"
-    said: list[str] = []
-    keep = logging.Handler(logging.INFO)
-    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
-    said_by = logging.getLogger("unetkit.train.fit")  # its own handler: whatever libraries
-    before = said_by.level, said_by.disabled  # imported by earlier tests did to logging
-    said_by.setLevel(logging.INFO)
-    said_by.disabled = False
-    said_by.addHandler(keep)
-    try:
+    with _said_by_fit() as said:
         code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
                      "rays", "--n-rays", "8", "--rays-weight", "0.5", "--epochs", "2",
                      "--steps-per-epoch", "2", "--val-stems", "03", *TINY])  # fmt: skip
-    finally:
-        said_by.removeHandler(keep)
-        said_by.setLevel(before[0])
-        said_by.disabled = before[1]
     assert code == 0
     ckpt = load_checkpoint(run / "best.pt")
     objects = ckpt.extra["objects"]
@@ -923,22 +932,10 @@ def test_rays_thresholds_are_chosen_in_the_held_out_bands_of_a_small_set(tmp_pat
 
     data = make_instance_dataset(tmp_path / "inst")
     run = tmp_path / "run"
-    said: list[str] = []
-    keep = logging.Handler(logging.INFO)
-    keep.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
-    said_by = logging.getLogger("unetkit.train.fit")
-    before = said_by.level, said_by.disabled
-    said_by.setLevel(logging.INFO)
-    said_by.disabled = False
-    said_by.addHandler(keep)
-    try:
+    with _said_by_fit() as said:
         code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
                      "rays", "--n-rays", "8", "--epochs", "1", "--steps-per-epoch", "2",
                      *TINY])  # fmt: skip
-    finally:
-        said_by.removeHandler(keep)
-        said_by.setLevel(before[0])
-        said_by.disabled = before[1]
     assert code == 0
     ckpt = load_checkpoint(run / "best.pt")
     bands = ckpt.train_state["data"]["val_regions"]
