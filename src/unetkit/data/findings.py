@@ -9,6 +9,12 @@ from dataclasses import dataclass
 MAX_LISTED = 5  # files or object ids named in one line; the rest are counted
 
 
+def listed(items: list[str]) -> str:
+    """The first ``MAX_LISTED`` items joined by commas, and how many more there are."""
+    more = f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
+    return ", ".join(items[:MAX_LISTED]) + more
+
+
 @dataclass(frozen=True)
 class Finding:
     """One problem: ``level`` is ``error`` or ``warning``; ``files`` are the files concerned."""

@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UnetkitError
-from .findings import MAX_LISTED, Finding
+from .findings import Finding, listed
 from .instances import read_instances
 from .pairchecks import is_binary_mask, without_path
 from .pairing import pair_files
 
 
 def _id_list(ids: np.ndarray) -> str:
-    shown = ", ".join(str(int(i)) for i in ids[:MAX_LISTED])
-    return shown + (f" (+{len(ids) - MAX_LISTED} more)" if len(ids) > MAX_LISTED else "")
+    return listed([str(int(i)) for i in ids])
 
 
 def object_ids(ids: np.ndarray) -> np.ndarray:

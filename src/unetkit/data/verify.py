@@ -15,7 +15,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from .findings import MAX_LISTED, Finding, VerifyReport, merge_findings
+from .findings import Finding, VerifyReport, listed, merge_findings
 from .instancechecks import check_objects, instance_folder, object_ids, read_checked_instances
 from .layout import CLASS_FILES, INSTANCES_ONLY, LAYOUTS, find_layout, read_class_file
 from .pairchecks import channel_mix, check_pair, read_checked_image
@@ -25,9 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def _names(paths: list[Path] | list[str]) -> str:
-    names = [Path(p).name for p in paths]
-    more = f" (+{len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
-    return ", ".join(names[:MAX_LISTED]) + more
+    return listed([Path(p).name for p in paths])
 
 
 def _class_list(root: Path, layout: str) -> tuple[list[str] | None, int, list[Finding]]:
