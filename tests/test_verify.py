@@ -286,3 +286,11 @@ def test_images_and_instances_without_masks(tmp_path):
         f.files == ["classes.txt"] and f.message.startswith("3 class names") for f in findings
     )
     assert len(findings) == 4
+
+
+def test_findings_list_five_names_then_count_the_rest():
+    from unetkit.data.findings import listed
+
+    assert listed([str(i) for i in range(7)]) == "0, 1, 2, 3, 4 (+2 more)"
+    assert listed(["a.png", "b.png"]) == "a.png, b.png"
+    assert listed([]) == ""
