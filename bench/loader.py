@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from dsb_instances import link_dataset
 from dsb import split
+from dsb_instances import link_dataset
 
 
 def crops_per_second(train_dir, task: str, size: tuple[int, int], items: int) -> float:
