@@ -10,7 +10,7 @@ import pytest
 
 from unetkit.data.labelme import LABELME_VERSION
 from unetkit.errors import UnetkitError
-from unetkit.infer.outputs import mask_to_labelme
+from unetkit.infer.writers import mask_to_labelme
 from unetkit.objects.formats import (
     coco_document,
     feature_id,

@@ -50,7 +50,7 @@ Mutations each guard kills (tried on a copy of ``src``, not in place):
 - the EXIF transform not applied on the OpenCV path -> ``test_read_image_on_every_case``;
 - the JPEG-mask refusal removed -> ``test_read_mask_on_every_case``, ``test_verify_...``.
 
-Also fixed, in infer/outputs.py and infer/evaluate.py: a symlink loop in a prediction folder
+Also fixed, in infer/inputs.py and infer/evaluate.py: a symlink loop in a prediction folder
 stopped the whole run (``test_predict_folder_with_a_symlink_loop``); ``evaluate_model`` left
 mask values outside the classes out of every metric
 (``test_evaluate_refuses_mask_values_outside_the_classes``).

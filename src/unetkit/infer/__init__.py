@@ -4,9 +4,11 @@ Never imports ``unetkit.train``: the model file is the only hand-over.
 """
 
 from .evaluate import evaluate_dirs, evaluate_model
-from .outputs import PredictReport, collect_inputs, mask_to_labelme, predict_paths
+from .inputs import collect_inputs
+from .outputs import PredictReport, predict_paths
 from .predict import Predictor
 from .tiling import SizeRule, predict_tiled
+from .writers import mask_to_labelme
 
 __all__ = [
     "PredictReport",

@@ -28,7 +28,6 @@ rank 0 writes the folder's files (``unetkit.infer.shard``).
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import logging
 import os
@@ -37,32 +36,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..data.imageio import match_channels, read_image, read_mask
-from ..data.labelme import labelme_document, polygon_shape
-from ..data.largeimage import (
-    LARGE_PIXELS,
-    PixelSize,
-    length_unit,
-    level_in_memory,
-    output_stem,
-    pixel_size_of,
-)
-from ..data.writers import write_image, write_mask
+from ..data.imageio import read_mask
+from ..data.largeimage import LARGE_PIXELS, PixelSize, length_unit, output_stem, pixel_size_of
+from ..data.writers import write_image
 from ..distributed import DistInfo
 from ..errors import UnetkitError
-from ..files import TEMP_NAME, TEMP_TAG, clean_stale_temps, remove_temp_dirs, write_text
+from ..files import clean_stale_temps, write_text
 from ..progress import progress as progress_bar
-from ..viz import colorize, overlay, save_png
+from .inputs import collect_inputs, level_fits, no_objects_by_region, read_input
 from .predict import Predictor
 from .shard import gather, my_share
 from .summary_rows import counts_row, summary_row, write_summary
+from .writers import existing_instances, merge_coco, output_paths, remove_own_temps, write_outputs
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
 @dataclass
@@ -87,129 +76,6 @@ def _failure(path: Path, exc: Exception) -> str:
     return message
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """``path`` is a file of ``folder`` (False for a path that cannot be resolved: a symlink
-    loop raises RuntimeError before Python 3.13; read_image reports it later)."""
-    try:
-        return path.resolve().parent == folder.resolve()
-    except (OSError, RuntimeError):
-        return False
-
-
-def collect_inputs(inputs: Sequence[str | os.PathLike], exclude: Path | None = None) -> list[Path]:
-    """Image files named by ``inputs``: files, folders (their images, not recursive), globs.
-
-    Args:
-        inputs: paths or glob patterns.
-        exclude: a folder whose files are never inputs (the output folder).
-
-    Returns:
-        Unique paths in the order given (sorted within a folder or glob).
-
-    Raises:
-        UnetkitError: an input that matches nothing, or two images with the same stem (their
-            outputs would collide).
-    """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_file():
-            found.append(path)
-            continue
-        if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            matches = sorted(
-                Path(p)
-                for p in glob.glob(str(item), recursive=True)
-                if Path(p).suffix.lower() in IMAGE_SUFFIXES + (".npy",) and Path(p).is_file()
-            )
-        if exclude is not None:
-            matches = [p for p in matches if not _inside(p, exclude)]
-        if not matches:
-            raise UnetkitError(f"{item}: no such file, and no images found there")
-        found.extend(matches)
-    unique = list(dict.fromkeys(found))
-    stems: dict[str, Path] = {}
-    for path in unique:
-        stem = output_stem(path)
-        if stem in stems:
-            raise UnetkitError(
-                f"{path} and {stems[stem]} have the same name {stem!r}; their outputs "
-                "would overwrite each other (predict them into different folders)"
-            )
-        stems[stem] = path
-    return unique
-
-
-def mask_to_labelme(
-    mask: np.ndarray,
-    class_names: list[str],
-    image_path: str,
-    min_area: float = 0,
-    ignore_index: int = 255,
-) -> dict:
-    """Predicted regions as labelme polygons (one per outer contour of each class > 0).
-
-    Args:
-        mask: (H, W) integer class indices.
-        class_names: names by class index (labels of the shapes).
-        image_path: ``imagePath`` (relative to the JSON file, as labelme resolves it).
-        min_area: regions with a contour area below this are left out.
-        ignore_index: never exported.
-
-    Returns:
-        A labelme 5.x document (``version``, ``flags``, ``shapes``, ``imagePath``,
-        ``imageData`` null, ``imageHeight``, ``imageWidth``).
-    """
-    shapes = []
-    for cls in np.unique(mask):
-        if cls <= 0 or cls == ignore_index or cls >= len(class_names):
-            continue
-        binary = (mask == cls).astype(np.uint8)
-        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        for contour in contours:
-            if len(contour) < 3 or cv2.contourArea(contour) < min_area:
-                continue
-            points = contour[:, 0, :].astype(float).tolist()  # (N, 2) x, y
-            shapes.append(polygon_shape(class_names[int(cls)], points))
-    return labelme_document(shapes, image_path, mask.shape[:2])
-
-
-def _outputs(out_dir: Path, stem: str, options: dict) -> list[Path]:
-    names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
-    names += [f"{stem}_probs.npy"] * options["save_probs"] + [f"{stem}.json"] * options["labelme"]
-    if options["objects"]:
-        names += [f"{stem}_instances.png", f"{stem}_objects.csv", f"{stem}_objects.png"]
-        names += [f"{stem}.geojson"] * options["geojson"]
-    return [out_dir / n for n in names]
-
-
-def _existing_instances(out_dir: Path, stem: str) -> Path:
-    """``NAME_instances.png``, or the ``.tif`` written when the ids did not fit 16 bits."""
-    png = out_dir / f"{stem}_instances.png"
-    tif = png.with_suffix(".tif")
-    return tif if tif.is_file() and not png.is_file() else png
-
-
-def _remove_own_temps(out_dir: Path, targets: list[Path]) -> None:
-    """Remove the temporary files of ``targets`` (and the temporary folders of targets that
-    are folders: ``NAME.ome.zarr``), whatever their age.
-
-    Called once every target is in place: a temporary file of one of them can only be what a
-    killed write left (``clean_stale_temps`` waits until such files are 10 s old, so a rerun
-    right after a kill would keep them, and it never removes folders).
-    """
-    prefixes = tuple(f".{t.stem}{TEMP_TAG}" for t in targets)
-    for path in out_dir.glob(f".*{TEMP_TAG}*"):
-        ours = path.name.startswith(prefixes) and TEMP_NAME.fullmatch(path.name)
-        if ours and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-    for target in targets:
-        if target.is_dir() and not target.is_symlink():
-            remove_temp_dirs(target)
-
-
 def _predict_one(
     predictor: Predictor, path: Path, out_dir: Path, options: dict
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -219,13 +85,7 @@ def _predict_one(
 
     info = predictor.info
     stem = output_stem(path)
-    if options.get("read_level") is None:
-        image = read_image(path, channels=info.preprocessing.channels)
-    else:  # a pyramid level that fits in memory (--level), read whole
-        whole = level_in_memory(path, options["read_level"], options["large_pixels"])
-        if whole is None:
-            raise UnetkitError(f"{path}: level {options['read_level']} no longer fits in memory")
-        image = match_channels(whole, info.preprocessing.channels, str(path))
+    image = read_input(path, info.preprocessing.channels, options)
     ids, scores = None, None
     if options["save_probs"]:
         probs = predictor.predict_proba(image)
@@ -242,91 +102,8 @@ def _predict_one(
         mask, ids, scores = predictor.predict_scored_objects(image)
     else:
         mask = predictor.predict_mask(image)
-    write_mask(out_dir / f"{stem}.png", mask, info.palette, options["pixel"])
-    save_png(out_dir / f"{stem}_color.png", colorize(mask, info.palette, info.ignore_index))
-    blended = overlay(
-        image,
-        mask,
-        info.palette,
-        options["alpha"],
-        info.classes,
-        contours=True,
-        min_area=options["min_area"],
-        legend=options["legend"],
-        ignore_index=info.ignore_index,
-    )
-    save_png(out_dir / f"{stem}_overlay.png", blended)
-    rel = os.path.relpath(path.resolve(), out_dir.resolve())
-    if ids is not None:
-        _write_objects(predictor, image, mask, ids, path, out_dir, options, rel, scores)
-    elif options["labelme"]:
-        doc = mask_to_labelme(mask, info.classes, rel, options["min_area"], info.ignore_index)
-        write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
+    write_outputs(predictor, image, mask, ids, scores, path, out_dir, options)
     return mask, ids
-
-
-def _write_objects(
-    predictor: Predictor,
-    image: np.ndarray,
-    mask: np.ndarray,
-    ids: np.ndarray,
-    path: Path,
-    out_dir: Path,
-    options: dict,
-    rel: str,
-    scores: dict[int, float] | None = None,
-) -> None:
-    """The object outputs of one image (and its share of ``coco.json``, kept in ``options``);
-    ``scores``: object id -> score (the ``score`` column, COCO ``score``)."""
-    from ..data.instances import instances_path, write_instances
-    from ..objects.formats import coco_document, geojson_objects, labelme_objects
-    from ..objects.labels import object_classes
-    from ..objects.measure import object_fields, object_table, write_objects_csv
-    from ..viz import object_overlay
-
-    info, stem = predictor.info, output_stem(path)
-    count = int(ids.max()) if ids.size else 0
-    target = instances_path(out_dir, stem, count)
-    other = target.with_suffix(".tif" if target.suffix == ".png" else ".png")
-    write_instances(target, ids)
-    other.unlink(missing_ok=True)  # a previous run's file of the other kind is stale now
-    classes = object_classes(ids, mask, len(info.classes))
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    unit = options.get("pixel_unit", "um")
-    scores = {} if scores is None else scores
-    rows = object_table(ids, image, classes, info.classes, options["pixel_size"], unit, scores)
-    fields = object_fields(channels, options["pixel_size"], unit, score=True)
-    write_objects_csv(out_dir / f"{stem}_objects.csv", rows, fields)
-    save_png(out_dir / f"{stem}_objects.png", object_overlay(image, ids))
-    if options["labelme"]:
-        doc = labelme_objects(ids, classes, info.classes, rel)
-        write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
-    if options["geojson"]:
-        doc = geojson_objects(ids, classes, info.classes, image_name=path.name, table=rows)
-        write_text(out_dir / f"{stem}.geojson", json.dumps(doc))
-    if options["coco"] is not None:
-        entry = (path.name, *ids.shape, ids, classes)
-        segmentation = options.get("coco_format", "rle")
-        options["coco"].append(coco_document([entry], info.classes, segmentation, scores=[scores]))
-
-
-def merge_coco(documents: list[dict]) -> dict:
-    """One COCO document from per-image ones: image and annotation ids renumbered from 1."""
-    merged: dict = {"images": [], "annotations": [], "categories": []}
-    next_image, next_ann = 1, 1
-    for doc in documents:
-        merged["categories"] = merged["categories"] or doc["categories"]
-        remap = {}
-        for image in doc["images"]:
-            remap[image["id"]] = next_image
-            merged["images"].append({**image, "id": next_image})
-            next_image += 1
-        for ann in doc["annotations"]:
-            merged["annotations"].append(
-                {**ann, "id": next_ann, "image_id": remap[ann["image_id"]]}
-            )
-            next_ann += 1
-    return merged
 
 
 def predict_paths(
@@ -458,7 +235,7 @@ def predict_paths(
     by_level: dict[int, int] = {}
     if level is not None and region_objects:
         for i, path in enumerate(paths):
-            if large[i] and _level_fits(path, level, threshold):
+            if large[i] and level_fits(path, level, threshold):
                 large[i], by_level[i] = False, level
     from ..data.stack import is_stack  # TIFF stacks: unetkit.infer.stack
 
@@ -500,7 +277,7 @@ def predict_paths(
             documents = [doc for outcome in outcomes for doc in outcome.coco]
             write_text(out / "coco.json", json.dumps(merge_coco(documents)))
             done.append(out / "coco.json")
-        _remove_own_temps(out, done)
+        remove_own_temps(out, done)
     return report  # the caller says what was done (the CLI: one line on stdout)
 
 
@@ -536,7 +313,7 @@ def _predict_by_region(
     targets = large_outputs(out, output_stem(path), options["zarr"])
     try:
         if options["region_objects"]:
-            raise UnetkitError(_no_objects_by_region(path, options))
+            raise UnetkitError(no_objects_by_region(path, options))
         if skip_existing and all(finished(t) for t in targets):
             if not shard.is_main:
                 return None
@@ -559,37 +336,6 @@ def _predict_by_region(
         return _Outcome(failure=_failure(path, exc))
     row = counts_row(path.name, size, counts, predictor.classes)
     return _Outcome(row=row, written=written, targets=targets)
-
-
-def _level_fits(path: Path, level: int, limit: int) -> bool:
-    """Pyramid level ``level`` of the TIFF ``path`` has at most ``limit`` pixels (False for a
-    file or level that cannot be read: the path that reads it by region says why)."""
-    from ..data.largeimage import LargeImage
-
-    try:
-        with LargeImage(path, level) as image:
-            return image.height * image.width <= limit
-    except UnetkitError:
-        return False
-
-
-def _no_objects_by_region(path: Path, options: dict) -> str:
-    """Why an image read by region gets no objects, and which of its levels would fit."""
-    from ..data.largeimage import LargeImage
-
-    limit = options["large_pixels"]
-    level = options["level"] or 0
-    with LargeImage(path, level) as image:
-        first = 0 if image.axes in ("YX", "YXS") else 1  # CYX: channels first
-        shapes = [shape[first : first + 2] for shape in image.level_shapes]
-    # a level that fits is read whole (predict_paths), so those listed are smaller ones
-    sizes = [f"{k} ({h} x {w})" for k, (h, w) in enumerate(shapes) if h * w <= limit]
-    h, w = shapes[level]
-    said = f"{path}: objects need the image in memory, and level {level} ({h} x {w} px) is read"
-    said += f" by region (over {limit:,} px)"
-    if sizes:
-        return f"{said}; predict a level that fits with --level N: {', '.join(sizes)}"
-    return f"{said}; no level of it fits in memory"
 
 
 def _predict_stack(
@@ -620,14 +366,14 @@ def _predict_whole(
     objects, coco = options["objects"], options["coco"] is not None
     stem = output_stem(path)
     try:
-        targets = _outputs(out, stem, options)
+        targets = output_paths(out, stem, options)
         if objects:
-            targets[targets.index(out / f"{stem}_instances.png")] = _existing_instances(out, stem)
+            targets[targets.index(out / f"{stem}_instances.png")] = existing_instances(out, stem)
         before = len(options["coco"]) if coco else 0
         # coco.json needs every image's objects: nothing is skipped for it
         if skip_existing and not coco and all(t.is_file() for t in targets):
             mask = read_mask(targets[0])
-            ids = read_instances(_existing_instances(out, stem)) if objects else None
+            ids = read_instances(existing_instances(out, stem)) if objects else None
             written = False
         else:
             mask, ids = _predict_one(predictor, path, out, options)

@@ -26,7 +26,8 @@ from ..device import autocast, resolve_device, resolve_precision
 from ..errors import UnetkitError
 from ..files import clean_stale_temps
 from ..progress import progress as progress_bar
-from .outputs import PredictReport, collect_inputs, record_failure
+from .inputs import collect_inputs
+from .outputs import PredictReport, record_failure
 from .tiling import SizeRule, predict_tiled
 
 
