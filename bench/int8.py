@@ -54,8 +54,9 @@ def _train(data: Path, run: Path, budget: float, extra: list[str]) -> Path:
     return run / "best.pt"
 
 
-def models(work: Path, budget: float) -> dict[str, tuple[Path, Path, list[str]]]:
-    """name -> (checkpoint, test dataset folder, test stems), trained where missing."""
+def models(work: Path, budget: float) -> dict[str, tuple[Path, Path, list[str], Path]]:
+    """name -> (checkpoint, test dataset folder, test stems, training folder), trained where
+    missing."""
     train, test, _ = split()
     for name, link in (("dsb", _link_dataset), ("dsbi", link_dataset)):
         for part, stems in (("train", train), ("test", test)):
@@ -63,22 +64,31 @@ def models(work: Path, budget: float) -> dict[str, tuple[Path, Path, list[str]]]
                 link(work / f"{name}-{part}", stems)
     isbi_val = ["--val-stems", ",".join(ISBI_VAL)]
     return {
-        "dsb": (_train(work / "dsb-train", work / "run-dsb", budget, []), work / "dsb-test", test),
-        "isbi": (_train(ISBI, work / "run-isbi", budget, isbi_val), ISBI, ISBI_VAL),
+        "dsb": (
+            _train(work / "dsb-train", work / "run-dsb", budget, []),
+            work / "dsb-test",
+            test,
+            work / "dsb-train",
+        ),
+        "isbi": (_train(ISBI, work / "run-isbi", budget, isbi_val), ISBI, ISBI_VAL, ISBI),
         "dsb-instance": (
             _train(work / "dsbi-train", work / "run-dsbi", budget, ["--task", "instance"]),
             work / "dsbi-test",
             test,
+            work / "dsbi-train",
         ),
     }
 
 
-def export(ckpt: Path) -> tuple[Path, dict, float]:
+def export(ckpt: Path, train: Path) -> tuple[Path, dict, float]:
+    """int8 export calibrated on the checkpoint's recorded training images, read from the
+    bench's own training folder ``train`` (so a checkpoint that does not record its folder,
+    or whose folder is gone, is measured too)."""
     from unetkit.quantize import export_int8
 
     out = ckpt.with_name("model_int8.onnx")
     start = time.perf_counter()
-    record = export_int8(ckpt, out, max_loss=100.0)["int8"]
+    record = export_int8(ckpt, out, calibrate=train, max_loss=100.0)["int8"]
     return out, record, time.perf_counter() - start
 
 
@@ -151,8 +161,8 @@ def run(args) -> None:
     found = models(work, args.int8_budget)
     table = []
     speeds = None
-    for name, (ckpt, folder, stems) in found.items():
-        int8, record, seconds = export(ckpt)
+    for name, (ckpt, folder, stems, train) in found.items():
+        int8, record, seconds = export(ckpt, train)
         gate = record["gate"]
         worst = max(gate["loss"].values())
         print(f"{name}: export --int8 {seconds:.0f} s, {record['calibration']['tiles']} tiles; "
