@@ -60,6 +60,10 @@ def test_older_exports_without_optional_keys_still_read(checkpoint):
         (lambda d: d.pop("classes"), "no unetkit metadata (classes missing)"),
         (lambda d: d.update(palette=[["red"]]), "malformed unetkit metadata"),
         (lambda d: d.update(model_config={"no_such_field": 1}), "malformed unetkit metadata"),
+        (  # a stored value of the wrong type, named by its key (it used to be taken as it was)
+            lambda d: d["model_config"].update(depth="3"),
+            "malformed unetkit metadata (depth: expected int; got '3')",
+        ),
     ],
 )
 def test_bad_cards_are_one_line_naming_the_file(checkpoint, change, message):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from unetkit import AugmentConfig, DataConfig, PredictConfig, TrainConfig, preset_config
-from unetkit.config import parse_size
+from unetkit.config import ObjectConfig, parse_size
 
 
 def test_train_config_round_trips_through_json():
@@ -172,3 +172,67 @@ def test_apply_overrides_validates_the_result():
     with pytest.raises(ValueError, match="widths needs depth"):  # checked with the new depth
         apply_overrides(TrainConfig(model=ModelConfig(widths=(4, 8, 16))), {"model.depth": 3})
     assert apply_overrides(TrainConfig(), {}) == TrainConfig()
+
+
+# One check of values for from_dict (JSON configs, checkpoints) and apply_overrides (options):
+# before they shared it, from_dict took these values as they were (or failed later, unnamed).
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"epochs": True}, r"^epochs: expected int \| None; got True$"),
+        ({"batch_size": 2.5}, r"^batch_size: expected int; got 2.5$"),
+        ({"lr": "fast"}, r"^lr: expected float; got 'fast'$"),
+        ({"weight_map_objects": 0}, r"^weight_map_objects: expected str; got 0$"),
+        ({"classes": "abc"}, r"^classes: expected tuple\[str, \.\.\.\] \| None; got 'abc'$"),
+        ({"val_stems": [24, 25]}, r"^val_stems: expected tuple\[str, \.\.\.\] \| None; got \["),
+        ({"data": 5}, r"^data: expected DataConfig; got 5$"),
+        ({"data": {"size": [64]}}, r"^data.size: expected tuple\[int, int\]; got \[64\]$"),
+        ({"model": {"depth": "3"}}, r"^model.depth: expected int; got '3'$"),
+        ({"model": {"depth": 1, "widths": [4.0, 8.0]}}, r"^model.widths: expected tuple\[int"),
+        ({"objects": {"fill_holes": 1}}, r"^objects.fill_holes: expected bool; got 1$"),
+    ],
+)
+def test_from_dict_checks_types_as_apply_overrides_does(data, message):
+    from unetkit.config import apply_overrides
+
+    with pytest.raises(ValueError, match=message) as read:
+        TrainConfig.from_dict(data)
+    with pytest.raises(ValueError, match=message) as given:
+        apply_overrides(TrainConfig(), data)
+    assert str(read.value) == str(given.value)
+
+
+def test_from_dict_needs_a_dict():
+    with pytest.raises(ValueError, match=r"^TrainConfig: expected a dict; got a list$"):
+        TrainConfig.from_dict([1])  # type: ignore[arg-type]
+
+
+def test_numpy_numbers_become_python_numbers():
+    import numpy as np
+
+    from unetkit.config import apply_overrides
+
+    cfg = apply_overrides(TrainConfig(), {"batch_size": np.int64(3), "lr": np.float32(0.5)})
+    assert type(cfg.batch_size) is int and type(cfg.lr) is float and cfg.lr == 0.5
+    model = preset_config("small", in_channels=np.int64(3))
+    assert type(model.in_channels) is int and json.dumps(model.to_dict())
+    with pytest.raises(ValueError, match=r"^batch_size: expected int; got np.float64\(3.0\)$"):
+        apply_overrides(TrainConfig(), {"batch_size": np.float64(3.0)})
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        preset_config("paper", widths=(8, 16, 32, 64, 128), norm="group", dropout=0.5),
+        DataConfig(channels=3, size=(64, 48), mean=(0.5, 0.4, 0.3), std=(2, 2, 2)),
+        AugmentConfig.none().replace(scale=(1, 2)),
+        ObjectConfig(head="rays", ray_scale=2.5, min_size=3, fill_holes=False),
+        PredictConfig(tile=(64, 48), fill_holes=False, min_size=4, objects_between="1"),
+        TrainConfig(time_budget=10, class_weights=(1, 2.5), weight_map=False, epochs=3),
+    ],
+    ids=lambda cfg: type(cfg).__name__,
+)
+def test_every_config_round_trips_through_json(cfg):
+    """What checkpoints and run folders store reads back equal (ints given for floats too)."""
+    back = type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.to_dict() == cfg.to_dict()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,28 +39,6 @@ def _check_range(name: str, value: float, low: float, high: float, closed: bool 
         )
 
 
-def _coerce(value: Any, annotation: Any) -> Any:
-    """Turn JSON-ish values (lists) back into the annotated type (tuples, nested configs)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args: Sequence[Any] = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        for arg in args:  # the first member the value fits (lists fit tuples, dicts configs)
-            if _fits(value, arg):
-                return _coerce(value, arg)
-        return value
-    if origin is tuple and isinstance(value, (list, tuple)):
-        args = typing.get_args(annotation)
-        item = args[0] if args else Any
-        return tuple(_coerce(v, item) for v in value)
-    if isinstance(annotation, type) and issubclass(annotation, _Config) and isinstance(value, dict):
-        return annotation.from_dict(value)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def parse_size(text: str, name: str = "size") -> tuple[int, int]:
     """``"512"`` -> (512, 512), ``"512x384"`` -> (512, 384); ``ValueError`` names ``name``."""
     try:
@@ -71,56 +50,32 @@ def parse_size(text: str, name: str = "size") -> tuple[int, int]:
     return parts[0], parts[-1]
 
 
-def _fits(value: Any, annotation: Any) -> bool:
-    if typing.get_origin(annotation) is tuple:
-        return isinstance(value, (list, tuple))
-    if isinstance(annotation, type) and issubclass(annotation, _Config):
-        return isinstance(value, dict)
-    return isinstance(annotation, type) and isinstance(value, annotation)
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` as a field annotated ``annotation`` holds it; the one check of every config
+    value read from plain data (``from_dict``) or given as an override (``apply_overrides``).
 
+    JSON has no tuples and no configs, so lists become tuples (length and items checked),
+    dicts nested configs (their keys named ``key.field`` in errors) and integers floats where
+    a float is expected. Nothing else is converted: a bool is not a number, a float is not an
+    int, a string is not a tuple.
 
-class _Config:
-    """Mixin: strict construction from dicts, conversion to plain dicts, pretty printing."""
-
-    @classmethod
-    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-        """Build from a dict; unknown keys raise ``ValueError`` listing the valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown {cls.__name__} key(s) {', '.join(unknown)}; "
-                f"valid keys: {', '.join(sorted(names))}"
-            )
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: _coerce(v, hints[k]) for k, v in data.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (dicts, lists, str, int, float, bool, None) safe for JSON and checkpoints."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
-
-    def replace(self: T, **changes: Any) -> T:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-    def pretty(self) -> str:
-        """Indented JSON, as printed at the start of every run."""
-        return json.dumps(self.to_dict(), indent=2)
-
-
-def _typed(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """(fits, value as the field holds it) for a value given for a field of this type.
-
-    Stricter than ``_coerce`` (which reads trusted JSON): a bool is not a number, a float is
-    not an int, a tuple's length and items are checked; ints become floats, lists tuples and
-    dicts nested configs.
+    Raises:
+        ValueError: ``"KEY: expected TYPE; got VALUE"``, one line.
     """
+    fits, typed = _typed(value, annotation, key)
+    if not fits:
+        raise ValueError(f"{key}: expected {_type_name(annotation)}; got {value!r}")
+    return typed
+
+
+def _typed(value: Any, annotation: Any, key: str) -> tuple[bool, Any]:
+    """(fits, the value converted); a union takes its first member that fits."""
+    origin = typing.get_origin(annotation)
     if annotation is Any:
         return True, value
-    origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            fits, typed = _typed(value, arg)
+            fits, typed = _typed(value, arg, key)
             if fits:
                 return True, typed
         return False, value
@@ -136,41 +91,84 @@ def _typed(value: Any, annotation: Any) -> tuple[bool, Any]:
             return False, value
         else:
             items = list(args)
-        checked = [_typed(v, a) for v, a in zip(value, items)]
+        checked = [_typed(v, a, key) for v, a in zip(value, items, strict=True)]
         return all(ok for ok, _ in checked), tuple(v for _, v in checked)
     if isinstance(annotation, type) and issubclass(annotation, _Config):
         if isinstance(value, annotation):
             return True, value
-        if isinstance(value, dict):
-            return True, annotation.from_dict(value)
+        if isinstance(value, Mapping):
+            return True, annotation._build(value, f"{key}.")
         return False, value
-    if annotation is float:
-        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(value, bool) and annotation in (int, float):
+        return False, value
+    if annotation is float:  # numpy's numbers too, as plain Python ones (to_dict needs them)
+        fits = isinstance(value, numbers.Real)
         return fits, float(value) if fits else value
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
+        fits = isinstance(value, numbers.Integral)
+        return fits, int(value) if fits else value
     return isinstance(annotation, type) and isinstance(value, annotation), value
 
 
 def _type_name(annotation: Any) -> str:
     """``tuple[int, int]``, ``int | None``, ``ModelConfig | None``: as written in the class."""
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    return (
-        str(annotation)
-        .replace("typing.", "")
-        .replace(f"{__name__}.", "")
-        .replace("NoneType", "None")
-    )
+    if annotation is type(None):
+        return "None"
+    if annotation is Ellipsis:
+        return "..."
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if args:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return str(getattr(annotation, "__name__", annotation))
+
+
+class _Config:
+    """Mixin: strict construction from dicts, conversion to plain dicts, pretty printing."""
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+        """Build from a dict (``to_dict`` output, a JSON config): unknown keys raise
+        ``ValueError`` listing the valid ones, values of the wrong type one naming the key
+        (``coerce``)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{cls.__name__}: expected a dict; got a {type(data).__name__}")
+        return cls._build(data, "")
+
+    @classmethod
+    def _build(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(names))}"
+            )
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (dicts, lists, str, int, float, bool, None) safe for JSON and checkpoints."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def pretty(self) -> str:
+        """Indented JSON, as printed at the start of every run."""
+        return json.dumps(self.to_dict(), indent=2)
 
 
 def apply_overrides(config: T, overrides: dict[str, Any]) -> T:
     """A copy of ``config`` with dotted fields set: ``{"lr": 0.01, "data.size": (256, 256)}``.
 
-    Each value is checked against its field's type (ints are accepted for floats, lists for
-    tuples, dicts for nested configs), and the result is validated again as it is built, as
-    ``replace`` does. A nested config that is None (``TrainConfig.model`` before it is
-    resolved) must be set before its fields are.
+    Each value is checked against its field's type as ``from_dict`` checks it (``coerce``:
+    ints are accepted for floats, lists for tuples, dicts for nested configs), and the result
+    is validated again as it is built, as ``replace`` does. A nested config that is None
+    (``TrainConfig.model`` before it is resolved) must be set before its fields are.
 
     Raises:
         ValueError: one line naming the key: an unknown key, a value of the wrong type
@@ -194,11 +192,8 @@ def _apply(config: T, overrides: dict[str, Any], prefix: str) -> T:
             )
         if rest:
             nested.setdefault(name, {})[rest] = value
-            continue
-        fits, typed = _typed(value, hints[name])
-        if not fits:
-            raise ValueError(f"{prefix}{key}: expected {_type_name(hints[name])}; got {value!r}")
-        changes[name] = typed
+        else:
+            changes[name] = coerce(value, hints[name], f"{prefix}{name}")
     for name, inner in nested.items():
         current = changes.get(name, getattr(config, name))
         if not isinstance(current, _Config):
