@@ -77,6 +77,19 @@ def test_layer_does_not_import(layer, forbidden):
     assert not bad, bad
 
 
+# The first row: errors, files, config and progress import nothing of unetkit beyond each
+# other (config is a package: unetkit.config.base, .model, ... are all layer "config").
+FIRST_ROW = {"errors", "files", "config", "progress"}
+
+
+@pytest.mark.parametrize("layer", sorted(FIRST_ROW))
+def test_first_row_imports_only_the_first_row(layer):
+    modules = [m for m in GRAPH if _layer(m) == layer]
+    assert modules, f"no module in layer {layer}"
+    bad = sorted(f"{m} -> {d}" for m in modules for d in GRAPH[m] if _layer(d) not in FIRST_ROW)
+    assert not bad, bad
+
+
 # Inside data/: each room below the ones that use it (reading under normalisation and labelme,
 # pairing under layout, the checks under verify). A module's row lists the data/ modules it may
 # import; anything else from data/ fails, and so does a row whose module is gone.
@@ -135,3 +148,5 @@ def test_the_graph_sees_imports():
     assert "unetkit.palette" in GRAPH["unetkit.viz"]
     assert "unetkit.data.decoders" in GRAPH["unetkit.data.imageio"]
     assert "unetkit.data.pairchecks" in GRAPH["unetkit.data.instancechecks"]
+    assert "unetkit.config.model" in GRAPH["unetkit.config.train"]
+    assert "unetkit.errors" in GRAPH["unetkit.files"]

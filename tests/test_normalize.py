@@ -140,7 +140,7 @@ def test_a_time_budget_decides_the_length_unless_epochs_are_given(tmp_path, monk
     assert unetkit.TrainConfig(time_budget=10).max_epochs > 10**6
     assert unetkit.TrainConfig(time_budget=10, epochs=3).max_epochs == 3
     _images(tmp_path / "d", [40, 41, 40, 42])
-    from unetkit import config as config_module
+    from unetkit.config import train as config_module
 
     monkeypatch.setattr(config_module, "DEFAULT_EPOCHS", 1)  # the cap a budget must lift
 

@@ -1117,7 +1117,7 @@ def test_a_small_set_trains_on_every_image_and_validates_on_their_bands(dataset,
 
 
 def test_the_default_length_gives_a_small_set_epochs_of_forty_crops(dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("unetkit.config"), "DEFAULT_EPOCHS", 1)
+    monkeypatch.setattr(importlib.import_module("unetkit.config.train"), "DEFAULT_EPOCHS", 1)
     run = tmp_path / "run"
     unetkit.fit(_config(dataset, run, epochs=None, steps_per_epoch=0, val_stems=("05",)))
     state = load_checkpoint(run / "last.pt").train_state
@@ -1133,7 +1133,7 @@ def test_the_default_length_gives_a_small_set_epochs_of_forty_crops(dataset, tmp
 def test_forty_images_keep_the_plan_they_had(tmp_path, monkeypatch):
     """From 40 images on, nothing of the small-set rule applies: whole images held out (the
     stratified fifth the earlier code chose), one crop per training image an epoch."""
-    monkeypatch.setattr(importlib.import_module("unetkit.config"), "DEFAULT_EPOCHS", 1)
+    monkeypatch.setattr(importlib.import_module("unetkit.config.train"), "DEFAULT_EPOCHS", 1)
     root = make_mixed_images(tmp_path / "forty", 40)
     run = tmp_path / "run"
     unetkit.fit(_config(root, run, epochs=None, steps_per_epoch=0, val_stems=None))

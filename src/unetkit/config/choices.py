@@ -1,0 +1,22 @@
+"""The allowed values of every string setting, defined once here (the config checks and the
+code that acts on the settings import them from here)."""
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NORMALIZATIONS = ("auto", "image", "percentile", "dataset", "fixed")
+RESIZES = ("letterbox", "resize", "random-crop", "none")
+SAMPLINGS = ("image", "area")
+TASKS = ("auto", "multiclass", "binary", "regression", "instance")
+LOSSES = ("auto", "ce", "bce", "dice", "ce+dice", "bce+dice", "mse", "l1")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "poly", "plateau")
+STRATEGIES = ("auto", "full", "letterbox", "resize", "tile")
+BLENDS = ("gaussian", "constant")
+PADDINGS = ("valid", "zeros", "reflect")
+NORMS = ("none", "batch", "group", "instance")
+ACTIVATIONS = ("relu", "leaky")
+DOWNS = ("maxpool", "avgpool", "strided")
+UPS = ("transposed", "bilinear", "nearest")
+MERGES = ("crop", "pad", "resize")
+HEADS = ("logits", "sigmoid", "pixel_shuffle")
+BLOCKS = ("double3x3", "3x3+1x1")
+INSTANCE_HEADS = ("boundary", "distance", "rays")
