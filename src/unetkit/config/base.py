@@ -56,8 +56,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
 
     JSON has no tuples and no configs, so lists become tuples (length and items checked),
     dicts nested configs (their keys named ``key.field`` in errors) and integers floats where
-    a float is expected. Nothing else is converted: a bool is not a number, a float is not an
-    int, a string is not a tuple.
+    a float is expected (NumPy numbers become Python ones). Nothing else is converted: a bool
+    is not a number, a float is not an int, a string is not a tuple.
 
     Raises:
         ValueError: ``"KEY: expected TYPE; got VALUE"``, one line.
