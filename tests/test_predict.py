@@ -794,3 +794,13 @@ def test_default_tiling_is_large_tiles_one_at_a_time_on_a_cpu(trained):
     assert predictor._batch_size == 1
     asked = _predictor(trained["crop"], tile=(48, 40), batch_size=3)
     assert asked._tile() == (48, 40) and asked._batch_size == 3
+
+
+def test_summary_csv_is_these_bytes(tmp_path):
+    from unetkit.infer.summary_rows import summary_row, write_summary
+
+    row = summary_row("a.png", np.array([[0, 1], [1, 1]], np.uint8), ["bg", "fg"], objects=2)
+    write_summary(tmp_path / "summary.csv", [row], ["bg", "fg"], objects=True)
+    assert (tmp_path / "summary.csv").read_bytes() == (
+        b"image,height,width,objects,classes_present,bg_pixels,fg_pixels\na.png,2,2,2,bg;fg,1,3\n"
+    )
