@@ -620,12 +620,12 @@ def test_rays_head_objects_are_identical_whole_and_tiled(tmp_path):
         next(whole.iter_mask_bands(Region()))
 
 
-def test_rays_head_tta_mirrors_the_rays(tmp_path):
+def test_rays_head_tta_mirrors_the_rays():
     """A prediction of a flipped image, flipped back, has its rays in mirrored directions:
-    ``_mirror_rays`` turns them into the rays of the image itself."""
+    ``mirror_rays`` turns them into the rays of the image itself."""
     from unetkit.data.rays import object_rays
+    from unetkit.infer.heads import mirror_rays
 
-    predictor = _predictor(_rays_checkpoint(tmp_path), tta=True)
     rng = np.random.default_rng(1)
     truth = np.zeros((30, 40), np.int32)
     for k in range(1, 5):
@@ -635,7 +635,7 @@ def test_rays_head_tta_mirrors_the_rays(tmp_path):
     for dims in ((-1,), (-2,), (-2, -1)):
         flipped = object_rays(np.flip(truth, [d + 2 for d in dims]).copy(), RAYS)
         back = torch.from_numpy(flipped)[None].flip(dims)
-        assert torch.allclose(predictor._mirror_rays(back, dims), rays)
+        assert torch.allclose(mirror_rays(back, dims, RAYS), rays)
 
 
 def test_instance_post_processing_overrides(tmp_path, grey_level_model):
