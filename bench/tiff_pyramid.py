@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from unetkit.infer import large
+from unetkit.infer import large, strips, tiff_out
 
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
@@ -23,7 +23,7 @@ info = types.SimpleNamespace(
 )
 slide.predictor = types.SimpleNamespace(info=info)
 slide.path, slide.out_dir, slide.size, slide.preview_step = Path("big.tif"), out, (H, W), 4
-slide.strips = large._Strips(out / ".big.unetkit-part", {"bench": 1})
+slide.strips = strips.Strips(out / ".big.unetkit-part", {"bench": 1})
 if not slide.strips.done():
     for i in range(H // 256):  # blobs: a mask that compresses as real ones do
         yy, xx = np.mgrid[i * 256 : (i + 1) * 256, 0:W]
@@ -31,7 +31,7 @@ if not slide.strips.done():
             (np.sin(yy / 97.0) * np.cos(xx / 53.0) > 0.3).astype(np.uint8)
             + (np.sin(yy / 31.0 + xx / 41.0) > 0.8)
         ).astype(np.uint8)
-        slide.strips.write(i, large._compress(rows, 256))
+        slide.strips.write(i, tiff_out.compress(rows, 256))
 tracemalloc.start()
 t = time.perf_counter()
 slide.assemble()

@@ -35,6 +35,7 @@ from unetkit import (
 from unetkit.cli import main
 from unetkit.infer import Predictor, evaluate_dirs, evaluate_model, predict_paths
 from unetkit.infer.evaluate import score_pairs, select_stems
+from unetkit.infer.report import write_report
 from unetkit.metrics import membrane_rand_error
 
 NAMES = ["bg", "a", "b"]
@@ -422,3 +423,18 @@ def test_cli_evaluate_prints_the_count_merges_and_splits(tmp_path, tiny_model, t
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "objects count        1 predicted / 2 true, 1 merges, 0 splits" in out
+
+
+def test_report_csv_files_are_these_bytes(tmp_path):
+    """``per_image.csv`` and ``confusion.csv`` byte for byte (names that need quoting)."""
+    pred, gt = np.array([[0, 1], [1, 2]]), np.array([[0, 1], [2, 2]])
+    names = ["bg", "cell", 'x"y']
+    metrics, rows, matrix = score_pairs([("a,b.png", pred, gt)], names, objects=False)
+    write_report(tmp_path, metrics, rows, matrix, names)
+    assert (tmp_path / "per_image.csv").read_bytes() == (
+        b'image,pixels,pixel_accuracy,mean_iou,mean_dice,iou_bg,iou_cell,"iou_x""y"\n'
+        b'"a,b.png",4,0.75,0.6666666666666666,0.6666666666666666,1.0,0.5,0.5\n'
+    )
+    assert (tmp_path / "confusion.csv").read_bytes() == (
+        b'true\\pred,bg,cell,"x""y"\nbg,1,0,0\ncell,0,1,0\n"x""y",0,1,1\n'
+    )

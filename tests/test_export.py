@@ -102,10 +102,10 @@ def test_parity_failure_says_by_how_much(checkpoints):
 
 
 def test_a_failed_check_leaves_no_file(checkpoints, tmp_path, monkeypatch):
-    import unetkit.export as export
+    import unetkit.export.formats as formats
 
     path, _ = checkpoints["same"]
-    monkeypatch.setattr(export, "_runner", lambda fmt, p: lambda x: np.zeros((1, 3, 1, 1)))
+    monkeypatch.setattr(formats, "runner", lambda fmt, p: lambda x: np.zeros((1, 3, 1, 1)))
     out = tmp_path / "bad.onnx"
     with pytest.raises(UnetkitError, match="parity check failed"):
         export_model(path, "onnx", out)

@@ -17,6 +17,7 @@ from unetkit.files import (
     atomic_dir,
     atomic_path,
     clean_stale_temps,
+    write_csv,
     write_text,
 )
 
@@ -112,6 +113,42 @@ def test_clean_stale_temps_removes_only_old_files_of_our_naming(tmp_path):
     )
     assert clean_stale_temps(tmp_path, recursive=True) == [nested]
     assert clean_stale_temps(tmp_path / "missing") == []
+
+
+def test_clean_stale_temps_of_targets_removes_theirs_whatever_their_age(tmp_path):
+    """``targets`` with ``min_age=0``: the temporaries of those files' writes, young or old, and
+    nothing else (another target's, a folder, a link)."""
+    mine = [tmp_path / f".a{TEMP_TAG}aaaaaaaa.png", tmp_path / f".a{TEMP_TAG}bbbbbbbb.tif"]
+    other = tmp_path / f".b{TEMP_TAG}cccccccc.png"
+    for path in [*mine, other]:
+        path.write_bytes(b"half")
+    folder = tmp_path / f".a{TEMP_TAG}dddddddd"
+    folder.mkdir()
+    link = tmp_path / f".a{TEMP_TAG}eeeeeeee.png"
+    link.symlink_to(other)
+    future = time.time() + 3600  # a clock ahead of ours: still removed
+    os.utime(mine[1], (future, future))
+    removed = clean_stale_temps(tmp_path, min_age=0, targets=[tmp_path / "a.png"])
+    assert removed == mine
+    assert other.exists() and folder.is_dir() and link.is_symlink()
+
+
+def test_write_csv_writes_these_bytes(tmp_path):
+    """One CSV dialect for every table unetkit writes: header, \\n line ends, quotes only
+    where needed, None and missing values empty, the header alone without rows."""
+    rows = [
+        {"image": "a,b.png", "n": 4, "iou": 0.6666666666666666, "note": None},
+        {"image": 'say "hi"', "n": 0, "iou": 1.0},
+    ]
+    write_csv(tmp_path / "t.csv", rows, ["image", "n", "iou", "note"])
+    assert (tmp_path / "t.csv").read_bytes() == (
+        b'image,n,iou,note\n"a,b.png",4,0.6666666666666666,\n"say ""hi""",0,1.0,\n'
+    )
+    write_csv(tmp_path / "empty.csv", [], ["a", "b"])
+    assert (tmp_path / "empty.csv").read_bytes() == b"a,b\n"
+    with pytest.raises(ValueError, match="not in fieldnames"):
+        write_csv(tmp_path / "bad.csv", [{"a": 1, "z": 2}], ["a"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv", "t.csv"]
 
 
 def test_a_killed_write_leaves_a_temp_that_the_next_start_removes(tmp_path):

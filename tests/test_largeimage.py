@@ -220,7 +220,7 @@ def test_an_interrupted_slide_resumes_from_its_last_written_strip(
     """Strips of 256 rows (3 here) go to ``.big.unetkit-part/`` as they are finished; a run
     stopped after the first is started again with the same call and predicts only the rest;
     the files are identical, byte for byte, to those of an uninterrupted run."""
-    from unetkit.infer import large
+    from unetkit.infer.strips import Strips
 
     (tmp_path / "in").mkdir()
     _write(tmp_path / "in" / "big.tif", _image(600, 200))
@@ -230,7 +230,7 @@ def test_an_interrupted_slide_resumes_from_its_last_written_strip(
     whole_tiles = _count_tiles(whole)
     predict_paths(whole, [tmp_path / "in"], tmp_path / "whole", **kwargs)
 
-    real_write = large._Strips.write
+    real_write = Strips.write
     written: list[int] = []
 
     def write_then_stop(self, index, tiles):
@@ -239,7 +239,7 @@ def test_an_interrupted_slide_resumes_from_its_last_written_strip(
         real_write(self, index, tiles)
         written.append(index)
 
-    monkeypatch.setattr(large._Strips, "write", write_then_stop)
+    monkeypatch.setattr(Strips, "write", write_then_stop)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         predict_paths(
@@ -248,7 +248,7 @@ def test_an_interrupted_slide_resumes_from_its_last_written_strip(
     part = out / ".big.unetkit-part"
     assert written == [0] and sorted(p.name for p in part.iterdir()) == ["000000.strip", "job.json"]
     assert not (out / "big.tif").exists()
-    monkeypatch.setattr(large._Strips, "write", real_write)
+    monkeypatch.setattr(Strips, "write", real_write)
 
     again = Predictor.from_checkpoint(model_path, config, "cpu")
     again_tiles = _count_tiles(again)
@@ -263,7 +263,7 @@ def test_an_interrupted_slide_resumes_from_its_last_written_strip(
 def test_strips_of_another_job_are_not_reused(model_path, tmp_path, monkeypatch):
     """A part folder left by a run with other settings (here: the overlap) is removed and the
     image predicted from the start."""
-    from unetkit.infer import large
+    from unetkit.infer.strips import Strips
 
     (tmp_path / "in").mkdir()
     _write(tmp_path / "in" / "big.tif", _image(300, 120))
@@ -275,14 +275,12 @@ def test_strips_of_another_job_are_not_reused(model_path, tmp_path, monkeypatch)
     first = Predictor.from_checkpoint(
         model_path, PredictConfig(strategy="tile", tile=(48, 48)), "cpu"
     )
-    real_write = large._Strips.write
-    monkeypatch.setattr(
-        large._Strips, "write", lambda s, i, t: (real_write(s, i, t), stop(s, i, t))
-    )
+    real_write = Strips.write
+    monkeypatch.setattr(Strips, "write", lambda s, i, t: (real_write(s, i, t), stop(s, i, t)))
     with pytest.raises(KeyboardInterrupt):
         predict_paths(first, [tmp_path / "in"], tmp_path / "out", **kwargs)
     assert (tmp_path / "out" / ".big.unetkit-part" / "000000.strip").is_file()
-    monkeypatch.setattr(large._Strips, "write", real_write)
+    monkeypatch.setattr(Strips, "write", real_write)
     other = PredictConfig(strategy="tile", tile=(48, 48), overlap=0.5)
     for out in ("out", "fresh"):
         predictor = Predictor.from_checkpoint(model_path, other, "cpu")
@@ -292,7 +290,7 @@ def test_strips_of_another_job_are_not_reused(model_path, tmp_path, monkeypatch)
 
 # -- background ---------------------------------------------------------------------------------
 def test_background_is_the_far_side_of_an_otsu_threshold():
-    from unetkit.infer.large import Background
+    from unetkit.infer.background import Background
 
     grid = np.full((40, 50, 3), 240, np.uint8)
     grid[10:20, 5:15] = 60  # dark tissue on bright glass

@@ -63,7 +63,8 @@ GRAPH = _imports()
         ("palette", {"data", "viz", "train", "infer", "objects", "models"}),
         ("data", {"train", "infer", "objects", "checkpoint", "export"}),
         ("objects", {"train", "infer", "checkpoint", "export"}),
-        ("checkpoint", {"train", "infer"}),
+        ("checkpoint", {"train", "infer", "export"}),
+        ("train", {"export"}),
     ],
 )
 def test_layer_does_not_import(layer, forbidden):
@@ -117,6 +118,24 @@ def test_data_module_imports_only_below_it(module, allowed):
     assert inside <= allowed, sorted(inside - allowed)
 
 
+# Inside export/: the input contract and the parity check stand alone; the file formats use both.
+EXPORT_ROWS = {
+    "contract": set(),
+    "parity": set(),
+    "formats": {"contract", "parity"},
+}
+
+
+@pytest.mark.parametrize(("module", "allowed"), sorted(EXPORT_ROWS.items()))
+def test_export_module_imports_only_below_it(module, allowed):
+    name = f"unetkit.export.{module}"
+    assert name in GRAPH, f"{name} is not a module"
+    inside = {
+        d.removeprefix("unetkit.export.") for d in GRAPH[name] if d.startswith("unetkit.export.")
+    }
+    assert inside <= allowed, sorted(inside - allowed)
+
+
 def test_no_import_cycle_between_modules():
     """Depth-first search for a cycle in the module graph (lazy imports included)."""
     state: dict[str, int] = {}
@@ -150,3 +169,4 @@ def test_the_graph_sees_imports():
     assert "unetkit.data.pairchecks" in GRAPH["unetkit.data.instancechecks"]
     assert "unetkit.config.model" in GRAPH["unetkit.config.train"]
     assert "unetkit.errors" in GRAPH["unetkit.files"]
+    assert "unetkit.export.contract" in GRAPH["unetkit.export.formats"]

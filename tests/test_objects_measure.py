@@ -162,4 +162,7 @@ def test_csv(tmp_path):
 
     write_objects_csv(tmp_path / "empty.csv", object_table(np.zeros((5, 5), np.int32)), fields)
     assert (tmp_path / "empty.csv").read_text() == ",".join(fields) + "\n"
+    row = {"id": 1, "class": "cell, round", "area_px": 3, "score": None}
+    write_objects_csv(tmp_path / "one.csv", [row], ["id", "class", "area_px", "score"])
+    assert (tmp_path / "one.csv").read_bytes() == b'id,class,area_px,score\n1,"cell, round",3,\n'
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temps left

@@ -620,12 +620,12 @@ def test_rays_head_objects_are_identical_whole_and_tiled(tmp_path):
         next(whole.iter_mask_bands(Region()))
 
 
-def test_rays_head_tta_mirrors_the_rays(tmp_path):
+def test_rays_head_tta_mirrors_the_rays():
     """A prediction of a flipped image, flipped back, has its rays in mirrored directions:
-    ``_mirror_rays`` turns them into the rays of the image itself."""
+    ``mirror_rays`` turns them into the rays of the image itself."""
     from unetkit.data.rays import object_rays
+    from unetkit.infer.heads import mirror_rays
 
-    predictor = _predictor(_rays_checkpoint(tmp_path), tta=True)
     rng = np.random.default_rng(1)
     truth = np.zeros((30, 40), np.int32)
     for k in range(1, 5):
@@ -635,7 +635,7 @@ def test_rays_head_tta_mirrors_the_rays(tmp_path):
     for dims in ((-1,), (-2,), (-2, -1)):
         flipped = object_rays(np.flip(truth, [d + 2 for d in dims]).copy(), RAYS)
         back = torch.from_numpy(flipped)[None].flip(dims)
-        assert torch.allclose(predictor._mirror_rays(back, dims), rays)
+        assert torch.allclose(mirror_rays(back, dims, RAYS), rays)
 
 
 def test_instance_post_processing_overrides(tmp_path, grey_level_model):
@@ -794,3 +794,13 @@ def test_default_tiling_is_large_tiles_one_at_a_time_on_a_cpu(trained):
     assert predictor._batch_size == 1
     asked = _predictor(trained["crop"], tile=(48, 40), batch_size=3)
     assert asked._tile() == (48, 40) and asked._batch_size == 3
+
+
+def test_summary_csv_is_these_bytes(tmp_path):
+    from unetkit.infer.summary_rows import summary_row, write_summary
+
+    row = summary_row("a.png", np.array([[0, 1], [1, 1]], np.uint8), ["bg", "fg"], objects=2)
+    write_summary(tmp_path / "summary.csv", [row], ["bg", "fg"], objects=True)
+    assert (tmp_path / "summary.csv").read_bytes() == (
+        b"image,height,width,objects,classes_present,bg_pixels,fg_pixels\na.png,2,2,2,bg;fg,1,3\n"
+    )

@@ -31,10 +31,10 @@ DRIVER = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from unetkit.infer import large, outputs
+    from unetkit.infer import outputs, strips
 
     log = Path(os.environ["SHARD_LOG"]) / f"rank{os.environ['RANK']}.txt"
-    write, one = large._Strips.write, outputs._predict_one
+    write, one = strips.Strips.write, outputs._predict_one
 
     def logged_write(self, index, tiles):
         with open(log, "a") as f:
@@ -48,7 +48,7 @@ DRIVER = textwrap.dedent(
             raise RuntimeError("a deliberate crash")
         return one(predictor, path, out_dir, options)
 
-    large._Strips.write, outputs._predict_one = logged_write, logged_one
+    strips.Strips.write, outputs._predict_one = logged_write, logged_one
     from unetkit.cli import main
 
     sys.exit(main())

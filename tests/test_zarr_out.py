@@ -207,16 +207,16 @@ def test_an_interrupted_run_resumes_to_the_same_zarr(
 ):
     """Stopped after the first strip: the rerun predicts the rest and assembles the zarr of an
     uninterrupted run, byte for byte."""
-    from unetkit.infer import large
+    from unetkit.infer.strips import Strips
 
     monkeypatch.setattr(zarr_out, "PYRAMID_TOP", TOP)
-    real_write = large._Strips.write
+    real_write = Strips.write
 
     def write_then_stop(self, index, tiles):
         real_write(self, index, tiles)
         raise KeyboardInterrupt  # as Ctrl-C once the first strip is written
 
-    monkeypatch.setattr(large._Strips, "write", write_then_stop)
+    monkeypatch.setattr(Strips, "write", write_then_stop)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         predict_paths(
@@ -227,7 +227,7 @@ def test_an_interrupted_run_resumes_to_the_same_zarr(
         "000000.strip", "job.json",
     ]  # fmt: skip
     assert not (out / "big.ome.zarr").exists()
-    monkeypatch.setattr(large._Strips, "write", real_write)
+    monkeypatch.setattr(Strips, "write", real_write)
     report = predict_paths(
         Predictor.from_checkpoint(model_path, CONFIG, "cpu"), [reference / "in"], out,
         zarr=True, **KWARGS,

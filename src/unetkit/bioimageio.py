@@ -11,10 +11,10 @@ The package is what QuPath, ilastik, deepImageJ and napari run without unetkit:
   ``scale_range`` 1 / 99.8 % per image and channel (``percentile``) or
   ``fixed_zero_mean_unit_variance`` with the stored mean / std (``dataset``, ``fixed``);
 * space axes sized ``min + n * step`` from the network's size rule
-  (``unetkit.export.size_contract``); same-padding networks declare an output ``halo`` of the
-  context unetkit's tiling discards at inner tile borders (``min`` is raised to the first legal
-  size above twice the halo, which the spec requires); valid-padding networks declare the
-  output's negative size ``offset`` instead;
+  (``unetkit.export.contract.size_contract``); same-padding networks declare an output
+  ``halo`` of the context unetkit's tiling discards at inner tile borders (``min`` is raised to
+  the first legal size above twice the halo, which the spec requires); valid-padding networks
+  declare the output's negative size ``offset`` instead;
 * output ``probabilities`` after ``softmax`` over the channels (or ``sigmoid`` for one-channel
   and sigmoid heads): the probabilities unetkit's masks are the argmax / threshold of;
 * test input / output tensors (``.npy``): a sample image (``--sample``, else a synthetic one)
@@ -145,7 +145,7 @@ def _preprocessing(card, channels: int, dtype: str) -> list:
 
 
 def _readme(card, contract: dict[str, Any], name: str) -> str:
-    from .export import contract_text
+    from .export.contract import contract_text
 
     objects = ""
     if card.task == "instance":
@@ -216,7 +216,8 @@ def export_bioimageio(
     import torch
 
     from .checkpoint import load_model
-    from .export import _onnx_bytes, input_contract, instance_head, size_contract
+    from .export.contract import input_contract, instance_head, size_contract
+    from .export.formats import onnx_bytes
 
     if input_dtype not in DTYPES:
         raise UnetkitError(f"--input-dtype must be one of {', '.join(DTYPES)}; got {input_dtype!r}")
@@ -285,7 +286,7 @@ def export_bioimageio(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.jit.save(traced, str(work / "weights.pt"))
-        (work / "weights.onnx").write_bytes(_onnx_bytes(model, x, opset))
+        (work / "weights.onnx").write_bytes(onnx_bytes(model, x, opset))
         test_in = image.transpose(2, 0, 1)[None]  # (1, C, H, W) as stored
         np.save(work / "test_input.npy", np.ascontiguousarray(test_in))
         np.save(work / "test_output.npy", probs.astype(np.float32))
@@ -318,7 +319,7 @@ def _describe(card, contract, work: Path, title, authors, license, dtype, rule, 
     import torch
     from bioimageio.spec.model import v0_5
 
-    from .export import activation, channel_names, output_names
+    from .export.contract import activation, channel_names, output_names
 
     cfg = card.model_config
     inp, outp = v0_5.TensorId("image"), v0_5.TensorId("probabilities")

@@ -8,6 +8,8 @@ killed process leaves behind is recognisable, and ``clean_stale_temps`` removes 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import re
 import secrets
@@ -15,7 +17,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 TEMP_TAG = ".unetkit-tmp-"
@@ -90,6 +92,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fields: list[str]) -> None:
+    """Atomically write ``rows`` as CSV: a header of ``fields``, then one line per row, in
+    ``fields``' order (a key missing from a row, or None, is an empty cell; a key not in
+    ``fields`` is an error), ``\\n`` line ends, UTF-8; the header even without rows."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` as a whole.
@@ -119,30 +132,41 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
 
 
 def clean_stale_temps(
-    folder: str | os.PathLike, min_age: float = STALE_AFTER_S, recursive: bool = False
+    folder: str | os.PathLike,
+    min_age: float = STALE_AFTER_S,
+    recursive: bool = False,
+    targets: Iterable[Path] | None = None,
 ) -> list[Path]:
     """Remove the temporary files that killed writes left in ``folder``; returns them.
 
     Only files named as ``atomic_path`` names them (``TEMP_NAME``) and not modified for
     ``min_age`` seconds (a write in progress keeps touching its file) are removed; folders
-    (``atomic_dir``'s) and every other name are left alone. A missing ``folder`` is no error.
+    (``atomic_dir``'s), symbolic links and every other name are left alone. A missing
+    ``folder`` is no error.
 
     Args:
         folder: the folder to clean (a run folder, a prediction output folder).
-        min_age: seconds since the last modification.
+        min_age: seconds since the last modification; 0: whatever their age (for a writer
+            whose targets are all in place: a temporary file of one of them can only be what
+            a killed write left).
         recursive: also clean the folders inside (a run folder's ``panels/``).
+        targets: only the temporary files of these files' writes (same stem); None: all.
     """
     root = Path(folder)
     if not root.is_dir():
         return []
+    prefixes = None if targets is None else tuple(f".{t.stem}{TEMP_TAG}" for t in targets)
     removed = []
     now = time.time()
     for path in sorted(root.rglob(".*") if recursive else root.glob(".*")):
         if not TEMP_NAME.fullmatch(path.name):
             continue
+        if prefixes is not None and not path.name.startswith(prefixes):
+            continue
         with contextlib.suppress(OSError):  # gone already, or not ours to remove
             info = path.lstat()
-            if stat.S_ISREG(info.st_mode) and now - info.st_mtime >= min_age:
+            young = min_age > 0 and now - info.st_mtime < min_age
+            if stat.S_ISREG(info.st_mode) and not young:
                 path.unlink()
                 removed.append(path)
     return removed

@@ -273,7 +273,7 @@ def export_int8(
     """
     import onnx
 
-    from .export import _onnx_bytes, stamp_onnx
+    from .export.formats import onnx_bytes, stamp_onnx
 
     if not math.isfinite(max_loss):
         raise UnetkitError(f"--max-loss must be a number of points; got {max_loss}")
@@ -288,7 +288,7 @@ def export_int8(
     calib = find_calibration(ckpt, checkpoint, calibrate)
     log.info("int8: %s (%s)", calib.said, calib.info.root)  # minutes may follow: say so
     tiles, tile = calibration_tiles(calib, card, samples)
-    fp32 = onnx.load_from_string(_onnx_bytes(model, torch.from_numpy(tiles[0]), opset))
+    fp32 = onnx.load_from_string(onnx_bytes(model, torch.from_numpy(tiles[0]), opset))
     kept = float_layers(fp32, keep_float)
     proto = quantize_onnx(fp32, tiles, kept)
     stamp_onnx(

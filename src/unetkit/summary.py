@@ -102,7 +102,7 @@ def checkpoint_summary(path: str | Path) -> str:
 def onnx_summary(path: str | Path) -> str:
     """A text description of an ONNX file written by ``unetkit export``, from its metadata."""
     from .config import DataConfig, ModelConfig
-    from .export import parse_metadata
+    from .export.formats import parse_metadata
     from .infer.backends import INT8_KEY, META_PREFIX, onnx_session
 
     path = Path(path)

@@ -1,10 +1,11 @@
 """Score predictions against ground truth: a model on a dataset folder, or two mask folders.
 
-Writes into the report folder (each file atomically): ``metrics.json`` (``mean_iou``,
-``mean_dice`` (foreground), ``pixel_accuracy``, ``pixel_error``, ``per_class`` IoU / Dice /
-precision / recall / support), ``per_image.csv`` (with ``pixel_error`` per image for two-class
-tasks), ``confusion.csv`` (rows = truth, columns = prediction) and ``confusion.png``.
-Ground-truth pixels equal to the ignore index count nowhere.
+Writes into the report folder (``unetkit.infer.report``, each file atomically):
+``metrics.json`` (``mean_iou``, ``mean_dice`` (foreground), ``pixel_accuracy``,
+``pixel_error``, ``per_class`` IoU / Dice / precision / recall / support), ``per_image.csv``
+(with ``pixel_error`` per image for two-class tasks), ``confusion.csv`` (rows = truth, columns
+= prediction) and ``confusion.png``. Ground-truth pixels equal to the ignore index count
+nowhere; the metrics are accumulated by ``unetkit.infer.scoring.score_pairs``.
 
 Objects are scored too (``unetkit.objects.metrics``: AP at IoU 0.5 / 0.75, the DSB 2018 mean
 AP over 0.5:0.95, F1 at 0.5, panoptic quality, count error, merges and splits): per image in
@@ -17,9 +18,9 @@ only within their class.
 
 The ISBI 2012 adapted Rand error (``adapted_rand_error``, per image and averaged) is a
 membrane / cell-boundary metric: it is computed only when asked for (``rand_error=True`` in
-:func:`score_pairs`, :func:`evaluate_dirs` and :func:`evaluate_model`), never from the class
-count or names, and only for two classes (membrane = class 1). For objects on a background it
-would score the background's connected regions, which means nothing there.
+:func:`~unetkit.infer.scoring.score_pairs`, :func:`evaluate_dirs` and :func:`evaluate_model`),
+never from the class count or names, and only for two classes (membrane = class 1). For objects
+on a background it would score the background's connected regions, which means nothing there.
 
 Two-class 0/255 masks are mapped to classes 0/1 (255 -> 1), decided from every mask with
 :func:`unetkit.data.layout.decide_binary_255`: for a dataset folder by ``describe_dataset``;
@@ -29,12 +30,9 @@ logged). Masks that mix 0/1 and 0/255 are an error naming a file.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,144 +43,15 @@ from ..data.imageio import read_image, read_mask
 from ..data.instances import read_instances
 from ..data.layout import all_mask_values, decide_binary_255, map_binary_255
 from ..errors import UnetkitError
-from ..files import write_text
-from ..metrics import ConfusionMatrix, adapted_rand_error, membrane_rand_error
-from ..objects.labels import connected_objects, object_classes, regions_of
-from ..objects.metrics import PER_IMAGE_KEYS, ObjectTally
+from ..objects.labels import regions_of
 from ..progress import progress as progress_bar
-from ..viz import confusion_png
+from .report import write_report
+from .scoring import score_pairs
 
 log = logging.getLogger(__name__)
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _NOT_MASKS = ("_color", "_overlay", "_instances", "_objects")
-
-
-def _per_image_row(name: str, matrix: ConfusionMatrix, names: list[str], extra: dict) -> dict:
-    m = matrix.compute(names)
-    row: dict[str, Any] = {"image": name, "pixels": m["pixels"]}
-    for key in ("pixel_accuracy", "mean_iou", "mean_dice"):
-        row[key] = m[key]
-    row.update(extra)
-    row.update({f"iou_{n}": m["per_class"][n]["iou"] for n in names})
-    return row
-
-
-def _object_ids(mask: np.ndarray, ids: np.ndarray | None, ignore_index: int) -> np.ndarray:
-    return connected_objects(mask, ignore_index=ignore_index) if ids is None else ids
-
-
-def score_pairs(
-    pairs: Iterable[tuple],
-    class_names: list[str],
-    ignore_index: int = 255,
-    rand_error: bool = False,
-    objects: bool = True,
-    regions: bool = False,
-) -> tuple[dict[str, Any], list[dict], np.ndarray]:
-    """Accumulate metrics over ``(name, prediction (H, W) int, ground truth (H, W) int)``
-    tuples, optionally followed by ``(predicted ids, true ids)`` (each None for the connected
-    components of its mask).
-
-    Args:
-        pairs: per image its name, predicted and true class maps (same shape)[, object ids].
-        class_names: K names, index = class value.
-        ignore_index: ground-truth value excluded everywhere.
-        rand_error: also compute the ISBI 2012 adapted Rand error (K must be 2, membrane =
-            class 1).
-        objects: also the object metrics (``obj_*`` per image, ``objects`` pooled).
-        regions: the objects are the regions a boundary class separates (``--objects-between``):
-            they match whatever the classes under them, and the Rand error compares the object
-            ids (predicted against true, true id 0 not scored; any K) instead of the cells of
-            two membrane masks. Needs ``objects``.
-
-    Returns:
-        ``(metrics, per-image rows, confusion (K, K) int64)``; with K = 2 each row also holds
-        ``pixel_error``; with ``rand_error`` the rows and the metrics hold
-        ``adapted_rand_error`` (the metrics: its mean over images).
-
-    Raises:
-        UnetkitError: ``rand_error`` with K != 2, a prediction and its ground truth differ in
-            size, or no pairs.
-    """
-    k = len(class_names)
-    if rand_error and k != 2 and not regions:
-        raise UnetkitError(
-            f"adapted Rand error needs 2 classes (membrane = class 1); got {k}: {class_names}"
-        )
-    total = ConfusionMatrix(k, ignore_index)
-    rows, rand = [], []
-    tally = ObjectTally()
-    for name, pred, gt, *ids in pairs:
-        if pred.shape != gt.shape:
-            raise UnetkitError(
-                f"{name}: prediction {pred.shape} and ground truth {gt.shape} differ"
-            )
-        one = ConfusionMatrix(k, ignore_index)
-        one.update(pred, gt)
-        total.matrix += one.matrix
-        extra = {}
-        if k == 2:
-            extra["pixel_error"] = one.compute(class_names)["pixel_error"]
-        if rand_error and not regions:
-            extra["adapted_rand_error"] = membrane_rand_error(pred, gt, 1, ignore_index)
-            rand.append(extra["adapted_rand_error"])
-        if objects:
-            pred_ids, true_ids = (ids + [None, None])[:2]
-            pred_ids = _object_ids(pred, pred_ids, ignore_index)
-            true_ids = _object_ids(gt, true_ids, ignore_index)
-            if pred_ids.shape != pred.shape or true_ids.shape != gt.shape:
-                raise UnetkitError(f"{name}: object ids and masks differ in size")
-            if rand_error and regions:
-                scored = np.where(gt == ignore_index, 0, true_ids)
-                extra["adapted_rand_error"] = adapted_rand_error(pred_ids, scored)
-                rand.append(extra["adapted_rand_error"])
-            classes: tuple = (None, None)
-            if k > 2 and not regions:
-                classes = (object_classes(pred_ids, pred, k), object_classes(true_ids, gt, k))
-            scores = tally.add(pred_ids, true_ids, *classes)
-            extra.update({f"obj_{key}": scores[key] for key in PER_IMAGE_KEYS})
-        rows.append(_per_image_row(name, one, class_names, extra))
-    if not rows:
-        raise UnetkitError("nothing to evaluate: no prediction / ground-truth pairs")
-    metrics = total.compute(class_names)
-    if rand_error:
-        metrics["adapted_rand_error"] = float(np.mean(rand))
-    if objects:
-        metrics["objects"] = tally.summary()
-    metrics["images"] = len(rows)
-    metrics["classes"] = list(class_names)
-    return metrics, rows, total.matrix.cpu().numpy()
-
-
-def write_report(
-    out_dir: str | os.PathLike,
-    metrics: dict[str, Any],
-    rows: list[dict],
-    matrix: np.ndarray,
-    class_names: list[str],
-) -> Path:
-    """Write ``metrics.json``, ``per_image.csv``, ``confusion.csv`` and ``confusion.png``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    write_text(out / "per_image.csv", _csv(rows, list(rows[0])))
-    table = [
-        {"true\\pred": name, **{n: int(v) for n, v in zip(class_names, matrix[i])}}
-        for i, name in enumerate(class_names)
-    ]
-    write_text(out / "confusion.csv", _csv(table, ["true\\pred", *class_names]))
-    confusion_png(matrix, class_names, out / "confusion.png")
-    log.info("report written to %s", out)
-    return out
-
-
-def _csv(rows: list[dict], fields: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
-    return buffer.getvalue()
 
 
 def select_stems(info, split: str = "auto") -> list[str]:

@@ -181,7 +181,7 @@ def predict_paths(
         UnetkitError: inputs that match nothing, or colliding output names.
     """
     from ..objects.formats import COCO_SEGMENTATIONS
-    from .large import BACKGROUNDS
+    from .background import BACKGROUNDS
 
     shard = shard or DistInfo()
     out = Path(out_dir)
@@ -308,7 +308,8 @@ def _predict_by_region(
 ) -> _Outcome | None:
     """One image read by region (``unetkit.infer.large``); every rank takes part, rank 0
     alone has an outcome."""
-    from .large import count_classes, finished, large_outputs, predict_large, remove_parts
+    from .large import count_classes, finished, large_outputs, predict_large
+    from .strips import remove_parts
 
     targets = large_outputs(out, output_stem(path), options["zarr"])
     try:

@@ -28,6 +28,10 @@ from ..data.normalize import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
 from .budget import auto_tiling, image_bytes
+from .heads import activate, class_mask, instance_mask, mirror_rays
+from .heads import class_argmax as class_argmax  # tests import it from here
+from .predicted_objects import between_class, objectness, scored_objects
+from .skipping import SkippingImage, blank_aware, unless_blank
 from .tiling import SizeRule, iter_bands, plan_image, predict_tiled
 
 _PROGRESS_TILES = 16  # show a tile progress bar for images with more tiles than this
@@ -155,19 +159,10 @@ class Predictor:
         return lambda window: image_to_tensor(window, pre, stats)
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
-        """Network outputs -> probabilities: the model's activation, or for the ``distance``
-        head a softmax over the class channels and a sigmoid on the last (the distance); for
-        the ``rays`` head that sigmoid on the channel before the rays, whose lengths are
-        ``ray_scale`` times their outputs (at least 0)."""
-        if self.distance_head:
-            return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
-        if self.rays:
-            r, scale = self.rays, self.objects_config.ray_scale or 1.0
-            logits = logits.float()  # lengths in pixels: more than bf16's 8 bits
-            classes, prob = logits[:, : -r - 1], logits[:, -r - 1 : -r]
-            rays = torch.relu(logits[:, -r:]) * scale
-            return torch.cat([torch.softmax(classes, 1), torch.sigmoid(prob), rays], 1)
-        return self.network.shape.activate(logits)
+        """Network outputs -> probabilities, as the model's head has them
+        (``unetkit.infer.heads.activate``)."""
+        scale = (self.objects_config.ray_scale or 1.0) if self.rays else 1.0
+        return activate(logits, self.network.shape.activate, self.distance_head, self.rays, scale)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged;
@@ -177,20 +172,9 @@ class Predictor:
         if self.config.tta:
             for dims in ((-1,), (-2,), (-2, -1)):
                 flipped = self._activate(net(x.flip(dims))).flip(dims)
-                probs = probs + self._mirror_rays(flipped, dims)
+                probs = probs + mirror_rays(flipped, dims, self.rays)
             probs = probs / 4
         return probs
-
-    def _mirror_rays(self, probs: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-        """The ray channels of a prediction of the image flipped along ``dims``, flipped back,
-        as rays of the image itself: a left-right flip maps the ray at angle phi to pi - phi,
-        an up-down flip to -phi, both to phi + pi."""
-        r = self.rays
-        if not r:
-            return probs
-        k = torch.arange(r, device=probs.device)
-        source = {(-1,): r // 2 - k, (-2,): -k, (-2, -1): k + r // 2}[tuple(dims)] % r
-        return torch.cat([probs[:, :-r], probs[:, -r:][:, source]], 1)
 
     def _tile(self, held: int = 0) -> tuple[int, int]:
         """The input tile ``(h, w)``: ``config.tile``, else ``auto_tiling``'s side beside
@@ -268,19 +252,12 @@ class Predictor:
     def objectness(self, probs: np.ndarray) -> np.ndarray:
         """Each pixel's probability of belonging to an object, ``1 - p(background)`` (a
         single sigmoid channel: that channel), from ``predict_proba`` output."""
-        return probs[0] if probs.shape[0] == 1 else 1.0 - probs[0]
+        return objectness(probs)
 
     def _mask(self, probs: torch.Tensor) -> torch.Tensor:
-        # instance models: object pixels get the likeliest object class (the head's channels,
-        # boundary, distance or rays, are no classes of the mask)
         if self.instance:
-            k = probs.shape[0] - self._head_channels
-            inside = (1 - probs[0]) > self.objects_config.fg_threshold
-            return torch.where(inside, class_argmax(probs[1:k]) + 1, 0).to(torch.uint8)
-        if self.binary:
-            foreground = probs[-1]  # one sigmoid channel, or class 1 of two
-            return (foreground > self.config.threshold).to(torch.uint8)
-        return class_argmax(probs)
+            return instance_mask(probs, self._head_channels, self.objects_config.fg_threshold)
+        return class_mask(probs, self.binary, self.config.threshold)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Class-index mask of one image, at its size.
@@ -313,48 +290,26 @@ class Predictor:
     def predict_scored_objects(
         self, image: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
-        """Class mask, objects and each object's score of one image.
+        """Class mask, objects and each object's score of one image, made once per image from
+        its stitched probabilities, never per tile (``unetkit.infer.predicted_objects``).
 
-        Instance models: a seeded watershed on the whole image's stitched probabilities (and,
-        for the ``distance`` head, distance map), or the ``rays`` head's polygons, once per
-        image, never per tile
-        (``unetkit.objects.postprocess.separate_objects``); the class mask agrees with the
+        Instance models: a seeded watershed on the probabilities (and, for the ``distance``
+        head, distance map), or the ``rays`` head's polygons; the class mask agrees with the
         objects. Semantic models: the 4-connected components of each class other than
-        background (``unetkit.objects.labels.connected_objects``), or with
-        ``objects_between`` the regions that class separates
-        (``unetkit.objects.postprocess.regions_between``). An object's score is its mean
-        object probability, ``1 - p(background)`` over its pixels (``object_scores``; with
+        background, or with ``objects_between`` the regions that class separates. An object's
+        score is its mean object probability, ``1 - p(background)`` over its pixels (with
         ``objects_between``, ``1 - p(boundary class)``).
 
         Returns:
             ((H, W) uint8 class mask as ``predict_mask``, (H, W) int32 object ids, 0 = none,
             id -> score).
         """
-        from ..objects.labels import connected_objects
-        from ..objects.postprocess import (
-            BETWEEN_DEFAULTS,
-            object_scores,
-            regions_between,
-            separate_objects,
-        )
-
         probs = self._run(image, None)
-        if self.instance:
-            array = probs.numpy()
-            mask, ids = separate_objects(array, self.objects_config)
-            return mask, ids, object_scores(ids, 1.0 - array[0])
-        between = self.between_class
-        if between is not None:
-            if probs.shape[0] == 1:  # one sigmoid channel: class 1, or its complement
-                boundary = probs[0] if between == 1 else 1 - probs[0]
-            else:
-                boundary = probs[between]
-            boundary_np = boundary.float().numpy()
-            regions = regions_between(boundary_np, self.config.object_overrides(BETWEEN_DEFAULTS))
-            return self._mask(probs).numpy(), regions, object_scores(regions, 1.0 - boundary_np)
-        mask = self._mask(probs).numpy()
-        ids = connected_objects(mask, ignore_index=self.info.ignore_index)
-        return mask, ids, object_scores(ids, self.objectness(probs.float().numpy()))
+        instance = self.objects_config if self.instance else None
+        between = None if self.instance else self.between_class
+        return scored_objects(
+            probs, self._mask, self.config, instance, between, self.info.ignore_index
+        )
 
     @property
     def between_class(self) -> int | None:
@@ -364,22 +319,7 @@ class Predictor:
             UnetkitError: not a class of this model, or an instance model (its objects come
                 from its own boundary class).
         """
-        name = self.config.objects_between
-        if name is None:
-            return None
-        classes = list(self.info.classes)
-        if self.instance:
-            raise UnetkitError(
-                f"--objects-between {name}: instance models separate objects with their own "
-                "boundary class"
-            )
-        if name in classes:
-            return classes.index(name)
-        if name.isdigit() and int(name) < len(classes):
-            return int(name)
-        raise UnetkitError(
-            f"--objects-between {name}: not a class of this model ({', '.join(classes)})"
-        )
+        return between_class(self.config.objects_between, self.info.classes, self.instance)
 
     def stats_step(self, size: tuple[int, int]) -> int | None:
         """The stride of the pixels whose statistics normalise an image of ``size`` (per-image
@@ -449,10 +389,13 @@ class Predictor:
 
         prepare: Callable[[np.ndarray], torch.Tensor] = normalise
         forward: Callable[[torch.Tensor], torch.Tensor] = self._forward
-        if skip is not None:  # background windows: not read, not run
-            image = _Skipping(image, skip)
-            prepare = _blank_aware(normalise, self.info.model_config.in_channels)
-            forward = self._forward_unless_blank
+        if skip is not None:  # background windows: not read, not run (``infer.skipping``)
+            image = SkippingImage(image, skip)
+            prepare = blank_aware(normalise, self.info.model_config.in_channels)
+            out_channels = int(self.info.model_config.out_channels)
+            forward = unless_blank(
+                self._forward, self.rule.output_size, out_channels, self.network.device
+            )
         with torch.inference_mode():
             for y0, y1, band in iter_bands(
                 forward,
@@ -465,23 +408,6 @@ class Predictor:
                 row_range=row_range,
             ):
                 yield y0, y1, self._mask(band).cpu().numpy()
-
-    def _forward_unless_blank(self, x: torch.Tensor) -> torch.Tensor:
-        """``_forward`` for the windows of a batch that are not blank (all NaN: skipped
-        background, ``_blank_aware``); blank ones get probability 1 for class 0."""
-        blank = x.flatten(1).isnan().all(1)
-        if not bool(blank.any()):
-            return self._forward(x)
-        h, w = self.rule.output_size((int(x.shape[-2]), int(x.shape[-1])))
-        k = int(self.info.model_config.out_channels)
-        out = torch.zeros(len(x), k, h, w, device=self.network.device)
-        if k > 1:
-            out[:, 0] = 1.0
-        if not bool(blank.all()):
-            seen = self._forward(x[~blank])
-            out = out.to(seen.device)
-            out[~blank] = seen.to(out.dtype)
-        return out
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities of one image, at its size.
@@ -501,57 +427,6 @@ class Predictor:
         if probs.shape[0] == 1 and len(self.classes) == 2:
             probs = torch.cat([1 - probs, probs])
         return probs.numpy()
-
-
-class _Blank(np.ndarray):
-    """The window of a tile that the network does not see (``_Skipping``)."""
-
-
-class _Skipping:
-    """An image read by region whose background windows (``skip(rows, cols)``) come back as
-    ``_Blank`` placeholders of the window's size instead of pixels."""
-
-    def __init__(self, image, skip: Callable[[slice | np.ndarray, slice | np.ndarray], bool]):
-        self.image, self.skip = image, skip
-        self.shape, self.path = image.shape, image.path
-
-    def read_region(self, rows: slice | np.ndarray, cols: slice | np.ndarray) -> np.ndarray:
-        if not self.skip(rows, cols):
-            return self.image.read_region(rows, cols)
-        size = [len(range(self.shape[i])[r]) if isinstance(r, slice) else len(r)
-                for i, r in enumerate((rows, cols))]  # fmt: skip
-        return np.broadcast_to(np.zeros((), np.uint8), (*size, 1)).view(_Blank)
-
-
-def _blank_aware(
-    prepare: Callable[[np.ndarray], torch.Tensor], channels: int
-) -> Callable[[np.ndarray], torch.Tensor]:
-    """``prepare``, but a ``_Blank`` window becomes an all-NaN input (which no image gives),
-    so ``Predictor._forward_unless_blank`` recognises it in its batch."""
-
-    def run(window: np.ndarray) -> torch.Tensor:
-        if isinstance(window, _Blank):
-            return torch.full((channels, *window.shape[:2]), float("nan"))
-        return prepare(window)
-
-    return run
-
-
-def class_argmax(probs: torch.Tensor) -> torch.Tensor:
-    """``probs.argmax(0)`` of ``(K, H, W)`` scores as uint8 (int32 beyond 256 classes).
-
-    One comparison per class instead of a reduction over the outer dimension, which PyTorch
-    runs about 40x slower on a CPU. Ties go to the lower class, as with ``argmax``; a NaN score
-    never wins (``argmax`` would pick it).
-    """
-    dtype = torch.uint8 if probs.shape[0] <= 256 else torch.int32
-    best = probs[0].clone()
-    index = torch.zeros(probs.shape[1:], dtype=dtype, device=probs.device)
-    for k in range(1, probs.shape[0]):
-        better = probs[k] > best
-        index.masked_fill_(better, k)
-        torch.where(better, probs[k], best, out=best)
-    return index
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:

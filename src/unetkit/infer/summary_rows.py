@@ -3,13 +3,11 @@ size, the classes present, every class's pixel area and, with objects, the objec
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from ..files import write_text
+from ..files import write_csv
 
 
 def summary_row(
@@ -45,8 +43,4 @@ def write_summary(
     """Write ``summary.csv`` (atomically): one row per image, columns as ``summary_row``."""
     fields = ["image", "height", "width"] + ["objects"] * objects + ["classes_present"]
     fields += [f"{n}_pixels" for n in class_names]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    write_csv(path, rows, fields)

@@ -27,6 +27,7 @@ import torch
 
 from ..config import BLENDS
 from ..errors import UnetkitError
+from ..models.unet import reflect_indices
 from ..progress import progress as progress_bar
 from .budget import MAX_TILE, auto_tiling  # noqa: F401 - the tile rule's old home
 
@@ -195,20 +196,6 @@ def _plan_valid(length: int, tile: int | None, rule: SizeRule, margin: int) -> A
     windows = tuple(k * stride - margin for k in range(count))
     keeps = tuple((0, stride) for _ in range(count - 1)) + ((0, length - (count - 1) * stride),)
     return AxisPlan(length, t, out, margin, windows, keeps)
-
-
-def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
-    """Indices ``start..stop-1`` mirrored into ``[0, length)`` (reflect, no edge repeat).
-
-    Returns:
-        int64 array of ``stop - start`` indices; all zeros when ``length == 1``.
-    """
-    idx = np.arange(start, stop, dtype=np.int64)
-    if length == 1:
-        return np.zeros_like(idx)
-    period = 2 * (length - 1)
-    idx = np.mod(idx, period)
-    return np.where(idx >= length, period - idx, idx)
 
 
 def _axis_index(start: int, stop: int, length: int) -> slice | np.ndarray:

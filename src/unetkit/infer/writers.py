@@ -13,7 +13,7 @@ import numpy as np
 from ..data.labelme import labelme_document, polygon_shape
 from ..data.largeimage import output_stem
 from ..data.writers import write_mask
-from ..files import TEMP_NAME, TEMP_TAG, remove_temp_dirs, write_text
+from ..files import clean_stale_temps, remove_temp_dirs, write_text
 from ..viz import colorize, overlay, save_png
 from .predict import Predictor
 
@@ -74,14 +74,10 @@ def remove_own_temps(out_dir: Path, targets: list[Path]) -> None:
     are folders: ``NAME.ome.zarr``), whatever their age.
 
     Called once every target is in place: a temporary file of one of them can only be what a
-    killed write left (``clean_stale_temps`` waits until such files are 10 s old, so a rerun
-    right after a kill would keep them, and it never removes folders).
+    killed write left (``clean_stale_temps`` by default waits until such files are 10 s old,
+    so a rerun right after a kill would keep them, and it never removes folders).
     """
-    prefixes = tuple(f".{t.stem}{TEMP_TAG}" for t in targets)
-    for path in out_dir.glob(f".*{TEMP_TAG}*"):
-        ours = path.name.startswith(prefixes) and TEMP_NAME.fullmatch(path.name)
-        if ours and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
+    clean_stale_temps(out_dir, min_age=0, targets=targets)
     for target in targets:
         if target.is_dir() and not target.is_symlink():
             remove_temp_dirs(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,14 +15,26 @@ from .blocks import ConvBlock, Down, Up, conv, merge, recomputing
 _SEARCH = 4096  # how far legal_sizes looks on each side of a requested size
 
 
+def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
+    """Indices ``start..stop-1`` mirrored into ``[0, length)`` (reflect, no edge repeat, like
+    numpy's ``reflect`` padding of any size): the one mirror rule of ``forward_any`` and of
+    tiling (``unetkit.infer.tiling``).
+
+    Returns:
+        int64 array of ``stop - start`` indices; all zeros when ``length == 1``.
+    """
+    idx = np.arange(start, stop, dtype=np.int64)
+    if length == 1:
+        return np.zeros_like(idx)
+    period = 2 * (length - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= length, period - idx, idx)
+
+
 def reflect_index(n: int, before: int, after: int, device=None) -> torch.Tensor:
-    """Indices that mirror-pad a length-``n`` axis (like numpy's ``reflect``, any pad size)."""
-    idx = torch.arange(-before, n + after, device=device)
-    if n == 1:
-        return torch.zeros_like(idx)
-    period = 2 * (n - 1)
-    idx = idx.remainder(period)
-    return torch.where(idx >= n, period - idx, idx)
+    """Indices that mirror-pad a length-``n`` axis by ``before`` and ``after`` (any pad size),
+    as a tensor on ``device`` (``reflect_indices``)."""
+    return torch.as_tensor(reflect_indices(-before, n + after, n), device=device)
 
 
 class UNet(nn.Module):

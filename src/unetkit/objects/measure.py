@@ -13,8 +13,6 @@ positions are the centroid's). Floats are rounded to 4 decimals.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 
@@ -22,7 +20,7 @@ import numpy as np
 from skimage.measure import regionprops_table
 
 from ..errors import UnetkitError
-from ..files import write_text
+from ..files import write_csv
 
 DECIMALS = 4
 _SCALED = ("area", "perimeter", "centroid_y", "centroid_x", "equivalent_diameter")
@@ -208,8 +206,4 @@ def write_objects_csv(path: str | os.PathLike, rows: list[dict], fields: list[st
         rows: dicts with exactly the keys of ``fields``.
         fields: column order (``object_fields``).
     """
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    write_csv(path, rows, fields)
