@@ -215,6 +215,34 @@ def test_help_shows_on_off_flags_without_a_value_placeholder(capsys):
     assert "--overwrite" in capsys.readouterr().out
 
 
+def test_help_table_of_unset_defaults_names_options_that_use_it():
+    """Each row of the table is the default ``--help`` shows for an option that has it."""
+    from unetkit.cli import _command
+    from unetkit.cli.help import UNSET_DEFAULTS
+
+    root = _command()
+    shown = {
+        (param.opts[0], param.show_default)
+        for sub in [root, *root.commands.values()]
+        for param in sub.params
+        if param.param_type_name == "option"
+    }
+    unused = [flag for flag, text in UNSET_DEFAULTS.items() if (flag, text) not in shown]
+    assert not unused
+
+
+def test_models_help_shows_the_presets_as_the_default_of_its_overrides(capsys, monkeypatch):
+    """``models --num-classes`` overrides a preset's outputs: not given, they are the preset's
+    (compare's --num-classes, not given, comes from the data)."""
+    monkeypatch.setenv("COLUMNS", "240")
+    assert main(["models", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"--num-classes .*\[default: \(the preset's\)\]", text)
+    assert re.search(r"--in-channels .*\[default: \(the preset's\)\]", text)
+    assert main(["compare", "--help"]) == 0
+    assert re.search(r"--num-classes .*\[default: \(from the data\)\]", capsys.readouterr().out)
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 def test_every_inference_flag_reaches_the_predict_config(command, tmp_path, monkeypatch):
     """predict and evaluate hand each flag named after a PredictConfig field, as given, to

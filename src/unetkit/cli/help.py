@@ -45,7 +45,6 @@ UNSET_DEFAULTS = {
     "--classes": "from the data",
     "--labels": "from the shapes",
     "--in-channels": "the preset's",
-    "--out-channels": "the preset's",
 }
 
 

@@ -12,7 +12,12 @@ from ..errors import UnetkitError
 def models_cmd(
     size: int = typer.Option(256, "--size", help="Square input size for the table."),
     in_channels: int = typer.Option(None, "--in-channels", help="Override input channels."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Override classes/outputs."),
+    num_classes: int = typer.Option(
+        None,
+        "--num-classes",
+        help="Override classes/outputs.",
+        show_default="the preset's",  # not compare's "from the data" (UNSET_DEFAULTS)
+    ),
 ) -> None:
     """List the model presets: parameters, output size and GFLOPs for a --size input."""
     from ..summary import preset_table
