@@ -215,6 +215,64 @@ def test_help_shows_on_off_flags_without_a_value_placeholder(capsys):
     assert "--overwrite" in capsys.readouterr().out
 
 
+def test_help_table_of_unset_defaults_names_options_that_use_it():
+    """Each row of the table is the default ``--help`` shows for an option that has it."""
+    from unetkit.cli import _command
+    from unetkit.cli.help import UNSET_DEFAULTS
+
+    root = _command()
+    shown = {
+        (param.opts[0], param.show_default)
+        for sub in [root, *root.commands.values()]
+        for param in sub.params
+        if param.param_type_name == "option"
+    }
+    unused = [flag for flag, text in UNSET_DEFAULTS.items() if (flag, text) not in shown]
+    assert not unused
+
+
+def test_models_help_shows_the_presets_as_the_default_of_its_overrides(capsys, monkeypatch):
+    """``models --num-classes`` overrides a preset's outputs: not given, they are the preset's
+    (compare's --num-classes, not given, comes from the data)."""
+    monkeypatch.setenv("COLUMNS", "240")
+    assert main(["models", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"--num-classes .*\[default: \(the preset's\)\]", text)
+    assert re.search(r"--in-channels .*\[default: \(the preset's\)\]", text)
+    assert main(["compare", "--help"]) == 0
+    assert re.search(r"--num-classes .*\[default: \(from the data\)\]", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_every_inference_flag_reaches_the_predict_config(command, tmp_path, monkeypatch):
+    """predict and evaluate hand each flag named after a PredictConfig field, as given, to
+    the config (and nothing else; not given: None, the config's default)."""
+    import dataclasses
+
+    from unetkit.cli import _command, options
+    from unetkit.config import PredictConfig
+
+    seen: dict = {}
+
+    def stop(**flags):
+        seen.update(flags)
+        raise UnetkitError("stop")
+
+    monkeypatch.setattr(options, "predict_config", stop)
+    fields = {f.name for f in dataclasses.fields(PredictConfig)}
+    params = [p for p in _command().commands[command].params if p.name in fields]
+    argv = [command, str(tmp_path / "m.pt"), str(tmp_path / "x"), "-o", str(tmp_path / "o")]
+    values = {}
+    for i, param in enumerate(p for p in params if not p.is_flag):
+        values[param.name] = i + 1  # a value of its own: a crossed wire would show
+        argv += [param.opts[0], str(i + 1)]
+    argv.append("--tta")  # one on/off flag on, the other not given
+    assert main(argv) == 2
+    assert set(seen) == {p.name for p in params} and len(params) >= 17
+    assert {k: float(v) for k, v in seen.items() if k in values} == values
+    assert seen["tta"] is True and seen["fill_holes"] is None
+
+
 def test_prepare_and_verify_count_objects(labelme_folder, tmp_path, capsys):
     out = tmp_path / "ds"
     assert main(["prepare", str(labelme_folder), str(out)]) == 0

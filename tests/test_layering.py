@@ -136,6 +136,41 @@ def test_export_module_imports_only_below_it(module, allowed):
     assert inside <= allowed, sorted(inside - allowed)
 
 
+# Inside cli/: the commands by group over the shared options, the help defaults and the exit
+# codes; no command module imports another, and only cli/__init__.py (the app) imports them.
+CLI_ROWS = {
+    "help": set(),
+    "errors": set(),
+    "options": {"help"},
+    "models": set(),
+    "data": {"options"},
+    "train": {"help", "options"},
+    "predict": {"help", "options"},
+    "demo": {"options"},
+}
+
+
+@pytest.mark.parametrize(("module", "allowed"), sorted(CLI_ROWS.items()))
+def test_cli_module_imports_only_below_it(module, allowed):
+    name = f"unetkit.cli.{module}"
+    assert name in GRAPH, f"{name} is not a module"
+    inside = {d.removeprefix("unetkit.cli.") for d in GRAPH[name] if d.startswith("unetkit.cli.")}
+    assert inside <= allowed, sorted(inside - allowed)
+
+
+def test_nothing_below_the_cli_imports_it():
+    """The command line is the top: only ``python -m unetkit`` and cli/ itself import it."""
+    bad = sorted(
+        f"{module} -> {dep}"
+        for module, deps in GRAPH.items()
+        if _layer(module) != "cli" and module != "unetkit.__main__"
+        for dep in deps
+        if _layer(dep) == "cli"
+    )
+    assert not bad, bad
+    assert "unetkit.cli.options" in GRAPH["unetkit.cli.predict"]  # the reader sees cli/
+
+
 def test_no_import_cycle_between_modules():
     """Depth-first search for a cycle in the module graph (lazy imports included)."""
     state: dict[str, int] = {}

@@ -1,0 +1,141 @@
+"""The flags several commands take, and the parsers of flag values.
+
+The inference flags are declared once here: ``predict`` and ``evaluate`` take the same ones,
+and each is named after the ``PredictConfig`` field it sets (``--fg-threshold`` ->
+``fg_threshold``), which ``predict_config`` relies on. A bad value is one ``UnetkitError``
+line naming its flag, before any model or image is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from ..config import PredictConfig, parse_size
+from ..errors import UnetkitError
+from .help import config_option
+
+
+def parse_roi(text: str | None) -> tuple[float, ...] | None:
+    """``--crop-roi`` THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN] -> numbers; None: not given."""
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (3, 4) or (len(values) == 4 and not values[3].is_integer()):
+        raise UnetkitError(
+            f"--crop-roi must be THRESHOLD,MIN_AREA,MAX_AREA[,MARGIN] (MARGIN whole pixels); "
+            f"got {text!r}"
+        )
+    return values[:3] + tuple(int(v) for v in values[3:])  # a pixel margin slices the image
+
+
+def parse_comma_list(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b,"`` -> ("a", "b"); None stays None (not given)."""
+    return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def parse_class_weights(text: str | None) -> tuple[float, ...] | str | None:
+    """``--class-weights``: 'balanced' or numbers w0,w1,...; None stays None (not given)."""
+    if text is None or text == "balanced":
+        return text
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UnetkitError(f"--class-weights: 'balanced' or numbers, got {text!r}") from None
+
+
+def parse_size_flag(text: str, flag: str) -> tuple[int, int]:
+    """A size flag's N or HxW -> (H, W); a bad value is one line naming ``flag``."""
+    try:
+        return parse_size(text, flag)
+    except ValueError as exc:
+        raise UnetkitError(str(exc)) from None
+
+
+STRATEGY_HELP = "auto | full | letterbox | resize | tile"
+
+# The inference flags, declared once: predict and evaluate take the same ones.
+STRATEGY = config_option(PredictConfig, "strategy", "--strategy", help=STRATEGY_HELP)
+TILE = typer.Option(None, "--tile", help="Tile size N or HxW.")
+OVERLAP = config_option(PredictConfig, "overlap", "--overlap", help="Tile overlap in [0, 1).")
+BLEND = config_option(PredictConfig, "blend", "--blend", help="gaussian | constant")
+BATCH = config_option(PredictConfig, "batch_size", "--batch-size", help="Tiles per forward pass.")
+TTA = config_option(PredictConfig, "tta", "--tta/--no-tta", help="Flip test-time augmentation.")
+THRESHOLD = config_option(
+    PredictConfig, "threshold", "--threshold", help="Binary models: foreground cut."
+)
+DEVICE = config_option(PredictConfig, "device", "--device", help="auto | cpu | cuda | cuda:N")
+PRECISION = config_option(
+    PredictConfig, "precision", "--precision", help="auto | fp32 | bf16 | fp16"
+)
+FG_THRESHOLD = typer.Option(
+    None, "--fg-threshold", help="Instance models: object pixels where 1 - p(bg) > T."
+)
+SEED_THRESHOLD = typer.Option(
+    None,
+    "--seed-threshold",
+    help="Watershed seeds: instance models where p(interior) > T (the distance head seeds at "
+    "the h-maxima of its smoothed distance instead); --objects-between where 1 - p(class) > T.",
+)
+MIN_SIZE = typer.Option(
+    None, "--min-size", help="Instance models: drop smaller objects (--objects-between: seeds)."
+)
+MIN_SCORE = typer.Option(
+    None,
+    "--min-score",
+    help="Instance models: drop objects whose mean 1 - p(bg) is under S.",
+)
+FILL_HOLES = typer.Option(
+    None,
+    "--fill-holes/--no-fill-holes",
+    help="Instance models: fill holes in objects.",
+    show_default="the model's",
+)
+PROB_THRESH = typer.Option(
+    None,
+    "--prob-thresh",
+    help="Rays-head instance models: pixels whose object probability exceeds P propose "
+    "their polygons.",
+)
+NMS_THRESH = typer.Option(
+    None,
+    "--nms-thresh",
+    help="Rays-head instance models: drop a polygon covering more than this share of a "
+    "better one (or of itself).",
+)
+OBJECTS_BETWEEN = typer.Option(
+    None,
+    "--objects-between",
+    help="Semantic models: objects are the regions this class (name or index) separates, "
+    "e.g. cells between membranes (seeded watershed; --seed-threshold default 0.9, "
+    "--min-size 10).",
+)
+
+# evaluate and compare
+RAND_ERROR = typer.Option(
+    False,
+    "--rand-error/--no-rand-error",
+    help="Also the ISBI 2012 adapted Rand error (2-class membrane tasks, membrane = class 1; "
+    "with --objects-between: of the regions against the true ones).",
+)
+
+
+def predict_config(**flags: Any) -> PredictConfig:
+    """A PredictConfig from CLI flags (``tile`` as 'N' or 'HxW'); None flags keep defaults.
+
+    Checked before any model or image is read: a bad value is one line naming its flag.
+    """
+    flags = {k: v for k, v in flags.items() if v is not None}
+    for name, value in flags.items():
+        flag = f"--{name.replace('_', '-')}"
+        try:
+            if name == "tile":
+                value = flags["tile"] = parse_size(value, flag)
+            PredictConfig(**{name: value})
+        except ValueError as exc:
+            raise UnetkitError(str(exc) if name == "tile" else f"{flag}: {exc}") from None
+    return PredictConfig(**flags)
