@@ -23,6 +23,14 @@ from .errors import UnetkitError
 from .objects.labels import regions_of
 
 
+def _paired(pred: Any, gt: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``gt`` as arrays of one shape, or an error naming ``what`` and both shapes."""
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise UnetkitError(f"{what}: prediction shape {pred.shape} != ground truth {gt.shape}")
+    return pred, gt
+
+
 def _as_tensor(array: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
     """An int64 tensor on ``device`` (numpy arrays are copied once)."""
     if isinstance(array, np.ndarray):
@@ -210,11 +218,7 @@ def adapted_rand_error(pred_labels: np.ndarray, gt_labels: np.ndarray) -> float:
     Raises:
         UnetkitError: shapes differ.
     """
-    pred_labels, gt_labels = np.asarray(pred_labels), np.asarray(gt_labels)
-    if pred_labels.shape != gt_labels.shape:
-        raise UnetkitError(
-            f"rand error: prediction shape {pred_labels.shape} != ground truth {gt_labels.shape}"
-        )
+    pred_labels, gt_labels = _paired(pred_labels, gt_labels, "rand error")
     scored = gt_labels != 0
     if not scored.any():
         return 0.0
@@ -276,11 +280,7 @@ def pixel_error(pred_mask: np.ndarray, gt_mask: np.ndarray, ignore_index: int = 
     Raises:
         UnetkitError: shapes differ.
     """
-    pred_mask, gt_mask = np.asarray(pred_mask), np.asarray(gt_mask)
-    if pred_mask.shape != gt_mask.shape:
-        raise UnetkitError(
-            f"pixel error: prediction shape {pred_mask.shape} != ground truth {gt_mask.shape}"
-        )
+    pred_mask, gt_mask = _paired(pred_mask, gt_mask, "pixel error")
     counted = gt_mask != ignore_index
     total = int(counted.sum())
     return float((pred_mask[counted] != gt_mask[counted]).sum() / total) if total else 0.0

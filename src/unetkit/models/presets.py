@@ -8,6 +8,14 @@ from typing import Any
 from ..config import ModelConfig
 from .unet import UNet
 
+# shared by the Keras / TensorFlow variants: widths 32..512, same padding, no norm, crop merge
+_KERAS: dict[str, Any] = dict(
+    base_width=32, padding="zeros", norm="none", conv_bias=True, merge="crop"
+)
+_RESTORE: dict[str, Any] = dict(
+    _KERAS, activation="leaky", leaky_slope=0.2, up_bias=False, in_channels=3, out_channels=3
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Ronneberger et al. 2015: valid 3x3 convs + ReLU, max-pool, 2x2 up-conv, crop + concat.
     "paper": dict(
@@ -61,45 +69,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # the Keras tutorial U-Net: widths 32..512, same padding, ReLU, max-pool, transposed up,
     # sigmoid.
-    "keras32": dict(
-        base_width=32,
-        padding="zeros",
-        norm="none",
-        conv_bias=True,
-        merge="crop",
-        head="sigmoid",
-        in_channels=1,
-        out_channels=1,
-    ),
+    "keras32": dict(_KERAS, head="sigmoid", in_channels=1, out_channels=1),
     # a TensorFlow restoration U-Net: LeakyReLU(0.2), widths 32..512, 1x1 conv to C channels
     # at the input size.
-    "restore": dict(
-        base_width=32,
-        padding="zeros",
-        norm="none",
-        conv_bias=True,
-        activation="leaky",
-        leaky_slope=0.2,
-        merge="crop",
-        up_bias=False,
-        in_channels=3,
-        out_channels=3,
-    ),
+    "restore": dict(_RESTORE),
     # ... or to C * 9 channels and depth-to-space(3): 3x super-resolution.
-    "x3": dict(
-        base_width=32,
-        padding="zeros",
-        norm="none",
-        conv_bias=True,
-        activation="leaky",
-        leaky_slope=0.2,
-        merge="crop",
-        up_bias=False,
-        head="pixel_shuffle",
-        scale=3,
-        in_channels=3,
-        out_channels=3,
-    ),
+    "x3": dict(_RESTORE, head="pixel_shuffle", scale=3),
     # a Keras variant: BN before 3x3 then 1x1 convs, average pooling, light dropout, nearest up.
     "avgpool": dict(
         base_width=32,
