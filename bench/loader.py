@@ -30,7 +30,7 @@ def crops_per_second(train_dir, task: str, size: tuple[int, int], items: int) ->
     from unetkit.config import DataConfig, TrainConfig
     from unetkit.data.dataset import SegmentationDataset
     from unetkit.data.layout import describe_dataset
-    from unetkit.train.resolve import weight_map_fn
+    from unetkit.train.criterion import weight_map_fn
 
     info = describe_dataset(train_dir)
     cfg = TrainConfig(task=task, classes=list(info.classes), weight_map=True)

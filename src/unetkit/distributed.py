@@ -3,7 +3,8 @@
 ``torchrun`` describes the run in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
 the rendezvous address); ``init_distributed`` joins that process group (NCCL for CUDA ranks,
 gloo otherwise) and returns where this process stands. Without torchrun it does nothing and
-returns a single-process ``DistInfo``.
+returns a single-process ``DistInfo``. ``all_max`` and ``all_mean`` agree a float across the
+ranks (the identity in a single process).
 """
 
 from __future__ import annotations
@@ -79,3 +80,21 @@ def shutdown_distributed(info: DistInfo, together: bool = False) -> None:
         if together:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def all_max(value: float, info: DistInfo, device: torch.device) -> float:
+    """The largest value of a float over all ranks (one all_reduce), so ranks agree."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def all_mean(value: float, info: DistInfo, device: torch.device) -> float:
+    """The mean of a float over all ranks."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world_size

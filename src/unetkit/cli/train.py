@@ -21,7 +21,7 @@ def _check_train_size(cfg, patch_size: str | None) -> None:
 
     from ..models.presets import PRESETS, preset_config
     from ..models.unet import UNet
-    from ..train.resolve import REGRESSION_PRESETS
+    from ..train.plan import REGRESSION_PRESETS
 
     if cfg.model is None and cfg.preset not in (*PRESETS, "auto"):
         return  # fit() names the unknown preset

@@ -20,7 +20,7 @@ class DataConfig(_Config):
             ``random-crop`` (train on patches of large images), ``none``.
         size: (height, width) for letterbox / resize; patch size for random-crop; 0x0 (the
             default) is decided by the auto recipe when training starts
-            (``unetkit.train.recipe``), and checkpoints always hold the size used.
+            (``unetkit.train.plan``), and checkpoints always hold the size used.
         normalize: ``image`` (per-image z-score), ``percentile`` (per-image 1 / 99.8 %
             percentiles), ``dataset`` (the dataset's mean / std), ``fixed`` (``mean`` / ``std``
             as given), or ``auto``: chosen from the data fingerprint when training starts

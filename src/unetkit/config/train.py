@@ -19,7 +19,7 @@ class TrainConfig(_Config):
 
     ``model`` None means "the preset's config" (channels and classes filled in from the data).
     ``preset`` ``auto``, ``batch_size`` 0 and ``data.size`` 0x0 are decided by the auto recipe
-    from the data fingerprint and the device when training starts (``unetkit.train.recipe``).
+    from the data fingerprint and the device when training starts (``unetkit.train.plan``).
     ``task`` ``instance``: touching objects apart, from ``instances/`` label images (K classes
     plus a boundary class; ``objects`` holds the target and post-processing settings).
     ``weight_map`` None: the paper's border weight map for ``instance`` (from the real

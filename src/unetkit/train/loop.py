@@ -1,4 +1,4 @@
-"""One training epoch and one validation pass: explicit arguments, no globals."""
+"""One training epoch: explicit arguments, no globals (validation: ``validate.py``)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.normalize import image_to_tensor
 from ..device import autocast
 from ..errors import UnetkitError
-from ..metrics import ConfusionMatrix
 from ..progress import progress
 
 
@@ -30,6 +27,49 @@ class StepContext:
     accumulate: int = 1
     clip_grad: float = 0.0
     input_scale: int = 1  # x3 super-resolution: the network sees the patch shrunk by 3
+
+
+class EpochSampler:
+    """The current epoch's batches as ``(epoch, index)`` keys of the training set (set before
+    each epoch), so that one ``DataLoader`` and its loading processes serve every epoch and
+    each sample still gets its epoch's crop."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class EpochLoader:
+    """One ``DataLoader`` over the training set for the whole run, built at the first epoch
+    (its loading processes start once, not once per epoch: an epoch can be a few steps on a
+    GPU), fed each epoch's batches by an :class:`EpochSampler`."""
+
+    def __init__(self, dataset, workers: int, pin_memory: bool) -> None:
+        self.dataset, self.workers, self.pin_memory = dataset, workers, pin_memory
+        self.sampler = EpochSampler()
+        self.loader: torch.utils.data.DataLoader | None = None
+
+    def epoch(self, epoch: int, batches: Iterable[list[int]]) -> torch.utils.data.DataLoader:
+        """The loader, set to ``batches`` (lists of dataset indices) of ``epoch``."""
+        self.sampler.batches = [[(epoch, i) for i in batch] for batch in batches]
+        if self.loader is None:
+            self.loader = torch.utils.data.DataLoader(
+                self.dataset,
+                batch_sampler=self.sampler,
+                num_workers=self.workers,
+                persistent_workers=self.workers > 0,
+                pin_memory=self.pin_memory,
+            )
+        return self.loader
+
+    def close(self) -> None:
+        """Let the loading processes end."""
+        self.loader = None
 
 
 def center_crop(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -183,118 +223,3 @@ def _optimizer_step(model, optimizer, scaler, clip_grad: float) -> None:
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def predict_classes(net, logits: torch.Tensor, task: str, threshold: float = 0.5) -> torch.Tensor:
-    """Class map (B, H, W) from raw outputs: argmax, or a sigmoid threshold for binary tasks."""
-    if task == "binary" or logits.shape[1] == 1:
-        return (torch.sigmoid(logits[:, 0].float()) > threshold).long()
-    return logits.argmax(1)
-
-
-@torch.inference_mode()
-def validate(
-    model,
-    net,
-    loss_fn,
-    dataset,
-    ctx: StepContext,
-    num_classes: int,
-    ignore_index: int,
-    class_names: list[str],
-    *,
-    indices: list[int],
-    panel_indices: Iterable[int] = (),
-    on_panel: Callable[[int, dict, np.ndarray], None] | None = None,
-) -> dict:
-    """Whole-image validation: exact confusion matrix (all-reduced across ranks) and loss.
-
-    ``net`` is the unwrapped UNet (its ``forward_any`` pads any size to a legal one).
-    Returns the metrics dict of ``ConfusionMatrix.compute`` plus ``val_loss``.
-    """
-    model.eval()
-    panel_indices = set(panel_indices)
-    cm = ConfusionMatrix(num_classes, ignore_index, device=ctx.device)
-    losses = []
-    for i in indices:
-        item = dataset[i]
-        image = item["image"][None].to(ctx.device)  # (1, C, H, W)
-        mask = item["mask"][None].to(ctx.device)  # (1, H, W)
-        if ctx.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        if ctx.task == "regression":
-            inputs = (
-                image
-                if ctx.input_scale == 1
-                else F.interpolate(image, scale_factor=1 / ctx.input_scale, mode="area")
-            )
-            with autocast(ctx.device, ctx.precision):
-                out = net.forward_any(inputs)  # x3: 3 * floor(H / 3) may be < H
-            target = image[..., : out.shape[-2], : out.shape[-1]]
-            losses.append(float(loss_fn(out.float(), target)))
-            continue
-        with autocast(ctx.device, ctx.precision):
-            out = net.forward_any(image)  # (1, K, H, W)
-        losses.append(float(loss_fn(out.float(), mask)))
-        pred = predict_classes(net, out, ctx.task)
-        cm.update(pred, mask)
-        if on_panel is not None and i in panel_indices:
-            on_panel(i, item, pred[0].cpu().numpy())
-    model.train()
-    if ctx.task == "regression":
-        return {"val_loss": float(np.mean(losses)) if losses else float("nan")}
-    cm.reduce_from_all_processes()
-    metrics = cm.compute(class_names)
-    metrics["val_loss"] = float(np.mean(losses)) if losses else float("nan")
-    return metrics
-
-
-@torch.inference_mode()
-def validate_with_predictor(
-    predictor,
-    dataset,
-    num_classes: int,
-    ignore_index: int,
-    class_names: list[str],
-    *,
-    indices: list[int],
-    device: torch.device,
-    panel_indices: Iterable[int] = (),
-    on_panel: Callable[[int, dict, np.ndarray], None] | None = None,
-) -> dict:
-    """Whole-image validation through the prediction path that ``evaluate`` uses.
-
-    Each validation image is predicted whole by ``predictor`` (an ``unetkit.infer.Predictor``
-    around the weights being trained: the same normalisation, tiling, blending and threshold
-    as ``unetkit predict`` / ``evaluate``), so ``best.pt`` is chosen on the metric that
-    ``evaluate`` reports. The confusion matrix is exact and summed over ranks. ``val_loss`` is
-    the mean negative log-likelihood of the true class under the predicted probabilities (for
-    instance models the object classes share ``1 - p(background)`` in proportion to their
-    interior probabilities: the boundary is part of the object).
-    """
-    panel_indices = set(panel_indices)
-    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
-    nll, counted = 0.0, 0
-    for i in indices:
-        image, mask = dataset.raw(dataset.stems[i])
-        probs = torch.from_numpy(predictor.predict_proba(image))  # (K, H, W)
-        pred = torch.from_numpy(predictor.probs_to_mask(probs).astype(np.int64))
-        probs = probs[: num_classes + 1]  # a rays head's ray lengths are no probabilities
-        if probs.shape[0] == num_classes + 1:  # instance model: boundary is object, folded in
-            objects = probs[1:num_classes]
-            share = objects / objects.sum(0, keepdim=True).clamp_min(1e-7)
-            probs = torch.cat([probs[:1], share * (1 - probs[:1])])
-        target = torch.from_numpy(np.asarray(mask, dtype=np.int64))
-        cm.update(pred.to(device), target.to(device))
-        valid = (target >= 0) & (target < probs.shape[0])
-        if valid.any():
-            p_true = probs.gather(0, target.clamp(0, probs.shape[0] - 1)[None])[0][valid]
-            nll += float(-torch.log(p_true.clamp_min(1e-7)).sum())
-            counted += int(valid.sum())
-        if on_panel is not None and i in panel_indices:  # the whole image, as predicted
-            tensor = image_to_tensor(image, dataset.config)
-            on_panel(i, {"image": tensor, "mask": target}, pred.numpy())
-    cm.reduce_from_all_processes()
-    metrics = cm.compute(class_names)
-    metrics["val_loss"] = nll / counted if counted else float("nan")
-    return metrics
