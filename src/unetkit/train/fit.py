@@ -1,4 +1,5 @@
-"""fit(config) -> run folder: the epoch loop, validation, checkpoints, history, resume, DDP."""
+"""fit(config) -> run folder: the epochs, checkpoints, history, resume and DDP of one run (its
+configuration settled by ``plan.py``, validation by ``validate.py``, time by ``pacing.py``)."""
 
 from __future__ import annotations
 
