@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import numpy as np
 
 from .. import viz
 from ..config import DataConfig
-from ..files import write_text
+from ..files import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +32,9 @@ def write_history(run_dir: Path, history: list[dict], writer=None, plot: bool = 
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    out = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    out.writeheader()
-    for row in history:
-        out.writerow({k: _fmt(row.get(k)) for k in keys})
-    write_text(run_dir / "history.csv", buf.getvalue())
+    write_csv(
+        run_dir / "history.csv", ({k: _fmt(row.get(k)) for k in keys} for row in history), keys
+    )
     if plot:
         shown = ("lr", "elapsed_min", "images_per_s")
         viz.plot_curves(
