@@ -21,7 +21,7 @@ def _check_train_size(cfg, patch_size: str | None) -> None:
 
     from ..models.presets import PRESETS, preset_config
     from ..models.unet import UNet
-    from ..train.plan import REGRESSION_PRESETS
+    from ..train.plan import is_regression
 
     if cfg.model is None and cfg.preset not in (*PRESETS, "auto"):
         return  # fit() names the unknown preset
@@ -29,9 +29,7 @@ def _check_train_size(cfg, patch_size: str | None) -> None:
         return  # the auto recipe picks a legal size
     model = cfg.model or preset_config(cfg.preset)
     (h, w), s = cfg.data.size, model.scale
-    regression = cfg.task == "regression" or (
-        cfg.task == "auto" and cfg.preset in REGRESSION_PRESETS
-    )
+    regression = is_regression(cfg)
     with torch.device("meta"):
         net = UNet(model)
     try:
