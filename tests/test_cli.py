@@ -100,6 +100,9 @@ def _one_error_line(err: str) -> str:
         (["--resize", "crop"], ["--resize", "letterbox"]),
         (["--epochs", "0"], ["--epochs", ">= 1"]),
         (["--depth", "-1"], ["--depth", "depth must be positive"]),
+        # an option whose name is not its config key's (objects.head)
+        (["--instance-head", "stars"], ["--instance-head: ", "boundary, distance, rays"]),
+        (["--n-rays", "6"], ["--n-rays: ", "multiple of 4"]),
     ],
 )
 def test_bad_train_flags_are_one_line_naming_the_flag_exit_2(

@@ -35,7 +35,7 @@ def test_resume_needs_a_checkpoint_and_the_same_config(dataset, tmp_path, capsys
     run = tmp_path / "run"
     assert tiny_run(dataset, run) == 0
     assert main(["train", str(dataset), "--resume", str(run), "--lr", "0.5"]) == 2
-    assert "cannot change in a resumed run: lr" in capsys.readouterr().err
+    assert "cannot change in a resumed run: --lr" in capsys.readouterr().err
     other = tiny_dataset(tmp_path / "other", n=7)
     assert main(["train", str(other), "--resume", str(run)]) == 2
     assert "classes or image stems differ" in capsys.readouterr().err

@@ -194,7 +194,7 @@ def test_maps_move_with_the_pixels_and_change_nothing_else():
     aug = Augmenter(AugmentConfig(**{**OFF, "flip": True, "rot90": True, "affine": 1.0,
                                      "elastic": 1.0, "noise": 0.0}))  # fmt: skip
     plain = aug(images, masks, weights, generator=torch.Generator().manual_seed(3))
-    out = aug.with_maps(images, masks, weights, maps, generator=torch.Generator().manual_seed(3))
+    out = aug.with_targets(images, masks, weights, maps, generator=torch.Generator().manual_seed(3))
     for x, y in zip(plain, out[:3]):
         assert torch.equal(x, y)
     inside = out[1] != 255
@@ -204,7 +204,7 @@ def test_maps_move_with_the_pixels_and_change_nothing_else():
     deep[:, [0, -1]] = deep[:, :, [0, -1]] = False
     assert deep.float().mean() > 0.3
     assert torch.allclose(out[3][deep], out[0][:, 0][deep], atol=1e-5)
-    assert aug.with_maps(images, masks, None, None)[3] is None
+    assert aug.with_targets(images, masks)[3] is None
 
 
 def _ellipses(b: int = 4, size: int = 96) -> torch.Tensor:
@@ -238,8 +238,8 @@ def test_rays_turn_and_scale_with_the_objects(knobs, mean_error):
     images = torch.rand(4, 1, 96, 96)
     aug = Augmenter(AugmentConfig(**{**OFF, **knobs}), ignore_index=1000)
     gen = torch.Generator().manual_seed(1)
-    plain = aug.with_maps(images, ids, None, None, generator=torch.Generator().manual_seed(1))
-    out = aug.with_rays(images, ids, None, None, rays, generator=gen)
+    plain = aug.with_targets(images, ids, generator=torch.Generator().manual_seed(1))
+    out = aug.with_targets(images, ids, rays=rays, generator=gen)
     assert torch.equal(out[0], plain[0]) and torch.equal(out[1], plain[1])
     errors = []
     for moved, carried in zip(out[1].numpy(), out[4].numpy().transpose(0, 3, 1, 2)):
@@ -249,4 +249,4 @@ def test_rays_turn_and_scale_with_the_objects(knobs, mean_error):
         errors.append(np.abs(again[:, inside] - carried[:, inside]).mean())
         assert (carried[:, ~inside] == 0).all()
     assert max(errors) < mean_error
-    assert aug.with_rays(images, ids, None, None, None)[4] is None
+    assert aug.with_targets(images, ids)[4] is None

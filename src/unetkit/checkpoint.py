@@ -72,32 +72,14 @@ def _split_of(train_state: dict[str, Any] | None) -> dict[str, list[str]] | None
     return split
 
 
-def card_of(
-    model_config: ModelConfig,
-    *,
-    classes: list[str],
-    palette: list[list[int]],
-    preprocessing: DataConfig,
-    task: str = "multiclass",
-    ignore_index: int = 255,
-    preset: str | None = None,
-    train_state: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> ModelCard:
-    """The model card of a checkpoint's fields (split and fingerprint from ``train_state``,
-    objects from ``extra``, where the file keeps them)."""
-    return ModelCard(
-        model_config=model_config,
-        classes=list(classes),
-        palette=[list(rgb) for rgb in palette],
-        preprocessing=preprocessing,
-        task=task,
-        ignore_index=ignore_index,
-        preset=preset,
-        objects=(extra or {}).get("objects"),
-        split=_split_of(train_state),
-        fingerprint=(train_state or {}).get("fingerprint"),
-    )
+def _recorded(train_state: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """The card's fields a checkpoint keeps beside it: the split and fingerprint of its
+    training state, the objects of ``extra``."""
+    return {
+        "objects": extra.get("objects"),
+        "split": _split_of(train_state),
+        "fingerprint": (train_state or {}).get("fingerprint"),
+    }
 
 
 @dataclass
@@ -217,16 +199,15 @@ def make_checkpoint(
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
     extra = dict(extra or {})
-    card = card_of(
-        net.config,
-        classes=classes,
-        palette=[list(map(int, p)) for p in palette],
+    card = ModelCard(
+        model_config=net.config,
+        classes=list(classes),
+        palette=[[int(v) for v in rgb] for rgb in palette],
         preprocessing=preprocessing,
         task=task,
         ignore_index=ignore_index,
         preset=preset,
-        train_state=train_state,
-        extra=extra,
+        **_recorded(train_state, extra),
     )
     return Checkpoint(card=card, state_dict=state, train_state=train_state, extra=extra)
 
@@ -331,16 +312,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     try:
         train_state = data.get("train_state")
         extra = data.get("extra") or {}
-        card = card_of(
-            ModelConfig.from_dict(data["model_config"]),
+        card = ModelCard(
+            model_config=ModelConfig.from_dict(data["model_config"]),
             classes=list(data["classes"]),
-            palette=[list(p) for p in data["palette"]],
+            palette=[list(rgb) for rgb in data["palette"]],
             preprocessing=DataConfig.from_dict(data["preprocessing"]),
             task=data.get("task", "multiclass"),
             ignore_index=int(data.get("ignore_index", 255)),
             preset=data.get("preset"),
-            train_state=train_state,
-            extra=extra,
+            **_recorded(train_state, extra),
         )
         ckpt = Checkpoint(card=card, state_dict=state, train_state=train_state, extra=extra)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

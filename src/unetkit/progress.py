@@ -66,16 +66,9 @@ def progress(
         total = len(iterable)  # type: ignore[arg-type]
     notebook = stream is sys.stderr and _auto_tqdm is not _terminal_tqdm  # the widget
     if not disable and (notebook or _is_terminal(stream)):
-        return (_auto_tqdm if notebook else _terminal_tqdm)(
-            iterable,
-            desc=desc,
-            total=total,
-            unit=unit,
-            leave=leave,
-            initial=initial,
-            file=stream,
-            **tqdm_options,
-        )
+        bar = _auto_tqdm if notebook else _terminal_tqdm
+        shown = {"desc": desc, "unit": unit, "leave": leave, "initial": initial, "file": stream}
+        return bar(iterable, total=total, **shown, **tqdm_options)
     quiet = disable or not leave
     return PlainProgress(iterable, desc, total, unit, initial, every, None if quiet else stream)
 

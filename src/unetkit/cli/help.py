@@ -27,13 +27,7 @@ _SPECIAL = {
 
 # what decides an option's value when it is not given (``--help`` shows it as the default)
 UNSET_DEFAULTS = {
-    "--preset": "auto",
     "--resume": "a new run",
-    "--base-width": "the preset's; auto: 16 on a CPU, 32 on a GPU",
-    "--depth": "the preset's",
-    "--loss": "auto",
-    "--weight-map-objects": "foreground",
-    "--val-stems": "--val-fraction of the images; under 40 images a band of each",
     "--tile": "auto: up to 640 on a CPU, 1024 on a GPU, as memory allows",
     "--fg-threshold": "the model's",
     "--seed-threshold": "the model's; 0.9 with --objects-between",

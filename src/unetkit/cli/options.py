@@ -8,6 +8,9 @@ line naming its flag, before any model or image is read.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -122,6 +125,74 @@ RAND_ERROR = typer.Option(
     help="Also the ISBI 2012 adapted Rand error (2-class membrane tasks, membrane = class 1; "
     "with --objects-between: of the regions against the true ones).",
 )
+
+
+MIN_AREA = config_option(
+    PredictConfig, "min_area", "--min-area", help="Skip contours under N pixels."
+)
+
+_PREDICT_ONLY: dict[str, tuple[type, Any]] = {"min_area": (int, MIN_AREA)}
+
+# predict and evaluate take these, in this order, and hand them to ``predict_config``
+_INFERENCE: dict[str, tuple[type, Any]] = {
+    "strategy": (str, STRATEGY),
+    "tile": (str, TILE),
+    "overlap": (float, OVERLAP),
+    "blend": (str, BLEND),
+    "batch_size": (int, BATCH),
+    "tta": (bool, TTA),
+    "threshold": (float, THRESHOLD),
+    "device": (str, DEVICE),
+    "precision": (str, PRECISION),
+    "fg_threshold": (float, FG_THRESHOLD),
+    "seed_threshold": (float, SEED_THRESHOLD),
+    "min_size": (int, MIN_SIZE),
+    "min_score": (float, MIN_SCORE),
+    "fill_holes": (bool, FILL_HOLES),
+    "prob_thresh": (float, PROB_THRESH),
+    "nms_thresh": (float, NMS_THRESH),
+    "objects_between": (str, OBJECTS_BETWEEN),
+}
+
+
+def with_flags(
+    placeholder: str, flags: dict[str, tuple[type, Any]], build: Callable[[dict[str, Any]], Any]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command's parameter ``placeholder`` becomes the options ``flags`` (parameter name ->
+    (type, typer option)) in its signature and ``--help``, in its place; the command gets
+    ``build`` of their values (None: not given) as ``placeholder``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        added = [inspect.Parameter(n, kind, default=o, annotation=t) for n, (t, o) in flags.items()]
+        params = [
+            new
+            for old in signature.parameters.values()
+            for new in (added if old.name == placeholder else [old])
+        ]
+
+        @functools.wraps(command)
+        def run(**given: Any) -> Any:
+            values = {name: given.pop(name) for name in flags}
+            return command(**given, **{placeholder: build(values)})
+
+        run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return decorate
+
+
+FROM_FLAGS: Any = None  # the default of a ``with_flags`` placeholder: the flags replace it
+
+
+def inference_flags(*extra: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command's parameter ``cfg: PredictConfig`` becomes the inference flags (plus the
+    ``extra`` ones of ``_PREDICT_ONLY``); the command gets the config they build, checked
+    before it runs (``predict_config``)."""
+    table = {**_INFERENCE, **{name: _PREDICT_ONLY[name] for name in extra}}
+    return with_flags("cfg", table, lambda values: predict_config(**values))
 
 
 def predict_config(**flags: Any) -> PredictConfig:

@@ -11,33 +11,14 @@ from ..config import PredictConfig
 from ..device import performance_setup
 from ..errors import UnetkitError
 from . import options as opt
-from .help import config_option
 
 
+@opt.inference_flags("min_area")
 def predict_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) or exported ONNX file (.onnx)."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
-    strategy: str = opt.STRATEGY,
-    tile: str = opt.TILE,
-    overlap: float = opt.OVERLAP,
-    blend: str = opt.BLEND,
-    batch_size: int = opt.BATCH,
-    tta: bool = opt.TTA,
-    threshold: float = opt.THRESHOLD,
-    min_area: int = config_option(
-        PredictConfig, "min_area", "--min-area", help="Skip contours under N pixels."
-    ),
-    device: str = opt.DEVICE,
-    precision: str = opt.PRECISION,
-    fg_threshold: float = opt.FG_THRESHOLD,
-    seed_threshold: float = opt.SEED_THRESHOLD,
-    min_size: int = opt.MIN_SIZE,
-    min_score: float = opt.MIN_SCORE,
-    fill_holes: bool = opt.FILL_HOLES,
-    prob_thresh: float = opt.PROB_THRESH,
-    nms_thresh: float = opt.NMS_THRESH,
-    objects_between: str = opt.OBJECTS_BETWEEN,
+    cfg: PredictConfig = opt.FROM_FLAGS,
     objects: bool = typer.Option(
         False,
         "--objects",
@@ -96,13 +77,6 @@ def predict_cmd(
     from ..infer.predict import Predictor
     from ..infer.shard import join, rank_device
 
-    cfg = opt.predict_config(
-        strategy=strategy, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
-        tta=tta, threshold=threshold, device=device, precision=precision,
-        fg_threshold=fg_threshold, seed_threshold=seed_threshold, min_size=min_size,
-        min_score=min_score, fill_holes=fill_holes, prob_thresh=prob_thresh,
-        nms_thresh=nms_thresh, objects_between=objects_between, min_area=min_area,
-    )  # fmt: skip
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"--pixel-size must be > 0; got {pixel_size}")
     from ..checkpoint import load_checkpoint
@@ -130,7 +104,7 @@ def predict_cmd(
     report = predict_paths(
         predictor, inputs, out, save_probs=save_probs, labelme=labelme,
         skip_existing=skip_existing, progress=progress,
-        objects=(objects or objects_between is not None) or None,
+        objects=(objects or cfg.objects_between is not None) or None,
         pixel_size=pixel_size, pixel_unit=pixel_unit, geojson=geojson, coco=coco,
         coco_format=coco_format, legend=legend, level=level,
         background=skip_background, zarr=zarr, shard=shard,
@@ -162,28 +136,13 @@ def _print_metrics(metrics: dict, out: Path) -> None:
     typer.echo(f"report: {out} (metrics.json, per_image.csv, confusion.csv, confusion.png)")
 
 
+@opt.inference_flags()
 def evaluate_cmd(
     first: Path = typer.Argument(..., help="MODEL: a checkpoint (.pt) or an ONNX export."),
     second: Path = typer.Argument(..., help="DATASET folder (images/ + masks/)."),
     out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
     split: str = typer.Option("auto", "--split", help="auto (val if defined) | all | NAME."),
-    strategy: str = opt.STRATEGY,
-    tile: str = opt.TILE,
-    overlap: float = opt.OVERLAP,
-    blend: str = opt.BLEND,
-    batch_size: int = opt.BATCH,
-    tta: bool = opt.TTA,
-    threshold: float = opt.THRESHOLD,
-    device: str = opt.DEVICE,
-    precision: str = opt.PRECISION,
-    fg_threshold: float = opt.FG_THRESHOLD,
-    seed_threshold: float = opt.SEED_THRESHOLD,
-    min_size: int = opt.MIN_SIZE,
-    min_score: float = opt.MIN_SCORE,
-    fill_holes: bool = opt.FILL_HOLES,
-    prob_thresh: float = opt.PROB_THRESH,
-    nms_thresh: float = opt.NMS_THRESH,
-    objects_between: str = opt.OBJECTS_BETWEEN,
+    cfg: PredictConfig = opt.FROM_FLAGS,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     rand_error: bool = opt.RAND_ERROR,
 ) -> None:
@@ -195,13 +154,6 @@ def evaluate_cmd(
             f"{first}: a folder, not a model; to score predicted masks against true masks "
             f"use `unetkit compare {first} {second} -o {out}`"
         )
-    cfg = opt.predict_config(
-        strategy=strategy, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
-        tta=tta, threshold=threshold, device=device, precision=precision,
-        fg_threshold=fg_threshold, seed_threshold=seed_threshold, min_size=min_size,
-        min_score=min_score, fill_holes=fill_holes, prob_thresh=prob_thresh,
-        nms_thresh=nms_thresh, objects_between=objects_between,
-    )  # fmt: skip
     performance_setup()
     metrics = evaluate_model(
         first, second, out, split, cfg, cfg.device, progress, rand_error=rand_error

@@ -18,9 +18,12 @@ from typing import Any, TypeVar
 T = TypeVar("T", bound="_Config")
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+def _check_choices(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """Each field named in ``choices`` one of its choices."""
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _check_min(cfg: Any, names: tuple[str, ...], low: float, strict: bool = False) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import _check_choice, _Config
+from .base import _check_choices, _Config
 from .choices import NORMALIZATIONS, RESIZES, SAMPLINGS
 
 
@@ -53,9 +53,9 @@ class DataConfig(_Config):
     sampling: str = "image"
 
     def __post_init__(self) -> None:
-        _check_choice("resize", self.resize, RESIZES)
-        _check_choice("sampling", self.sampling, SAMPLINGS)
-        _check_choice("normalize", self.normalize, NORMALIZATIONS)
+        _check_choices(
+            self, {"resize": RESIZES, "sampling": SAMPLINGS, "normalize": NORMALIZATIONS}
+        )
         if not 0.0 <= self.oversample <= 1.0:
             raise ValueError(f"oversample must be in [0, 1]; got {self.oversample}")
         if min(self.std, default=1.0) <= 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import _check_choice, _Config
+from .base import _check_choices, _Config
 from .choices import ACTIVATIONS, BLOCKS, DOWNS, HEADS, MERGES, NORMS, PADDINGS, UPS
 
 
@@ -82,14 +82,19 @@ class ModelConfig(_Config):
     checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("padding", self.padding, PADDINGS)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("down", self.down, DOWNS)
-        _check_choice("up", self.up, UPS)
-        _check_choice("merge", self.merge, MERGES)
-        _check_choice("head", self.head, HEADS)
-        _check_choice("block", self.block, BLOCKS)
+        _check_choices(
+            self,
+            {
+                "padding": PADDINGS,
+                "norm": NORMS,
+                "activation": ACTIVATIONS,
+                "down": DOWNS,
+                "up": UPS,
+                "merge": MERGES,
+                "head": HEADS,
+                "block": BLOCKS,
+            },
+        )
         for name in ("in_channels", "out_channels", "depth", "base_width", "dilation", "scale"):
             if int(getattr(self, name)) < (0 if name == "depth" else 1):
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import _check_choice, _check_min, _check_range, _Config
+from .base import _check_choices, _check_min, _check_range, _Config
 from .choices import INSTANCE_HEADS
 
 
@@ -97,7 +97,7 @@ class ObjectConfig(_Config):
     fill_holes: bool = True
 
     def __post_init__(self) -> None:
-        _check_choice("head", self.head, INSTANCE_HEADS)
+        _check_choices(self, {"head": INSTANCE_HEADS})
         _check_min(self, ("boundary_width",), 1)
         _check_range("boundary_fraction", self.boundary_fraction, 0.0, 1.0)
         _check_range("fg_threshold", self.fg_threshold, 0.0, 1.0)

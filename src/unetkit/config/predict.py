@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import _check_choice, _check_min, _check_range, _Config
+from .base import _check_choices, _check_min, _check_range, _Config
 from .choices import BLENDS, PRECISIONS, STRATEGIES
 from .objects import ObjectConfig
 
@@ -51,9 +51,7 @@ class PredictConfig(_Config):
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("blend", self.blend, BLENDS)
-        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choices(self, {"strategy": STRATEGIES, "blend": BLENDS, "precision": PRECISIONS})
         _check_range("overlap", self.overlap, 0.0, 1.0)
         _check_range("threshold", self.threshold, 0.0, 1.0, closed=True)
         _check_min(self, ("batch_size", "min_area"), 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import _check_choice, _check_min, _check_range, _Config
+from .base import _check_choices, _check_min, _check_range, _Config
 from .choices import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TASKS
 from .data import AugmentConfig, DataConfig
 from .model import ModelConfig
@@ -95,11 +95,16 @@ class TrainConfig(_Config):
         return 10**9 if self.time_budget > 0 else DEFAULT_EPOCHS
 
     def __post_init__(self) -> None:
-        _check_choice("task", self.task, TASKS)
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choices(
+            self,
+            {
+                "task": TASKS,
+                "loss": LOSSES,
+                "optimizer": OPTIMIZERS,
+                "schedule": SCHEDULES,
+                "precision": PRECISIONS,
+            },
+        )
         if self.epochs is not None:
             _check_min(self, ("epochs",), 1)
         _check_min(self, ("accumulate",), 1)

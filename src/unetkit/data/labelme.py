@@ -239,15 +239,8 @@ def load_labelme(path: str | os.PathLike) -> LabelmeFile:
         raise UnetkitError(f"{path}: " + "; ".join(problems))
     sizes = [doc.get(k) for k in ("imageHeight", "imageWidth")]
     height, width = (int(v) if isinstance(v, (int, float)) else None for v in sizes)
-    return LabelmeFile(
-        path=path,
-        shapes=shapes,
-        image_path=image_path,
-        image_data=image_data,
-        height=height,
-        width=width,
-        labels={s.label for s in shapes},
-    )
+    labels = {s.label for s in shapes}
+    return LabelmeFile(path, shapes, image_path, image_data, height, width, labels)
 
 
 def resolve_image_path(doc: LabelmeFile, root: Path, allow_outside: bool = False) -> Path:

@@ -201,6 +201,7 @@ def instance_weight_map(
     target: np.ndarray,
     instances: np.ndarray,
     boundary_class: int,
+    *,
     w0: float = 10.0,
     sigma: float = 5.0,
     ignore_index: int = 255,

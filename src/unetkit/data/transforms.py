@@ -386,48 +386,32 @@ class Augmenter:
             (images (B, C, H, W), masks (B, H, W) int64, weights (B, H, W) or None); the
             inputs are never modified.
         """
-        images, masks, weights, _ = self.with_maps(images, masks, weights, None, generator)
+        images, masks, weights, _, _ = self.with_targets(
+            images, masks, weights, generator=generator
+        )
         return images, masks, weights
 
-    def with_maps(
+    def with_targets(
         self,
         images: torch.Tensor,
         masks: torch.Tensor,
-        weights: torch.Tensor | None,
-        maps: torch.Tensor | None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``__call__`` plus ``maps`` (B, H, W) float: dense targets that move with the pixels
-        (a normalised distance map), resampled bilinearly on the images' grid, 0 outside the
-        image (where the mask is the ignore index). Images, masks and weights are exactly
-        those ``__call__`` gives from the same generator state.
-
-        Returns:
-            (images, masks, weights, maps (B, H, W) or None).
-        """
-        images, masks, weights, maps, _ = self.with_rays(
-            images, masks, weights, maps, None, generator
-        )
-        return images, masks, weights, maps
-
-    def with_rays(
-        self,
-        images: torch.Tensor,
-        masks: torch.Tensor,
-        weights: torch.Tensor | None,
-        maps: torch.Tensor | None,
-        rays: torch.Tensor | None,
+        weights: torch.Tensor | None = None,
+        maps: torch.Tensor | None = None,
+        rays: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[
         torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None
     ]:
-        """``with_maps`` plus ``rays`` (B, H, W, R) float, rays last: each object pixel's ray
-        lengths (pixels) to its object's edge at the angles ``unetkit.data.rays.ray_angles(R)``,
-        made the rays of the transformed objects (``unetkit.data.rays.carry_rays``).
-        Everything else is exactly what ``with_maps`` gives from the same generator state.
+        """``__call__`` plus the dense targets of the instance heads, moved with the pixels:
+        ``maps`` (B, H, W) float (a normalised distance map), resampled bilinearly on the
+        images' grid, 0 outside the image (where the mask is the ignore index); ``rays``
+        (B, H, W, R) float, rays last: each object pixel's ray lengths (pixels) to its
+        object's edge at the angles ``unetkit.data.rays.ray_angles(R)``, made the rays of the
+        transformed objects (``unetkit.data.rays.carry_rays``). Images, masks and weights are
+        exactly those ``__call__`` gives from the same generator state.
 
         Returns:
-            (images, masks, weights, maps, rays (B, H, W, R) or None).
+            (images, masks, weights, maps, rays); a target not given is None.
         """
         b, _, h, w = images.shape
         out_dtype = images.dtype

@@ -76,6 +76,7 @@ def load_torch(
     path: str | os.PathLike,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    *,
     checkpoint: Checkpoint | None = None,
 ) -> Network:
     """A checkpoint as a ``Network`` (eval mode, channels_last, autocast at ``precision``);
@@ -258,4 +259,4 @@ def load_network(
     """A checkpoint (``.pt`` / anything else) or an ONNX file (``.onnx``) as a ``Network``."""
     if Path(path).suffix.lower() == ".onnx":
         return load_onnx(path, device)
-    return load_torch(path, device, precision, checkpoint)
+    return load_torch(path, device, precision, checkpoint=checkpoint)

@@ -12,15 +12,8 @@ from ..errors import UnetkitError
 from ..models.presets import preset_config
 from .rundir import RESUMABLE_CHANGES
 
-# options whose name is not their config key's last part (``--patch-size`` sets data.size)
-_OPTION_NAMES = {"data.size": "patch_size"}
 # each option is checked alone against these defaults, so that a bad value names its option
 _CHECK_BASE = TrainConfig(model=ModelConfig())
-
-
-def option_name(key: str) -> str:
-    """The ``unetkit train`` option that sets a config key, as in ``patch_size``."""
-    return _OPTION_NAMES.get(key, key.rpartition(".")[2])
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -33,13 +26,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_overrides(overrides: Mapping[str, Any]) -> None:
-    """Each override alone against the defaults: a bad value is one line naming its option."""
+def check_overrides(overrides: Mapping[str, Any], flag_of: Mapping[str, str]) -> None:
+    """Each override alone against the defaults: a bad value is one line naming its option
+    (``flag_of``: config key -> option, as in ``{"data.size": "--patch-size"}``)."""
     for key, value in overrides.items():
         try:
             apply_overrides(_CHECK_BASE, {key: value})
         except (ValueError, TypeError) as exc:
-            raise UnetkitError(f"--{option_name(key).replace('_', '-')}: {exc}") from None
+            raise UnetkitError(f"{flag_of.get(key, key)}: {exc}") from None
 
 
 def build_train_config(
@@ -48,6 +42,7 @@ def build_train_config(
     config_file: Path | None,
     resume: Path | None,
     overrides: Mapping[str, Any],
+    flag_of: Mapping[str, str],
     augment: bool | None = None,
 ) -> TrainConfig:
     """Defaults <- --config file <- the options given; with --resume, the saved run's config.
@@ -58,17 +53,18 @@ def build_train_config(
             the preset's config when the config file holds no model.
         augment: ``--augment`` / ``--no-augment`` (None: not given); off turns every
             augmentation off.
+        flag_of: each override's option, for the messages (``{"data.size": "--patch-size"}``).
 
     Raises:
         UnetkitError: unreadable config, unknown keys, bad values (naming the option),
             options a resumed run cannot change.
     """
-    check_overrides(overrides)
+    check_overrides(overrides, flag_of)
     if resume is not None:
         cfg = load_run_config(resume)
-        changed = sorted(option_name(k) for k in overrides if k not in RESUMABLE_CHANGES)
+        changed = sorted(flag_of.get(k, k) for k in overrides if k not in RESUMABLE_CHANGES)
         if augment is not None:
-            changed.append("augment" if augment else "no-augment")
+            changed.append("--augment" if augment else "--no-augment")
         if changed:
             raise UnetkitError(
                 f"--resume: these settings cannot change in a resumed run: {', '.join(changed)}"

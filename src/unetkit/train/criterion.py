@@ -52,7 +52,12 @@ def weight_map_fn(cfg: TrainConfig, info):
 
         def instance_weight_fn(target, instances):
             return instance_weight_map(
-                target, instances, boundary, cfg.w0, cfg.sigma, info.ignore_index
+                target,
+                instances,
+                boundary,
+                w0=cfg.w0,
+                sigma=cfg.sigma,
+                ignore_index=info.ignore_index,
             )
 
         return instance_weight_fn

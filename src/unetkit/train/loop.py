@@ -86,10 +86,10 @@ def prepare_batch(
 
     A batch with a ``distance`` map (the ``distance`` instance head) gets the target
     (B, 2, H, W) float32: the class index (the ignore index included) and the distance, which
-    the augmentation moves with the pixels (``Augmenter.with_maps``). A batch with ``rays``
+    the augmentation moves with the pixels (``Augmenter.with_targets``). A batch with ``rays``
     too (the ``rays`` head, (B, H, W, R)) gets (B, 2 + R, H, W), channels last in memory:
     class, distance and the R ray lengths, which the augmentation turns with the objects
-    (``Augmenter.with_rays``).
+    (``Augmenter.with_targets``).
     """
     images = batch["image"].to(ctx.device, non_blocking=True)  # (B, C, H, W)
     masks = batch["mask"].to(ctx.device, non_blocking=True)  # (B, H, W)
@@ -100,7 +100,7 @@ def prepare_batch(
         distance = distance.to(ctx.device, non_blocking=True)
         rays = None if rays is None else rays.to(ctx.device, non_blocking=True)
         if augment is not None:  # an ``Augmenter``: the maps move with the pixels
-            images, masks, weights, distance, rays = augment.with_rays(  # type: ignore[attr-defined]
+            images, masks, weights, distance, rays = augment.with_targets(  # type: ignore[attr-defined]
                 images, masks, weights, distance, rays, generator=generator
             )
         assert distance is not None
