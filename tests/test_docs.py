@@ -187,3 +187,15 @@ def test_readme_is_for_users():
     assert len(text.splitlines()) <= 220
     assert "../shared" not in text  # paths of the development set-up only
     assert "make test" in text and "make demo" in text  # .ci/run runs README's test command
+
+
+def test_every_test_file_the_docs_name_exists():
+    """``pytest tests/...`` in the docs, CONTRIBUTING and the reliability table: the files are
+    where the docs say (the tests mirror the package; a moved file must move in the docs)."""
+    named = {
+        path
+        for page in [*PAGES, ROOT / "CONTRIBUTING.md"]
+        for path in re.findall(r"\btests/[\w/]+\.py\b", page.read_text())
+    }
+    assert len(named) >= 10
+    assert sorted(p for p in named if not (ROOT / p).is_file()) == []

@@ -3,11 +3,8 @@
 Importing this package has no side effects; the public API is listed in ``__all__``.
 """
 
-from .checkpoint import Checkpoint, load_checkpoint, load_model, make_checkpoint, save_checkpoint
 from .config import AugmentConfig, DataConfig, ModelConfig, PredictConfig, TrainConfig
-from .device import performance_setup
 from .errors import UnetkitError
-from .models import PRESETS, UNet, build_model, preset_config
 
 try:  # one version number: the package metadata (pyproject.toml)
     from importlib.metadata import PackageNotFoundError, version
@@ -44,7 +41,17 @@ __all__ = [
 ]
 
 
-_LAZY = {
+_LAZY = {  # name -> (module, attribute): torch loads with the first of these used
+    "Checkpoint": ("checkpoint", "Checkpoint"),
+    "load_checkpoint": ("checkpoint", "load_checkpoint"),
+    "load_model": ("checkpoint", "load_model"),
+    "make_checkpoint": ("checkpoint", "make_checkpoint"),
+    "save_checkpoint": ("checkpoint", "save_checkpoint"),
+    "performance_setup": ("device", "performance_setup"),
+    "PRESETS": ("models", "PRESETS"),
+    "UNet": ("models", "UNet"),
+    "build_model": ("models", "build_model"),
+    "preset_config": ("models", "preset_config"),
     "Predictor": ("infer.predict", "Predictor"),
     "fit": ("train.fit", "fit"),
     "evaluate_model": ("infer.evaluate", "evaluate_model"),

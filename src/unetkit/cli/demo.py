@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..device import performance_setup
 from .options import parse_size_flag
 
 
@@ -23,6 +22,7 @@ def demo_cmd(
 ) -> None:
     """Make a synthetic labelme dataset, train, evaluate, predict, and write report.html."""
     from ..demo import run_demo, summary_text
+    from ..device import performance_setup
 
     h, w = parse_size_flag(large, "--large")
     performance_setup()

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from ..config import PredictConfig
-from ..device import performance_setup
 from ..errors import UnetkitError
 from . import options as opt
 
@@ -73,13 +72,13 @@ def predict_cmd(
 
     Under torchrun the ranks share the images (and the strips of images read by region).
     """
-    from ..infer.outputs import predict_paths
-    from ..infer.predict import Predictor
-    from ..infer.shard import join, rank_device
-
     if pixel_size is not None and not pixel_size > 0:
         raise UnetkitError(f"--pixel-size must be > 0; got {pixel_size}")
     from ..checkpoint import load_checkpoint
+    from ..device import performance_setup
+    from ..infer.outputs import predict_paths
+    from ..infer.predict import Predictor
+    from ..infer.shard import join, rank_device
 
     performance_setup()
     ckpt = None if model.suffix.lower() == ".onnx" else load_checkpoint(model)  # read once
@@ -147,13 +146,14 @@ def evaluate_cmd(
     rand_error: bool = opt.RAND_ERROR,
 ) -> None:
     """Score a model on the images of a dataset it did not train on: metrics + report."""
-    from ..infer.evaluate import evaluate_model
-
     if first.is_dir():
         raise UnetkitError(
             f"{first}: a folder, not a model; to score predicted masks against true masks "
             f"use `unetkit compare {first} {second} -o {out}`"
         )
+    from ..device import performance_setup
+    from ..infer.evaluate import evaluate_model
+
     performance_setup()
     metrics = evaluate_model(
         first, second, out, split, cfg, cfg.device, progress, rand_error=rand_error

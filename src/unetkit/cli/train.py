@@ -11,7 +11,6 @@ from typing import Any
 import typer
 
 from ..config import DataConfig, ModelConfig, ObjectConfig, TrainConfig
-from ..device import performance_setup
 from ..errors import UnetkitError
 from .help import config_option
 from .options import FROM_FLAGS, parse_class_weights, parse_comma_list, parse_size_flag, with_flags
@@ -215,6 +214,7 @@ def train_cmd(
     ),
 ) -> None:
     """Train a U-Net on a dataset folder; writes last.pt, best.pt, history.csv, curves.png."""
+    from ..device import performance_setup
     from ..train.cli_config import build_train_config
     from ..train.fit import fit
 

@@ -238,14 +238,14 @@ def test_labelme_shape_to_mask_gives_back_every_object(monkeypatch):
 def test_predict_writes_files_the_readers_take_back(tmp_path, grey_level_model):
     """End to end: ``predict_paths`` on two images; coco.json through pycocotools (as data set
     and as results), GeoJSON through shapely, against the instance PNGs written beside them."""
-    from test_predict import _instance_checkpoint, _predictor, _two_cell_images
+    from hand_wired import instance_checkpoint, load_predictor, two_cell_images
     from unetkit.data.instances import read_instances
     from unetkit.infer.outputs import predict_paths
 
-    path = _instance_checkpoint(tmp_path, grey_level_model)
-    inputs, _, _ = _two_cell_images(tmp_path)
+    path = instance_checkpoint(tmp_path, grey_level_model)
+    inputs, _, _ = two_cell_images(tmp_path)
     out = tmp_path / "out"
-    predict_paths(_predictor(path), [inputs], out, geojson=True, coco=True, pixel_size=0.5,
+    predict_paths(load_predictor(path), [inputs], out, geojson=True, coco=True, pixel_size=0.5,
                   progress=False)  # fmt: skip
     doc = json.loads((out / "coco.json").read_text())
     coco = _coco(doc)
@@ -284,15 +284,15 @@ def test_predicted_objects_carry_their_score(tmp_path, grey_level_model):
     ``1 - p(background)`` over its pixels (the probabilities saved beside them), not 1.0."""
     from PIL import Image
 
-    from test_predict import _cells, _instance_checkpoint, _predictor
+    from hand_wired import cells, instance_checkpoint, load_predictor
     from unetkit.data.instances import read_instances
     from unetkit.infer.outputs import predict_paths
 
-    path = _instance_checkpoint(tmp_path, grey_level_model)
-    image, _ = _cells(60, 75)
+    path = instance_checkpoint(tmp_path, grey_level_model)
+    image, _ = cells(60, 75)
     Image.fromarray(image).save(tmp_path / "a.png")
     out = tmp_path / "out"
-    predict_paths(_predictor(path), [tmp_path / "a.png"], out, coco=True, save_probs=True,
+    predict_paths(load_predictor(path), [tmp_path / "a.png"], out, coco=True, save_probs=True,
                   progress=False)  # fmt: skip
     ids = read_instances(out / "a_instances.png")
     objectness = 1.0 - np.load(out / "a_probs.npy").astype(np.float64)[0]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-
 from training import make_instance_dataset
+
 from unetkit import TrainConfig
 
 

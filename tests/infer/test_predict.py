@@ -17,6 +17,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from hand_wired import (
+    CLASSES,
+    LEVELS,
+    NORM,
+    PALETTE,
+    RAYS,
+    cells,
+    distance_checkpoint,
+    instance_checkpoint,
+    load_predictor,
+    rays_checkpoint,
+    rays_image,
+    two_cell_images,
+)
 from unetkit import DataConfig, PredictConfig, build_model, make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.data.imageio import read_image, read_mask
@@ -27,11 +41,6 @@ from unetkit.errors import UnetkitError
 from unetkit.files import TEMP_TAG
 from unetkit.infer import Predictor, mask_to_labelme, predict_paths
 from unetkit.progress import progress
-
-CLASSES = ["background", "grey", "white"]
-PALETTE = [[0, 0, 0], [0, 128, 0], [255, 0, 0]]
-LEVELS = (0.1, 0.5, 0.9)  # intensity of each class in the toy images
-NORM = {"mean": (0.5,), "std": (0.25,)}
 
 
 def _truth(image: np.ndarray) -> np.ndarray:
@@ -68,10 +77,6 @@ def _scene(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def _predictor(path, **cfg) -> Predictor:
-    return Predictor.from_checkpoint(path, PredictConfig(precision="fp32", **cfg), device="cpu")
-
-
 # -- Predictor --------------------------------------------------------------------------------
 def test_full_strategy_is_the_network_itself(trained):
     """At a legal size ``full`` is softmax(model((x / 255 - mean) / std)), nothing else."""
@@ -79,14 +84,14 @@ def test_full_strategy_is_the_network_itself(trained):
     x = (torch.from_numpy(image).float() / 255 - 0.5) / 0.25
     with torch.no_grad():
         expected = torch.softmax(trained["model"](x[None, None]), 1)[0].numpy()
-    probs = _predictor(trained["crop"], strategy="full").predict_proba(image)
+    probs = load_predictor(trained["crop"], strategy="full").predict_proba(image)
     np.testing.assert_allclose(probs, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("strategy", ["full", "tile", "letterbox", "resize", "auto"])
 def test_every_strategy_finds_the_squares(trained, strategy):
     image, truth = _scene(96, 80)
-    predictor = _predictor(trained["crop"], strategy=strategy, tile=(32, 32))
+    predictor = load_predictor(trained["crop"], strategy=strategy, tile=(32, 32))
     mask = predictor.predict(image)
     assert mask.shape == truth.shape and mask.dtype == np.int64
     if strategy in ("letterbox", "resize"):  # interpolated twice: square borders may move
@@ -98,7 +103,7 @@ def test_every_strategy_finds_the_squares(trained, strategy):
 @pytest.mark.parametrize("size", [(1, 1), (5, 3), (31, 45), (70, 130)])
 def test_any_size_gives_masks_and_probabilities_of_that_size(trained, size):
     grey = np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8)
-    predictor = _predictor(trained["crop"])
+    predictor = load_predictor(trained["crop"])
     probs, mask = predictor.predict_proba(grey), predictor.predict(grey)
     assert probs.shape == (3, *size) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
@@ -109,19 +114,19 @@ def test_any_size_gives_masks_and_probabilities_of_that_size(trained, size):
 
 
 def test_auto_strategy_follows_the_training_preprocessing(trained):
-    crop = _predictor(trained["crop"])
+    crop = load_predictor(trained["crop"])
     assert [crop.strategy_for(s) for s in [(32, 32), (20, 5), (33, 32), (32, 400)]] == [
         "full", "full", "tile", "tile",
     ]  # fmt: skip
-    letterboxed = _predictor(trained["letterbox"])
+    letterboxed = load_predictor(trained["letterbox"])
     assert {letterboxed.strategy_for(s) for s in [(10, 10), (500, 300)]} == {"letterbox"}
-    fixed = _predictor(trained["crop"], strategy="resize")
+    fixed = load_predictor(trained["crop"], strategy="resize")
     assert fixed.strategy_for((500, 300)) == "resize"
 
 
 def test_flip_tta_is_the_mean_of_the_flipped_predictions(trained):
     image = np.random.default_rng(2).integers(0, 256, (32, 48), dtype=np.uint8)
-    plain = _predictor(trained["crop"], strategy="full")
+    plain = load_predictor(trained["crop"], strategy="full")
     expected = np.mean(
         [
             plain.predict_proba(image),
@@ -131,14 +136,14 @@ def test_flip_tta_is_the_mean_of_the_flipped_predictions(trained):
         ],
         axis=0,
     )
-    got = _predictor(trained["crop"], strategy="full", tta=True).predict_proba(image)
+    got = load_predictor(trained["crop"], strategy="full", tta=True).predict_proba(image)
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_binary_models_threshold_the_foreground(trained):
     image, truth = _scene(64, 64)
     image[truth == 1] = 26  # no grey square: background and white only
-    predictor = _predictor(trained["binary"])
+    predictor = load_predictor(trained["binary"])
     probs = predictor.predict_proba(image)
     assert probs.shape == (2, 64, 64)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-6)
@@ -158,7 +163,7 @@ def test_onnx_predictor_matches_the_checkpoint(trained, tmp_path):
     config = PredictConfig(strategy="tile", tile=(32, 32))
     from_onnx = Predictor.from_onnx(onnx_path, config)
     assert from_onnx.classes == CLASSES and from_onnx.palette == PALETTE
-    reference = _predictor(trained["crop"], strategy="tile", tile=(32, 32)).predict_proba(image)
+    reference = load_predictor(trained["crop"], strategy="tile", tile=(32, 32)).predict_proba(image)
     np.testing.assert_allclose(from_onnx.predict_proba(image), reference, atol=1e-5)
 
 
@@ -167,7 +172,7 @@ def test_bf16_autocast_agrees_with_fp32(trained):
     image, _ = _scene(64, 64)
     fast = Predictor.from_checkpoint(trained["crop"], PredictConfig(precision="bf16"), "cpu")
     assert fast.network.precision == "bf16"
-    assert (fast.predict(image) == _predictor(trained["crop"]).predict(image)).mean() > 0.99
+    assert (fast.predict(image) == load_predictor(trained["crop"]).predict(image)).mean() > 0.99
 
 
 # -- labelme polygons -----------------------------------------------------------------------------
@@ -208,7 +213,7 @@ def inputs(tmp_path) -> Path:
 
 def test_predict_paths_writes_every_output_at_the_input_size(trained, inputs, tmp_path):
     out = tmp_path / "out"
-    predictor = _predictor(trained["crop"])
+    predictor = load_predictor(trained["crop"])
     report = predict_paths(predictor, [inputs], out, save_probs=True, labelme=True, progress=False)
     assert [p.name for p in report.written] == ["a.png", "b.png"] and not report.failed
     for name, (h, w) in (("a", (40, 50)), ("b", (70, 30))):
@@ -244,7 +249,7 @@ def test_predict_paths_writes_every_output_at_the_input_size(trained, inputs, tm
 def test_a_corrupt_input_is_skipped_and_the_rest_finish(trained, inputs, tmp_path, caplog):
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     out = tmp_path / "out"
-    report = predict_paths(_predictor(trained["crop"]), [inputs], out, progress=False)
+    report = predict_paths(load_predictor(trained["crop"]), [inputs], out, progress=False)
     assert [p.name for p, _ in report.failed] == ["broken.png"]
     assert "broken.png" in report.failed[0][1] and "\n" not in report.failed[0][1]
     assert (out / "a.png").is_file() and (out / "b_overlay.png").is_file()
@@ -260,7 +265,7 @@ def test_a_corrupt_input_is_skipped_and_the_rest_finish(trained, inputs, tmp_pat
 
 def test_skip_existing_leaves_finished_outputs_alone(trained, inputs, tmp_path):
     out = tmp_path / "out"
-    predictor = _predictor(trained["crop"])
+    predictor = load_predictor(trained["crop"])
     predict_paths(predictor, [inputs / "a.png", inputs / "b.png"], out, progress=False)
     os.utime(out / "a.png", (1, 1))
     report = predict_paths(predictor, [inputs], out, skip_existing=True, progress=False)
@@ -403,7 +408,7 @@ def test_folder_prediction_removes_its_stale_temporary_files(trained, inputs, tm
     os.utime(stale, (1, 1))
     mine = out / ".a_overlay.notes.png"  # not our naming: never touched
     mine.write_bytes(b"keep")
-    predict_paths(_predictor(trained["crop"]), [inputs], out, progress=False)
+    predict_paths(load_predictor(trained["crop"]), [inputs], out, progress=False)
     assert not stale.exists() and mine.read_bytes() == b"keep"
 
 
@@ -425,34 +430,6 @@ def test_restoring_a_folder_removes_its_stale_temporary_files(inputs, tmp_path):
 
 
 # -- instance models --------------------------------------------------------------------------
-def _instance_checkpoint(folder: Path, grey_level_model, **objects) -> Path:
-    """The hand-wired model as an instance model: dark = background, grey = object interior,
-    white = boundary (its three logits)."""
-    from unetkit.config import ObjectConfig
-
-    pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), **NORM)
-    ckpt = make_checkpoint(
-        grey_level_model(), classes=["background", "cell"], palette=PALETTE[:2],
-        preprocessing=pre, task="instance",
-        extra={"objects": ObjectConfig(min_size=0, **objects).to_dict()},
-    )  # fmt: skip
-    return save_checkpoint(ckpt, folder / "instance.pt")
-
-
-def _cells(h: int, w: int, step: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """A grid of touching square cells (grey, 1 px white edges, no gaps between cells) on a
-    dark image, at an offset so that cells straddle every tile border: image and true ids."""
-    ids = np.zeros((h, w), np.int32)
-    count = 0
-    for top in range(3, h - step, step):
-        for left in range(5, w - step, step):
-            count += 1
-            ids[top : top + step, left : left + step] = count
-    from unetkit.data.targets import object_edges
-
-    edge = object_edges(ids)
-    level = np.where(ids > 0, np.where(edge, LEVELS[2], LEVELS[1]), LEVELS[0])
-    return np.rint(255 * level).astype(np.uint8), ids
 
 
 def test_instance_objects_are_identical_whole_and_tiled(tmp_path, grey_level_model):
@@ -460,10 +437,10 @@ def test_instance_objects_are_identical_whole_and_tiled(tmp_path, grey_level_mod
     32 px tiles; the cells touch and straddle every tile border."""
     from unetkit.objects.labels import renumber
 
-    path = _instance_checkpoint(tmp_path, grey_level_model)
-    image, truth = _cells(100, 150)
-    whole = _predictor(path, strategy="full")
-    tiled = _predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
+    path = instance_checkpoint(tmp_path, grey_level_model)
+    image, truth = cells(100, 150)
+    whole = load_predictor(path, strategy="full")
+    tiled = load_predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
     mask_w, ids_w = whole.predict_objects(image)
     mask_t, ids_t = tiled.predict_objects(image)
     assert ids_w.max() == truth.max() == 8 * 12
@@ -478,36 +455,18 @@ def test_instance_objects_are_identical_whole_and_tiled(tmp_path, grey_level_mod
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
 
-def _distance_checkpoint(folder: Path, grey_level_model) -> Path:
-    """The hand-wired model as a ``distance`` head instance model: logits [2 relu(-x), 1.6,
-    4 relu(x) - 4], so dark = background, brighter = object, and the distance channel
-    sigmoid(8 d - 4) for a pixel of grey 0.5 + 0.5 d (x = 2 d)."""
-    from unetkit.config import ObjectConfig
-
-    model = grey_level_model()
-    with torch.no_grad():
-        head = model.head[0]
-        head.weight[2, 0, 0, 0], head.bias[2] = 4.0, -4.0  # was 2 relu(x): class "white"
-    pre = DataConfig(channels=1, resize="random-crop", size=(32, 32), **NORM)
-    ckpt = make_checkpoint(
-        model, classes=["background", "cell"], palette=PALETTE[:2], preprocessing=pre,
-        task="instance", extra={"objects": ObjectConfig(head="distance", min_size=0).to_dict()},
-    )  # fmt: skip
-    return save_checkpoint(ckpt, folder / "distance.pt")
-
-
 def test_distance_head_objects_are_identical_whole_and_tiled(tmp_path, grey_level_model):
     """Touching cells that straddle every tile border, told apart by the distance channel
     alone (no boundary in the class maps): the same ids whole and in 32 px tiles."""
     from unetkit.data.targets import object_distance
     from unetkit.objects.labels import connected_objects, renumber
 
-    path = _distance_checkpoint(tmp_path, grey_level_model)
-    _, truth = _cells(100, 150)
+    path = distance_checkpoint(tmp_path, grey_level_model)
+    _, truth = cells(100, 150)
     level = np.where(truth > 0, 0.5 + 0.5 * object_distance(truth), LEVELS[0])
     image = np.rint(255 * level).astype(np.uint8)
-    whole = _predictor(path, strategy="full")
-    tiled = _predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
+    whole = load_predictor(path, strategy="full")
+    tiled = load_predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
     assert whole.distance_head
     probs = whole.predict_proba(image)
     assert probs.shape[0] == 3 and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
@@ -525,71 +484,16 @@ def test_distance_head_objects_are_identical_whole_and_tiled(tmp_path, grey_leve
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
 
-RAYS, RAY_SCALE = 8, 4.0
-
-
-def _rays_checkpoint(folder: Path) -> Path:
-    """A ``rays`` head model wired by hand to read its maps from its input: channel 0 is grey
-    (0.1 background, 0.5 object), channel 1 the object probability p, channels 2.. the ray
-    lengths / ``RAY_SCALE``. Every conv is zero but centre taps that carry relu(+-grey),
-    relu(p) and the relu(rays) along the level-0 skip (as ``grey_level_model``), so its
-    logits are [2 relu(-grey'), 1.6, 8 p - 4, rays / scale]: per pixel, whatever the tiling."""
-    from unetkit.config import ObjectConfig
-
-    c = 2 + RAYS
-    model = build_model("milesial", base_width=c + 2, depth=2, in_channels=c,
-                        out_channels=3 + RAYS)  # fmt: skip
-    state = model.state_dict()
-    for key, value in state.items():
-        if value.dim() == 4 or key.startswith(("ups.", "head.")):
-            value.zero_()
-    first = state["encoders.0.0.weight"]
-    first[0, 0, 1, 1], first[1, 0, 1, 1] = 1, -1  # relu(grey'), relu(-grey')
-    for i in range(1, c):
-        first[i + 1, i, 1, 1] = 1  # relu(p), relu(ray / scale)
-    for conv in ("encoders.0.3", "decoders.1.0", "decoders.1.3"):
-        for i in range(c + 1):
-            state[f"{conv}.weight"][i, i, 1, 1] = 1
-    head, bias = state["head.0.weight"][:, :, 0, 0], state["head.0.bias"]
-    head[0, 1], bias[1] = 2, 1.6
-    head[2, 2], bias[2] = 8, -4
-    for j in range(RAYS):
-        head[3 + j, 3 + j] = 1
-    model.load_state_dict(state)
-    mean, std = (0.5,) + (0.0,) * (c - 1), (0.25,) + (1.0,) * (c - 1)
-    pre = DataConfig(channels=c, resize="random-crop", size=(32, 32), normalize="fixed",
-                     mean=mean, std=std)  # fmt: skip
-    objects = ObjectConfig(head="rays", n_rays=RAYS, ray_scale=RAY_SCALE, min_size=0)
-    ckpt = make_checkpoint(
-        model.eval(), classes=["background", "cell"], palette=PALETTE[:2], preprocessing=pre,
-        task="instance", extra={"objects": objects.to_dict()},
-    )  # fmt: skip
-    return save_checkpoint(ckpt, folder / "rays.pt")
-
-
-def _rays_image(truth: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The input of ``_rays_checkpoint`` that makes it predict ``truth``'s maps (the object
-    probability made free of ties, so that no rounding of a blend reorders candidates)."""
-    from unetkit.data.rays import object_rays
-    from unetkit.data.targets import object_distance
-
-    rank = np.random.default_rng(seed).permutation(truth.size).reshape(truth.shape)
-    p = np.where(truth > 0, 0.9 * object_distance(truth) + 0.1 * rank / truth.size, 0)
-    grey = np.where(truth > 0, 0.5, 0.1)
-    rays = object_rays(truth, RAYS) / RAY_SCALE
-    return np.concatenate([grey[None], p[None], rays]).transpose(1, 2, 0).astype(np.float32)
-
-
 def test_rays_head_objects_are_identical_whole_and_tiled(tmp_path):
     """Touching square cells that straddle every tile border, told apart by the rays head's
     polygons: the same ids whole and in 32 px tiles (the maps are stitched, then the polygons
     suppressed once)."""
     from unetkit.objects.metrics import ObjectTally
 
-    path = _rays_checkpoint(tmp_path)
-    _, truth = _cells(76, 100)
-    image = _rays_image(truth)
-    whole = _predictor(path, strategy="full")
+    path = rays_checkpoint(tmp_path)
+    _, truth = cells(76, 100)
+    image = rays_image(truth)
+    whole = load_predictor(path, strategy="full")
     assert whole.rays == RAYS
     probs = whole.predict_proba(image)
     assert probs.shape[0] == 3 + RAYS and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
@@ -601,7 +505,7 @@ def test_rays_head_objects_are_identical_whole_and_tiled(tmp_path):
     tally = ObjectTally()
     tally.add(ids_w, truth)  # each cell found, nearly to the pixel (polygons of 8 rays)
     assert tally.summary()["ap_50"] == 1.0 and tally.summary()["map"] > 0.95
-    tiled = _predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
+    tiled = load_predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
     mask_t, ids_t = tiled.predict_objects(image)
     assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
     crossing = [
@@ -611,7 +515,7 @@ def test_rays_head_objects_are_identical_whole_and_tiled(tmp_path):
     assert len(crossing) > 10
     assert (whole.predict_mask(image) == (truth > 0)).all()
     with pytest.raises(UnetkitError, match="rays-head"):
-        _predictor(path, strategy="resize").predict(image)
+        load_predictor(path, strategy="resize").predict(image)
 
     class Region:  # an image read by region: bands cannot give exact ids, so none are made
         path, shape, height, width = "big.tif", (76, 100, 2 + RAYS), 76, 100
@@ -639,26 +543,15 @@ def test_rays_head_tta_mirrors_the_rays():
 
 
 def test_instance_post_processing_overrides(tmp_path, grey_level_model):
-    path = _instance_checkpoint(tmp_path, grey_level_model)
-    image, truth = _cells(60, 60)
-    assert _predictor(path).objects_config.min_size == 0
-    big = _predictor(path, min_size=1000)
+    path = instance_checkpoint(tmp_path, grey_level_model)
+    image, truth = cells(60, 60)
+    assert load_predictor(path).objects_config.min_size == 0
+    big = load_predictor(path, min_size=1000)
     assert big.objects_config.min_size == 1000
     assert big.predict_objects(image)[1].max() == 0
-    assert _predictor(path).predict_objects(image)[1].max() == truth.max()
-    assert _predictor(path).objects_config.min_score == 0.8  # the model's
-    assert _predictor(path, min_score=1.0).predict_objects(image)[1].max() == 0
-
-
-def _two_cell_images(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
-    """A folder ``in/`` of two images of touching cells, ``a.png`` and ``b.png`` (its left 40
-    columns); the image of ``a.png`` and its true cells."""
-    image, truth = _cells(60, 75)
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    Image.fromarray(image).save(inputs / "a.png")
-    Image.fromarray(image[:, :40]).save(inputs / "b.png")
-    return inputs, image, truth
+    assert load_predictor(path).predict_objects(image)[1].max() == truth.max()
+    assert load_predictor(path).objects_config.min_score == 0.8  # the model's
+    assert load_predictor(path, min_score=1.0).predict_objects(image)[1].max() == 0
 
 
 def test_instance_model_writes_object_outputs(tmp_path, grey_level_model):
@@ -666,10 +559,10 @@ def test_instance_model_writes_object_outputs(tmp_path, grey_level_model):
     for the folder, object counts in summary.csv; all consistent with each other."""
     from unetkit.data.instances import read_instances
 
-    path = _instance_checkpoint(tmp_path, grey_level_model)
-    inputs, image, truth = _two_cell_images(tmp_path)
+    path = instance_checkpoint(tmp_path, grey_level_model)
+    inputs, image, truth = two_cell_images(tmp_path)
     out = tmp_path / "out"
-    predict_paths(_predictor(path), [inputs], out, labelme=True, geojson=True, coco=True,
+    predict_paths(load_predictor(path), [inputs], out, labelme=True, geojson=True, coco=True,
                   pixel_size=0.5, progress=False)  # fmt: skip
     ids = read_instances(out / "a_instances.png")
     assert ids.max() == truth.max() and (ids == renumber_ids(truth)).all()
@@ -697,9 +590,9 @@ def test_instance_model_writes_object_outputs(tmp_path, grey_level_model):
 
 def test_semantic_model_objects_on_request(trained, inputs, tmp_path):
     out = tmp_path / "out"
-    predict_paths(_predictor(trained["crop"]), [inputs], out, progress=False)
+    predict_paths(load_predictor(trained["crop"]), [inputs], out, progress=False)
     assert not list(out.glob("*_instances.png"))  # semantic: masks only by default
-    predict_paths(_predictor(trained["crop"]), [inputs], out, objects=True, progress=False)
+    predict_paths(load_predictor(trained["crop"]), [inputs], out, objects=True, progress=False)
     assert list(out.glob("*_instances.png")) and list(out.glob("*_objects.csv"))
     with open(out / "summary.csv") as fh:
         assert "objects" in next(csv.DictReader(fh))
@@ -729,7 +622,7 @@ def test_objects_between_closes_gaps_that_connected_components_merge(trained):
     from unetkit.objects.labels import regions_of
 
     image, truth = _membranes()
-    predictor = _predictor(trained["crop"], objects_between="white")
+    predictor = load_predictor(trained["crop"], objects_between="white")
     assert predictor.between_class == 2
     mask, regions = predictor.predict_objects(image)
     assert (mask == predictor.predict_mask(image)).all()
@@ -738,13 +631,13 @@ def test_objects_between_closes_gaps_that_connected_components_merge(trained):
     true_cells = regions_of(truth, 2)
     assert adapted_rand_error(regions, true_cells) == 0.0
     assert membrane_rand_error(mask, truth, membrane=2) > 0.1
-    assert _predictor(trained["crop"], objects_between="2").between_class == 2
+    assert load_predictor(trained["crop"], objects_between="2").between_class == 2
     # a seed threshold below the weak stretch's 1 - p joins the two cells through it again
-    low = _predictor(trained["crop"], objects_between="white", seed_threshold=0.5)
+    low = load_predictor(trained["crop"], objects_between="white", seed_threshold=0.5)
     assert low.predict_objects(image)[1].max() == 3
     for name in ("membrane", "7"):
         with pytest.raises(UnetkitError, match="not a class of this model"):
-            _predictor(trained["crop"], objects_between=name)
+            load_predictor(trained["crop"], objects_between=name)
 
 
 def test_evaluate_and_predict_objects_between(trained, tmp_path):
@@ -788,11 +681,11 @@ def test_class_argmax_is_argmax(classes):
 def test_default_tiling_is_large_tiles_one_at_a_time_on_a_cpu(trained):
     """No --tile / --batch-size: the tiles come from the device and memory, not the 32 px
     training size (whose context and overlap made the network run 3x the pixels)."""
-    predictor = _predictor(trained["crop"])
+    predictor = load_predictor(trained["crop"])
     side = predictor._tile()[0]
     assert predictor._tile() == (side, side) and side % 16 == 0 and side >= 64
     assert predictor._batch_size == 1
-    asked = _predictor(trained["crop"], tile=(48, 40), batch_size=3)
+    asked = load_predictor(trained["crop"], tile=(48, 40), batch_size=3)
     assert asked._tile() == (48, 40) and asked._batch_size == 3
 
 

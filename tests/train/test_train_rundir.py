@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from training import TINY, tiny_config, tiny_run
 
 import unetkit
-from training import TINY, tiny_config, tiny_run
 from unetkit import TrainConfig, UnetkitError, load_checkpoint
 from unetkit.cli import main
 from unetkit.train.rundir import (

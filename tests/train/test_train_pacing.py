@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from training import tiny_config
 
 import unetkit
-from training import tiny_config
 from unetkit import TrainConfig, load_checkpoint
 from unetkit.distributed import DistInfo
 from unetkit.train import pacing

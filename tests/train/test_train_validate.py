@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 import pytest
+from training import TINY, make_instance_dataset, said_by_train, tiny_config
 
 import unetkit
-from training import TINY, make_instance_dataset, said_by_train, tiny_config
 from unetkit import load_checkpoint
 from unetkit.cli import main
 from unetkit.config import DataConfig

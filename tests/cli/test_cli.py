@@ -182,7 +182,7 @@ def test_console_script_user_error_and_debug_traceback(prepared_dataset, tmp_pat
 
 def test_torch_floor_is_the_tested_version():
     """pyproject's torch floor is the version CI installs (the Makefile's pin), as README says."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     pinned = re.search(r"torch==([\d.]+)", (root / "Makefile").read_text()).group(1)
     floor = re.search(r'"torch>=([\d.]+)"', (root / "pyproject.toml").read_text()).group(1)
     assert tuple(map(int, floor.split("."))) == tuple(map(int, pinned.split(".")))[:2]
@@ -378,3 +378,18 @@ def test_help_shows_the_default_of_every_on_off_flag(capsys, monkeypatch):
     assert re.search(
         r"--compile +--no-compile +torch\.compile the model\. \[default: \(off\)\]", text
     )
+
+
+def test_help_loads_no_heavy_stack():
+    """``unetkit --help`` and each command's ``--help`` answer without torch, scikit-image,
+    matplotlib or OpenCV (a second, not the torch start-up): the heavy imports wait for work."""
+    script = (
+        "import sys, contextlib, io\n"
+        "from unetkit.cli import _command, main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    codes = [main([*c, '--help']) for c in [[], *([n] for n in _command().commands)]]\n"
+        "heavy = ('torch', 'skimage', 'matplotlib', 'cv2', 'scipy')\n"
+        "print(set(codes), sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split("\n")[-2] == "{0} []", done.stdout + done.stderr

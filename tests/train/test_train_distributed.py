@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from training import TINY, checkpoint_weights
 
 

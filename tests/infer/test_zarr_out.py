@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from test_largeimage import CLASSES, PALETTE, _image, _write, model_path  # noqa: F401
+
 from unetkit import PredictConfig
 from unetkit.cli import main
 from unetkit.files import TEMP_TAG, remove_temp_dirs

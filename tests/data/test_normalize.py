@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import unetkit
-from test_predict import CLASSES, PALETTE
+from hand_wired import CLASSES, PALETTE
 from unetkit import DataConfig, PredictConfig, load_checkpoint, make_checkpoint, save_checkpoint
 from unetkit.cli import main
 from unetkit.data.dataset import SegmentationDataset

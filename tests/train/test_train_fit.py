@@ -15,9 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-import unetkit
-from realdata import ISBI
 from training import (
     TINY,
     assert_bitwise_equal,
@@ -26,6 +23,9 @@ from training import (
     tiny_config,
     tiny_run,
 )
+
+import unetkit
+from realdata import ISBI
 from unetkit import TrainConfig, UnetkitError, load_checkpoint
 from unetkit.cli import main
 from unetkit.config import DataConfig

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from training import TINY, assert_bitwise_equal
+
 from unetkit.cli import main
 from unetkit.errors import UnetkitError
 from unetkit.train.loop import EpochLoader, StepContext, center_crop, prepare_batch, train_one_epoch

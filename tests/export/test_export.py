@@ -302,21 +302,21 @@ def test_distance_head_onnx_predicts_the_checkpoints_objects(tmp_path, grey_leve
     """A distance-head instance model exported to ONNX: its contract names the distance
     channel and its activations, unetkit predicts the same objects from the file as from the
     checkpoint, and a BioImage.IO package (one postprocessing for all channels) is refused."""
-    from test_predict import _cells, _distance_checkpoint, _predictor
+    from hand_wired import cells, distance_checkpoint, load_predictor
     from unetkit.bioimageio import export_bioimageio
     from unetkit.data.targets import object_distance
 
-    path = _distance_checkpoint(tmp_path, grey_level_model)
+    path = distance_checkpoint(tmp_path, grey_level_model)
     onnx_path = tmp_path / "distance.onnx"
     export_model(path, "onnx", onnx_path)
     meta = ort.InferenceSession(str(onnx_path)).get_modelmeta().custom_metadata_map
     output = json.loads(meta["unetkit.input_contract"])["output"]
     assert output["channel_names"] == ["background", "cell", "distance"]
     assert output["activation_channels"] == [0, 2] and output["last_channel"] == "sigmoid"
-    _, truth = _cells(60, 75)
+    _, truth = cells(60, 75)
     image = np.rint(255 * np.where(truth > 0, 0.5 + 0.5 * object_distance(truth), 0.1))
     image = image.astype(np.uint8)
-    mask_c, ids_c = _predictor(path).predict_objects(image)
+    mask_c, ids_c = load_predictor(path).predict_objects(image)
     from unetkit.config import PredictConfig
     from unetkit.infer.predict import Predictor
 
@@ -333,12 +333,12 @@ def test_rays_head_onnx_predicts_the_checkpoints_objects(tmp_path):
     """A rays-head instance model exported to ONNX: its contract names the distance and ray
     channels and how to read them, unetkit predicts the same objects from the file as from
     the checkpoint, and a BioImage.IO package is refused in one line."""
-    from test_predict import RAYS, _cells, _predictor, _rays_checkpoint, _rays_image
+    from hand_wired import RAYS, cells, load_predictor, rays_checkpoint, rays_image
     from unetkit.bioimageio import export_bioimageio
     from unetkit.config import PredictConfig
     from unetkit.infer.predict import Predictor
 
-    path = _rays_checkpoint(tmp_path)
+    path = rays_checkpoint(tmp_path)
     onnx_path = tmp_path / "rays.onnx"
     export_model(path, "onnx", onnx_path)
     meta = ort.InferenceSession(str(onnx_path)).get_modelmeta().custom_metadata_map
@@ -349,9 +349,9 @@ def test_rays_head_onnx_predicts_the_checkpoints_objects(tmp_path):
     assert output["activation_channels"] == [0, 2] and output["distance_channel"] == "sigmoid"
     assert output["ray_channels"]["channels"] == [3, 3 + RAYS]
     assert contract["objects"]["head"] == "rays" and contract["objects"]["ray_scale"] == 4.0
-    _, truth = _cells(60, 75)
-    image = _rays_image(truth)
-    mask_c, ids_c = _predictor(path).predict_objects(image)
+    _, truth = cells(60, 75)
+    image = rays_image(truth)
+    mask_c, ids_c = load_predictor(path).predict_objects(image)
     onnx_predictor = Predictor.load(onnx_path, PredictConfig(precision="fp32"), "cpu")
     mask_o, ids_o = onnx_predictor.predict_objects(image)
     assert ids_c.max() == truth.max() > 1

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from training import tiny_config
 
 import unetkit
-from training import tiny_config
 from unetkit import load_checkpoint
 
 

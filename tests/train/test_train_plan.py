@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from training import TINY, assert_bitwise_equal, make_instance_dataset, tiny_config
 
 import unetkit
 from conftest import make_mixed_images
-from training import TINY, assert_bitwise_equal, make_instance_dataset, tiny_config
 from unetkit import TrainConfig, load_checkpoint
 from unetkit.cli import main
 from unetkit.config import DataConfig

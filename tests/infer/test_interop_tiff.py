@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-
 from test_largeimage import _image, _write, model_path  # noqa: F401
+
 from unetkit.cli import main
 from unetkit.data.largeimage import PixelSize, output_stem, pixel_size_of
 from unetkit.infer import zarr_out
