@@ -16,6 +16,7 @@ import numpy as np
 from ..data.imageio import match_channels, read_image
 from ..data.largeimage import level_in_memory, output_stem
 from ..errors import UnetkitError
+from .options import OutputOptions
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -75,15 +76,15 @@ def collect_inputs(inputs: Sequence[str | os.PathLike], exclude: Path | None = N
     return unique
 
 
-def read_input(path: Path, channels: int, options: dict) -> np.ndarray:
+def read_input(path: Path, channels: int, options: OutputOptions) -> np.ndarray:
     """The image ``path`` read whole with ``channels`` channels (the pyramid level
-    ``options["read_level"]`` when set)."""
-    if options.get("read_level") is None:
+    ``options.read_level`` when set)."""
+    if options.read_level is None:
         image = read_image(path, channels=channels)
     else:  # a pyramid level that fits in memory (--level), read whole
-        whole = level_in_memory(path, options["read_level"], options["large_pixels"])
+        whole = level_in_memory(path, options.read_level, options.large_pixels)
         if whole is None:
-            raise UnetkitError(f"{path}: level {options['read_level']} no longer fits in memory")
+            raise UnetkitError(f"{path}: level {options.read_level} no longer fits in memory")
         image = match_channels(whole, channels, str(path))
     return image
 
@@ -100,12 +101,12 @@ def level_fits(path: Path, level: int, limit: int) -> bool:
         return False
 
 
-def no_objects_by_region(path: Path, options: dict) -> str:
+def no_objects_by_region(path: Path, options: OutputOptions) -> str:
     """Why an image read by region gets no objects, and which of its levels would fit."""
     from ..data.largeimage import LargeImage
 
-    limit = options["large_pixels"]
-    level = options["level"] or 0
+    limit = options.large_pixels
+    level = options.level or 0
     with LargeImage(path, level) as image:
         first = 0 if image.axes in ("YX", "YXS") else 1  # CYX: channels first
         shapes = [shape[first : first + 2] for shape in image.level_shapes]

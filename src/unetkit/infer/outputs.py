@@ -32,9 +32,8 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -46,6 +45,7 @@ from ..errors import UnetkitError
 from ..files import clean_stale_temps, write_text
 from ..progress import progress as progress_bar
 from .inputs import collect_inputs, level_fits, no_objects_by_region, read_input
+from .options import OutputOptions
 from .predict import Predictor
 from .shard import gather, my_share
 from .summary_rows import counts_row, summary_row, write_summary
@@ -77,9 +77,10 @@ def _failure(path: Path, exc: Exception) -> str:
 
 
 def _predict_one(
-    predictor: Predictor, path: Path, out_dir: Path, options: dict
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predict one image and write its outputs; returns its class mask and object ids."""
+    predictor: Predictor, path: Path, out_dir: Path, options: OutputOptions
+) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """Predict one image and write its outputs; returns its class mask, object ids and COCO
+    document (``options.coco``)."""
     from ..objects.labels import connected_objects
     from ..objects.postprocess import object_scores, separate_objects
 
@@ -87,23 +88,23 @@ def _predict_one(
     stem = output_stem(path)
     image = read_input(path, info.preprocessing.channels, options)
     ids, scores = None, None
-    if options["save_probs"]:
+    if options.save_probs:
         probs = predictor.predict_proba(image)
         write_image(out_dir / f"{stem}_probs.npy", probs.astype(np.float16))
         if predictor.instance:
             mask, ids = separate_objects(probs, predictor.objects_config)
         else:
             mask = predictor.probs_to_mask(probs)
-        if options["objects"] and ids is None:
+        if options.objects and ids is None:
             ids = connected_objects(mask, ignore_index=info.ignore_index)
         if ids is not None:
             scores = object_scores(ids, predictor.objectness(probs))
-    elif options["objects"]:
+    elif options.objects:
         mask, ids, scores = predictor.predict_scored_objects(image)
     else:
         mask = predictor.predict_mask(image)
-    write_outputs(predictor, image, mask, ids, scores, path, out_dir, options)
-    return mask, ids
+    coco = write_outputs(predictor, image, mask, ids, scores, path, out_dir, options)
+    return mask, ids, coco
 
 
 def predict_paths(
@@ -180,56 +181,39 @@ def predict_paths(
     Raises:
         UnetkitError: inputs that match nothing, or colliding output names.
     """
-    from ..objects.formats import COCO_SEGMENTATIONS
-    from .background import BACKGROUNDS
-
     shard = shard or DistInfo()
     out = Path(out_dir)
-    paths = collect_inputs(inputs, exclude=out)
-    out.mkdir(parents=True, exist_ok=True)
-    if shard.is_main:
-        clean_stale_temps(out)  # what a killed run left half-written
     # objects asked for (a pixel size alone does not ask for them of images read by region)
     region_objects = bool(objects) or geojson or coco or (objects is None and predictor.instance)
     if objects is None:
         objects = predictor.instance or geojson or coco or pixel_size is not None
-    if pixel_size is not None and not pixel_size > 0:
-        raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
-    unit = length_unit(pixel_unit)
-    if unit is None:
-        raise UnetkitError(f"pixel unit must be one of nm, um, mm, cm, m; got {pixel_unit!r}")
-    given = None if pixel_size is None else PixelSize(pixel_size, pixel_size, unit)
-    if coco_format not in COCO_SEGMENTATIONS:
-        raise UnetkitError(
-            f"COCO format must be one of {', '.join(COCO_SEGMENTATIONS)}; got {coco_format!r}"
-        )
-    if background is not None and background not in BACKGROUNDS:
-        raise UnetkitError(
-            f"background must be one of {', '.join(BACKGROUNDS)}; got {background!r}"
-        )
-    options: dict[str, Any] = {
-        "save_probs": save_probs,
-        "labelme": labelme,
-        "alpha": alpha,
-        "min_area": predictor.config.min_area if min_area is None else min_area,
-        "objects": objects,
-        "pixel_size": pixel_size,
-        "pixel_unit": unit,
-        "pixel": given,
-        "region_objects": region_objects,
-        "large_pixels": LARGE_PIXELS if large_pixels is None else large_pixels,
-        "geojson": geojson,
-        "coco": [] if coco else None,
-        "coco_format": coco_format,
-        "legend": legend,
-        "level": level,
-        "background": background,
-        "zarr": zarr,
-    }
+    options = OutputOptions(
+        save_probs=save_probs,
+        labelme=labelme,
+        alpha=alpha,
+        min_area=predictor.config.min_area if min_area is None else min_area,
+        objects=objects,
+        region_objects=region_objects,
+        pixel_size=pixel_size,
+        pixel_unit=length_unit(pixel_unit) or pixel_unit,
+        large_pixels=LARGE_PIXELS if large_pixels is None else large_pixels,
+        geojson=geojson,
+        coco=coco,
+        coco_format=coco_format,
+        legend=legend,
+        level=level,
+        background=background,
+        zarr=zarr,
+    )  # checked here, before any image is read
+    given = None if pixel_size is None else PixelSize(pixel_size, pixel_size, options.pixel_unit)
+    paths = collect_inputs(inputs, exclude=out)
+    out.mkdir(parents=True, exist_ok=True)
+    if shard.is_main:
+        clean_stale_temps(out)  # what a killed run left half-written
     predictor.progress = progress and shard.is_main
     from ..data.largeimage import streamable
 
-    threshold = options["large_pixels"]
+    threshold = options.large_pixels
     large = [streamable(path, level, threshold) for path in paths]
     # objects of a pyramid level (--level) that fits in memory: that level read whole
     by_level: dict[int, int] = {}
@@ -247,9 +231,13 @@ def predict_paths(
     for i in progress_bar(todo, desc="predict", unit="img", disable=not predictor.progress):
         at_level = (level or 0) if large[i] or by_level.get(i) is not None else 0
         size = given or pixel_size_of(paths[i], at_level)
-        # this image's pixel size and level (the same coco list)
-        own = {**options, "pixel": size, "read_level": by_level.get(i)}
-        own["pixel_size"], own["pixel_unit"] = (size.x, size.unit) if size else (None, unit)
+        own = replace(  # this image's pixel size and level
+            options,
+            pixel=size,
+            pixel_size=size.x if size else None,
+            pixel_unit=size.unit if size else options.pixel_unit,
+            read_level=by_level.get(i),
+        )
         if large[i]:
             outcome = _predict_by_region(predictor, paths[i], out, own, skip_existing, shard)
         elif stack[i]:
@@ -302,7 +290,7 @@ def _predict_by_region(
     predictor: Predictor,
     path: Path,
     out: Path,
-    options: dict,
+    options: OutputOptions,
     skip_existing: bool,
     shard: DistInfo,
 ) -> _Outcome | None:
@@ -311,9 +299,9 @@ def _predict_by_region(
     from .large import count_classes, finished, large_outputs, predict_large
     from .strips import remove_parts
 
-    targets = large_outputs(out, output_stem(path), options["zarr"])
+    targets = large_outputs(out, output_stem(path), options.zarr)
     try:
-        if options["region_objects"]:
+        if options.region_objects:
             raise UnetkitError(no_objects_by_region(path, options))
         if skip_existing and all(finished(t) for t in targets):
             if not shard.is_main:
@@ -323,9 +311,9 @@ def _predict_by_region(
             written = False
         else:
             result = predict_large(
-                predictor, path, out, options["level"] or 0, options["alpha"],
-                shard=shard, background=options["background"], zarr=options["zarr"],
-                pixel_size=options["pixel"],
+                predictor, path, out, options.level or 0, options.alpha,
+                shard=shard, background=options.background, zarr=options.zarr,
+                pixel_size=options.pixel,
             )  # fmt: skip
             if result is None:  # another rank's outcome
                 return None
@@ -340,17 +328,17 @@ def _predict_by_region(
 
 
 def _predict_stack(
-    predictor: Predictor, path: Path, out: Path, options: dict, skip_existing: bool
+    predictor: Predictor, path: Path, out: Path, options: OutputOptions, skip_existing: bool
 ) -> _Outcome:
     """A TIFF stack, plane by plane (``unetkit.infer.stack``): its outputs, or why not."""
     from .stack import predict_stack, stack_outputs, stack_rows
 
-    targets = stack_outputs(out, output_stem(path), options["objects"])
+    targets = stack_outputs(out, output_stem(path), options.objects)
     try:
         rows, written = None, True
         if skip_existing and all(t.is_file() for t in targets):
             with contextlib.suppress(UnetkitError):  # outputs not readable: predicted again
-                rows, written = stack_rows(predictor, path, out, options["objects"]), False
+                rows, written = stack_rows(predictor, path, out, options.objects), False
         if rows is None:
             rows = predict_stack(predictor, path, out, options)
     except (UnetkitError, OSError, ValueError) as exc:
@@ -359,29 +347,28 @@ def _predict_stack(
 
 
 def _predict_whole(
-    predictor: Predictor, path: Path, out: Path, options: dict, skip_existing: bool
+    predictor: Predictor, path: Path, out: Path, options: OutputOptions, skip_existing: bool
 ) -> _Outcome:
     """One image read whole: its outputs, or why not."""
     from ..data.instances import read_instances
 
-    objects, coco = options["objects"], options["coco"] is not None
+    objects, coco = options.objects, options.coco
     stem = output_stem(path)
     try:
         targets = output_paths(out, stem, options)
         if objects:
             targets[targets.index(out / f"{stem}_instances.png")] = existing_instances(out, stem)
-        before = len(options["coco"]) if coco else 0
         # coco.json needs every image's objects: nothing is skipped for it
         if skip_existing and not coco and all(t.is_file() for t in targets):
             mask = read_mask(targets[0])
             ids = read_instances(existing_instances(out, stem)) if objects else None
-            written = False
+            written, document = False, None
         else:
-            mask, ids = _predict_one(predictor, path, out, options)
+            mask, ids, document = _predict_one(predictor, path, out, options)
             written = True
     except (UnetkitError, OSError, ValueError) as exc:
         return _Outcome(failure=_failure(path, exc))
     count = (int(ids.max()) if ids.size else 0) if ids is not None else None
     row = summary_row(path.name, mask, predictor.classes, count)
-    documents = options["coco"][before:] if coco else []
+    documents = [] if document is None else [document]
     return _Outcome(row=row, written=written, targets=targets, coco=documents)

@@ -58,6 +58,7 @@ from ..data.stack import GENERIC_AXES, StackLayout, TiffStack, plane_label
 from ..errors import UnetkitError
 from ..files import atomic_path
 from ..viz import overlay, save_png
+from .options import OutputOptions
 from .predict import Predictor
 from .summary_rows import counts_row
 
@@ -246,7 +247,9 @@ class _Montage:
 
 
 # -- the whole stack ------------------------------------------------------------------------------
-def predict_stack(predictor: Predictor, path: Path, out_dir: Path, options: dict) -> list[dict]:
+def predict_stack(
+    predictor: Predictor, path: Path, out_dir: Path, options: OutputOptions
+) -> list[dict]:
     """Predict every plane of a TIFF stack (module docstring) and write its outputs.
 
     Args:
@@ -265,7 +268,7 @@ def predict_stack(predictor: Predictor, path: Path, out_dir: Path, options: dict
     """
 
     info = predictor.info
-    objects = bool(options["objects"])
+    objects = bool(options.objects)
     if len(info.classes) > 256:
         raise UnetkitError(f"{path}: a mask of more than 256 classes cannot be a uint8 TIFF")
     targets = stack_outputs(out_dir, output_stem(path), objects)
@@ -273,8 +276,8 @@ def predict_stack(predictor: Predictor, path: Path, out_dir: Path, options: dict
         raise UnetkitError(
             f"{path}: its mask {targets[0]} would replace it; predict into another folder"
         )
-    unused = [f for k, f in _NOT_FOR_STACKS.items() if options.get(k) not in (None, False)]
-    with TiffStack(path, options.get("level")) as stack:
+    unused = [f for k, f in _NOT_FOR_STACKS.items() if getattr(options, k)]
+    with TiffStack(path, options.level) as stack:
         layout = stack.layout
         if unused:
             log.warning("%s: a stack of %d planes: %s not written for stacks",
@@ -314,7 +317,7 @@ def predict_stack(predictor: Predictor, path: Path, out_dir: Path, options: dict
                         count = table.add(
                             predictor, layout, plane, image, mask, ids, options, scores
                         )
-                    montage.add(plane, image, mask, predictor, options["alpha"])
+                    montage.add(plane, image, mask, predictor, options.alpha)
                     counts = np.bincount(mask.ravel(), minlength=len(info.classes))
                     name = f"{path.name}[{labels[plane]}]"
                     rows.append(counts_row(name, mask.shape, counts, info.classes, count))
@@ -342,8 +345,8 @@ class _ObjectsTable:
         from ..objects.labels import object_classes
         from ..objects.measure import object_fields, object_table
 
-        names, pixel_size = predictor.info.classes, options["pixel_size"]
-        unit = options.get("pixel_unit", "um")
+        names, pixel_size = predictor.info.classes, options.pixel_size
+        unit = options.pixel_unit
         if self.writer is None:  # the header, before the first plane's rows
             fields = object_fields(image.shape[2], pixel_size, unit, score=True)
             fields = _object_fields(layout, fields)

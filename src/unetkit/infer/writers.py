@@ -15,6 +15,7 @@ from ..data.largeimage import output_stem
 from ..data.writers import write_mask
 from ..files import clean_stale_temps, remove_temp_dirs, write_text
 from ..viz import colorize, overlay, save_png
+from .options import OutputOptions
 from .predict import Predictor
 
 
@@ -52,13 +53,13 @@ def mask_to_labelme(
     return labelme_document(shapes, image_path, mask.shape[:2])
 
 
-def output_paths(out_dir: Path, stem: str, options: dict) -> list[Path]:
+def output_paths(out_dir: Path, stem: str, options: OutputOptions) -> list[Path]:
     """The files one image read whole writes (``options``: those of ``predict_paths``)."""
     names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
-    names += [f"{stem}_probs.npy"] * options["save_probs"] + [f"{stem}.json"] * options["labelme"]
-    if options["objects"]:
+    names += [f"{stem}_probs.npy"] * options.save_probs + [f"{stem}.json"] * options.labelme
+    if options.objects:
         names += [f"{stem}_instances.png", f"{stem}_objects.csv", f"{stem}_objects.png"]
-        names += [f"{stem}.geojson"] * options["geojson"]
+        names += [f"{stem}.geojson"] * options.geojson
     return [out_dir / n for n in names]
 
 
@@ -91,32 +92,34 @@ def write_outputs(
     scores: dict[int, float] | None,
     path: Path,
     out_dir: Path,
-    options: dict,
-) -> None:
+    options: OutputOptions,
+) -> dict | None:
     """The outputs of one image read whole but ``NAME_probs.npy``: mask, colour, overlay, and
-    the object outputs (``ids`` given) or the labelme polygons of its regions."""
+    the object outputs (``ids`` given) or the labelme polygons of its regions; returns the
+    image's COCO document (``options.coco``, ``ids`` given)."""
     info = predictor.info
     stem = output_stem(path)
-    write_mask(out_dir / f"{stem}.png", mask, info.palette, options["pixel"])
+    write_mask(out_dir / f"{stem}.png", mask, info.palette, options.pixel)
     save_png(out_dir / f"{stem}_color.png", colorize(mask, info.palette, info.ignore_index))
     blended = overlay(
         image,
         mask,
         info.palette,
-        options["alpha"],
+        options.alpha,
         info.classes,
         contours=True,
-        min_area=options["min_area"],
-        legend=options["legend"],
+        min_area=options.min_area,
+        legend=options.legend,
         ignore_index=info.ignore_index,
     )
     save_png(out_dir / f"{stem}_overlay.png", blended)
     rel = os.path.relpath(path.resolve(), out_dir.resolve())
     if ids is not None:
-        write_objects(predictor, image, mask, ids, path, out_dir, options, rel, scores)
-    elif options["labelme"]:
-        doc = mask_to_labelme(mask, info.classes, rel, options["min_area"], info.ignore_index)
+        return write_objects(predictor, image, mask, ids, path, out_dir, options, rel, scores)
+    if options.labelme:
+        doc = mask_to_labelme(mask, info.classes, rel, options.min_area, info.ignore_index)
         write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
+    return None
 
 
 def write_objects(
@@ -126,12 +129,13 @@ def write_objects(
     ids: np.ndarray,
     path: Path,
     out_dir: Path,
-    options: dict,
+    options: OutputOptions,
     rel: str,
     scores: dict[int, float] | None = None,
-) -> None:
-    """The object outputs of one image (and its share of ``coco.json``, kept in ``options``);
-    ``scores``: object id -> score (the ``score`` column, COCO ``score``)."""
+) -> dict | None:
+    """The object outputs of one image; returns its share of ``coco.json`` (a COCO document,
+    with ``options.coco``). ``scores``: object id -> score (the ``score`` column, COCO
+    ``score``)."""
     from ..data.instances import instances_path, write_instances
     from ..objects.formats import coco_document, geojson_objects, labelme_objects
     from ..objects.labels import object_classes
@@ -146,22 +150,22 @@ def write_objects(
     other.unlink(missing_ok=True)  # a previous run's file of the other kind is stale now
     classes = object_classes(ids, mask, len(info.classes))
     channels = 1 if image.ndim == 2 else image.shape[2]
-    unit = options.get("pixel_unit", "um")
+    unit = options.pixel_unit
     scores = {} if scores is None else scores
-    rows = object_table(ids, image, classes, info.classes, options["pixel_size"], unit, scores)
-    fields = object_fields(channels, options["pixel_size"], unit, score=True)
+    rows = object_table(ids, image, classes, info.classes, options.pixel_size, unit, scores)
+    fields = object_fields(channels, options.pixel_size, unit, score=True)
     write_objects_csv(out_dir / f"{stem}_objects.csv", rows, fields)
     save_png(out_dir / f"{stem}_objects.png", object_overlay(image, ids))
-    if options["labelme"]:
+    if options.labelme:
         doc = labelme_objects(ids, classes, info.classes, rel)
         write_text(out_dir / f"{stem}.json", json.dumps(doc, indent=2))
-    if options["geojson"]:
+    if options.geojson:
         doc = geojson_objects(ids, classes, info.classes, image_name=path.name, table=rows)
         write_text(out_dir / f"{stem}.geojson", json.dumps(doc))
-    if options["coco"] is not None:
-        entry = (path.name, *ids.shape, ids, classes)
-        segmentation = options.get("coco_format", "rle")
-        options["coco"].append(coco_document([entry], info.classes, segmentation, scores=[scores]))
+    if not options.coco:
+        return None
+    entry = (path.name, *ids.shape, ids, classes)
+    return coco_document([entry], info.classes, options.coco_format, scores=[scores])
 
 
 def merge_coco(documents: list[dict]) -> dict:

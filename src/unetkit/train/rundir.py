@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..errors import UnetkitError
-from ..files import TEMP_NAME
+from ..files import clean_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def discard_failed_start(run_dir: Path) -> None:
     """Remove what a fresh run wrote when it stopped before its first ``last.pt``.
 
     Only unetkit's own start files are removed, with the temporary files of its writes
-    whatever their age (``clean_stale_temps`` spares young ones, but a start retried at once
+    whatever their age (``clean_stale_temps`` with ``min_age=0``: a start retried at once
     after a kill in its first ``best.pt`` write finds one seconds old), and the folder too
     when it is then empty; a folder with a ``last.pt`` is never touched.
     """
@@ -127,9 +127,7 @@ def discard_failed_start(run_dir: Path) -> None:
         return
     for name in _START_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for path in run_dir.glob(".*"):
-        if TEMP_NAME.fullmatch(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
+    clean_stale_temps(run_dir, min_age=0)
     for name in _START_DIRS:
         if (run_dir / name).is_dir():
             shutil.rmtree(run_dir / name, ignore_errors=True)
