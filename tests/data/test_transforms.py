@@ -250,3 +250,17 @@ def test_rays_turn_and_scale_with_the_objects(knobs, mean_error):
         assert (carried[:, ~inside] == 0).all()
     assert max(errors) < mean_error
     assert aug.with_targets(images, ids)[4] is None
+
+
+def test_gamma_left_to_the_plan_is_the_default_strength():
+    """An ``AugmentConfig`` whose gamma no plan resolved augments with ``GAMMA`` (0.1)."""
+    from unetkit.config.data import GAMMA
+
+    images, masks, weights = _batch(b=4, h=32, w=32)
+    out = [
+        Augmenter(AugmentConfig(gamma=g))(
+            images, masks, weights, generator=torch.Generator().manual_seed(5)
+        )
+        for g in (None, GAMMA, 0.5)
+    ]
+    assert torch.equal(out[0][0], out[1][0]) and not torch.equal(out[0][0], out[2][0])

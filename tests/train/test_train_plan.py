@@ -27,6 +27,7 @@ from unetkit.models.presets import preset_config
 from unetkit.models.unet import UNet
 from unetkit.train import plan as plan_module
 from unetkit.train.plan import (
+    augment_gamma,
     describe_split,
     is_regression,
     normalization,
@@ -262,3 +263,40 @@ def test_forty_images_keep_the_plan_they_had(tmp_path, monkeypatch):
     assert state["data"]["val"] == ["04", "09", "11", "27", "32", "34", "35", "39"]
     assert set(state["data"]) == {"classes", "train", "val", "dataset"}  # no val_regions
     assert "min_epoch_crops" not in state and state["step"] == 16  # 32 images at batch 2
+
+
+@pytest.mark.parametrize(
+    ("images", "given", "gamma", "said"),
+    [
+        (8, None, 0.5, "augment gamma 0.5 (gamma 0.61-1.65): 8 images, fewer than 24"),
+        (23, None, 0.5, "23 images, fewer than 24"),
+        (24, None, 0.1, "augment gamma 0.1 (gamma 0.90-1.11): 24 images"),
+        (8, 0.1, 0.1, None),  # given: kept, even the default's value
+        (8, 0.0, 0.0, None),  # --no-augment
+    ],
+)
+def test_fewer_than_24_images_widen_the_gamma_augmentation(images, given, gamma, said):
+    cfg = _cfg()
+    cfg = cfg.replace(augment=cfg.augment.replace(gamma=given))
+    out, why = augment_gamma(cfg, images)
+    assert out.augment.gamma == gamma and out.augment.replace(gamma=given) == cfg.augment
+    assert (why is None) if said is None else (said in why)
+
+
+def test_an_image_to_image_run_keeps_the_default_gamma_on_few_images():
+    cfg = _cfg(preset="restore", model=preset_config("restore"))
+    assert augment_gamma(cfg, 8)[0].augment.gamma == 0.1
+
+
+def test_a_small_run_records_and_says_its_gamma(dataset, tmp_path, caplog):
+    """The plan's gamma is the run's: in config.json (a resumed run keeps it) and said."""
+    import json
+    import logging
+
+    cfg = tiny_config(dataset, tmp_path / "run", epochs=1)
+    cfg = cfg.replace(augment=cfg.augment.replace(gamma=None))
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        unetkit.fit(cfg)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["augment"]["gamma"] == 0.5
+    assert "augment gamma 0.5 (gamma 0.61-1.65): 6 images, fewer than 24" in caplog.text

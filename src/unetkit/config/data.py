@@ -68,6 +68,10 @@ class DataConfig(_Config):
         return default if tuple(self.size) == (0, 0) else (int(self.size[0]), int(self.size[1]))
 
 
+GAMMA = 0.1  # gamma 0.90-1.11
+SMALL_SET_GAMMA, SMALL_SET_GAMMA_IMAGES = 0.5, 24  # gamma 0.61-1.65 under 24 images
+
+
 @dataclass
 class AugmentConfig(_Config):
     """Joint image + mask augmentation, run on whole batches on the training device.
@@ -75,7 +79,10 @@ class AugmentConfig(_Config):
     ``affine``, ``elastic`` and ``blur`` are per-image probabilities; ``rotate_deg``, ``scale``
     and ``shift`` (a fraction of the size) bound the affine transform; ``elastic_sigma`` is the
     std in pixels of the paper's coarse ``elastic_grid`` x ``elastic_grid`` displacements;
-    ``brightness``, ``contrast``, ``gamma`` and ``noise`` are strengths (0 turns one off).
+    ``brightness``, ``contrast``, ``gamma`` and ``noise`` are strengths (0 turns one off);
+    ``gamma`` s draws each crop's gamma from exp(-s) to exp(s). ``gamma`` None: the training
+    plan's choice, ``SMALL_SET_GAMMA`` for a set of fewer than ``SMALL_SET_GAMMA_IMAGES``
+    images (their few exposures stand in for many), else ``GAMMA``.
     """
 
     flip: bool = True
@@ -89,7 +96,7 @@ class AugmentConfig(_Config):
     elastic_grid: int = 3
     brightness: float = 0.1
     contrast: float = 0.1
-    gamma: float = 0.1
+    gamma: float | None = None
     noise: float = 0.02
     blur: float = 0.1
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
+from ..config.data import GAMMA
 
 __all__ = ["Augmenter", "Letterbox", "Resized", "letterbox", "resize_array", "resize_to"]
 
@@ -322,7 +323,8 @@ class Augmenter:
     ) -> torch.Tensor:
         """Gamma, contrast + brightness, noise, blur; in place on a tensor this call owns."""
         cfg, b = self.cfg, images.shape[0]
-        if not (cfg.gamma > 0 or cfg.contrast > 0 or cfg.brightness > 0 or cfg.noise > 0):
+        gamma_strength = GAMMA if cfg.gamma is None else cfg.gamma  # None: a plan's default
+        if not (gamma_strength > 0 or cfg.contrast > 0 or cfg.brightness > 0 or cfg.noise > 0):
             return self._blur(images, gen) if cfg.blur > 0 else images
 
         def draw(x: torch.Tensor) -> torch.Tensor:
@@ -332,8 +334,8 @@ class Augmenter:
         low = low.view(b, 1, 1, 1)
         span = (high.view(b, 1, 1, 1) - low).clamp_min(1e-6)
         out = images if owned else images.clone()
-        if cfg.gamma > 0:  # on the image's own [min, max] range, so normalised inputs work
-            gamma = draw(torch.exp(_uniform(b, -cfg.gamma, cfg.gamma, gen)))
+        if gamma_strength > 0:  # on the image's own [min, max] range: normalised inputs work
+            gamma = draw(torch.exp(_uniform(b, -gamma_strength, gamma_strength, gen)))
             out.sub_(low).div_(span).clamp_(0, 1).pow_(gamma).mul_(span).add_(low)
         if cfg.contrast > 0 or cfg.brightness > 0:
             factor = draw(_uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, gen))

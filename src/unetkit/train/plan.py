@@ -36,11 +36,16 @@ Small data sets (fewer than ``SMALL_SET`` = 40 images) change two things, each p
   Such an epoch is made of at least 40 crops (each image the same whole number of times,
   every crop drawn anew), as long as an epoch of a 40-image set; with a time budget the
   budget decides the length and the epoch is left alone.
+
+Fewer than ``SMALL_SET_GAMMA_IMAGES`` = 24 images also widen the gamma augmentation
+(:func:`augment_gamma`, where the config leaves ``augment.gamma`` to the plan): each crop's
+gamma is drawn from 0.61-1.65 instead of 0.90-1.11, as so few images show few exposures.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +53,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig, TrainConfig
+from ..config.data import GAMMA, SMALL_SET_GAMMA, SMALL_SET_GAMMA_IMAGES
 from ..data.fingerprint import choose_normalization, compute_fingerprint
 from ..data.split import SMALL_SET, Box, bands_not_images, held_out_box, image_kind, stratified_val
 from ..errors import UnetkitError
@@ -326,6 +332,24 @@ def recipe(
     return out, ("recipe auto: " + ", ".join(said)) if said else "recipe: as configured"
 
 
+def augment_gamma(cfg: TrainConfig, images: int) -> tuple[TrainConfig, str | None]:
+    """``augment.gamma`` None resolved: ``SMALL_SET_GAMMA`` (gamma 0.61-1.65) for fewer than
+    ``SMALL_SET_GAMMA_IMAGES`` images, else ``GAMMA`` (0.90-1.11); the line that says why
+    (None where the config gave it)."""
+    if cfg.augment.gamma is not None:
+        return cfg, None
+    small = images < SMALL_SET_GAMMA_IMAGES and not is_regression(cfg)  # inputs = targets there
+    gamma = SMALL_SET_GAMMA if small else GAMMA
+    why = (
+        f"{images} images, fewer than {SMALL_SET_GAMMA_IMAGES}: a wider range of exposure than "
+        "so few images show"
+        if small
+        else f"{images} images"
+    )
+    out = cfg.replace(augment=cfg.augment.replace(gamma=gamma))
+    return out, f"augment gamma {gamma} (gamma {math.exp(-gamma):.2f}-{math.exp(gamma):.2f}): {why}"
+
+
 def min_epoch_crops(cfg: TrainConfig, images: int) -> int:
     """The fewest crops an epoch is made of: ``MIN_EPOCH_CROPS`` for a data set of fewer
     than ``SMALL_SET`` images when the default length decides (no ``epochs``, no
@@ -383,6 +407,9 @@ def plan_from_fingerprint(
     fingerprint = compute_fingerprint(((s, *train_set.raw(s)) for s in stems), k)
     data, norm_reason = normalization(cfg, fingerprint)
     planned, recipe_reason = recipe(cfg.replace(data=data), fingerprint, device, width_auto)
+    planned, gamma_reason = augment_gamma(planned, images)
+    if gamma_reason:
+        recipe_reason += "\n" + gamma_reason
     data = planned.data
     train_set.config = data
     crops = train_set.plan_crops()  # DataConfig.sampling, now that the patch is known
