@@ -249,3 +249,13 @@ def test_the_graph_sees_imports():
     assert "unetkit.errors" in GRAPH["unetkit.files"]
     assert "unetkit.export.contract" in GRAPH["unetkit.export.formats"]
     assert "unetkit.infer.predict" in GRAPH["unetkit.train.validate"]  # lazily, in a function
+
+
+def test_every_module_stays_a_room_of_one_job():
+    """No module over 450 lines (CONTRIBUTING): a longer one holds several jobs to split."""
+    long = {
+        str(path.relative_to(SRC)): n
+        for path in SRC.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 450
+    }
+    assert long == {}

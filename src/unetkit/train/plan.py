@@ -37,9 +37,7 @@ Small data sets (fewer than ``SMALL_SET`` = 40 images) change two things, each p
   every crop drawn anew), as long as an epoch of a 40-image set; with a time budget the
   budget decides the length and the epoch is left alone.
 
-Fewer than ``SMALL_SET_GAMMA_IMAGES`` = 24 images also widen the gamma augmentation
-(:func:`augment_gamma`, where the config leaves ``augment.gamma`` to the plan): each crop's
-gamma is drawn from 0.61-1.65 instead of 0.90-1.11, as so few images show few exposures.
+Fewer than 24 images also widen the gamma augmentation (:func:`augment_gamma`).
 """
 
 from __future__ import annotations
@@ -333,21 +331,15 @@ def recipe(
 
 
 def augment_gamma(cfg: TrainConfig, images: int) -> tuple[TrainConfig, str | None]:
-    """``augment.gamma`` None resolved: ``SMALL_SET_GAMMA`` (gamma 0.61-1.65) for fewer than
-    ``SMALL_SET_GAMMA_IMAGES`` images, else ``GAMMA`` (0.90-1.11); the line that says why
-    (None where the config gave it)."""
+    """``augment.gamma`` None resolved (``SMALL_SET_GAMMA`` under ``SMALL_SET_GAMMA_IMAGES``
+    images, else ``GAMMA``) and the line that says why; None where the config gave it."""
     if cfg.augment.gamma is not None:
         return cfg, None
     small = images < SMALL_SET_GAMMA_IMAGES and not is_regression(cfg)  # inputs = targets there
     gamma = SMALL_SET_GAMMA if small else GAMMA
-    why = (
-        f"{images} images, fewer than {SMALL_SET_GAMMA_IMAGES}: a wider range of exposure than "
-        "so few images show"
-        if small
-        else f"{images} images"
-    )
-    out = cfg.replace(augment=cfg.augment.replace(gamma=gamma))
-    return out, f"augment gamma {gamma} (gamma {math.exp(-gamma):.2f}-{math.exp(gamma):.2f}): {why}"
+    few = f", fewer than {SMALL_SET_GAMMA_IMAGES}: so few show few exposures" if small else ""
+    said = f"augment gamma {gamma} (gamma {math.exp(-gamma):.2f}-{math.exp(gamma):.2f})"
+    return cfg.replace(augment=cfg.augment.replace(gamma=gamma)), f"{said}: {images} images{few}"
 
 
 def min_epoch_crops(cfg: TrainConfig, images: int) -> int:
@@ -408,8 +400,7 @@ def plan_from_fingerprint(
     data, norm_reason = normalization(cfg, fingerprint)
     planned, recipe_reason = recipe(cfg.replace(data=data), fingerprint, device, width_auto)
     planned, gamma_reason = augment_gamma(planned, images)
-    if gamma_reason:
-        recipe_reason += "\n" + gamma_reason
+    recipe_reason += f"\n{gamma_reason}" if gamma_reason else ""
     data = planned.data
     train_set.config = data
     crops = train_set.plan_crops()  # DataConfig.sampling, now that the patch is known
@@ -446,13 +437,10 @@ def plan_from_fingerprint(
 def _plan_rays(cfg: TrainConfig, ray_lengths: dict[str, tuple[float, int]]) -> TrainConfig:
     """The rays head's ``ray_scale`` when not given: the mean ray length over the training
     objects' pixels (the unit of the network's ray outputs), logged with its reason."""
-    objects = cfg.objects
-    total = sum(t for t, _ in ray_lengths.values())
-    count = sum(n for _, n in ray_lengths.values())
-    why = "as configured"
+    objects, why = cfg.objects, "as configured"
+    total, count = (sum(pair[i] for pair in ray_lengths.values()) for i in (0, 1))
     if objects.ray_scale is None:
-        scale = round(total / count, 2) if count and total > 0 else 1.0
-        objects = objects.replace(ray_scale=scale)
+        objects = objects.replace(ray_scale=round(total / count, 2) if count and total > 0 else 1.0)
         cfg = cfg.replace(objects=objects)
         why = f"the mean ray length over the {count // objects.n_rays} training object pixels"
     log.info("objects: rays head, %d rays (StarDist's default 32 unless --n-rays), ray "
