@@ -53,9 +53,14 @@ class Flag:
     shown: str | None = None  # --help's default where it is not the config field's
 
     @property
+    def flag(self) -> str:
+        """The option as errors name it: ``--compile/--no-compile`` -> --compile."""
+        return self.decls.split("/")[0]
+
+    @property
     def name(self) -> str:
         """The command's parameter: ``--patch-size`` -> patch_size."""
-        return self.decls.split("/")[0].lstrip("-").replace("-", "_")
+        return self.flag.lstrip("-").replace("-", "_")
 
     def option(self) -> Any:
         if self.shown is not None:
@@ -218,7 +223,7 @@ def train_cmd(
     from ..train.cli_config import build_train_config
     from ..train.fit import fit
 
-    flag_of = {flag.key: flag.decls.split("/")[0] for flag in FLAGS}
+    flag_of = {flag.key: flag.flag for flag in FLAGS}
     cfg = build_train_config(dataset, out, config, resume, overrides, flag_of, augment=augment)
     performance_setup()
     if resume is None:

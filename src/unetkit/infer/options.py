@@ -22,9 +22,7 @@ class OutputOptions:
     min_area: float = 0
     objects: bool = False  # the object outputs of images read whole
     region_objects: bool = False  # objects asked of images read by region (refused there)
-    pixel_size: float | None = None  # per image: given, or the image's own
-    pixel_unit: str = "um"
-    pixel: PixelSize | None = None  # the same, as written into the masks
+    pixel: PixelSize | None = None  # given (``given_pixel``); per image: that or the image's own
     large_pixels: int = LARGE_PIXELS
     geojson: bool = False
     coco: bool = False
@@ -39,12 +37,6 @@ class OutputOptions:
         from ..objects.formats import COCO_SEGMENTATIONS
         from .background import BACKGROUNDS
 
-        if self.pixel_size is not None and not self.pixel_size > 0:
-            raise UnetkitError(f"pixel size must be > 0; got {self.pixel_size}")
-        if length_unit(self.pixel_unit) != self.pixel_unit:
-            raise UnetkitError(
-                f"pixel unit must be one of nm, um, mm, cm, m; got {self.pixel_unit!r}"
-            )
         if self.coco_format not in COCO_SEGMENTATIONS:
             raise UnetkitError(
                 f"COCO format must be one of {', '.join(COCO_SEGMENTATIONS)}; "
@@ -54,3 +46,23 @@ class OutputOptions:
             raise UnetkitError(
                 f"background must be one of {', '.join(BACKGROUNDS)}; got {self.background!r}"
             )
+
+    @property
+    def pixel_size(self) -> float | None:
+        """The size of a pixel (its width) that object measurements use; None: pixels."""
+        return None if self.pixel is None else self.pixel.x
+
+    @property
+    def pixel_unit(self) -> str:
+        return "um" if self.pixel is None else self.pixel.unit
+
+
+def given_pixel(pixel_size: float | None, pixel_unit: str) -> PixelSize | None:
+    """``predict_paths``' pixel size and unit (``micron`` -> ``um``) as a square pixel; None
+    without a size. A bad value is one ``UnetkitError`` line (a bad unit even without a size)."""
+    if pixel_size is not None and not pixel_size > 0:
+        raise UnetkitError(f"pixel size must be > 0; got {pixel_size}")
+    unit = length_unit(pixel_unit)
+    if unit is None:
+        raise UnetkitError(f"pixel unit must be one of nm, um, mm, cm, m; got {pixel_unit!r}")
+    return None if pixel_size is None else PixelSize(pixel_size, pixel_size, unit)

@@ -38,14 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from ..data.imageio import read_mask
-from ..data.largeimage import LARGE_PIXELS, PixelSize, length_unit, output_stem, pixel_size_of
+from ..data.largeimage import LARGE_PIXELS, output_stem, pixel_size_of
 from ..data.writers import write_image
 from ..distributed import DistInfo
 from ..errors import UnetkitError
 from ..files import clean_stale_temps, write_text
 from ..progress import progress as progress_bar
 from .inputs import collect_inputs, level_fits, no_objects_by_region, read_input
-from .options import OutputOptions
+from .options import OutputOptions, given_pixel
 from .predict import Predictor
 from .shard import gather, my_share
 from .summary_rows import counts_row, summary_row, write_summary
@@ -194,8 +194,7 @@ def predict_paths(
         min_area=predictor.config.min_area if min_area is None else min_area,
         objects=objects,
         region_objects=region_objects,
-        pixel_size=pixel_size,
-        pixel_unit=length_unit(pixel_unit) or pixel_unit,
+        pixel=given_pixel(pixel_size, pixel_unit),
         large_pixels=LARGE_PIXELS if large_pixels is None else large_pixels,
         geojson=geojson,
         coco=coco,
@@ -205,7 +204,6 @@ def predict_paths(
         background=background,
         zarr=zarr,
     )  # checked here, before any image is read
-    given = None if pixel_size is None else PixelSize(pixel_size, pixel_size, options.pixel_unit)
     paths = collect_inputs(inputs, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
     if shard.is_main:
@@ -230,14 +228,8 @@ def predict_paths(
     outcomes: list[_Outcome] = []
     for i in progress_bar(todo, desc="predict", unit="img", disable=not predictor.progress):
         at_level = (level or 0) if large[i] or by_level.get(i) is not None else 0
-        size = given or pixel_size_of(paths[i], at_level)
-        own = replace(  # this image's pixel size and level
-            options,
-            pixel=size,
-            pixel_size=size.x if size else None,
-            pixel_unit=size.unit if size else options.pixel_unit,
-            read_level=by_level.get(i),
-        )
+        size = options.pixel or pixel_size_of(paths[i], at_level)  # given, else the image's
+        own = replace(options, pixel=size, read_level=by_level.get(i))
         if large[i]:
             outcome = _predict_by_region(predictor, paths[i], out, own, skip_existing, shard)
         elif stack[i]:
