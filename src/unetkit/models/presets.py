@@ -15,56 +15,44 @@ _KERAS: dict[str, Any] = dict(
 _RESTORE: dict[str, Any] = dict(
     _KERAS, activation="leaky", leaky_slope=0.2, up_bias=False, in_channels=3, out_channels=3
 )
+# the paper's layers, shared with the dilated variant: valid convs with bias, no norm, dropout
+# at the deepest level
+_VALID: dict[str, Any] = dict(padding="valid", norm="none", conv_bias=True, dropout_deep=0.5)
+# milesial's layers, shared by its two presets and the small one
+_MILESIAL: dict[str, Any] = dict(
+    padding="zeros", norm="batch", merge="pad", in_channels=3, out_channels=2
+)
+# shared by the tutorial variants: BN, Dropout2d(0.3), LeakyReLU, strided-conv down, 1x1 up
+# conv, crop merge, 3x3 head
+_TUTORIAL: dict[str, Any] = dict(
+    norm="batch",
+    dropout=0.3,
+    activation="leaky",
+    down="strided",
+    up_conv=1,
+    merge="crop",
+    head_kernel=3,
+    in_channels=3,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Ronneberger et al. 2015: valid 3x3 convs + ReLU, max-pool, 2x2 up-conv, crop + concat.
-    "paper": dict(
-        padding="valid",
-        norm="none",
-        conv_bias=True,
-        merge="crop",
-        dropout_deep=0.5,
-        in_channels=1,
-        out_channels=2,
-    ),
+    "paper": dict(_VALID, merge="crop", in_channels=1, out_channels=2),
     # github milesial/Pytorch-UNet: DoubleConv (conv-BN-ReLU x2), pad merge, odd sizes work.
-    "milesial": dict(
-        padding="zeros", norm="batch", merge="pad", up="transposed", in_channels=3, out_channels=2
-    ),
-    "milesial-bilinear": dict(
-        padding="zeros", norm="batch", merge="pad", up="bilinear", in_channels=3, out_channels=2
-    ),
+    "milesial": dict(_MILESIAL, up="transposed"),
+    "milesial-bilinear": dict(_MILESIAL, up="bilinear"),
     # tutorial variant: reflect padding, BN, Dropout2d(0.3), LeakyReLU; strided-conv down;
     # ConvT + 1x1.
-    "reflect": dict(
-        padding="reflect",
-        norm="batch",
-        dropout=0.3,
-        activation="leaky",
-        down="strided",
-        up="transposed",
-        up_conv=1,
-        merge="crop",
-        head_kernel=3,
-        in_channels=3,
-        out_channels=2,
-    ),
+    "reflect": dict(_TUTORIAL, padding="reflect", up="transposed", out_channels=2),
     # tutorial variant (PyTorch): conv-BN-dropout-LeakyReLU, strided down, nearest + 1x1 up,
     # sigmoid.
     "strided": dict(
+        _TUTORIAL,
         padding="zeros",
-        norm="batch",
         conv_bias=True,
-        dropout=0.3,
-        activation="leaky",
-        down="strided",
         down_norm=False,
         up="nearest",
-        up_conv=1,
-        merge="crop",
         head="sigmoid",
-        head_kernel=3,
-        in_channels=3,
         out_channels=3,
     ),
     # the Keras tutorial U-Net: widths 32..512, same padding, ReLU, max-pool, transposed up,
@@ -77,27 +65,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "x3": dict(_RESTORE, head="pixel_shuffle", scale=3),
     # a Keras variant: BN before 3x3 then 1x1 convs, average pooling, light dropout, nearest up.
     "avgpool": dict(
-        base_width=32,
-        padding="zeros",
+        _KERAS,
         norm="batch",
         norm_first=True,
-        conv_bias=True,
         block="3x3+1x1",
         dropout=0.02,
         down="avgpool",
         up="nearest",
         up_conv=3,
-        merge="crop",
         in_channels=3,
         out_channels=3,
     ),
     # a simple U-Net: dilation-2 valid encoder convs, dropout deep, resize merge and output.
     "dilated": dict(
-        padding="valid",
-        norm="none",
-        conv_bias=True,
+        _VALID,
         dilation=2,
-        dropout_deep=0.5,
         up_act=True,
         merge="resize",
         output_resize=True,
@@ -106,15 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # The default training recipe's model: milesial's topology at a quarter of its width,
     # chosen on ISBI 2012 for CPU training within minutes (bench/isbi.py).
-    "small": dict(
-        base_width=16,
-        padding="zeros",
-        norm="batch",
-        merge="pad",
-        up="transposed",
-        in_channels=3,
-        out_channels=2,
-    ),
+    "small": dict(_MILESIAL, base_width=16, up="transposed"),
 }
 
 
