@@ -57,18 +57,22 @@ def _fmt(value) -> str:
     return str(value)
 
 
+# the numbers people watch: each epoch's log line, in this order (history.csv has them too)
+WATCHED = (
+    "train_loss",
+    "val_loss",
+    "mean_iou",
+    "mean_dice",
+    "pixel_accuracy",
+    "images_per_s",
+    "lr",
+)
+
+
 def format_row(row: dict) -> str:
-    """One log line per epoch: the numbers people watch."""
+    """One log line per epoch: the numbers people watch (``WATCHED``)."""
     parts = [f"epoch {row['epoch']}"]
-    for key in (
-        "train_loss",
-        "val_loss",
-        "mean_iou",
-        "mean_dice",
-        "pixel_accuracy",
-        "images_per_s",
-        "lr",
-    ):
+    for key in WATCHED:
         if row.get(key) is not None:
             parts.append(f"{key} {row[key]:.4g}")
     return "  ".join(parts)
