@@ -3,7 +3,8 @@
 The inference flags are declared once here: ``predict`` and ``evaluate`` take the same ones,
 and each is named after the ``PredictConfig`` field it sets (``--fg-threshold`` ->
 ``fg_threshold``), which ``predict_config`` relies on. A bad value is one ``UnetkitError``
-line naming its flag, before any model or image is read.
+line naming its flag, before any model or image is read. So are ``predict``'s output flags,
+each named after the ``predict_paths`` argument it sets, which gets them as they are.
 """
 
 from __future__ import annotations
@@ -133,6 +134,51 @@ MIN_AREA = config_option(
 
 _PREDICT_ONLY: dict[str, tuple[type, Any]] = {"min_area": (int, MIN_AREA)}
 
+# predict's output flags, each named after the ``predict_paths`` argument it sets
+GEOJSON = typer.Option(False, "--geojson", help="Objects: NAME.geojson (QuPath).")
+COCO = typer.Option(False, "--coco", help="Objects: coco.json for the folder.")
+COCO_FORMAT = typer.Option(
+    "rle",
+    "--coco-format",
+    help="coco.json segmentations: rle (exact, holes kept) or polygon (pixel-edge "
+    "outlines; an object's holes are filled).",
+)
+SAVE_PROBS = typer.Option(False, "--save-probs", help="Write NAME_probs.npy (fp16).")
+LABELME = typer.Option(
+    False, "--labelme", help="Write NAME.json labelme polygons (one per object with objects)."
+)
+LEGEND = typer.Option(
+    False, "--legend", help="Overlays: a legend strip of the classes present (wider PNG)."
+)
+LEVEL = typer.Option(
+    None, "--level", help="TIFF inputs: predict this pyramid level (0 = full size), read by region."
+)
+BACKGROUND = typer.Option(
+    None,
+    "--skip-background",
+    help="Images read by region: bright | dark: skip tiles of background only, brighter "
+    "(or darker) than an Otsu threshold of the preview; they are class 0.",
+)
+ZARR = typer.Option(
+    False,
+    "--zarr",
+    help="Images read by region: write the mask as NAME.ome.zarr (OME-NGFF 0.4 multiscale "
+    "label image) instead of NAME.tif; images read whole are not affected.",
+)
+
+# predict takes these, in this order, and hands them to ``predict_paths`` as they are
+_OUTPUTS: dict[str, tuple[type, Any]] = {
+    "geojson": (bool, GEOJSON),
+    "coco": (bool, COCO),
+    "coco_format": (str, COCO_FORMAT),
+    "save_probs": (bool, SAVE_PROBS),
+    "labelme": (bool, LABELME),
+    "legend": (bool, LEGEND),
+    "level": (int, LEVEL),
+    "background": (str, BACKGROUND),
+    "zarr": (bool, ZARR),
+}
+
 # predict and evaluate take these, in this order, and hand them to ``predict_config``
 _INFERENCE: dict[str, tuple[type, Any]] = {
     "strategy": (str, STRATEGY),
@@ -193,6 +239,12 @@ def inference_flags(*extra: str) -> Callable[[Callable[..., Any]], Callable[...,
     before it runs (``predict_config``)."""
     table = {**_INFERENCE, **{name: _PREDICT_ONLY[name] for name in extra}}
     return with_flags("cfg", table, lambda values: predict_config(**values))
+
+
+def output_flags() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command's parameter ``outputs`` becomes predict's output flags; the command gets
+    their values as ``predict_paths`` keyword arguments (a dict)."""
+    return with_flags("outputs", _OUTPUTS, dict)
 
 
 def predict_config(**flags: Any) -> PredictConfig:

@@ -4,6 +4,7 @@ dataset) and ``compare`` (predicted masks against true ones)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -13,6 +14,7 @@ from . import options as opt
 
 
 @opt.inference_flags("min_area")
+@opt.output_flags()
 def predict_cmd(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) or exported ONNX file (.onnx)."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
@@ -33,38 +35,7 @@ def predict_cmd(
     pixel_unit: str = typer.Option(
         "um", "--pixel-unit", help="Unit of --pixel-size: nm, um, mm, cm or m."
     ),
-    geojson: bool = typer.Option(False, "--geojson", help="Objects: NAME.geojson (QuPath)."),
-    coco: bool = typer.Option(False, "--coco", help="Objects: coco.json for the folder."),
-    coco_format: str = typer.Option(
-        "rle",
-        "--coco-format",
-        help="coco.json segmentations: rle (exact, holes kept) or polygon (pixel-edge "
-        "outlines; an object's holes are filled).",
-    ),
-    save_probs: bool = typer.Option(False, "--save-probs", help="Write NAME_probs.npy (fp16)."),
-    labelme: bool = typer.Option(
-        False, "--labelme", help="Write NAME.json labelme polygons (one per object with objects)."
-    ),
-    legend: bool = typer.Option(
-        False, "--legend", help="Overlays: a legend strip of the classes present (wider PNG)."
-    ),
-    level: int = typer.Option(
-        None,
-        "--level",
-        help="TIFF inputs: predict this pyramid level (0 = full size), read by region.",
-    ),
-    skip_background: str = typer.Option(
-        None,
-        "--skip-background",
-        help="Images read by region: bright | dark: skip tiles of background only, brighter "
-        "(or darker) than an Otsu threshold of the preview; they are class 0.",
-    ),
-    zarr: bool = typer.Option(
-        False,
-        "--zarr",
-        help="Images read by region: write the mask as NAME.ome.zarr (OME-NGFF 0.4 multiscale "
-        "label image) instead of NAME.tif; images read whole are not affected.",
-    ),
+    outputs: dict[str, Any] = opt.FROM_FLAGS,
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep finished outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
@@ -101,12 +72,9 @@ def predict_cmd(
         return
     predictor = Predictor.load(model, cfg, rank_device(cfg.device, shard), ckpt)
     report = predict_paths(
-        predictor, inputs, out, save_probs=save_probs, labelme=labelme,
-        skip_existing=skip_existing, progress=progress,
+        predictor, inputs, out, skip_existing=skip_existing, progress=progress,
         objects=(objects or cfg.objects_between is not None) or None,
-        pixel_size=pixel_size, pixel_unit=pixel_unit, geojson=geojson, coco=coco,
-        coco_format=coco_format, legend=legend, level=level,
-        background=skip_background, zarr=zarr, shard=shard,
+        pixel_size=pixel_size, pixel_unit=pixel_unit, shard=shard, **outputs,
     )  # fmt: skip
     if shard.is_main:  # the report is the whole run's on every rank
         typer.echo(
