@@ -303,12 +303,11 @@ def test_the_config_device_is_used_unless_a_device_is_given(trained, monkeypatch
     seen = []
     real = predict_module.load_torch
 
-    def spy(path, device="auto", precision="auto", *rest):
+    def spy(path, device="auto", precision="auto", **kwargs):
         seen.append(str(device))
-        return real(path, "cpu", precision)
+        return real(path, "cpu", precision, **kwargs)
 
     monkeypatch.setattr(predict_module, "load_torch", spy)
-    monkeypatch.setattr(predict_module, "load_network", spy)
     path = trained["crop"]
     Predictor.from_checkpoint(path, config=PredictConfig(device="cuda:7"))
     Predictor.load(path, config=PredictConfig(device="cuda:6"))

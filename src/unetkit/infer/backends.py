@@ -248,15 +248,3 @@ def onnx_session(path: str | os.PathLike, providers: list[str] | None = None):
         return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise UnetkitError(f"{path}: not a readable ONNX file ({_text(exc)})") from None
-
-
-def load_network(
-    path: str | os.PathLike,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-    checkpoint: Checkpoint | None = None,
-) -> Network:
-    """A checkpoint (``.pt`` / anything else) or an ONNX file (``.onnx``) as a ``Network``."""
-    if Path(path).suffix.lower() == ".onnx":
-        return load_onnx(path, device)
-    return load_torch(path, device, precision, checkpoint=checkpoint)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..config import STRATEGIES, ObjectConfig, PredictConfig
 from ..data.imageio import match_channels
 from ..data.normalize import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
-from .backends import ModelInfo, Network, load_network, load_onnx, load_torch
+from .backends import ModelInfo, Network, load_onnx, load_torch
 from .budget import auto_tiling, image_bytes
 from .heads import activate, class_mask, instance_mask, mirror_rays
 from .heads import class_argmax as class_argmax  # tests import it from here
@@ -88,9 +89,11 @@ class Predictor:
     ) -> Predictor:
         """``from_onnx`` for ``.onnx`` files, ``from_checkpoint`` for anything else
         (``checkpoint``: the file's contents when the caller has read them already)."""
+        if Path(path).suffix.lower() == ".onnx":
+            return cls.from_onnx(path, config, device)
         config = config or PredictConfig()
         device = device or config.device
-        return cls(load_network(path, device, config.precision, checkpoint), config)
+        return cls(load_torch(path, device, config.precision, checkpoint=checkpoint), config)
 
     # -- what the model is ---------------------------------------------------------------------
     @property
