@@ -9,13 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from unetkit.errors import UnetkitError
-from unetkit.train.losses import (
-    LOSSES_BY_TASK,
-    DistanceHeadLoss,
-    RaysHeadLoss,
-    build_loss,
-    inverse_frequency_weights,
-)
+from unetkit.train.head_losses import DistanceHeadLoss, RaysHeadLoss
+from unetkit.train.losses import LOSSES_BY_TASK, build_loss, inverse_frequency_weights
 
 LN3 = math.log(3.0)
 IGNORE = 255
