@@ -103,7 +103,7 @@ class ObjectConfig(_Config):
     nms_thresh: float = 0.4
     rays_to_foreground: bool = True
     offsets_weight: float = 1.0
-    split_threshold: float = 0.3
+    split_threshold: float = 0.15
     min_size: int | None = None
     min_score: float = 0.8
     fill_holes: bool = True

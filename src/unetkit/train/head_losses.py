@@ -146,8 +146,9 @@ class OffsetsHeadLoss(nn.Module):
     ``GRADIENT_FACTOR`` times the mean squared error of their derivatives along their own axis
     (x along the columns, y along the rows; central differences) on the object pixels: the
     derivative is what post-processing reads (``unetkit.data.offsets.split_lines``), and a
-    plain MSE lets the jump between two touching objects blur. The paper's border weight map
-    weighs the class loss only.
+    plain MSE lets the jump between two touching objects blur. Both are weighted per pixel by
+    the paper's border weight map, like the class loss: the pixels where two objects meet,
+    the jump's few pixels, weigh most.
 
     Args:
         classes: the class loss over K + 1 channels.
@@ -176,8 +177,10 @@ class OffsetsHeadLoss(nn.Module):
             return total
         predicted, true = outputs[:, -2:].float(), target[:, 1:].float()
         labelled = (classes != self.ignore_index).float()
+        if weight is not None:  # the border weight map: where two objects meet counts most
+            labelled = labelled * weight.to(device=labelled.device, dtype=torch.float32)
         squared = (predicted - true).square().sum(1)
-        on = labelled * (true.abs().sum(1) > 0).float()  # object pixels
+        on = labelled * (classes != 0).float()  # object pixels (class 0: background)
         steep = _axis_gradients(predicted) - _axis_gradients(true)
         term = _weighted_mean(squared, labelled)
         term = term + GRADIENT_FACTOR * _weighted_mean(steep.square().sum(1), on)
