@@ -11,13 +11,15 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
   distance-to-edge channel instead of the boundary class; ``--instance-args`` apply to both);
 * ``instance-rays``: the same with ``--instance-head rays`` (that channel as the object
   probability plus 32 ray lengths: StarDist's star-convex polygons in unetkit's U-Net);
+* ``instance-offsets``: the same with ``--instance-head offsets`` (the boundary class plus
+  each object pixel's offset from its object's centre: HoVer-Net's maps);
 * ``semantic``: the default semantic command ``unetkit train TRAIN -o RUN --time-budget B``,
   objects = connected components of its mask (what a semantic U-Net gives);
 * ``otsu-ws``: no learning: per-image Otsu mask, split by a watershed on its distance transform
   from local maxima at least 4 px apart (the classic nuclei recipe);
 * ``truth-cc``: connected components of the TRUE semantic masks: what a perfect pixel
   classifier gives without separation (a reference, not a recipe);
-* ``truth-boundary`` / ``truth-distance`` / ``truth-rays``: the TRUE maps of each instance
+* ``truth-boundary`` / ``truth-distance`` / ``truth-rays`` / ``truth-offsets``: the TRUE maps of each instance
   head (one-hot background / nucleus / 2 px boundary; background / nucleus probabilities and
   the normalised distance; those and the 32 true ray lengths) through the post-processing's
   defaults (``min_size`` 0): the ceiling of each head's representation and post-processing,
@@ -141,10 +143,15 @@ def truth_maps(truth: np.ndarray, head: str) -> np.ndarray:
     from unetkit.data.targets import boundary_target, object_distance
 
     mask = (truth > 0).astype(np.int64)
-    if head == "boundary":
+    if head in ("boundary", "offsets"):
         width = ObjectConfig().boundary_width
         target = boundary_target(mask, truth, 2, width)
-        return np.stack([(target == c).astype(np.float32) for c in range(3)])
+        maps = np.stack([(target == c).astype(np.float32) for c in range(3)])
+        if head == "offsets":
+            from unetkit.data.offsets import object_offsets
+
+            maps = np.concatenate([maps, object_offsets(truth)])
+        return maps
     fg = mask.astype(np.float32)
     maps = np.stack([1 - fg, fg, object_distance(truth)])
     if head == "rays":
@@ -237,7 +244,7 @@ def main() -> None:
             notes[name] = peer_note(run)
         elif name == "otsu-ws":
             results[name] = score(lambda img, s: otsu_watershed(img), test, group_of)
-        elif name in ("truth-boundary", "truth-distance", "truth-rays"):
+        elif name in ("truth-boundary", "truth-distance", "truth-rays", "truth-offsets"):
             from unetkit.config import ObjectConfig
             from unetkit.data.instances import read_instances
             from unetkit.objects.postprocess import separate_objects
@@ -258,11 +265,12 @@ def main() -> None:
             )
         else:
             task = {"instance": "instance", "instance-distance": "instance",
-                    "instance-rays": "instance", "semantic": None}[name]  # fmt: skip
+                    "instance-rays": "instance", "instance-offsets": "instance",
+                    "semantic": None}[name]  # fmt: skip
             ckpt = work / name / "best.pt"
             if not (args.reuse and ckpt.is_file()):
                 extra = args.instance_args if task == "instance" else ""
-                if name in ("instance-distance", "instance-rays"):
+                if name in ("instance-distance", "instance-rays", "instance-offsets"):
                     extra += f" --instance-head {name.split('-')[1]}"
                 ckpt = train(train_dir, work / name, args.budget, task, extra)
             predictor = Predictor.from_checkpoint(ckpt, PredictConfig())

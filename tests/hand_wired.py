@@ -1,5 +1,5 @@
 """Hand-wired models and the images they segment exactly: the grey-level model as a
-semantic, boundary-, distance- and rays-head instance model, touching cells that straddle
+semantic, boundary-, distance-, rays- and offsets-head instance model, touching cells that straddle
 every tile border. Shared by the prediction, export, format and normalisation tests."""
 
 from __future__ import annotations
@@ -130,6 +130,49 @@ def rays_image(truth: np.ndarray, seed: int = 0) -> np.ndarray:
     grey = np.where(truth > 0, 0.5, 0.1)
     rays = object_rays(truth, RAYS) / RAY_SCALE
     return np.concatenate([grey[None], p[None], rays]).transpose(1, 2, 0).astype(np.float32)
+
+
+def offsets_checkpoint(folder: Path) -> Path:
+    """An ``offsets`` head model wired by hand to read its maps from its input: channel 0 is
+    grey (0.1 background, 0.5 object, 0.9 boundary), channels 1, 2 the (x, y) offsets.
+    Centre taps carry relu(+-grey') and relu(+-x), relu(+-y) along the level-0 skip, so its
+    logits are [2 relu(-grey'), 1.6, 2 relu(grey'), x, y]: per pixel, whatever the tiling."""
+    from unetkit.config import ObjectConfig
+
+    model = build_model("milesial", base_width=8, depth=2, in_channels=3, out_channels=5)
+    state = model.state_dict()
+    for key, value in state.items():
+        if value.dim() == 4 or key.startswith(("ups.", "head.")):
+            value.zero_()
+    first = state["encoders.0.0.weight"]
+    for i in range(3):
+        first[2 * i, i, 1, 1], first[2 * i + 1, i, 1, 1] = 1, -1  # relu(+v), relu(-v)
+    for conv in ("encoders.0.3", "decoders.1.0", "decoders.1.3"):
+        for i in range(6):
+            state[f"{conv}.weight"][i, i, 1, 1] = 1
+    head, bias = state["head.0.weight"][:, :, 0, 0], state["head.0.bias"]
+    head[0, 1], bias[1], head[2, 0] = 2, 1.6, 2
+    head[3, 2], head[3, 3], head[4, 4], head[4, 5] = 1, -1, 1, -1
+    model.load_state_dict(state)
+    pre = DataConfig(channels=3, resize="random-crop", size=(32, 32), normalize="fixed",
+                     mean=(0.5, 0.0, 0.0), std=(0.25, 1.0, 1.0))  # fmt: skip
+    objects = ObjectConfig(head="offsets", min_size=0)
+    ckpt = make_checkpoint(
+        model.eval(), classes=["background", "cell"], palette=PALETTE[:2], preprocessing=pre,
+        task="instance", extra={"objects": objects.to_dict()},
+    )  # fmt: skip
+    return save_checkpoint(ckpt, folder / "offsets.pt")
+
+
+def offsets_image(truth: np.ndarray) -> np.ndarray:
+    """The input of ``offsets_checkpoint`` that makes it predict ``truth``'s objects with no
+    boundary class at all (every object pixel grey): only the offsets tell them apart."""
+    from unetkit.data.offsets import object_offsets
+
+    grey = np.where(truth > 0, LEVELS[1], LEVELS[0])
+    return np.concatenate([grey[None], object_offsets(truth)]).transpose(1, 2, 0).astype(
+        np.float32
+    )
 
 
 def two_cell_images(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:

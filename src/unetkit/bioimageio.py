@@ -248,6 +248,12 @@ def export_bioimageio(
             f"{checkpoint}: a distance-head instance model (a softmax over its classes and a "
             "sigmoid distance channel) has no BioImage.IO postprocessing; export it as onnx"
         )
+    if instance_head(card) == "offsets":
+        raise UnetkitError(
+            f"{checkpoint}: an offsets-head instance model (a softmax over its classes and the "
+            "boundary, then two raw offset channels) has no BioImage.IO postprocessing; export "
+            "it as onnx"
+        )
     if instance_head(card) == "rays":
         raise UnetkitError(
             f"{checkpoint}: a rays-head instance model (a softmax over its classes, a sigmoid "

@@ -26,6 +26,8 @@ from hand_wired import (
     cells,
     distance_checkpoint,
     instance_checkpoint,
+    offsets_checkpoint,
+    offsets_image,
     load_predictor,
     rays_checkpoint,
     rays_image,
@@ -539,6 +541,56 @@ def test_rays_head_tta_mirrors_the_rays():
         flipped = object_rays(np.flip(truth, [d + 2 for d in dims]).copy(), RAYS)
         back = torch.from_numpy(flipped)[None].flip(dims)
         assert torch.allclose(mirror_rays(back, dims, RAYS), rays)
+
+
+def test_offsets_head_tta_negates_the_flipped_axes():
+    """A prediction of a flipped image, flipped back, has its offsets pointing the mirrored
+    way: ``unflip_head`` negates x for a flip of the columns and y for one of the rows."""
+    from unetkit.data.offsets import object_offsets
+    from unetkit.infer.heads import unflip_head
+
+    _, truth = cells(30, 40, step=7)
+    probs = torch.cat([torch.rand(1, 3, 30, 40), torch.from_numpy(object_offsets(truth))[None]], 1)
+    for dims in ((-1,), (-2,), (-2, -1)):
+        flipped = object_offsets(np.flip(truth, [d + 2 for d in dims]).copy())
+        back = torch.cat([probs[:, :3].flip(dims), torch.from_numpy(flipped)[None]], 1).flip(dims)
+        assert torch.allclose(unflip_head(back, dims, 0, 2), probs, atol=1e-6)
+
+
+def test_offsets_head_objects_are_identical_whole_and_tiled(tmp_path):
+    """Touching square cells with no boundary between them (every object pixel the same grey),
+    straddling every tile border: the offsets alone tell them apart, with the same ids whole
+    and in 32 px tiles (the maps are stitched, then separated once)."""
+    from unetkit.config import ObjectConfig
+    from unetkit.objects.metrics import ObjectTally
+    from unetkit.objects.postprocess import separate_objects
+
+    path = offsets_checkpoint(tmp_path)
+    _, truth = cells(76, 100)
+    image = offsets_image(truth)
+    whole = load_predictor(path, strategy="full")
+    assert whole.offsets == 2
+    probs = whole.predict_proba(image)
+    assert probs.shape == (5, 76, 100) and np.allclose(probs[:3].sum(0), 1, atol=1e-5)
+    from unetkit.data.offsets import object_offsets
+
+    assert np.allclose(probs[3:], object_offsets(truth), atol=1e-5)
+    # without the offsets (the boundary head's post-processing) the grid is one object
+    assert separate_objects(probs[:3], ObjectConfig(min_size=0))[1].max() == 1
+    mask_w, ids_w = whole.predict_objects(image)
+    assert ids_w.max() == truth.max() == 6 * 7
+    tally = ObjectTally()
+    tally.add(ids_w, truth)
+    assert tally.summary()["ap_50"] == 1.0 and tally.summary()["map"] > 0.9
+    tiled = load_predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
+    mask_t, ids_t = tiled.predict_objects(image)
+    assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
+    crossing = [
+        i for i in range(1, int(truth.max()) + 1)
+        if len(np.unique(np.argwhere(truth == i)[:, 1] // 24)) > 1  # tiles step 24 px
+    ]  # fmt: skip
+    assert len(crossing) > 10
+    assert (whole.predict_mask(image) == (truth > 0)).all()
 
 
 def test_instance_post_processing_overrides(tmp_path, grey_level_model):

@@ -9,13 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from unetkit.errors import UnetkitError
-from unetkit.train.losses import (
-    LOSSES_BY_TASK,
-    DistanceHeadLoss,
-    RaysHeadLoss,
-    build_loss,
-    inverse_frequency_weights,
-)
+from unetkit.train.head_losses import DistanceHeadLoss, OffsetsHeadLoss, RaysHeadLoss
+from unetkit.train.losses import LOSSES_BY_TASK, build_loss, inverse_frequency_weights
 
 LN3 = math.log(3.0)
 IGNORE = 255
@@ -219,4 +214,34 @@ def test_rays_head_loss_adds_the_probability_weighted_ray_error_in_pixels():
     off[0, 3:, 0, 2] += 0.3
     assert float(loss(off, target)) == pytest.approx(float(base) + 0.5 * 3.25 / 1.25, rel=1e-6)
     with pytest.raises(UnetkitError, match="rays head"):
+        loss(logits, target[:, :2])
+
+
+def test_offsets_head_loss_adds_the_offset_error_and_its_gradients_error_on_objects():
+    torch.manual_seed(0)
+    classes = build_loss("ce+dice", "multiclass", 3)  # background, object, boundary
+    loss = OffsetsHeadLoss(classes, IGNORE, factor=0.5)
+    target_cls = torch.tensor([[[0, 1, 1, 1, 2, IGNORE]]])  # (1, 1, 6)
+    ox = torch.tensor([[[0.0, -0.5, 0.0, 0.5, 1.0, 0.3]]])
+    oy = torch.zeros(1, 1, 6)
+    target = torch.stack([target_cls.float(), ox, oy], 1)  # (1, 3, 1, 6)
+    logits = torch.randn(1, 5, 1, 6)
+    base = float(classes(logits[:, :3], target_cls))
+    perfect = logits.clone()
+    perfect[:, 3], perfect[:, 4] = ox, oy
+    assert float(loss(perfect, target)) == pytest.approx(base, rel=1e-6)
+    # every offset 0.1 too large in x: squared error 0.01 on the 5 labelled pixels, and no
+    # change of any gradient
+    off = perfect.clone()
+    off[:, 3] += 0.1
+    assert float(loss(off, target)) == pytest.approx(base + 0.5 * 0.01, rel=1e-5)
+    # one object pixel (index 2) 0.4 too large: squared 0.16 / 5 pixels, and the x gradients
+    # at pixels 1 and 3 (object pixels, central differences) off by 0.2 each: 2 x (0.04 + 0.04)
+    # / 4 object pixels (1, 2, 3, 4)
+    off = perfect.clone()
+    off[0, 3, 0, 2] += 0.4
+    expected = 0.16 / 5 + 2 * 0.08 / 4
+    assert float(loss(off, target)) == pytest.approx(base + 0.5 * expected, rel=1e-5)
+    assert float(OffsetsHeadLoss(classes, IGNORE, factor=0)(off, target)) == pytest.approx(base)
+    with pytest.raises(UnetkitError, match="offsets head"):
         loss(logits, target[:, :2])

@@ -328,7 +328,7 @@ def test_distance_head_trains_predicts_and_is_stored(tmp_path, monkeypatch):
     """``--instance-head distance``: K classes + a distance channel, end to end."""
     import importlib
 
-    from unetkit.train.losses import DistanceHeadLoss
+    from unetkit.train.head_losses import DistanceHeadLoss
 
     criterion = importlib.import_module("unetkit.train.criterion")
     factors = []

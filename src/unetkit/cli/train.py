@@ -123,7 +123,9 @@ FLAGS = (
         "--task instance: boundary (a boundary class at each object's edge) | distance (each "
         "object pixel's normalised distance to its edge; seeds at its maxima) | rays (that "
         "distance as object probability plus the lengths of --n-rays rays to the edge: "
-        "StarDist's star-convex polygons, kept by non-maximum suppression).",
+        "StarDist's star-convex polygons, kept by non-maximum suppression) | offsets (the "
+        "boundary class plus each object pixel's offset from its object's centre: no seed "
+        "where offsets converge, HoVer-Net's maps).",
     ),
     Flag(
         "objects.distance_weight",
@@ -142,6 +144,13 @@ FLAGS = (
         "--rays-weight",
         "--instance-head rays: the factor of the ray error (mean absolute, in pixels) in the "
         "loss (1: StarDist's balance with the distance term at its default weight).",
+        kind=float,
+    ),
+    Flag(
+        "objects.offsets_weight",
+        "--offsets-weight",
+        "--instance-head offsets: the factor of the offset error (squared, plus twice that of "
+        "its gradients) in the loss.",
         kind=float,
     ),
     Flag("loss", "--loss", "auto | ce | bce | dice | ce+dice | bce+dice | mse | l1", shown="auto"),

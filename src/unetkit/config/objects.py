@@ -24,7 +24,10 @@ class ObjectConfig(_Config):
             distances from each object pixel to its object's edge along evenly spaced rays
             (``unetkit.data.rays``, StarDist's representation): each pixel proposes a
             star-convex polygon, and non-maximum suppression keeps the best
-            (``unetkit.objects.stars``).
+            (``unetkit.objects.stars``); ``offsets``, the boundary class plus two channels
+            with each object pixel's offset from its object's centre over its radius
+            (``unetkit.data.offsets``, HoVer-Net's maps), whose steep convergence marks
+            where touching objects split: seeds are interior pixels off those lines.
         boundary_width: width in pixels of the ``boundary`` class trained at each object's
             edge (``unetkit.data.targets``; ``boundary`` head).
         boundary_fraction: the boundary class also covers each object's pixels closer to its
@@ -41,7 +44,7 @@ class ObjectConfig(_Config):
             it: a trained map is textured inside each object, and even a perfect map has
             1-pixel ripples on its ridges that h-maxima would take for peaks.
         distance_weight: ``distance`` head: the distance term's factor in the loss, beside the
-            class loss (``unetkit.train.losses.DistanceHeadLoss``); large enough that the
+            class loss (``unetkit.train.head_losses.DistanceHeadLoss``); large enough that the
             distance map rises to its peaks rather than staying flat.
         seed_h: ``distance`` head: the seeds are the h-maxima of the (smoothed) distance, its
             regional maxima that rise at least ``seed_h`` above every path to a higher one
@@ -52,7 +55,7 @@ class ObjectConfig(_Config):
         n_rays: ``rays`` head: rays per pixel, a multiple of 4 (StarDist's default 32).
         rays_weight: ``rays`` head: the factor of the ray term (the mean absolute error of
             the ray lengths in pixels, weighted by the object probability target) in the
-            loss (``unetkit.train.losses.RaysHeadLoss``). 1.0 keeps StarDist's balance of
+            loss (``unetkit.train.head_losses.RaysHeadLoss``). 1.0 keeps StarDist's balance of
             0.2 between its distance and probability terms, the probability term here
             weighing ``distance_weight`` (5).
         ray_scale: ``rays`` head: the network's ray channels are ray lengths divided by this
@@ -70,6 +73,13 @@ class ObjectConfig(_Config):
             pixels, and object pixels that no polygon covers join the nearest polygon within
             3 px (a polygon of 32 rays only approximates an object's outline); False: every pixel
             may propose, and the polygons are the objects as drawn (StarDist's output).
+        offsets_weight: ``offsets`` head: the factor of the offset term (mean squared error of
+            the offsets plus twice that of their gradients inside objects, HoVer-Net's
+            balance) in the loss (``unetkit.train.head_losses.OffsetsHeadLoss``).
+        split_threshold: ``offsets`` head: interior pixels where the predicted offsets
+            converge faster than this (the negative divergence per pixel of the offsets
+            smoothed at ``distance_sigma``, ``unetkit.data.offsets.split_lines``; about 1
+            between two touching objects, negative inside one) are no seed.
         min_size: objects smaller than this (pixels) are dropped; None: chosen when training
             starts, a fifth of the 10th percentile of the training objects' areas (>= 1).
         min_score: objects whose score, the mean object probability ``1 - p(background)``
@@ -92,6 +102,8 @@ class ObjectConfig(_Config):
     prob_thresh: float = 0.5
     nms_thresh: float = 0.4
     rays_to_foreground: bool = True
+    offsets_weight: float = 1.0
+    split_threshold: float = 0.15
     min_size: int | None = None
     min_score: float = 0.8
     fill_holes: bool = True
@@ -110,6 +122,8 @@ class ObjectConfig(_Config):
         _check_range("rays_weight", self.rays_weight, 0.0, float("inf"))
         if self.ray_scale is not None:
             _check_range("ray_scale", self.ray_scale, 1e-6, float("inf"))
+        _check_range("offsets_weight", self.offsets_weight, 0.0, float("inf"))
+        _check_range("split_threshold", self.split_threshold, 0.0, float("inf"))
         _check_range("prob_thresh", self.prob_thresh, 0.0, 1.0)
         _check_range("nms_thresh", self.nms_thresh, 0.0, 1.0, closed=True)
         _check_range("min_score", self.min_score, 0.0, 1.0, closed=True)

@@ -11,7 +11,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..config import INSTANCE_HEADS, DataConfig
 from ..device import available_memory
 from ..errors import UnetkitError
 from .imageio import match_channels, read_image
@@ -74,8 +74,8 @@ def _check_values(mask: np.ndarray, k: int, ignore: int, path, classes) -> None:
 
 
 _NO_RESIZED_RAYS = (
-    "the rays instance head trains on whole images or random crops (--resize none or "
-    "random-crop): resizing to {} would distort the objects its rays measure"
+    "the rays and offsets instance heads train on whole images or random crops (--resize "
+    "none or random-crop): resizing to {} would distort the objects their targets measure"
 )
 
 
@@ -109,6 +109,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
             (``unetkit.data.rays``), measured once per image on the whole image (a crop's
             rays reach past the crop, as far as the object does) and cached compactly (the
             object pixels' rays as float16); whole images or random crops only.
+            ``offsets``: the ``boundary`` target, and each item also holds ``offsets``
+            (H, W, 2), each object pixel's (x, y) offset from its object's centre over its
+            radius (``unetkit.data.offsets``), measured on the whole image and cached like
+            the rays; whole images or random crops only.
         n_rays: rays per pixel of the ``rays`` head.
         regions: validation held out as a box of each image (``unetkit.data.split``,
             ``held_out_box``): a training set (``train``) ignores the labels inside its
@@ -144,9 +148,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.boundary_width = int(boundary_width)
         self.boundary_fraction = float(boundary_fraction)
-        if instance_head not in ("boundary", "distance", "rays"):
+        if instance_head not in INSTANCE_HEADS:
             raise UnetkitError(
-                f"instance head must be boundary, distance or rays; got {instance_head!r}"
+                f"instance head must be one of {', '.join(INSTANCE_HEADS)}; got {instance_head!r}"
             )
         self.instance_head, self.n_rays = instance_head, int(n_rays)
         if self._rays and self.config.resize in ("letterbox", "resize"):
@@ -167,7 +171,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     @property
     def _rays(self) -> bool:
-        return self.boundary_width > 0 and self.instance_head == "rays"
+        """The head's targets are a per-pixel table (rays or offsets) cached compactly."""
+        return self.boundary_width > 0 and self.instance_head in ("rays", "offsets")
 
     @property
     def palette(self) -> list[list[int]]:
@@ -246,7 +251,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if self.boundary_width > 0:
             instances = self._instances(stem, mask.shape)
             mask, weighed, distance, rays = self._instance_targets(stem, mask, instances)
-            k += 1 if self.instance_head == "boundary" else 0  # the boundary class
+            k += 1 if self.instance_head in ("boundary", "offsets") else 0  # boundary class
         weight = None
         if self.weight_fn is not None:
             extra = () if instances is None else (instances,)
@@ -273,10 +278,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         areas = np.bincount(instances.ravel())[1:]
         self.object_areas[stem] = areas[areas > 0]
         k, ignore = len(self.info.classes), self.config.ignore_index
-        if self.instance_head == "boundary":
+        if self.instance_head in ("boundary", "offsets"):
             mask = boundary_target(
                 mask, instances, k, self.boundary_width, ignore, self.boundary_fraction
             )
+            if self.instance_head == "offsets":
+                from .offsets import offset_table
+
+                return mask, mask, None, offset_table(instances)
             return mask, mask, None, None
         # distance and rays: the data's classes and the normalised distance (and the rays)
         weighed = boundary_target(mask, instances, k, 1, ignore)
@@ -371,7 +380,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Sample ``key``: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``stem``,
         ``weight`` float32 (H, W) when a ``weight_fn`` is set, ``distance`` float32 (H, W)
         for the ``distance`` and ``rays`` instance heads, and ``rays`` float32 (H, W, n_rays),
-        rays last, for the ``rays`` head.
+        rays last, for the ``rays`` head; ``offsets`` float32 (H, W, 2) for the ``offsets`` head.
 
         ``key`` is an index (its crop that of the epoch ``set_epoch`` chose) or an
         ``(epoch, index)`` pair: what a data-loading process that lives across epochs gets.
@@ -391,5 +400,5 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if distance is not None:
             item["distance"] = torch.from_numpy(np.array(distance, dtype=np.float32))
         if rays is not None:
-            item["rays"] = torch.from_numpy(rays)
+            item["offsets" if self.instance_head == "offsets" else "rays"] = torch.from_numpy(rays)
         return item

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from numba import njit
 
 from ..errors import UnetkitError
+from .offsets import grid_jacobian
 
 
 def ray_angles(n_rays: int) -> np.ndarray:
@@ -149,7 +150,7 @@ def carry_rays(rays: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     input pixel it samples (nearest, as masks are) and turns them into its own.
 
     Near an output pixel the grid maps an output offset ``u`` to the input offset ``J u``
-    (J, the grid's 2 x 2 Jacobian in pixels, by central differences). So the output ray at
+    (J, the grid's 2 x 2 Jacobian in pixels, ``grid_jacobian``). So the output ray at
     angle ``phi``, of unit direction ``u``, runs along the input ray at the angle of
     ``J u`` (linearly interpolated between the two input rays either side of it) and is that
     long divided by ``|J u|``. Exact for flips, quarter turns (which map rays onto rays when
@@ -179,21 +180,9 @@ def carry_rays(rays: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         return out
     batch = torch.arange(b, device=rays.device).view(b, 1, 1).expand(b, h, w)[on]
     lengths = flat[batch, source[on]]  # (N, R)
-    jacobian = _grid_jacobian(grid, h, w)  # (B, H, W, 2, 2)
+    jacobian = grid_jacobian(grid, h, w)  # (B, H, W, 2, 2)
     out[on] = _turned(lengths, jacobian[on])
     return out
-
-
-def _grid_jacobian(grid: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, H, W, 2, 2): d(input x, y) / d(output x, y) in pixels, by central differences
-    (one-sided at the edges; the identity along an axis of one pixel)."""
-    x_in, y_in = grid[..., 0].float() * (w / 2), grid[..., 1].float() * (h / 2)
-    ones, zeros = torch.ones_like(x_in), torch.zeros_like(x_in)
-    dx_dy, dx_dx = (torch.gradient(x_in, dim=1)[0] if h > 1 else zeros,
-                    torch.gradient(x_in, dim=2)[0] if w > 1 else ones)  # fmt: skip
-    dy_dy, dy_dx = (torch.gradient(y_in, dim=1)[0] if h > 1 else ones,
-                    torch.gradient(y_in, dim=2)[0] if w > 1 else zeros)  # fmt: skip
-    return torch.stack([torch.stack([dx_dx, dx_dy], -1), torch.stack([dy_dx, dy_dy], -1)], -2)
 
 
 def _turned(lengths: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:

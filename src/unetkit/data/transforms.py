@@ -388,7 +388,7 @@ class Augmenter:
             (images (B, C, H, W), masks (B, H, W) int64, weights (B, H, W) or None); the
             inputs are never modified.
         """
-        images, masks, weights, _, _ = self.with_targets(
+        images, masks, weights, *_ = self.with_targets(
             images, masks, weights, generator=generator
         )
         return images, masks, weights
@@ -401,19 +401,21 @@ class Augmenter:
         maps: torch.Tensor | None = None,
         rays: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> tuple[
-        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None
-    ]:
+        offsets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+               torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
         """``__call__`` plus the dense targets of the instance heads, moved with the pixels:
         ``maps`` (B, H, W) float (a normalised distance map), resampled bilinearly on the
         images' grid, 0 outside the image (where the mask is the ignore index); ``rays``
         (B, H, W, R) float, rays last: each object pixel's ray lengths (pixels) to its
         object's edge at the angles ``unetkit.data.rays.ray_angles(R)``, made the rays of the
-        transformed objects (``unetkit.data.rays.carry_rays``). Images, masks and weights are
-        exactly those ``__call__`` gives from the same generator state.
+        transformed objects (``unetkit.data.rays.carry_rays``); ``offsets`` (B, H, W, 2)
+        float, each object pixel's (x, y) offset from its object's centre, mapped into the
+        transformed frame (``unetkit.data.offsets.carry_offsets``). Images, masks and
+        weights are exactly those ``__call__`` gives from the same generator state.
 
         Returns:
-            (images, masks, weights, maps, rays); a target not given is None.
+            (images, masks, weights, maps, rays, offsets); a target not given is None.
         """
         b, _, h, w = images.shape
         out_dtype = images.dtype
@@ -428,6 +430,10 @@ class Augmenter:
                 from .rays import carry_rays
 
                 rays = carry_rays(rays, grid)
+            if offsets is not None:
+                from .offsets import carry_offsets
+
+                offsets = carry_offsets(offsets, grid)
             owned = True
         images = self._photometric(images, generator, owned)
-        return images.to(out_dtype), masks, weights, maps, rays
+        return images.to(out_dtype), masks, weights, maps, rays, offsets

@@ -125,10 +125,13 @@ def output_names(card: ModelCard) -> list[str]:
     one-channel binary head."""
     k = card.model_config.out_channels
     names = list(card.classes)
-    rays = _rays(card)
-    if card.task == "instance" and len(names) == k - 1 - rays:
+    after = _after(card)
+    if card.task == "instance" and len(names) == k - 1 - after:
         head = instance_head(card) or "boundary"
-        names += [head if head != "rays" else "distance"] + [f"ray{i}" for i in range(rays)]
+        names += {
+            "rays": ["distance"] + [f"ray{i}" for i in range(after)],
+            "offsets": ["boundary", "offset_x", "offset_y"],
+        }.get(head, [head])
     if k == 1:
         return [names[-1] if names else "foreground"]
     return names[:k] + [f"channel{i}" for i in range(len(names), k)]
@@ -137,6 +140,11 @@ def output_names(card: ModelCard) -> list[str]:
 def _rays(card: ModelCard) -> int:
     """The ray channels of a rays-head instance model, else 0."""
     return int((card.objects or {}).get("n_rays") or 32) if instance_head(card) == "rays" else 0
+
+
+def _after(card: ModelCard) -> int:
+    """Channels after an instance model's K + 1: the rays, or the offsets head's 2."""
+    return 2 if instance_head(card) == "offsets" else _rays(card)
 
 
 def activation(card: ModelCard) -> str:
@@ -180,10 +188,13 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
     head = instance_head(card)
     rays = _rays(card)
     if head is not None:
-        k = cfg.out_channels - 1 - rays  # after the classes: boundary or distance (and rays)
+        k = cfg.out_channels - 1 - _after(card)  # the classes; boundary or distance next
         separates = (
             f"the last channel ({head}) separates objects (a seeded watershed"
-            if not rays
+            if head in ("boundary", "distance")
+            else f"channel {k} (boundary) and channels {k + 1}, {k + 2} (x, y offsets from "
+            "each object's centre over its radius, raw) separate objects (a seeded watershed"
+            if head == "offsets"
             else f"channel {k} (distance: the object probability) and channels {k + 1}.."
             f"{k + rays} (ray lengths) give objects (star-convex polygons with non-maximum "
             "suppression"
@@ -236,8 +247,14 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
             # the distance head: softmax over the class channels, sigmoid on the last one; the
             # rays head: the same on the channels before its rays
             "activation_channels": (
-                [0, cfg.out_channels - 1 - rays] if head in ("distance", "rays") else None
+                [0, cfg.out_channels - 1 - rays]
+                if head in ("distance", "rays")
+                else [0, cfg.out_channels - 2]
+                if head == "offsets"
+                else None
             ),
+            "offset_channels": [cfg.out_channels - 2, cfg.out_channels] if head == "offsets"
+            else None,  # fmt: skip
             "last_channel": "sigmoid" if head == "distance" else None,
             "distance_channel": "sigmoid" if head == "rays" else None,
             "ray_channels": (

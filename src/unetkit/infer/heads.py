@@ -4,7 +4,8 @@ A semantic model's outputs are its classes (``UNet.activate``: softmax, sigmoid 
 instance model's start with its classes, then its head (``ObjectConfig.head``): a boundary
 class (a class like the others), the normalised distance to the object's edge (a sigmoid), or
 that distance followed by ``n_rays`` ray lengths in pixels (the ``rays`` head, whose rays turn
-with the image under a flip: ``mirror_rays``).
+with the image under a flip: ``mirror_rays``), or the boundary class followed by two linear
+(x, y) offset channels (the ``offsets`` head; flipped images: ``unflip_head``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ def activate(
     distance_head: bool,
     rays: int,
     ray_scale: float,
+    offsets: bool = False,
 ) -> torch.Tensor:
     """Network outputs -> probabilities: ``model_activate`` (the model's activation), or for the
     ``distance`` head a softmax over the class channels and a sigmoid on the last (the
     distance); for the ``rays`` head (``rays`` > 0) that sigmoid on the channel before the
-    rays, whose lengths are ``ray_scale`` times their outputs (at least 0)."""
+    rays, whose lengths are ``ray_scale`` times their outputs (at least 0); for the
+    ``offsets`` head a softmax over all but the last two channels, which are offsets as they
+    are (float32)."""
+    if offsets:
+        logits = logits.float()
+        return torch.cat([torch.softmax(logits[:, :-2], 1), logits[:, -2:]], 1)
     if distance_head:
         return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
     if rays:
@@ -48,6 +55,20 @@ def mirror_rays(probs: torch.Tensor, dims: tuple[int, ...], rays: int) -> torch.
     return torch.cat([probs[:, :-r], probs[:, -r:][:, source]], 1)
 
 
+def unflip_head(probs: torch.Tensor, dims: tuple[int, ...], rays: int, offsets: int):
+    """A prediction of the image flipped along ``dims``, already flipped back, made that of
+    the image itself: a rays head's rays turned (:func:`mirror_rays`), an offsets head's
+    (x, y) offsets (the last ``offsets`` channels, 2 or 0) negated along the flipped axes
+    (columns -1: x, rows -2: y)."""
+    probs = mirror_rays(probs, dims, rays)
+    if offsets:
+        sign = torch.ones(probs.shape[1], device=probs.device, dtype=probs.dtype)
+        sign[-2] = -1 if -1 in dims else 1
+        sign[-1] = -1 if -2 in dims else 1
+        probs = probs * sign.view(1, -1, 1, 1)
+    return probs
+
+
 def class_mask(probs: torch.Tensor, binary: bool, threshold: float) -> torch.Tensor:
     """Class indices of a semantic model from probabilities ``(K, H, W)``: argmax, or for
     ``binary`` models 1 where the foreground's probability is above ``threshold``."""
@@ -60,7 +81,8 @@ def class_mask(probs: torch.Tensor, binary: bool, threshold: float) -> torch.Ten
 def instance_mask(probs: torch.Tensor, head_channels: int, fg_threshold: float) -> torch.Tensor:
     """Class indices of an instance model from probabilities ``(K, H, W)``: object pixels
     (``1 - p(background) > fg_threshold``) get the likeliest object class; the head's
-    ``head_channels`` last channels (boundary, distance or rays) are no classes of the mask."""
+    ``head_channels`` last channels (boundary, distance, rays or offsets) are no classes of the
+    mask."""
     k = probs.shape[0] - head_channels
     inside = (1 - probs[0]) > fg_threshold
     return torch.where(inside, class_argmax(probs[1:k]) + 1, 0).to(torch.uint8)

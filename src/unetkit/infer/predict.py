@@ -29,7 +29,7 @@ from ..data.normalize import image_to_tensor, normalization_stats
 from ..errors import UnetkitError
 from .backends import ModelInfo, Network, load_onnx, load_torch
 from .budget import auto_tiling, image_bytes
-from .heads import activate, class_mask, instance_mask, mirror_rays
+from .heads import activate, class_mask, instance_mask, unflip_head
 from .heads import class_argmax as class_argmax  # tests import it from here
 from .predicted_objects import between_class, objectness, scored_objects
 from .skipping import SkippingImage, blank_aware, unless_blank
@@ -128,10 +128,15 @@ class Predictor:
         cfg = self.objects_config
         return cfg.n_rays if self.instance and cfg.head == "rays" else 0
 
+    @functools.cached_property
+    def offsets(self) -> int:
+        """2 for an ``offsets`` head instance model (last channels: x, y offsets), else 0."""
+        return 2 if self.instance and self.objects_config.head == "offsets" else 0
+
     @property
     def _head_channels(self) -> int:
         """Output channels after the classes of an instance model's mask (0 otherwise)."""
-        return (1 + self.rays) if self.instance else 0
+        return (1 + self.rays + self.offsets) if self.instance else 0
 
     @property
     def objects_config(self) -> ObjectConfig:
@@ -165,17 +170,18 @@ class Predictor:
         """Network outputs -> probabilities, as the model's head has them
         (``unetkit.infer.heads.activate``)."""
         scale = (self.objects_config.ray_scale or 1.0) if self.rays else 1.0
-        return activate(logits, self.network.shape.activate, self.distance_head, self.rays, scale)
+        return activate(logits, self.network.shape.activate, self.distance_head, self.rays, scale,
+                        offsets=bool(self.offsets))  # fmt: skip
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged;
-        a rays head's rays are mirrored with the image)."""
+        a rays head's rays and an offsets head's offsets are mirrored with the image)."""
         net = self.network.run
         probs = self._activate(net(x))
         if self.config.tta:
             for dims in ((-1,), (-2,), (-2, -1)):
                 flipped = self._activate(net(x.flip(dims))).flip(dims)
-                probs = probs + mirror_rays(flipped, dims, self.rays)
+                probs = probs + unflip_head(flipped, dims, self.rays, self.offsets)
             probs = probs / 4
         return probs
 

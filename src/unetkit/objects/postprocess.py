@@ -42,6 +42,14 @@ dropped, not made objects. On the true maps of the DSB 2018 test images of
 ``bench/dsb_instances.py`` (32 rays) this raises the mean AP over IoU 0.5:0.95 from 0.974
 (the polygons as drawn) to 0.990 (AP@0.5 0.999 either way). Steps 4 and 5 follow.
 
+``offsets`` head: the softmax has the data's K classes plus ``boundary`` (channel K), and
+channels K + 1, K + 2 are the predicted (x, y) offsets of each object pixel from its
+object's centre over its radius (``unetkit.data.offsets``). As the boundary head, with two
+changes where the offsets converge (``split_lines``: the negative divergence of the offsets
+smoothed at ``distance_sigma``, about 1 per pixel between touching objects): a pixel there
+above ``split_threshold`` is no seed, and the watershed floods the boundary probability plus
+it, so two touching objects whose boundary the class misses are still two seeds.
+
 Post-processing runs once on the stitched probabilities, never per tile, so an object cut by a
 tile border is one object with one id.
 """
@@ -128,7 +136,8 @@ def separate_objects(
             (``boundary`` head: a softmax over all K + 1) or the normalised distance
             (``distance`` head: a softmax over the first K); ``rays`` head (K + 1 +
             ``n_rays``, H, W): the K class probabilities, the object probability and the
-            ray lengths in pixels.
+            ray lengths in pixels; ``offsets`` head (K + 3, H, W): the boundary head's and
+            the (x, y) offsets.
         config: the head, thresholds, the distance head's smoothing and seed depth, the
             rays head's thresholds, minimum size and score, hole filling (``min_size`` None
             counts as 0).
@@ -155,7 +164,7 @@ def separate_objects(
 def class_channels(probs: np.ndarray, cfg: ObjectConfig) -> int:
     """K, the data's classes among an instance model's output channels (``probs`` (C, H,
     W)): one channel follows them, and the rays head's rays after it."""
-    after = 1 + (cfg.n_rays if cfg.head == "rays" else 0)
+    after = 1 + {"rays": cfg.n_rays, "offsets": 2}.get(cfg.head, 0)
     k = probs.shape[0] - after
     if k < 2:
         raise ValueError(
@@ -183,9 +192,16 @@ def _watershed_labels(
         seeds, _ = ndimage.label(objects & cores)
         return watershed(-distance, markers=seeds, mask=objects).astype(np.int32)
     interior = probs[1:k].sum(0)
-    seeds, _ = ndimage.label(objects & (interior > cfg.seed_threshold))
+    cores, flood = interior > cfg.seed_threshold, probs[k]
+    if cfg.head == "offsets":  # no seed, and a ridge to flood, where offsets converge
+        from ..data.offsets import split_lines
+
+        lines = split_lines(probs[k + 1 : k + 3], cfg.distance_sigma)
+        cores &= lines < cfg.split_threshold
+        flood = flood + lines
+    seeds, _ = ndimage.label(objects & cores)
     # a little compactness: on a flat boundary, pixels go to the nearest seed
-    labels = watershed(probs[k], markers=seeds, mask=objects, compactness=1e-3)
+    labels = watershed(flood, markers=seeds, mask=objects, compactness=1e-3)
     return labels.astype(np.int32)
 
 

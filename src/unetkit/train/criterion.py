@@ -1,6 +1,6 @@
 """The loss a run trains with, from its resolved config: the class loss (``build_loss``) with
 its class weights, the per-pixel weight map the dataset applies, and the instance heads'
-wrappers (distance, rays)."""
+wrappers (distance, rays, offsets)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import UnetkitError
-from .losses import DistanceHeadLoss, RaysHeadLoss, build_loss, inverse_frequency_weights
+from .head_losses import DistanceHeadLoss, OffsetsHeadLoss, RaysHeadLoss
+from .losses import build_loss, inverse_frequency_weights
 from .plan import boundary_head, network_classes
 
 
 def build_criterion(cfg: TrainConfig, info, device: torch.device) -> torch.nn.Module:
     """The training loss of a resolved config on ``device``: ``cfg.loss`` over the network's
-    classes, weighted by :func:`class_weights`, wrapped for the distance or rays head."""
+    classes, weighted by :func:`class_weights`, wrapped for the distance, rays or offsets head."""
     cw = class_weights(cfg, info)
     loss = build_loss(
         cfg.loss,
@@ -26,6 +27,8 @@ def build_criterion(cfg: TrainConfig, info, device: torch.device) -> torch.nn.Mo
     objects = cfg.objects
     if cfg.task == "instance" and objects.head == "distance":
         return DistanceHeadLoss(loss, info.ignore_index, objects.distance_weight)
+    if cfg.task == "instance" and objects.head == "offsets":
+        return OffsetsHeadLoss(loss, info.ignore_index, objects.offsets_weight)
     if cfg.task == "instance" and objects.head == "rays":
         assert objects.ray_scale is not None  # chosen by plan_from_fingerprint
         return RaysHeadLoss(

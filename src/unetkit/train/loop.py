@@ -89,18 +89,28 @@ def prepare_batch(
     the augmentation moves with the pixels (``Augmenter.with_targets``). A batch with ``rays``
     too (the ``rays`` head, (B, H, W, R)) gets (B, 2 + R, H, W), channels last in memory:
     class, distance and the R ray lengths, which the augmentation turns with the objects
-    (``Augmenter.with_targets``).
+    (``Augmenter.with_targets``). A batch with ``offsets`` (the ``offsets`` head, (B, H, W,
+    2)) gets (B, 3, H, W): class and the (x, y) offsets, turned with the objects.
     """
     images = batch["image"].to(ctx.device, non_blocking=True)  # (B, C, H, W)
     masks = batch["mask"].to(ctx.device, non_blocking=True)  # (B, H, W)
     weights = batch.get("weight")
     weights = weights.to(ctx.device, non_blocking=True) if weights is not None else None
-    distance, rays = batch.get("distance"), batch.get("rays")
-    if distance is not None:
+    distance, rays, offsets = batch.get("distance"), batch.get("rays"), batch.get("offsets")
+    if offsets is not None:
+        offsets = offsets.to(ctx.device, non_blocking=True)
+        if augment is not None:  # an ``Augmenter``: the offsets turn with the objects
+            images, masks, weights, *_, offsets = augment.with_targets(  # type: ignore[attr-defined]
+                images, masks, weights, generator=generator, offsets=offsets
+            )
+        assert offsets is not None
+        target = torch.cat([masks[..., None].float(), offsets.float()], -1)  # (B, H, W, 3)
+        masks = target.permute(0, 3, 1, 2)  # (B, 3, H, W), channels last in memory
+    elif distance is not None:
         distance = distance.to(ctx.device, non_blocking=True)
         rays = None if rays is None else rays.to(ctx.device, non_blocking=True)
         if augment is not None:  # an ``Augmenter``: the maps move with the pixels
-            images, masks, weights, distance, rays = augment.with_targets(  # type: ignore[attr-defined]
+            images, masks, weights, distance, rays, _ = augment.with_targets(  # type: ignore[attr-defined]
                 images, masks, weights, distance, rays, generator=generator
             )
         assert distance is not None

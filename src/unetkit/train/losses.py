@@ -10,11 +10,7 @@ Every loss takes ``(outputs, target, weight=None)`` and returns a float32 scalar
 ``weight`` is an optional per-pixel weight map (B, H, W), e.g. from
 :func:`unetkit.train.weightmap.border_weight_map`.
 
-The ``distance`` instance head (:class:`DistanceHeadLoss`) wraps a multiclass loss: its
-outputs are (B, K + 1, H, W), the K class logits and one distance logit, and its target is
-(B, 2, H, W) float, the class index (or ignore index) and the normalised distance. The
-``rays`` head (:class:`RaysHeadLoss`) adds R ray channels to both: outputs (B, K + 1 + R, H,
-W), target (B, 2 + R, H, W) with the ray lengths in pixels.
+The instance heads' losses wrap a multiclass loss: ``unetkit.train.head_losses``.
 Ignored pixels contribute to neither numerator nor denominator of any loss, Dice included. Losses
 are computed in float32 whatever the autocast dtype, so they are safe under bf16/fp16 autocast.
 """
@@ -205,117 +201,6 @@ class RegressionLoss(nn.Module):
         if weight is not None:
             w = w * weight.to(device=w.device, dtype=torch.float32).unsqueeze(1)
         return _weighted_mean(values, w.expand_as(values))
-
-
-DISTANCE_FACTOR = 5.0  # the distance term's factor beside CE + Dice (ObjectConfig's default)
-
-
-class DistanceHeadLoss(nn.Module):
-    """The class loss on the first K channels plus ``factor`` times the distance term.
-
-    The distance term is the binary cross-entropy of ``sigmoid(last channel)`` against the
-    target distance d in [0, 1] (StarDist trains its object probability the same way) minus
-    the entropy of d, so it is 0 for a perfect prediction and its gradient is
-    ``sigmoid - d`` (no vanishing gradient at either end, unlike an MSE through a sigmoid).
-    It counts every pixel that is not ignored, background (d = 0) included, weighted by the
-    pixel weight map like the cross-entropy: with the paper's map from the real instances
-    the edges of touching objects and the gaps between objects weigh most, which is where the
-    valley that separates two objects must be learnt.
-
-    Args:
-        classes: the class loss (e.g. CE + Dice) over K channels.
-        ignore_index: class value whose pixels no term counts.
-        factor: the distance term's factor (``DISTANCE_FACTOR``).
-    """
-
-    def __init__(
-        self, classes: nn.Module, ignore_index: int = 255, factor: float = DISTANCE_FACTOR
-    ) -> None:
-        super().__init__()
-        self.classes, self.ignore_index, self.factor = classes, ignore_index, factor
-
-    def forward(
-        self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if target.dim() != 4 or target.shape[1] != 2:
-            raise UnetkitError(
-                f"loss: the distance head needs a (B, 2, H, W) target (class, distance); got "
-                f"{tuple(target.shape)}"
-            )
-        classes = target[:, 0].round().long()
-        _check_pixels(outputs, classes, weight)
-        total = self.classes(outputs[:, :-1], classes, weight)
-        if self.factor == 0:
-            return total
-        logits = outputs[:, -1].float()
-        d = target[:, 1].float().clamp(0, 1)
-        bce = F.binary_cross_entropy_with_logits(logits, d, reduction="none")
-        entropy = F.binary_cross_entropy(d, d, reduction="none")  # the floor of the BCE
-        w = (classes != self.ignore_index).float()
-        if weight is not None:
-            w = w * weight.to(device=w.device, dtype=torch.float32)
-        return total + self.factor * _weighted_mean(bce - entropy, w)
-
-
-RAYS_FACTOR = 1.0  # the ray term's factor (ObjectConfig.rays_weight's default)
-
-
-class RaysHeadLoss(DistanceHeadLoss):
-    """:class:`DistanceHeadLoss` on the first K + 1 channels plus ``rays_factor`` times the ray
-    term (StarDist's loss, Schmidt et al. 2018, beside unetkit's class loss).
-
-    The ray term is the mean absolute error, in pixels, of the R predicted ray lengths
-    (``scale`` times the last R outputs, linear: the network's outputs stay near 1 whatever
-    the objects' size) against the target's, averaged over the rays and weighted per pixel
-    by the target's normalised distance d (StarDist's object probability): 1 at an object's
-    centre, falling to about 0 at its edge and 0 on background and ignored pixels, so the
-    pixels whose polygons best describe their object count most and background not at all;
-    divided by the sum of those weights. The paper's border weight map does not enter it.
-
-    Scale of the terms: the distance term (a BCE, about 0.05 once learnt) has
-    ``distance_factor`` 5 and a ray error of about 1 px factor 1, the balance of StarDist's
-    loss weights (1 for its probability, 0.2 for its distances in pixels). StarDist's
-    1e-4 penalty on rays predicted on background is left out (post-processing never reads
-    them there).
-
-    Args:
-        classes: the class loss over K channels.
-        ignore_index: class value whose pixels no term counts.
-        distance_factor: the distance (object probability) term's factor.
-        rays_factor: the ray term's factor (``RAYS_FACTOR``).
-        scale: pixels per unit of the ray outputs (``ObjectConfig.ray_scale``).
-    """
-
-    def __init__(
-        self,
-        classes: nn.Module,
-        ignore_index: int = 255,
-        distance_factor: float = DISTANCE_FACTOR,
-        rays_factor: float = RAYS_FACTOR,
-        scale: float = 1.0,
-    ) -> None:
-        super().__init__(classes, ignore_index, distance_factor)
-        self.rays_factor, self.scale = rays_factor, scale
-
-    def forward(
-        self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        rays = target.shape[1] - 2 if target.dim() == 4 else -1
-        if rays < 1 or outputs.dim() != 4 or outputs.shape[1] < rays + 3:
-            raise UnetkitError(
-                f"loss: the rays head needs (B, K + 1 + R, H, W) outputs and a (B, 2 + R, H, "
-                f"W) target (class, distance, R rays); got {tuple(outputs.shape)} and "
-                f"{tuple(target.shape)}"
-            )
-        total = super().forward(outputs[:, :-rays], target[:, :2], weight)
-        if self.rays_factor == 0:
-            return total
-        classes = target[:, 0].round().long()
-        w = target[:, 1].float().clamp(0, 1) * (classes != self.ignore_index).float()
-        on = w > 0  # (B, H, W): only object pixels count, so only they are gathered
-        predicted = outputs[:, -rays:].permute(0, 2, 3, 1)[on].float() * self.scale  # (N, R)
-        error = (predicted - target[:, 2:].permute(0, 2, 3, 1)[on].float()).abs().mean(1)
-        return total + self.rays_factor * _weighted_mean(error, w[on])
 
 
 class SumLoss(nn.Module):

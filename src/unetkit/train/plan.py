@@ -84,7 +84,7 @@ def dataset_info(cfg: TrainConfig):
 def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
     """Fill in what the dataset decides: channels, classes, task, loss and the model config
     (instance models have K + 1 output channels: the data's K classes and the boundary class
-    or the distance channel; the rays head adds ``n_rays`` ray channels)."""
+    or the distance channel, then the rays head's ``n_rays`` rays or the offsets head's 2)."""
     if cfg.preset not in PRESETS and cfg.preset != "auto" and cfg.model is None:
         raise UnetkitError(
             f"unknown preset {cfg.preset!r}; valid presets: auto, {', '.join(PRESETS)}"
@@ -111,18 +111,19 @@ def resolve_config(cfg: TrainConfig, info) -> TrainConfig:
         )
     if task == "instance":
         _check_instances(info, len(classes))
-        if cfg.objects.head == "rays" and cfg.data.resize in ("letterbox", "resize"):
+        head = cfg.objects.head
+        if head in ("rays", "offsets") and cfg.data.resize in ("letterbox", "resize"):
             raise UnetkitError(
-                f"--instance-head rays trains on whole images or random crops (--resize none "
+                f"--instance-head {head} trains on whole images or random crops (--resize none "
                 f"or random-crop), not --resize {cfg.data.resize}: resizing distorts the "
-                "objects its rays measure"
+                "objects its targets measure"
             )
     loss = cfg.loss
     if loss == "auto":
         loss = {"binary": "bce+dice", "regression": "mse"}.get(task, "ce+dice")
     channels = info.channels if cfg.data.channels in (0, None) else cfg.data.channels
-    rays = cfg.objects.n_rays if cfg.objects.head == "rays" else 0
-    out = {"binary": 1, "regression": channels, "instance": len(classes) + 1 + rays}.get(
+    extra = {"rays": cfg.objects.n_rays, "offsets": 2}.get(cfg.objects.head, 0)
+    out = {"binary": 1, "regression": channels, "instance": len(classes) + 1 + extra}.get(
         task, len(classes)
     )
     head = {"multiclass": "logits", "binary": "sigmoid", "instance": "logits"}.get(task, base.head)
@@ -168,8 +169,8 @@ def network_class_names(cfg: TrainConfig) -> list[str]:
 
 
 def boundary_head(cfg: TrainConfig) -> bool:
-    """An instance task whose extra softmax class is the object boundary."""
-    return cfg.task == "instance" and cfg.objects.head == "boundary"
+    """An instance task whose extra softmax class is the object boundary (boundary, offsets)."""
+    return cfg.task == "instance" and cfg.objects.head in ("boundary", "offsets")
 
 
 # -- the split -----------------------------------------------------------------------------
