@@ -19,10 +19,10 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
   from local maxima at least 4 px apart (the classic nuclei recipe);
 * ``truth-cc``: connected components of the TRUE semantic masks: what a perfect pixel
   classifier gives without separation (a reference, not a recipe);
-* ``truth-boundary`` / ``truth-distance`` / ``truth-rays`` / ``truth-offsets``: the TRUE maps of each instance
-  head (one-hot background / nucleus / 2 px boundary; background / nucleus probabilities and
-  the normalised distance; those and the 32 true ray lengths) through the post-processing's
-  defaults (``min_size`` 0): the ceiling of each head's representation and post-processing,
+* ``truth-boundary`` / ``truth-distance`` / ``truth-rays`` / ``truth-offsets``: the TRUE maps
+  of each instance head (one-hot background / nucleus / 2 px boundary; background / nucleus
+  probabilities and the normalised distance; those and the 32 true ray lengths; the boundary
+  head's and the offsets) through the post-processing's defaults (``min_size`` 0): the ceiling of each head's representation and post-processing,
   no training;
 * ``stardist`` / ``cellpose``: the peers trained on the same 70 images for the same budget by
   their own recipes (``bench/peer_stardist.py``, ``bench/peer_cellpose.py`` say how), each in

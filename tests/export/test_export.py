@@ -359,3 +359,33 @@ def test_rays_head_onnx_predicts_the_checkpoints_objects(tmp_path):
     with pytest.raises(UnetkitError, match="rays-head"):
         export_bioimageio(path, tmp_path / "rays.zip")
     assert not list(tmp_path.glob("rays.zip*"))
+
+
+def test_offsets_head_onnx_predicts_the_checkpoints_objects(tmp_path):
+    """An offsets-head instance model exported to ONNX: its contract names the boundary and
+    offset channels, unetkit predicts the same objects from the file as from the checkpoint
+    (objects that only the offsets separate), and a BioImage.IO package is refused."""
+    from hand_wired import cells, load_predictor, offsets_checkpoint, offsets_image
+    from unetkit.bioimageio import export_bioimageio
+    from unetkit.config import PredictConfig
+    from unetkit.infer.predict import Predictor
+
+    path = offsets_checkpoint(tmp_path)
+    onnx_path = tmp_path / "offsets.onnx"
+    export_model(path, "onnx", onnx_path)
+    meta = ort.InferenceSession(str(onnx_path)).get_modelmeta().custom_metadata_map
+    contract = json.loads(meta["unetkit.input_contract"])
+    output = contract["output"]
+    assert output["channel_names"] == ["background", "cell", "boundary", "offset_x", "offset_y"]
+    assert output["activation_channels"] == [0, 3] and output["offset_channels"] == [3, 5]
+    assert contract["objects"]["head"] == "offsets" and "offsets" in output["mask"]
+    _, truth = cells(60, 75)
+    image = offsets_image(truth)
+    mask_c, ids_c = load_predictor(path).predict_objects(image)
+    onnx_predictor = Predictor.load(onnx_path, PredictConfig(precision="fp32"), "cpu")
+    mask_o, ids_o = onnx_predictor.predict_objects(image)
+    assert ids_c.max() == truth.max() > 1
+    assert (ids_o == ids_c).all() and (mask_o == mask_c).all()
+    with pytest.raises(UnetkitError, match="offsets-head"):
+        export_bioimageio(path, tmp_path / "offsets.zip")
+    assert not list(tmp_path.glob("offsets.zip*"))

@@ -387,6 +387,52 @@ def test_distance_head_trains_predicts_and_is_stored(tmp_path, monkeypatch):
     assert code == 2
 
 
+def test_offsets_head_trains_predicts_and_is_stored(tmp_path):
+    """``--instance-head offsets``: K classes + boundary + 2 offset channels, end to end; the
+    targets the boundary head's plus each crop's window of the whole image's offsets."""
+    from unetkit.data.dataset import SegmentationDataset
+    from unetkit.data.instances import read_instances
+    from unetkit.data.layout import describe_dataset
+    from unetkit.data.offsets import object_offsets
+    from unetkit.data.targets import boundary_target
+    from unetkit.infer import Predictor
+
+    data = make_instance_dataset(tmp_path / "inst")
+    run = tmp_path / "run"
+    code = main(["train", str(data), "-o", str(run), "--task", "instance", "--instance-head",
+                 "offsets", "--offsets-weight", "2", "--epochs", "2", "--steps-per-epoch", "2",
+                 "--val-stems", "03", *TINY])  # fmt: skip
+    assert code == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt.extra["objects"]["head"] == "offsets"
+    assert ckpt.extra["objects"]["offsets_weight"] == 2.0
+    assert ckpt.model_config.out_channels == 5  # background, object, boundary, x, y
+    predictor = Predictor.from_checkpoint(run / "best.pt", device="cpu")
+    image = np.asarray(Image.open(data / "images" / "00.png"))
+    probs = predictor.predict_proba(image)
+    assert probs.shape[0] == 5 and np.allclose(probs[:3].sum(0), 1, atol=1e-5)
+    mask, ids = predictor.predict_objects(image)
+    assert mask.shape == ids.shape == image.shape and ((mask > 0) == (ids > 0)).all()
+    # the training targets: the boundary class in the mask, the offsets beside it
+    info = describe_dataset(data)
+    ids00 = read_instances(data / "instances" / "00.png")
+    ds = SegmentationDataset(info, ["00"], DataConfig(resize="none"), boundary_width=2,
+                             instance_head="offsets")  # fmt: skip
+    item = ds[0]
+    expected = boundary_target((ids00 > 0).astype(np.int64), ids00, 2, 2)
+    assert (item["mask"].numpy() == expected).all() and "distance" not in item
+    full = object_offsets(ids00).transpose(1, 2, 0)
+    assert np.abs(item["offsets"].numpy() - full).max() < 1e-3
+    crops = SegmentationDataset(info, ["00"], DataConfig(resize="random-crop", size=(24, 24)),
+                                train=True, boundary_width=2, instance_head="offsets")  # fmt: skip
+    crop = crops[0]["offsets"].numpy()
+    windows = [full[y : y + 24, x : x + 24] for y in range(25) for x in range(25)]
+    assert min(np.abs(crop - w).max() for w in windows) < 1e-3
+    code = main(["train", str(data), "-o", str(tmp_path / "bad"), "--task", "instance",
+                 "--instance-head", "offsets", "--resize", "resize", *TINY])  # fmt: skip
+    assert code == 2
+
+
 def test_rays_head_trains_predicts_and_is_stored(tmp_path):
     """``--instance-head rays``: K classes + distance + n_rays ray channels, end to end; the
     ray scale chosen at the start (and said why), the targets whole-image rays."""

@@ -111,6 +111,12 @@ NMS_THRESH = typer.Option(
     help="Rays-head instance models: drop a polygon covering more than this share of a "
     "better one (or of itself).",
 )
+SPLIT_THRESHOLD = typer.Option(
+    None,
+    "--split-threshold",
+    help="Offsets-head instance models: no seed where the predicted offsets converge faster "
+    "than this per pixel (lower splits more).",
+)
 OBJECTS_BETWEEN = typer.Option(
     None,
     "--objects-between",
@@ -197,6 +203,7 @@ _INFERENCE: dict[str, tuple[type, Any]] = {
     "fill_holes": (bool, FILL_HOLES),
     "prob_thresh": (float, PROB_THRESH),
     "nms_thresh": (float, NMS_THRESH),
+    "split_threshold": (float, SPLIT_THRESHOLD),
     "objects_between": (str, OBJECTS_BETWEEN),
 }
 

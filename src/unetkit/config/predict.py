@@ -21,8 +21,8 @@ class PredictConfig(_Config):
     pixels. Valid-padding networks (the paper's overlap-tile) are exact and ignore ``overlap``.
 
     ``fg_threshold``, ``seed_threshold``, ``min_size``, ``min_score``, ``fill_holes``,
-    ``prob_thresh`` and ``nms_thresh`` override the post-processing stored in an instance
-    model (``ObjectConfig``); None keeps the model's.
+    ``prob_thresh``, ``nms_thresh`` and ``split_threshold`` override the post-processing
+    stored in an instance model (``ObjectConfig``); None keeps the model's.
 
     ``objects_between`` (a class name or index; semantic models): objects are the regions
     that class separates, such as cells between EM membranes or grains between grain
@@ -46,6 +46,7 @@ class PredictConfig(_Config):
     fill_holes: bool | None = None
     prob_thresh: float | None = None
     nms_thresh: float | None = None
+    split_threshold: float | None = None
     objects_between: str | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -62,6 +63,6 @@ class PredictConfig(_Config):
     def object_overrides(self, base: ObjectConfig | None = None) -> ObjectConfig:
         """``base`` (an instance model's post-processing) with this config's overrides."""
         names = ("fg_threshold", "seed_threshold", "min_size", "min_score", "fill_holes",
-                 "prob_thresh", "nms_thresh")  # fmt: skip
+                 "prob_thresh", "nms_thresh", "split_threshold")  # fmt: skip
         changes = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         return (base or ObjectConfig()).replace(**changes)

@@ -64,10 +64,8 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | os.PathLike, config: PredictConfig | None = None, device: str | None = None
     ) -> Predictor:
-        """A predictor for a unetkit checkpoint (PyTorch, ``config.precision`` autocast).
-
-        ``device`` (when given) wins over ``config.device``.
-        """
+        """A predictor for a unetkit checkpoint (PyTorch, ``config.precision`` autocast);
+        ``device`` (when given) wins over ``config.device``."""
         config = config or PredictConfig()
         return cls(load_torch(path, device or config.device, config.precision), config)
 
@@ -117,8 +115,7 @@ class Predictor:
 
     @functools.cached_property
     def distance_head(self) -> bool:
-        """True for instance models with the ``distance`` head: their last output channel is a
-        sigmoid (the normalised distance to the object's edge), not a softmax class."""
+        """True for ``distance`` head instance models: the last channel is a sigmoid distance."""
         return self.instance and self.objects_config.head == "distance"
 
     @functools.cached_property
@@ -170,12 +167,12 @@ class Predictor:
         """Network outputs -> probabilities, as the model's head has them
         (``unetkit.infer.heads.activate``)."""
         scale = (self.objects_config.ray_scale or 1.0) if self.rays else 1.0
-        return activate(logits, self.network.shape.activate, self.distance_head, self.rays, scale,
-                        offsets=bool(self.offsets))  # fmt: skip
+        act = self.network.shape.activate
+        return activate(logits, act, self.distance_head, self.rays, scale, bool(self.offsets))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged;
-        a rays head's rays and an offsets head's offsets are mirrored with the image)."""
+        """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged,
+        rays and offsets mirrored with the image: ``unflip_head``)."""
         net = self.network.run
         probs = self._activate(net(x))
         if self.config.tta:
