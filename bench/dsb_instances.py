@@ -22,8 +22,8 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
 * ``truth-boundary`` / ``truth-distance`` / ``truth-rays`` / ``truth-offsets``: the TRUE maps
   of each instance head (one-hot background / nucleus / 2 px boundary; background / nucleus
   probabilities and the normalised distance; those and the 32 true ray lengths; the boundary
-  head's and the offsets) through the post-processing's defaults (``min_size`` 0): the ceiling of each head's representation and post-processing,
-  no training;
+  head's and the offsets) through the post-processing's defaults (``min_size`` 0): the
+  ceiling of each head's representation and post-processing, no training;
 * ``stardist`` / ``cellpose``: the peers trained on the same 70 images for the same budget by
   their own recipes (``bench/peer_stardist.py``, ``bench/peer_cellpose.py`` say how), each in
   its own interpreter with its peer folder on the path; ``stardist-4x`` / ``cellpose-4x``: the
