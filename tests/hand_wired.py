@@ -170,9 +170,7 @@ def offsets_image(truth: np.ndarray) -> np.ndarray:
     from unetkit.data.offsets import object_offsets
 
     grey = np.where(truth > 0, LEVELS[1], LEVELS[0])
-    return np.concatenate([grey[None], object_offsets(truth)]).transpose(1, 2, 0).astype(
-        np.float32
-    )
+    return np.concatenate([grey[None], object_offsets(truth)]).transpose(1, 2, 0).astype(np.float32)
 
 
 def two_cell_images(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:

@@ -388,9 +388,7 @@ class Augmenter:
             (images (B, C, H, W), masks (B, H, W) int64, weights (B, H, W) or None); the
             inputs are never modified.
         """
-        images, masks, weights, *_ = self.with_targets(
-            images, masks, weights, generator=generator
-        )
+        images, masks, weights, *_ = self.with_targets(images, masks, weights, generator=generator)
         return images, masks, weights
 
     def with_targets(

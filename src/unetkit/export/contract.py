@@ -253,7 +253,8 @@ def input_contract(card: ModelCard, model: UNet | None = None) -> dict[str, Any]
                 if head == "offsets"
                 else None
             ),
-            "offset_channels": [cfg.out_channels - 2, cfg.out_channels] if head == "offsets"
+            "offset_channels": [cfg.out_channels - 2, cfg.out_channels]
+            if head == "offsets"
             else None,  # fmt: skip
             "last_channel": "sigmoid" if head == "distance" else None,
             "distance_channel": "sigmoid" if head == "rays" else None,
