@@ -25,7 +25,37 @@ from .losses import _check_pixels, _weighted_mean
 DISTANCE_FACTOR = 5.0  # the distance term's factor beside CE + Dice (ObjectConfig's default)
 
 
-class DistanceHeadLoss(nn.Module):
+class _HeadLoss(nn.Module):
+    """A class loss over the network's class channels plus ``factor`` times a head's term;
+    the target's channel 0 holds the class index (or the ignore index), the rest the head's
+    maps (``channels`` of them)."""
+
+    head, maps, channels = "", "", 0
+
+    def __init__(self, classes: nn.Module, ignore_index: int, factor: float) -> None:
+        super().__init__()
+        self.classes, self.ignore_index, self.factor = classes, ignore_index, factor
+
+    def _class_term(
+        self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the class loss on all but the head's last channels, the class index, the pixel
+        weights of the head's term: 0 where ignored, else the weight map's)."""
+        if target.dim() != 4 or target.shape[1] != 1 + self.channels or outputs.dim() != 4:
+            raise UnetkitError(
+                f"loss: the {self.head} head needs a (B, {1 + self.channels}, H, W) target "
+                f"(class, {self.maps}); got {tuple(target.shape)}"
+            )
+        classes = target[:, 0].round().long()
+        _check_pixels(outputs[:, : -self.channels], classes, weight)
+        total = self.classes(outputs[:, : -self.channels], classes, weight)
+        w = (classes != self.ignore_index).float()
+        if weight is not None:
+            w = w * weight.to(device=w.device, dtype=torch.float32)
+        return total, classes, w
+
+
+class DistanceHeadLoss(_HeadLoss):
     """The class loss on the first K channels plus ``factor`` times the distance term.
 
     The distance term is the binary cross-entropy of ``sigmoid(last channel)`` against the
@@ -43,32 +73,23 @@ class DistanceHeadLoss(nn.Module):
         factor: the distance term's factor (``DISTANCE_FACTOR``).
     """
 
+    head, maps, channels = "distance", "distance", 1
+
     def __init__(
         self, classes: nn.Module, ignore_index: int = 255, factor: float = DISTANCE_FACTOR
     ) -> None:
-        super().__init__()
-        self.classes, self.ignore_index, self.factor = classes, ignore_index, factor
+        super().__init__(classes, ignore_index, factor)
 
     def forward(
         self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if target.dim() != 4 or target.shape[1] != 2:
-            raise UnetkitError(
-                f"loss: the distance head needs a (B, 2, H, W) target (class, distance); got "
-                f"{tuple(target.shape)}"
-            )
-        classes = target[:, 0].round().long()
-        _check_pixels(outputs, classes, weight)
-        total = self.classes(outputs[:, :-1], classes, weight)
+        total, _, w = self._class_term(outputs, target, weight)
         if self.factor == 0:
             return total
         logits = outputs[:, -1].float()
         d = target[:, 1].float().clamp(0, 1)
         bce = F.binary_cross_entropy_with_logits(logits, d, reduction="none")
         entropy = F.binary_cross_entropy(d, d, reduction="none")  # the floor of the BCE
-        w = (classes != self.ignore_index).float()
-        if weight is not None:
-            w = w * weight.to(device=w.device, dtype=torch.float32)
         return total + self.factor * _weighted_mean(bce - entropy, w)
 
 
@@ -137,7 +158,7 @@ OFFSETS_FACTOR = 1.0  # the offset term's factor (ObjectConfig.offsets_weight's 
 GRADIENT_FACTOR = 2.0  # HoVer-Net's weight of its gradient term beside its MSE term
 
 
-class OffsetsHeadLoss(nn.Module):
+class OffsetsHeadLoss(_HeadLoss):
     """The class loss on the K + 1 class channels (the data's and the boundary) plus
     ``factor`` times the offset term (HoVer-Net's, Graham et al. 2019).
 
@@ -156,29 +177,20 @@ class OffsetsHeadLoss(nn.Module):
         factor: the offset term's factor (``OFFSETS_FACTOR``).
     """
 
+    head, maps, channels = "offsets", "x and y offsets", 2
+
     def __init__(
         self, classes: nn.Module, ignore_index: int = 255, factor: float = OFFSETS_FACTOR
     ) -> None:
-        super().__init__()
-        self.classes, self.ignore_index, self.factor = classes, ignore_index, factor
+        super().__init__(classes, ignore_index, factor)
 
     def forward(
         self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if target.dim() != 4 or target.shape[1] != 3 or outputs.dim() != 4:
-            raise UnetkitError(
-                f"loss: the offsets head needs a (B, 3, H, W) target (class, x and y offsets); "
-                f"got {tuple(target.shape)}"
-            )
-        classes = target[:, 0].round().long()
-        _check_pixels(outputs[:, :-2], classes, weight)
-        total = self.classes(outputs[:, :-2], classes, weight)
+        total, classes, labelled = self._class_term(outputs, target, weight)
         if self.factor == 0:
             return total
         predicted, true = outputs[:, -2:].float(), target[:, 1:].float()
-        labelled = (classes != self.ignore_index).float()
-        if weight is not None:  # the border weight map: where two objects meet counts most
-            labelled = labelled * weight.to(device=labelled.device, dtype=torch.float32)
         squared = (predicted - true).square().sum(1)
         on = labelled * (classes != 0).float()  # object pixels (class 0: background)
         steep = _axis_gradients(predicted) - _axis_gradients(true)
