@@ -37,7 +37,7 @@ def _png(size: int, folder: Path) -> Path:
     """A smooth pattern with noise (the whole-slide bench's), written as an RGB PNG."""
     import numpy as np
 
-    from unetkit.data.imageio import write_image
+    from unetkit.data.writers import write_image
 
     y, x = np.ogrid[0:size, 0:size]
     base = 128 + 90 * np.sin(y / 37.0) * np.cos(x / 53.0)

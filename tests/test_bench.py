@@ -82,3 +82,20 @@ def test_where_missing_splits_the_errors_by_kind():
     groups = by_group([("a", e), ("b", e)], {"a": "x", "b": "y"})
     assert groups["all"]["fn_missed"] == 200 and groups["x"]["images"] == 1
     assert len(groups["all"]["contrast_found"]) == 4
+
+
+def test_every_bench_script_imports_names_unetkit_has():
+    """A refactor that moves a function breaks no bench script silently: every ``from
+    unetkit... import NAME`` in bench/ (at any depth) names something that module has."""
+    import ast
+    import importlib
+
+    missing = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("unetkit"):
+                module = importlib.import_module(node.module or "")
+                missing += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
+                            if not hasattr(module, alias.name)
+                            and importlib.util.find_spec(f"{node.module}.{alias.name}") is None]  # fmt: skip
+    assert not missing
