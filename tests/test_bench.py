@@ -95,7 +95,8 @@ def test_every_bench_script_imports_names_unetkit_has():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("unetkit"):
                 module = importlib.import_module(node.module or "")
-                missing += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
-                            if not hasattr(module, alias.name)
-                            and importlib.util.find_spec(f"{node.module}.{alias.name}") is None]  # fmt: skip
+                for alias in node.names:
+                    name = f"{node.module}.{alias.name}"
+                    if not hasattr(module, alias.name) and importlib.util.find_spec(name) is None:
+                        missing.append(f"{path.name}: {name}")
     assert not missing
