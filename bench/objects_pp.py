@@ -4,8 +4,9 @@ The maps a perfect model of each head would predict (``truth_maps`` of
 ``bench/dsb_instances.py``) for a canvas of 1024^2, 2048^2 and 4096^2 pixels tiled with the
 DSB 2018 dev instance images (a 1024^2 block of every image of the set in turn, repeated
 to the size, ids offset so each object is its own: the same content per pixel at every
-size), with Gaussian noise of ``--noise`` added to every probability channel and the rays
-head's ray lengths scaled by N(1, 3 ``--noise``) (a trained model's maps are never clean).
+size), with Gaussian noise of ``--noise`` added to every probability channel (and to the
+offsets head's offsets) and the rays head's ray lengths scaled by N(1, 3 ``--noise``) (a
+trained model's maps are never clean).
 Each head's ``separate_objects`` runs on the whole canvas, best of ``--repeat``; the table
 gives seconds, microseconds per pixel and the ratio of the per-pixel time to that at the
 smallest size: 1.0 means time grows linearly with pixels.
@@ -13,6 +14,7 @@ smallest size: 1.0 means time grows linearly with pixels.
     python bench/objects_pp.py
     python bench/objects_pp.py --sizes 1024 2048 4096 8192 --heads boundary
     python bench/objects_pp.py --heads boundary distance rays
+    python bench/objects_pp.py --heads boundary offsets
 """
 
 from __future__ import annotations
@@ -81,13 +83,15 @@ def main() -> None:
         truth = canvas(side)
         for head in args.heads:
             maps = truth_maps(truth, head).astype(np.float32)
-            probs = maps[:3]  # the rays head's ray lengths follow, in pixels
+            probs = maps[:3]  # the rays head's ray lengths follow, in pixels; or the offsets
             probs += rng.normal(0, args.noise, probs.shape).astype(np.float32)
             np.clip(probs, 0, 1, out=probs)
             if head == "rays":
                 rays = maps[3:]
                 rays *= rng.normal(1, 3 * args.noise, rays.shape).astype(np.float32)
                 np.clip(rays, 0, None, out=rays)
+            if head == "offsets":
+                maps[3:] += rng.normal(0, args.noise, maps[3:].shape).astype(np.float32)
             cfg = ObjectConfig(head=head)
             best = np.inf
             for _ in range(args.repeat):

@@ -42,7 +42,8 @@ class ObjectConfig(_Config):
         distance_sigma: ``distance`` head: the predicted distance is smoothed by a Gaussian of
             this sigma (pixels; 0 = off) before the seeds are found and the watershed floods
             it: a trained map is textured inside each object, and even a perfect map has
-            1-pixel ripples on its ridges that h-maxima would take for peaks.
+            1-pixel ripples on its ridges that h-maxima would take for peaks; ``offsets``
+            head: the offsets are smoothed by it before their split lines are read.
         distance_weight: ``distance`` head: the distance term's factor in the loss, beside the
             class loss (``unetkit.train.head_losses.DistanceHeadLoss``); large enough that the
             distance map rises to its peaks rather than staying flat.
