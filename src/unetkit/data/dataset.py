@@ -153,7 +153,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 f"instance head must be one of {', '.join(INSTANCE_HEADS)}; got {instance_head!r}"
             )
         self.instance_head, self.n_rays = instance_head, int(n_rays)
-        if self._rays and self.config.resize in ("letterbox", "resize"):
+        if self._tabled and self.config.resize in ("letterbox", "resize"):
             raise UnetkitError(_NO_RESIZED_RAYS.format(self.config.resize))
         self.ray_lengths: dict[str, tuple[float, int]] = {}  # per stem: sum of rays, count
         self.regions = dict(regions or {})
@@ -170,7 +170,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return self.info.classes
 
     @property
-    def _rays(self) -> bool:
+    def _tabled(self) -> bool:
         """The head's targets are a per-pixel table (rays or offsets) cached compactly."""
         return self.boundary_width > 0 and self.instance_head in ("rays", "offsets")
 
