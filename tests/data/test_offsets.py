@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from unetkit.config import AugmentConfig
-from unetkit.data.offsets import carry_offsets, object_offsets, offset_table, split_lines
-from unetkit.data.rays import rays_of
+from unetkit.data.offsets import (
+    carry_offsets,
+    object_offsets,
+    offset_table,
+    split_lines,
+    table_rows,
+)
 from unetkit.data.transforms import Augmenter
 from unetkit.errors import UnetkitError
 
@@ -46,7 +51,7 @@ def test_the_offset_table_holds_the_object_pixels_offsets():
     index, values = offset_table(ids)
     assert values.dtype == np.float16 and values.shape == ((ids > 0).sum(), 2)
     assert (index[ids == 0] == -1).all()
-    dense = rays_of(index[5:30, 10:50], values).transpose(2, 0, 1)  # a window of it
+    dense = table_rows(index[5:30, 10:50], values).transpose(2, 0, 1)  # a window of it
     assert np.abs(dense - object_offsets(ids)[:, 5:30, 10:50]).max() < 1e-3
 
 

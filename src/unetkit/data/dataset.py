@@ -370,10 +370,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
             weight = None if weight is None else weight[box]
             distance = None if distance is None else distance[box]
             ray_index = None if ray_index is None else ray_index[box]
-        if ray_index is not None:
-            from .rays import rays_of
+        if ray_index is not None:  # a rays or offsets table's window, made dense
+            from .offsets import table_rows
 
-            rays = rays_of(ray_index, rays[1])
+            rays = table_rows(ray_index, rays[1])
         return image, mask, weight, distance, rays
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:

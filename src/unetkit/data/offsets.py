@@ -16,6 +16,9 @@ pixel across two touching objects, against ``2 / radius`` > 0 inside one):
 Offsets are measured once per image on the whole image (a crop's objects keep their true
 centres, as tiles do) and cached like the rays (:func:`offset_table`);
 :func:`carry_offsets` moves them with the training augmentation's sampling grid.
+
+The per-pixel tables both heads cache (:func:`pixel_index`, :func:`table_rows`) and the
+sampling grid's Jacobian (:func:`grid_jacobian`) live here, free of the rays' numba loops.
 """
 
 from __future__ import annotations
@@ -28,6 +31,34 @@ from scipy import ndimage
 from ..errors import UnetkitError
 
 
+def object_labels(instances: np.ndarray) -> np.ndarray:
+    """``instances`` as a C-contiguous (H, W) int64 label image."""
+    labels = np.asarray(instances)
+    if labels.ndim != 2:
+        raise UnetkitError(f"instances must be (H, W); got {labels.shape}")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def pixel_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A per-pixel table's index of an (H, W) label image: (index (H, W) int32, each object
+    pixel's row of the table, -1 elsewhere; the object pixels' rows ys and columns xs, in
+    the table's order)."""
+    ys, xs = np.nonzero(labels)
+    index = np.full(labels.shape, -1, np.int32)
+    index[ys, xs] = np.arange(ys.size, dtype=np.int32)
+    return index, ys, xs
+
+
+def table_rows(index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Dense (h, w, V) float32 values of a window of a :func:`pixel_index` index (0 where the
+    index is -1: background, or padding), values last: each pixel's row side by side, as
+    training gathers and moves them."""
+    out = np.zeros((*index.shape, values.shape[1]), np.float32)
+    inside = index >= 0
+    out[inside] = values[index[inside]]
+    return out
+
+
 def object_offsets(instances: np.ndarray) -> np.ndarray:
     """Each object pixel's offset from its object's centre over the object's radius.
 
@@ -37,12 +68,10 @@ def object_offsets(instances: np.ndarray) -> np.ndarray:
     Returns:
         (2, H, W) float32 (x, y) offsets in [-1, 1], 0 on background.
     """
-    labels = np.asarray(instances)
-    if labels.ndim != 2:
-        raise UnetkitError(f"instances must be (H, W); got {labels.shape}")
+    labels = object_labels(instances)
     ys, xs = np.nonzero(labels)
     out = np.zeros((2, *labels.shape), np.float32)
-    out[:, ys, xs] = _offsets(labels[ys, xs].astype(np.int64), ys, xs).T
+    out[:, ys, xs] = _offsets(labels[ys, xs], ys, xs).T
     return out
 
 
@@ -68,13 +97,9 @@ def offset_table(instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (index (H, W) int32: each object pixel's row of ``values``, -1 elsewhere;
         values (N, 2) float16 (x, y) offsets, to about 1e-3).
     """
-    labels = np.asarray(instances)
-    if labels.ndim != 2:
-        raise UnetkitError(f"instances must be (H, W); got {labels.shape}")
-    ys, xs = np.nonzero(labels)
-    index = np.full(labels.shape, -1, np.int32)
-    index[ys, xs] = np.arange(ys.size, dtype=np.int32)
-    return index, _offsets(labels[ys, xs].astype(np.int64), ys, xs).astype(np.float16)
+    labels = object_labels(instances)
+    index, ys, xs = pixel_index(labels)
+    return index, _offsets(labels[ys, xs], ys, xs).astype(np.float16)
 
 
 def carry_offsets(offsets: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from numba import njit
 
 from ..errors import UnetkitError
-from .offsets import grid_jacobian
+from .offsets import grid_jacobian, object_labels, pixel_index, table_rows
 
 
 def ray_angles(n_rays: int) -> np.ndarray:
@@ -97,13 +97,6 @@ def _measure(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_rays: int) ->
     return out
 
 
-def _labels(instances: np.ndarray) -> np.ndarray:
-    labels = np.asarray(instances)
-    if labels.ndim != 2:
-        raise UnetkitError(f"instances must be (H, W); got {labels.shape}")
-    return np.ascontiguousarray(labels, dtype=np.int64)
-
-
 def object_rays(instances: np.ndarray, n_rays: int = 32) -> np.ndarray:
     """Each object pixel's ray lengths to its object's edge (0 on background).
 
@@ -114,7 +107,7 @@ def object_rays(instances: np.ndarray, n_rays: int = 32) -> np.ndarray:
     Returns:
         (n_rays, H, W) float32, in pixels.
     """
-    labels = _labels(instances)
+    labels = object_labels(instances)
     ys, xs = np.nonzero(labels)
     out = np.zeros((n_rays, *labels.shape), np.float32)
     out[:, ys, xs] = _measure(labels, ys, xs, n_rays).T
@@ -128,21 +121,14 @@ def ray_table(instances: np.ndarray, n_rays: int = 32) -> tuple[np.ndarray, np.n
         (index (H, W) int32: each object pixel's row of ``values``, -1 elsewhere;
         values (N, n_rays) float16, the ray lengths in pixels (about 0.03 % relative error)).
     """
-    labels = _labels(instances)
-    ys, xs = np.nonzero(labels)
-    index = np.full(labels.shape, -1, np.int32)
-    index[ys, xs] = np.arange(ys.size, dtype=np.int32)
+    labels = object_labels(instances)
+    index, ys, xs = pixel_index(labels)
     return index, _measure(labels, ys, xs, n_rays).astype(np.float16)
 
 
-def rays_of(index: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Dense (h, w, n_rays) float32 rays of a window of a :func:`ray_table` index (0 where
-    the index is -1: background, or padding), rays last: each pixel's rays side by side, as
-    training gathers and moves them."""
-    out = np.zeros((*index.shape, values.shape[1]), np.float32)
-    inside = index >= 0
-    out[inside] = values[index[inside]]
-    return out
+# dense (h, w, n_rays) float32 rays of a window of a ``ray_table`` index, rays last (0 where
+# the index is -1: background, or padding): the generic reader of a per-pixel table
+rays_of = table_rows
 
 
 def carry_rays(rays: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
