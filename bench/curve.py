@@ -1,6 +1,7 @@
 """Learning curves for the benches (``dsb.py`` / ``isbi.py --train-sizes``): nested training
 subsets stratified by group, the mean over seeds, and the plot of a score against the number
-of annotated images with the no-learning baseline as a line.
+of annotated images (``unetkit.plots.plot_learning_curve``) with the no-learning baseline
+as a line.
 
 The subsets are nested (the 8 images are among the 16, the 16 among the 32, ...) and fixed:
 they depend on the stems and their groups only, never on a seed, so the seeds of a size
@@ -13,7 +14,6 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -99,44 +99,3 @@ def mean(values: Sequence[float]) -> float:
 def spread(values: Sequence[float]) -> str:
     """The runs of one size, as ``0.812 0.830 0.825`` (empty for one run)."""
     return " ".join(f"{v:.3f}" for v in values) if len(values) > 1 else ""
-
-
-def plot_curve(
-    path: Path,
-    runs: dict[int, list[float]],
-    baseline: float,
-    *,
-    title: str,
-    ylabel: str,
-    baseline_label: str = "Otsu (no learning)",
-    label: str = "mean over seeds",
-    groups: dict[str, dict[int, list[float]]] | None = None,
-) -> None:
-    """Score against annotated images: every run a dot, the mean a line, the baseline a
-    dashed line; ``groups`` (name -> size -> runs) as thin lines of their means."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = sorted(runs)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for name, by_size in sorted((groups or {}).items()):
-        xs = [n for n in sizes if by_size.get(n)]
-        ax.plot(xs, [mean(by_size[n]) for n in xs], lw=0.8, alpha=0.45, label=name)
-    for n in sizes:
-        ax.scatter([n] * len(runs[n]), runs[n], s=14, color="black", alpha=0.5, zorder=3)
-    ax.plot(sizes, [mean(runs[n]) for n in sizes], "o-", color="black", lw=2, label=label)
-    ax.axhline(baseline, ls="--", color="tab:red", label=f"{baseline_label} {baseline:.3f}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.minorticks_off()
-    ax.set_xlabel("annotated training images")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", ncol=2 if groups else 1)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)

@@ -296,7 +296,7 @@ def _print_curve(runs: list[dict], otsu: dict, test: list[str], group_of: dict[s
 
 def _plot(path: Path, runs: list[dict], otsu: dict, test: list[str], group_of: dict[str, str],
           budget: float) -> None:  # fmt: skip
-    from curve import plot_curve
+    from unetkit.plots import plot_learning_curve
 
     sizes = sorted({r["size"] for r in runs})
     pooled = {n: [r["dice"]["all"] for r in runs if r["size"] == n] for n in sizes}
@@ -304,9 +304,11 @@ def _plot(path: Path, runs: list[dict], otsu: dict, test: list[str], group_of: d
         g for g in {group_of[s] for s in test} if sum(group_of[s] == g for s in test) > 1
     )
     groups = {g: {n: [r["dice"][g] for r in runs if r["size"] == n] for n in sizes} for g in shown}
-    plot_curve(path, pooled, otsu["dice"]["all"], groups=groups, label="all (mean over seeds)",
-               title=f"DSB 2018 dev: {len(test)} test images, default command, {budget:g} min",
-               ylabel="foreground Dice (pooled over test pixels)")  # fmt: skip
+    plot_learning_curve(
+        pooled, otsu["dice"]["all"], path, groups=groups, label="all (mean over seeds)",
+        title=f"DSB 2018 dev: {len(test)} test images, default command, {budget:g} min",
+        ylabel="foreground Dice (pooled over test pixels)",
+    )  # fmt: skip
     print(f"plot: {path}")
 
 

@@ -156,7 +156,8 @@ def _link_slices(root: Path, stems: list[str]) -> Path:
 def learning_curve(args, work: Path) -> list[dict]:
     """The recipe on nested subsets of slices 00-23 (spread over the stack: ``curve``),
     ``--seeds`` runs each, validated and scored on 24-29 as the single run is; Otsu beside."""
-    from curve import mean, nested_subsets, parse_sizes, plot_curve, spread
+    from curve import mean, nested_subsets, parse_sizes, spread
+    from unetkit.plots import plot_learning_curve
 
     subsets = nested_subsets(TRAIN, dict.fromkeys(TRAIN, "isbi"), parse_sizes(args.train_sizes))
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
@@ -199,7 +200,7 @@ def learning_curve(args, work: Path) -> list[dict]:
           f"{otsu['rand_error']:>10.4f}{'':>12}{otsu['fg_ratio']:>7.3f}")  # fmt: skip
     if args.plot:
         runs = {n: [r["dice"] for r in rows if r["size"] == n] for n in subsets}
-        plot_curve(args.plot, runs, otsu["dice"], ylabel="membrane Dice (slices 24-29)",
+        plot_learning_curve(runs, otsu["dice"], args.plot, ylabel="membrane Dice (slices 24-29)",
                    title=f"ISBI 2012: {args.recipe} recipe, {args.budget:g} min a run")  # fmt: skip
         print(f"plot: {args.plot}")
     return [*rows, {"size": 0, "recipe": "otsu (no learning)", **otsu}]

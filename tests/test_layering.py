@@ -66,6 +66,7 @@ ORDER = [
     "files",
     "distributed",
     "viz",
+    "plots",
     "device",
     "card",
     "models",

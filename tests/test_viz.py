@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pytest
-from PIL import Image
 
-from unetkit.viz import colorize, confusion_png, make_palette, overlay, panel, plot_curves, save_png
+from unetkit.viz import colorize, make_palette, overlay, panel
 
 PALETTE = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
 
@@ -99,22 +97,6 @@ def test_panel_pads_and_converts():
         panel([grey, rgb], ["a"])
 
 
-def test_figures_are_pngs_without_backend_change(tmp_path):
-    backend = matplotlib.get_backend()
-    history = [
-        {"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "val_mean_iou": 0.3},
-        {"epoch": 2, "train_loss": 0.6, "val_loss": 0.9, "val_mean_iou": 0.5},
-    ]
-    plot_curves(history, tmp_path / "curves.png")
-    assert Image.open(tmp_path / "curves.png").size == (1000, 400)
-    confusion_png(np.array([[8, 2], [0, 5]]), ["bg", "fg"], tmp_path / "cm.png")
-    assert Image.open(tmp_path / "cm.png").format == "PNG"
-    assert matplotlib.get_backend() == backend
-    save_png(tmp_path / "x.png", np.zeros((3, 4, 3), np.uint8))
-    assert Image.open(tmp_path / "x.png").size == (4, 3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "curves.png", "x.png"]
-
-
 def test_overlay_accepts_non_contiguous_float_images():
     chw = np.random.default_rng(0).random((3, 20, 24), dtype=np.float32)
     mask = np.zeros((20, 24), np.int64)
@@ -122,23 +104,6 @@ def test_overlay_accepts_non_contiguous_float_images():
     out = overlay(chw.transpose(1, 2, 0), mask, make_palette(2), legend=False)
     assert out.shape == (20, 24, 3) and out.dtype == np.uint8
     assert (out[8, 10] != np.rint(chw[:, 8, 10] * 255)).any()  # the region is painted
-
-
-def test_curves_never_plot_counts_and_keep_metrics_on_their_own_axes(tmp_path):
-    """The pixel count (~1e6) on the metrics' axis flattened every metric to a line at 0."""
-    history = [
-        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "mean_iou": 0.5 + e / 10,
-         "pixel_accuracy": 0.9, "pixels": 3744488, "iou_background": 0.9, "iou_cell": 0.2 * e,
-         "images_per_s": 19.0}
-        for e in (1, 2, 3)
-    ]  # fmt: skip
-    panels = plot_curves(history, tmp_path / "curves.png")
-    assert panels == {
-        "loss": ["train_loss", "val_loss"],
-        "metrics": ["mean_iou", "pixel_accuracy"],
-        "IoU per class": ["iou_background", "iou_cell"],
-    }
-    assert Image.open(tmp_path / "curves.png").size == (1500, 400)
 
 
 def _objects_scene():

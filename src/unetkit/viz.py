@@ -1,10 +1,9 @@
-"""Pictures for people: palettes, colour masks, overlays with contours and legends, panels,
-training curves and confusion matrices. Every image function returns (H, W, 3) uint8 RGB.
+"""Pictures for people: palettes, colour masks, overlays with contours and legends, panels and
+object overlays. Every image function returns (H, W, 3) uint8 RGB (charts: ``unetkit.plots``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
@@ -227,102 +226,6 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
         )
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-
-
-def _save_figure(fig, path: str | os.PathLike) -> None:  # noqa: ANN001 - matplotlib Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)  # Agg canvas for this figure only: no global backend switch
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-
-
-def plot_curves(
-    history: Sequence[dict[str, float]], path: str | os.PathLike
-) -> dict[str, list[str]]:
-    """Training curves vs epoch, one panel per kind of number, so none flattens another:
-    losses (keys containing "loss"), summary metrics in [0, 1] (mean IoU, Dice, accuracy, ...)
-    and per-class IoU (``iou_*``) on their own [0, 1] axes. Counts (``pixels``) and anything
-    else outside [0, 1] are never plotted.
-
-    Args:
-        history: one dict per epoch, e.g. ``{"epoch": 1, "train_loss": 0.5, "mean_iou": 0.7}``.
-        path: output PNG (written atomically).
-
-    Returns:
-        panel title -> the keys plotted in it.
-    """
-    from matplotlib.figure import Figure
-
-    def numeric(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    keys = sorted({k for row in history for k, v in row.items() if k != "epoch" and numeric(v)})
-    losses = [k for k in keys if "loss" in k]
-    unit = [
-        k
-        for k in keys
-        if k not in losses
-        and k != "pixels"
-        and all(0.0 <= r[k] <= 1.0 for r in history if numeric(r.get(k)))
-    ]
-    panels = {
-        "loss": losses,
-        "metrics": [k for k in unit if not k.startswith("iou_")],
-        "IoU per class": [k for k in unit if k.startswith("iou_")],
-    }
-    panels = {title: group for title, group in panels.items() if group} or {"loss": []}
-    fig = Figure(figsize=(5 * len(panels), 4))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, group) in zip(axes, panels.items()):
-        for key in group:
-            pts = [(r.get("epoch", i + 1), r[key]) for i, r in enumerate(history)
-                   if numeric(r.get(key))]  # fmt: skip
-            if pts:
-                ax.plot(*zip(*pts), marker="o", markersize=3, label=key.removeprefix("iou_"))
-        ax.set_xlabel("epoch")
-        ax.set_title(title, fontsize=10)
-        if title != "loss":
-            ax.set_ylim(0.0, 1.0)
-        ax.grid(alpha=0.3)
-        if group:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save_figure(fig, path)
-    return panels
-
-
-def confusion_png(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike) -> None:
-    """Row-normalised confusion matrix heat-map (rows: truth, columns: prediction).
-
-    Args:
-        matrix: (K, K) int counts, ``matrix[t, p]`` = pixels of true class t predicted as p.
-        class_names: K names.
-        path: output PNG (written atomically).
-    """
-    from matplotlib.figure import Figure
-
-    matrix = np.asarray(matrix, dtype=np.float64)
-    k = matrix.shape[0]
-    if matrix.shape != (k, k) or len(class_names) != k:
-        raise ValueError(f"confusion matrix {matrix.shape} vs {len(class_names)} class names")
-    rows = matrix.sum(axis=1, keepdims=True)
-    norm = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    side = 2.5 + 0.6 * k
-    fig = Figure(figsize=(side + 1, side))
-    ax = fig.subplots()
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(k), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for t in range(k):
-        for p in range(k):
-            colour = "white" if norm[t, p] > 0.5 else "black"
-            ax.text(p, t, f"{norm[t, p]:.2f}", ha="center", va="center", color=colour, fontsize=8)
-    fig.tight_layout()
-    _save_figure(fig, path)
 
 
 _GOLDEN = 0.6180339887498949  # consecutive ids get hues far apart

@@ -468,7 +468,7 @@ def test_distance_head_objects_are_identical_whole_and_tiled(tmp_path, grey_leve
     image = np.rint(255 * level).astype(np.uint8)
     whole = load_predictor(path, strategy="full")
     tiled = load_predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
-    assert whole.distance_head
+    assert whole.head == "distance"
     probs = whole.predict_proba(image)
     assert probs.shape[0] == 3 and np.allclose(probs[:2].sum(0), 1, atol=1e-5)
     assert connected_objects(probs[1] > 0.5).max() == 1  # the classes alone: one object
@@ -563,7 +563,7 @@ def test_offsets_head_tta_negates_the_flipped_axes():
     for dims in ((-1,), (-2,), (-2, -1)):
         flipped = object_offsets(np.flip(truth, [d + 2 for d in dims]).copy())
         back = torch.cat([probs[:, :3].flip(dims), torch.from_numpy(flipped)[None]], 1).flip(dims)
-        assert torch.allclose(unflip_head(back, dims, 0, 2), probs, atol=1e-6)
+        assert torch.allclose(unflip_head(back, dims, "offsets"), probs, atol=1e-6)
 
 
 def test_offsets_head_objects_are_identical_whole_and_tiled(tmp_path):

@@ -40,7 +40,7 @@ def test_last_pt_and_curves_are_held_to_a_share_of_the_time(dataset, tmp_path, m
     fit_module = importlib.import_module("unetkit.train.fit")
     monkeypatch.setattr(pacing, "CHORE_WAIT", 1e6)  # as if each write took ages
     saved, plotted = [], []
-    real_save, real_plot = fit_module._Trainer._save, fit_module.artifacts.viz.plot_curves
+    real_save, real_plot = fit_module._Trainer._save, fit_module.artifacts.plots.plot_curves
 
     def save(self, name, full=True):
         saved.append((name, self.epoch))
@@ -51,7 +51,7 @@ def test_last_pt_and_curves_are_held_to_a_share_of_the_time(dataset, tmp_path, m
         real_plot(history, path)
 
     monkeypatch.setattr(fit_module._Trainer, "_save", save)
-    monkeypatch.setattr(fit_module.artifacts.viz, "plot_curves", plot)
+    monkeypatch.setattr(fit_module.artifacts.plots, "plot_curves", plot)
     for every, expected in ((0, [1, 5]), (2, [2, 4, 5])):
         saved.clear()
         plotted.clear()

@@ -18,27 +18,28 @@ import torch
 def activate(
     logits: torch.Tensor,
     model_activate: Callable[[torch.Tensor], torch.Tensor],
-    distance_head: bool,
-    rays: int,
-    ray_scale: float,
-    offsets: bool = False,
+    head: str | None,
+    *,
+    n_rays: int = 0,
+    ray_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Network outputs -> probabilities: ``model_activate`` (the model's activation), or for the
-    ``distance`` head a softmax over the class channels and a sigmoid on the last (the
-    distance); for the ``rays`` head (``rays`` > 0) that sigmoid on the channel before the
-    rays, whose lengths are ``ray_scale`` times their outputs (at least 0); for the
-    ``offsets`` head a softmax over all but the last two channels, which are offsets as they
-    are (float32)."""
-    if offsets:
+    """Network outputs -> probabilities. ``head``: an instance model's ``ObjectConfig.head``,
+    None for a semantic model. ``model_activate`` (the model's activation) for a semantic model
+    and the ``boundary`` head; for the ``distance`` head a softmax over the class channels and
+    a sigmoid on the last (the distance); for the ``rays`` head that sigmoid on the channel
+    before the ``n_rays`` rays, whose lengths are ``ray_scale`` times their outputs (at least
+    0); for the ``offsets`` head a softmax over all but the last two channels, which are
+    offsets as they are (float32)."""
+    if head == "offsets":
         logits = logits.float()
         return torch.cat([torch.softmax(logits[:, :-2], 1), logits[:, -2:]], 1)
-    if distance_head:
+    if head == "distance":
         return torch.cat([torch.softmax(logits[:, :-1], 1), torch.sigmoid(logits[:, -1:])], 1)
-    if rays:
-        r, scale = rays, ray_scale
+    if head == "rays":
+        r = n_rays
         logits = logits.float()  # lengths in pixels: more than bf16's 8 bits
         classes, prob = logits[:, : -r - 1], logits[:, -r - 1 : -r]
-        lengths = torch.relu(logits[:, -r:]) * scale
+        lengths = torch.relu(logits[:, -r:]) * ray_scale
         return torch.cat([torch.softmax(classes, 1), torch.sigmoid(prob), lengths], 1)
     return model_activate(logits)
 
@@ -55,17 +56,20 @@ def mirror_rays(probs: torch.Tensor, dims: tuple[int, ...], rays: int) -> torch.
     return torch.cat([probs[:, :-r], probs[:, -r:][:, source]], 1)
 
 
-def unflip_head(probs: torch.Tensor, dims: tuple[int, ...], rays: int, offsets: int):
+def unflip_head(
+    probs: torch.Tensor, dims: tuple[int, ...], head: str | None, n_rays: int = 0
+) -> torch.Tensor:
     """A prediction of the image flipped along ``dims``, already flipped back, made that of
-    the image itself: a rays head's rays turned (:func:`mirror_rays`), an offsets head's
-    (x, y) offsets (the last ``offsets`` channels, 2 or 0) negated along the flipped axes
-    (columns -1: x, rows -2: y)."""
-    probs = mirror_rays(probs, dims, rays)
-    if offsets:
+    the image itself: a ``rays`` head's ``n_rays`` rays turned (:func:`mirror_rays`), an
+    ``offsets`` head's (x, y) offsets (the last two channels) negated along the flipped axes
+    (columns -1: x, rows -2: y); any other head's as it is."""
+    if head == "rays":
+        return mirror_rays(probs, dims, n_rays)
+    if head == "offsets":
         sign = torch.ones(probs.shape[1], device=probs.device, dtype=probs.dtype)
         sign[-2] = -1 if -1 in dims else 1
         sign[-1] = -1 if -2 in dims else 1
-        probs = probs * sign.view(1, -1, 1, 1)
+        return probs * sign.view(1, -1, 1, 1)
     return probs
 
 

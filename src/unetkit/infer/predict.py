@@ -114,9 +114,9 @@ class Predictor:
         return self.info.task == "instance"
 
     @functools.cached_property
-    def distance_head(self) -> bool:
-        """True for ``distance`` head instance models: the last channel is a sigmoid distance."""
-        return self.instance and self.objects_config.head == "distance"
+    def head(self) -> str | None:
+        """An instance model's output head (``ObjectConfig.head``); None for other models."""
+        return self.objects_config.head if self.instance else None
 
     @functools.cached_property
     def rays(self) -> int:
@@ -168,7 +168,7 @@ class Predictor:
         (``unetkit.infer.heads.activate``)."""
         scale = (self.objects_config.ray_scale or 1.0) if self.rays else 1.0
         act = self.network.shape.activate
-        return activate(logits, act, self.distance_head, self.rays, scale, bool(self.offsets))
+        return activate(logits, act, self.head, n_rays=self.rays, ray_scale=scale)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` -> probabilities ``(B, K, h', w')`` float32 (flip TTA averaged,
@@ -178,7 +178,7 @@ class Predictor:
         if self.config.tta:
             for dims in ((-1,), (-2,), (-2, -1)):
                 flipped = self._activate(net(x.flip(dims))).flip(dims)
-                probs = probs + unflip_head(flipped, dims, self.rays, self.offsets)
+                probs = probs + unflip_head(flipped, dims, self.head, self.rays)
             probs = probs / 4
         return probs
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..files import write_csv, write_text
-from ..viz import confusion_png
+from ..plots import confusion_png
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import viz
+from .. import plots, viz
 from ..config import DataConfig
 from ..files import write_csv
 
@@ -37,7 +37,7 @@ def write_history(run_dir: Path, history: list[dict], writer=None, plot: bool = 
     )
     if plot:
         shown = ("lr", "elapsed_min", "images_per_s")
-        viz.plot_curves(
+        plots.plot_curves(
             [{k: v for k, v in r.items() if k not in shown} for r in history],
             run_dir / "curves.png",
         )

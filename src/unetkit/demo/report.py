@@ -1,138 +1,14 @@
-"""``unetkit demo``: the whole system on data it makes itself, in a few minutes on a CPU.
-
-synthetic labelme folder -> prepare -> verify -> train -> evaluate (held-out) -> predict
-(held-out + one large tiled image) -> report.html with metrics, curves, panels, overlays, and
-the cells counted as objects (connected components of each class, scored against the shapes
-``prepare`` wrote to ``instances/``, with an object table and an object overlay).
-"""
+"""The demo's report.html: metrics, curves, panels, overlays, objects, the learning curve and
+the run's configuration, as a static page next to the pictures it shows."""
 
 from __future__ import annotations
 
 import html
-import json
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
-from .config import AugmentConfig, DataConfig, PredictConfig, TrainConfig
-from .errors import UnetkitError
-from .files import write_text
-from .models.presets import preset_config
-
-
-@dataclass
-class DemoResult:
-    """Where the demo put things, and what it measured."""
-
-    out_dir: Path
-    metrics: dict
-    seconds: dict[str, float] = field(default_factory=dict)
-    report: Path | None = None
-    objects: dict[str, int] = field(default_factory=dict)  # predicted objects per image file
-
-
-def demo_config(
-    dataset: Path, run_dir: Path, budget_s: float, seed: int, epochs: int = 12
-) -> TrainConfig:
-    """The demo's training recipe: a narrow milesial U-Net on 128 px crops, bf16 where fast."""
-    return TrainConfig(
-        dataset=str(dataset),
-        run_dir=str(run_dir),
-        preset="milesial",
-        model=preset_config("milesial", base_width=16, depth=3),
-        data=DataConfig(channels=3, resize="random-crop", size=(128, 128)),
-        augment=AugmentConfig(affine=0.3, elastic=0.3, rotate_deg=10.0),
-        loss="ce+dice",
-        optimizer="adamw",
-        lr=3e-3,
-        schedule="cosine",
-        warmup_epochs=1,
-        epochs=epochs,
-        batch_size=8,
-        steps_per_epoch=10,
-        val_every=4,
-        time_budget=budget_s / 60,
-        seed=seed,
-        panels=3,
-    )
-
-
-def run_demo(
-    out_dir: str | Path,
-    *,
-    n_images: int = 24,
-    size: int = 160,
-    budget_s: float = 90,
-    large: tuple[int, int] = (1200, 1600),
-    epochs: int = 12,
-    seed: int = 0,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> DemoResult:
-    """Run the demo into ``out_dir``; returns its metrics and timings.
-
-    Raises:
-        UnetkitError: ``out_dir`` exists and is not empty (unless ``overwrite``), or a stage
-            found a problem (e.g. ``verify`` reporting errors).
-    """
-    from .data.prepare import prepare
-    from .data.synthetic import make_image_and_mask, make_labelme_folder
-    from .data.verify import verify
-    from .data.writers import write_image
-    from .infer.evaluate import evaluate_model
-    from .infer.outputs import predict_paths
-    from .infer.predict import Predictor
-    from .train.fit import fit
-
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UnetkitError(f"{out}: demo folder is not empty (use --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        times[name] = now - clock
-        clock = now
-
-    labelme = make_labelme_folder(out / "labelme", n_images=n_images, size=(size, size), seed=seed)
-    lap("synthesise")
-    report = prepare(labelme, out / "dataset", val_fraction=0.25, seed=seed, overwrite=overwrite)
-    lap("prepare")
-    errors = [f for f in verify(out / "dataset") if f.level == "error"]
-    if errors:
-        raise UnetkitError(
-            f"{out / 'dataset'}: verify found {len(errors)} problem(s): {errors[0].message}"
-        )
-    lap("verify")
-    run = fit(
-        demo_config(out / "dataset", out / "run", budget_s, seed, epochs), overwrite=overwrite
-    )
-    lap("train")
-    metrics = evaluate_model(
-        run / "best.pt", out / "dataset", out / "evaluation", split="val", progress=progress
-    )
-    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    lap("evaluate")
-    image, _ = make_image_and_mask(large, seed=seed + 1000, classes=report.classes[1:])
-    write_image(out / "large" / "large.png", image)
-    predictor = Predictor.from_checkpoint(run / "best.pt", PredictConfig(strategy="auto"))
-    val_images = [out / "dataset" / "images" / f"{s}.png" for s in report.split["val"]]
-    predicted = predict_paths(
-        predictor,
-        [*val_images, out / "large" / "large.png"],
-        out / "predictions",
-        progress=progress,
-        objects=True,
-    )
-    if predicted.failed:
-        raise UnetkitError(f"demo prediction failed: {predicted.failed[0][1]}")
-    lap("predict")
-    counts = {row["image"]: row["objects"] for row in predicted.rows}
-    page = write_report(out, metrics, times, report.split["val"], counts)
-    return DemoResult(out, metrics, times, page, counts)
+from ..files import write_text
+from .curve import CurvePoint
 
 
 def _img(src: str, caption: str, width: int = 0, pixels: bool = False) -> str:
@@ -152,7 +28,7 @@ def _objects_section(out: Path, metrics: dict, counts: dict[str, int], stem: str
 
     obj = metrics.get("objects") or {}
     scores = "".join(
-        f"<li>{label}: <b>{_num(obj.get(key))}</b></li>"
+        f"<li>{label}: <b>{fmt_score(obj.get(key))}</b></li>"
         for key, label in (
             ("ap_50", "AP at IoU 0.5"),
             ("map", "mean AP over IoU 0.5:0.95 (DSB 2018)"),
@@ -190,6 +66,33 @@ the objects <code>prepare</code> wrote to <code>instances/</code> (one per label
 <table><tr><th>image</th><th>objects</th></tr>{listed}</table>
 {picture}
 {table}
+"""
+
+
+def _curve_section(points: Sequence[CurvePoint], otsu: float | None) -> str:
+    """The learning curve: its plot, and a row per model."""
+    rows = "".join(
+        f"<tr><td>{p.images}</td><td>{p.dice:.3f}</td><td>{p.ratio:.3f}</td><td>{p.steps}</td>"
+        f'<td><a href="{html.escape(p.run)}/">{html.escape(p.run)}</a></td></tr>'
+        for p in points
+    )
+    rows += (
+        f"<tr><td>Otsu (no learning)</td><td>{fmt_score(otsu)}</td><td></td><td></td><td></td></tr>"
+    )
+    largest = max(points, key=lambda p: p.images)
+    smaller = [str(p.images) for p in points if p is not largest]
+    sizes = " and ".join([", ".join(smaller[:-1]), smaller[-1]] if len(smaller) > 1 else smaller)
+    return f"""<h2>How many images to annotate</h2>
+<p>The same recipe, for the same number of steps, trained on {sizes} of the
+{largest.images} training images (nested: each set holds the one before), each prepared from
+its own labelme files; every model scored on the same held-out images. A per-image Otsu
+threshold, which learns nothing, is the line to beat. The demo's synthetic images are all of
+one kind, so a few are enough here; images of several kinds (stains, microscopes,
+magnifications) need more, and the documentation's benchmarks show the curve on real nuclei.
+On your own data, annotate until it flattens.</p>
+{_img("curve/learning_curve.png", "foreground Dice against annotated training images")}
+<table><tr><th>training images</th><th>foreground Dice</th><th>predicted / true</th>
+<th>steps</th><th>run</th></tr>{rows}</table>
 """
 
 
@@ -236,7 +139,7 @@ def _run_section(out: Path) -> str:
     """The run's configuration and data fingerprint (from the checkpoint), and links."""
     import json as _json
 
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     parts = []
     best = out / "run" / "best.pt"
@@ -245,7 +148,7 @@ def _run_section(out: Path) -> str:
         state = ckpt.train_state or {}
         fingerprint = ckpt.card.fingerprint
         if fingerprint:
-            from .data.fingerprint import describe
+            from ..data.fingerprint import describe
 
             text = html.escape(describe(fingerprint, ckpt.classes))
             parts.append(f"<h2>Data fingerprint</h2><pre>{text}</pre>")
@@ -278,16 +181,18 @@ def write_report(
     times: dict[str, float],
     val_stems: list[str],
     counts: dict[str, int] | None = None,
+    curve: tuple[Sequence[CurvePoint], float | None] = ((), None),
 ) -> Path:
-    """A static report.html next to the images it shows (``counts``: objects per image)."""
+    """A static report.html next to the images it shows (``counts``: objects per image;
+    ``curve``: the learning curve's points and Otsu's Dice)."""
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{_num(v.get(k))}</td>" for k in ("iou", "dice", "precision", "recall"))
+        + "".join(f"<td>{fmt_score(v.get(k))}</td>" for k in ("iou", "dice", "precision", "recall"))
         + "</tr>"
         for name, v in metrics.get("per_class", {}).items()
     )
     summary = "".join(
-        f"<li>{k}: <b>{_num(metrics.get(k))}</b></li>"
+        f"<li>{k}: <b>{fmt_score(metrics.get(k))}</b></li>"
         for k in ("mean_iou", "mean_dice", "pixel_accuracy")
     )
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
@@ -313,6 +218,7 @@ predict. Times: {html.escape(timing)}.</p>
 <h2>Predictions on held-out images</h2>{"".join(_img(o, Path(o).stem, 360, True) for o in overlays)}
 <h2>A large image, predicted tile by tile</h2>
 {_img("predictions/large_overlay.png", "large.png with predicted regions and contours")}
+{_curve_section(*curve) if curve[0] else ""}
 {_objects_section(out, metrics, counts, val_stems[0]) if counts and val_stems else ""}
 {_per_image_section(out)}
 {_run_section(out)}
@@ -323,35 +229,6 @@ predict. Times: {html.escape(timing)}.</p>
     return page
 
 
-def _num(value) -> str:
+def fmt_score(value) -> str:
+    """A score with 3 decimals, ``-`` for none."""
     return "-" if value is None else f"{value:.3f}"
-
-
-def _objects_line(result: DemoResult) -> str:
-    obj = result.metrics.get("objects") or {}
-    counted = sum(result.objects.values())
-    return (
-        f"objects: {counted} counted in {len(result.objects)} predicted images; held-out "
-        f"AP@0.5 {_num(obj.get('ap_50'))}, {obj.get('n_pred', 0)} predicted vs "
-        f"{obj.get('n_true', 0)} true"
-    )
-
-
-def summary_text(result: DemoResult) -> str:
-    """The one-screen summary printed at the end of ``unetkit demo``."""
-    m, out = result.metrics, result.out_dir
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-    lines = [
-        f"unetkit demo finished in {sum(result.seconds.values()):.0f} s ({stages})",
-        f"held-out mean IoU {m.get('mean_iou', 0):.3f}, mean Dice {m.get('mean_dice', 0):.3f}, "
-        f"pixel accuracy {m.get('pixel_accuracy', 0):.3f}",
-        _objects_line(result),
-        "",
-        f"  labelme annotations   {out / 'labelme'}",
-        f"  prepared dataset      {out / 'dataset'}  (images/, masks/, overlays/, dataset.json)",
-        f"  training run          {out / 'run'}  (best.pt, history.csv, curves.png, panels/)",
-        f"  evaluation            {out / 'evaluation'}  (metrics.json, confusion.png)",
-        f"  predictions           {out / 'predictions'}  (masks, overlays, objects, summary.csv)",
-        f"  report                {result.report}",
-    ]
-    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -25,6 +26,8 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
                 "12",
                 "--large",
                 "300x420",
+                "--curve",
+                "3",
             ]
         )
         == 0
@@ -84,6 +87,21 @@ def test_demo_writes_everything_and_learns(tmp_path, capsys):
     assert [ious[n] for n in order] == sorted(ious[n] for n in order)
     for href in ("run/history.csv", "evaluation/per_image.csv", "predictions/summary.csv"):
         assert f'href="{href}"' in page
+    # the learning curve: one subset run of 3 images, the demo's own run, Otsu; in the report
+    with (out / "curve" / "learning_curve.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    split = json.loads((out / "dataset" / "dataset.json").read_text())["split"]
+    assert [r["images"] for r in curve] == ["3", str(len(split["train"])), "otsu"]
+    assert [r["run"] for r in curve[:2]] == ["curve/003_images/run", "run"]
+    assert (out / "curve" / "003_images" / "run" / "best.pt").is_file()
+    subset = json.loads((out / "curve" / "003_images" / "dataset" / "dataset.json").read_text())
+    assert subset["n_images"] == 3 and subset["classes"] == ["background", "cell", "nucleus"]
+    # the demo's own model finds the foreground (foreground Dice pools every class but 0)
+    assert float(curve[1]["foreground_dice"]) > 0.7
+    assert 0.7 < float(curve[1]["predicted_to_true"]) < 1.3
+    assert "How many images to annotate" in page
+    assert 'src="curve/learning_curve.png"' in page and "Otsu (no learning)" in page
+    assert "learning curve (foreground Dice): 3 images" in summary
     # a second run into the same folder is refused rather than mixed with the first
     assert main(["demo", "-o", str(out), "--time-budget", "0.1"]) == 2
 
@@ -100,6 +118,17 @@ def test_demo_flags_reach_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(unetkit.demo, "run_demo", fake_run_demo)
     assert main(["demo", "-o", str(tmp_path / "d"), "--epochs", "3", "--images", "9",
-                 "--time-budget", "0.5", "--large", "100x120", "--seed", "4"]) == 2  # fmt: skip
+                 "--time-budget", "0.5", "--large", "100x120", "--seed", "4",
+                 "--curve", "4,2"]) == 2  # fmt: skip
     assert seen["epochs"] == 3 and seen["n_images"] == 9 and seen["budget_s"] == 30
     assert seen["large"] == (100, 120) and seen["seed"] == 4 and seen["overwrite"] is False
+    assert seen["curve_sizes"] == (2, 4)
+    assert main(["demo", "-o", str(tmp_path / "e"), "--curve", ""]) == 2
+    assert seen["curve_sizes"] == ()
+
+
+def test_demo_refuses_a_bad_curve_in_one_line(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "d"), "--curve", "2,x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--curve" in err[0] and "'x'" in err[0]
+    assert not (tmp_path / "d").exists()
