@@ -161,7 +161,7 @@ def main() -> None:
     out = Path(args.out)
     demo = Path(args.demo) if args.demo else out / "demo"
     if not (demo / "run" / "best.pt").is_file():
-        run_unetkit(["demo", "-o", str(demo), "--time-budget", str(args.budget)])
+        run_unetkit(["demo", "-o", str(demo), "--time-budget", str(args.budget), "--curve", ""])
     split = json.loads((demo / "dataset" / "dataset.json").read_text())["split"]
     images = [str(demo / "dataset" / "images" / f"{s}.png") for s in split["val"]]
     rows = {}
