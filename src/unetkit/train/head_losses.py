@@ -31,10 +31,29 @@ class _HeadLoss(nn.Module):
     maps (``channels`` of them)."""
 
     head, maps, channels = "", "", 0
+    default_factor = 1.0
 
-    def __init__(self, classes: nn.Module, ignore_index: int, factor: float) -> None:
+    def __init__(
+        self, classes: nn.Module, ignore_index: int = 255, factor: float | None = None
+    ) -> None:
         super().__init__()
-        self.classes, self.ignore_index, self.factor = classes, ignore_index, factor
+        self.classes, self.ignore_index = classes, ignore_index
+        self.factor = self.default_factor if factor is None else factor
+
+    def forward(
+        self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        total, classes, w = self._class_term(outputs, target, weight)
+        if self.factor == 0:
+            return total
+        return total + self.factor * self._head_term(outputs, target, classes, w)
+
+    def _head_term(
+        self, outputs: torch.Tensor, target: torch.Tensor, classes: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        """The head's own term, before ``factor`` (``w``: the pixel weights of
+        :meth:`_class_term`)."""
+        raise NotImplementedError
 
     def _class_term(
         self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None
@@ -74,23 +93,16 @@ class DistanceHeadLoss(_HeadLoss):
     """
 
     head, maps, channels = "distance", "distance", 1
+    default_factor = DISTANCE_FACTOR
 
-    def __init__(
-        self, classes: nn.Module, ignore_index: int = 255, factor: float = DISTANCE_FACTOR
-    ) -> None:
-        super().__init__(classes, ignore_index, factor)
-
-    def forward(
-        self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    def _head_term(
+        self, outputs: torch.Tensor, target: torch.Tensor, classes: torch.Tensor, w: torch.Tensor
     ) -> torch.Tensor:
-        total, _, w = self._class_term(outputs, target, weight)
-        if self.factor == 0:
-            return total
         logits = outputs[:, -1].float()
         d = target[:, 1].float().clamp(0, 1)
         bce = F.binary_cross_entropy_with_logits(logits, d, reduction="none")
         entropy = F.binary_cross_entropy(d, d, reduction="none")  # the floor of the BCE
-        return total + self.factor * _weighted_mean(bce - entropy, w)
+        return _weighted_mean(bce - entropy, w)
 
 
 RAYS_FACTOR = 1.0  # the ray term's factor (ObjectConfig.rays_weight's default)
@@ -178,25 +190,17 @@ class OffsetsHeadLoss(_HeadLoss):
     """
 
     head, maps, channels = "offsets", "x and y offsets", 2
+    default_factor = OFFSETS_FACTOR
 
-    def __init__(
-        self, classes: nn.Module, ignore_index: int = 255, factor: float = OFFSETS_FACTOR
-    ) -> None:
-        super().__init__(classes, ignore_index, factor)
-
-    def forward(
-        self, outputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    def _head_term(
+        self, outputs: torch.Tensor, target: torch.Tensor, classes: torch.Tensor, w: torch.Tensor
     ) -> torch.Tensor:
-        total, classes, labelled = self._class_term(outputs, target, weight)
-        if self.factor == 0:
-            return total
         predicted, true = outputs[:, -2:].float(), target[:, 1:].float()
         squared = (predicted - true).square().sum(1)
-        on = labelled * (classes != 0).float()  # object pixels (class 0: background)
+        on = w * (classes != 0).float()  # object pixels (class 0: background)
         steep = _axis_gradients(predicted) - _axis_gradients(true)
-        term = _weighted_mean(squared, labelled)
-        term = term + GRADIENT_FACTOR * _weighted_mean(steep.square().sum(1), on)
-        return total + self.factor * term
+        term = _weighted_mean(squared, w)
+        return term + GRADIENT_FACTOR * _weighted_mean(steep.square().sum(1), on)
 
 
 def _axis_gradients(offsets: torch.Tensor) -> torch.Tensor:
