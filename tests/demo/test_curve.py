@@ -101,3 +101,6 @@ def test_learning_curve_prepares_trains_and_scores_each_subset(tmp_path, tiny_ch
     assert sorted(p.name for p in (tmp_path / "curve" / "002_images" / "labelme").iterdir()) == [
         n for s in subsets[2] for n in sorted(q.name for q in labelme.iterdir() if q.stem == s)
     ]
+    # again into the same folder (``unetkit demo --overwrite``): each size's folder is replaced
+    again, _ = learning_curve(tmp_path, labelme, report.split, classes, best, train, (2, 4))
+    assert again == points and len(seen) == 4

@@ -110,8 +110,8 @@ def learning_curve(
     ``split["train"]`` (prepared with the whole set's ``classes``, so a class a subset lacks
     keeps its value) and score every model, ``full_run``'s included, on ``split["val"]``.
 
-    Writes ``out/curve/`` (one folder per size: labelme subset, dataset, run),
-    ``out/curve/learning_curve.csv`` and ``out/curve/learning_curve.png``.
+    Writes ``out/curve/`` (one folder per size: labelme subset, dataset, run; an earlier
+    one is replaced), ``out/curve/learning_curve.csv`` and ``out/curve/learning_curve.png``.
 
     Returns:
         The points, fewest images first, and Otsu's Dice on the same images.
@@ -129,6 +129,8 @@ def learning_curve(
             for n, stems in nested_subsets(split["train"], sizes, seed).items()}  # fmt: skip
     points = []
     for n, (folder, stems) in sorted(runs.items()):
+        if folder.exists():  # an earlier demo's, in a folder the caller lets us overwrite
+            shutil.rmtree(folder)
         subset = _subset_labelme(labelme, stems, folder / "labelme")
         prepare(subset, folder / "dataset", labels=list(classes), seed=seed)
         points.append(_score(train(folder / "dataset", folder / "run"), n, out, pairs))
