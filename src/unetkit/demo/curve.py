@@ -108,7 +108,8 @@ def learning_curve(
 ) -> tuple[list[CurvePoint], float]:
     """Train ``train(dataset, run_dir) -> best checkpoint`` on each nested subset of
     ``split["train"]`` (prepared with the whole set's ``classes``, so a class a subset lacks
-    keeps its value) and score every model, ``full_run``'s included, on ``split["val"]``.
+    keeps its value) and score every model, ``full_run``'s included, on ``split["val"]``
+    (read from ``out/dataset``, the whole set as ``prepare`` wrote it).
 
     Writes ``out/curve/`` (one folder per size: labelme subset, dataset, run; an earlier
     one is replaced), ``out/curve/learning_curve.csv`` and ``out/curve/learning_curve.png``.
