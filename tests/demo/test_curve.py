@@ -104,3 +104,17 @@ def test_learning_curve_prepares_trains_and_scores_each_subset(tmp_path, tiny_ch
     # again into the same folder (``unetkit demo --overwrite``): each size's folder is replaced
     again, _ = learning_curve(tmp_path, labelme, report.split, classes, best, train, (2, 4))
     assert again == points and len(seen) == 4
+
+
+def test_report_shows_no_curve_of_one_point(tmp_path):
+    """Sizes none of which is below the training split leave the demo's own run alone: no
+    section that says it was "trained on  of the 18 training images"."""
+    from unetkit.demo.curve import CurvePoint
+    from unetkit.demo.report import write_report
+
+    full = CurvePoint(18, 0.98, 1.0, 120, "run")
+    small = CurvePoint(2, 0.9, 0.95, 120, "curve/002_images/run")
+    alone = write_report(tmp_path, {}, {}, [], curve=([full], 0.8)).read_text()
+    assert "How many images to annotate" not in alone
+    page = write_report(tmp_path, {}, {}, [], curve=([small, full], 0.8)).read_text()
+    assert "trained on 2 of the\n18 training images" in page

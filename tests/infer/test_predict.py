@@ -401,6 +401,15 @@ def test_no_carriage_returns_in_a_log_of_folder_prediction(trained, inputs, tmp_
     assert (proc.stdout + proc.stderr).count("predicted") == 1
 
 
+def crossing_tiles(truth: np.ndarray, step: int = 24) -> int:
+    """How many objects of ``truth`` span more than one column of tiles ``step`` px apart (the
+    32 px tiles with overlap 0.25 these tests use): how much a whole-vs-tiled test means."""
+    return sum(
+        len(np.unique(np.argwhere(truth == i)[:, 1] // step)) > 1
+        for i in range(1, int(truth.max()) + 1)
+    )
+
+
 def test_folder_prediction_removes_its_stale_temporary_files(trained, inputs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -447,11 +456,7 @@ def test_instance_objects_are_identical_whole_and_tiled(tmp_path, grey_level_mod
     assert ids_w.max() == truth.max() == 8 * 12
     assert (ids_w == renumber(truth)).all()  # touching cells apart, each exactly itself
     assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
-    crossing = [
-        i for i in range(1, int(truth.max()) + 1)
-        if len(np.unique(np.argwhere(truth == i)[:, 1] // 24)) > 1  # tiles step 24 px
-    ]  # fmt: skip
-    assert len(crossing) > 20  # the test means something: many cells cross tile borders
+    assert crossing_tiles(truth) > 20  # the test means something: many cells cross tile borders
     assert set(np.unique(mask_w)) == {0, 1}  # boundary folded into the object class
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
@@ -477,11 +482,7 @@ def test_distance_head_objects_are_identical_whole_and_tiled(tmp_path, grey_leve
     assert ids_w.max() == truth.max() == 8 * 12
     assert (ids_w == renumber(truth)).all()
     assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
-    crossing = [
-        i for i in range(1, int(truth.max()) + 1)
-        if len(np.unique(np.argwhere(truth == i)[:, 1] // 24)) > 1  # tiles step 24 px
-    ]  # fmt: skip
-    assert len(crossing) > 20
+    assert crossing_tiles(truth) > 20
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
 
@@ -499,11 +500,7 @@ def assert_same_objects_whole_and_tiled(whole, path, image, truth, min_map: floa
     tiled = load_predictor(path, strategy="tile", tile=(32, 32), overlap=0.25)
     mask_t, ids_t = tiled.predict_objects(image)
     assert (ids_t == ids_w).all() and (mask_t == mask_w).all()
-    crossing = [
-        i for i in range(1, int(truth.max()) + 1)
-        if len(np.unique(np.argwhere(truth == i)[:, 1] // 24)) > 1  # tiles step 24 px
-    ]  # fmt: skip
-    assert len(crossing) > 10
+    assert crossing_tiles(truth) > 10
     assert (whole.predict_mask(image) == (truth > 0)).all()
 
 

@@ -59,14 +59,13 @@ def nested_subsets(stems: Sequence[str], sizes: Sequence[int], seed: int) -> dic
 
 def otsu_foreground(image: np.ndarray) -> np.ndarray:
     """(H, W) bool: Otsu's threshold of the grey image, the side with less than half the
-    pixels taken as the foreground (bright objects on dark, or dark on bright)."""
-    from skimage.filters import threshold_otsu
+    pixels taken as the foreground (bright objects on dark, or dark on bright); none in an
+    image without contrast."""
+    from ..infer.background import above_otsu
 
-    grey = image.mean(axis=2) if image.ndim == 3 else image
-    grey = np.asarray(grey, dtype=np.float64)
-    if grey.max() == grey.min():
-        return np.zeros(grey.shape, dtype=bool)
-    above = grey > threshold_otsu(grey)
+    above = above_otsu(image)
+    if above is None:
+        return np.zeros(image.shape[:2], dtype=bool)
     return ~above if above.mean() > 0.5 else above
 
 

@@ -184,7 +184,7 @@ def write_report(
     curve: tuple[Sequence[CurvePoint], float | None] = ((), None),
 ) -> Path:
     """A static report.html next to the images it shows (``counts``: objects per image;
-    ``curve``: the learning curve's points and Otsu's Dice)."""
+    ``curve``: the learning curve's points and Otsu's Dice, shown from two points on)."""
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>"
         + "".join(f"<td>{fmt_score(v.get(k))}</td>" for k in ("iou", "dice", "precision", "recall"))
@@ -218,7 +218,7 @@ predict. Times: {html.escape(timing)}.</p>
 <h2>Predictions on held-out images</h2>{"".join(_img(o, Path(o).stem, 360, True) for o in overlays)}
 <h2>A large image, predicted tile by tile</h2>
 {_img("predictions/large_overlay.png", "large.png with predicted regions and contours")}
-{_curve_section(*curve) if curve[0] else ""}
+{_curve_section(*curve) if len(curve[0]) > 1 else ""}
 {_objects_section(out, metrics, counts, val_stems[0]) if counts and val_stems else ""}
 {_per_image_section(out)}
 {_run_section(out)}

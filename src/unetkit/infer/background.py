@@ -21,6 +21,19 @@ from ..errors import UnetkitError
 BACKGROUNDS = ("bright", "dark")
 
 
+def above_otsu(image: np.ndarray) -> np.ndarray | None:
+    """(H, W) bool: the pixels of ``image``'s grey level (the mean of its channels, if it has
+    them) above Otsu's threshold; None for an empty image or one without contrast."""
+    grey = np.asarray(image, dtype=np.float32)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=2)
+    if not grey.size or float(grey.min()) == float(grey.max()):
+        return None
+    from skimage.filters import threshold_otsu
+
+    return grey > threshold_otsu(grey)
+
+
 class Background:
     """Which network tiles hold no foreground (module docstring), from the preview grid.
 
@@ -36,14 +49,10 @@ class Background:
     def __init__(self, grid: np.ndarray, step: int, mode: str):
         if mode not in BACKGROUNDS:
             raise UnetkitError(f"background must be one of {', '.join(BACKGROUNDS)}; got {mode!r}")
-        from skimage.filters import threshold_otsu
-
-        grey = grid.astype(np.float32).mean(axis=2)
         self.step = max(1, int(step))
-        self.foreground: np.ndarray | None = None  # None: no contrast, nothing is skipped
-        if grey.size and float(grey.min()) < float(grey.max()):
-            threshold = threshold_otsu(grey)
-            self.foreground = grey <= threshold if mode == "bright" else grey > threshold
+        above = above_otsu(grid)
+        # None: no contrast, nothing is skipped
+        self.foreground = above if above is None or mode == "dark" else ~above
         self.tiles = self.skipped = 0
 
     @classmethod
