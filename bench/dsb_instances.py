@@ -13,6 +13,8 @@ IoU 0.5, panoptic quality, and merges (predicted objects holding most of two or 
   probability plus 32 ray lengths: StarDist's star-convex polygons in unetkit's U-Net);
 * ``instance-offsets``: the same with ``--instance-head offsets`` (the boundary class plus
   each object pixel's offset from its object's centre: HoVer-Net's maps);
+* ``instance-cp``: ``instance`` trained on the 70 images plus a copy-paste composite of each
+  (``bench/copy_paste.py``: nuclei of an image pasted again touching other nuclei of it);
 * ``semantic``: the default semantic command ``unetkit train TRAIN -o RUN --time-budget B``,
   objects = connected components of its mask (what a semantic U-Net gives);
 * ``otsu-ws``: no learning: per-image Otsu mask, split by a watershed on its distance transform
@@ -264,7 +266,8 @@ def main() -> None:
                 group_of,
             )
         else:
-            task = {"instance": "instance", "instance-distance": "instance",
+            task = {"instance": "instance", "instance-cp": "instance",
+                    "instance-distance": "instance",
                     "instance-rays": "instance", "instance-offsets": "instance",
                     "semantic": None}[name]  # fmt: skip
             ckpt = work / name / "best.pt"
@@ -272,7 +275,14 @@ def main() -> None:
                 extra = args.instance_args if task == "instance" else ""
                 if name in ("instance-distance", "instance-rays", "instance-offsets"):
                     extra += f" --instance-head {name.split('-')[1]}"
-                ckpt = train(train_dir, work / name, args.budget, task, extra)
+                data = train_dir
+                if name == "instance-cp":  # the training images plus copy-paste composites
+                    from copy_paste import build
+
+                    data = work / "train-cp"
+                    if not data.exists():
+                        build(data, train_stems, variants=1)
+                ckpt = train(data, work / name, args.budget, task, extra)
             predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
             predictor.predict_objects(read_image(DATA / "images" / f"{train_stems[0]}.png"))
             results[name] = score(
