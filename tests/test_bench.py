@@ -1,5 +1,6 @@
 """bench/ helpers: the nested training subsets of the learning-curve benches (curve.py) and
-the split of a mask's errors by kind (where_missing.py)."""
+the split of a mask's errors by kind (where_missing.py), the copy-paste composites
+(copy_paste.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from curve import nested_subsets, spread_order, stratified_order  # noqa: E402
@@ -100,3 +102,22 @@ def test_every_bench_script_imports_names_unetkit_has():
                     if not hasattr(module, alias.name) and importlib.util.find_spec(name) is None:
                         missing.append(f"{path.name}: {name}")
     assert not missing
+
+
+def test_copy_paste_pastes_touching_nuclei_behind_the_others():
+    from copy_paste import composite
+
+    instances = np.zeros((96, 96), np.int32)
+    yy, xx = np.mgrid[:96, :96]
+    for i, (cy, cx) in enumerate([(30, 30), (60, 62), (30, 70)], start=1):
+        instances[(yy - cy) ** 2 + (xx - cx) ** 2 <= 8**2] = i
+    image = np.where(instances[..., None] > 0, 200, 20).astype(np.uint8).repeat(3, -1)
+    out, labels = composite(image, instances, np.random.default_rng(0), fraction=2.0)
+    new = np.unique(labels[labels > 3])
+    assert len(new) >= 2  # copies were pasted, each with an id of its own
+    assert np.array_equal(labels[instances > 0], instances[instances > 0])  # behind the others
+    assert (out[labels > 3] == 200).all() and (out[labels == 0] == 20).all()
+    grown = ndimage.binary_dilation(instances > 0, iterations=2)
+    for i in new:  # each copy touches (or all but touches) a nucleus that was there
+        assert (grown & (labels == i)).any(), i
+    assert np.array_equal(image, np.where(instances[..., None] > 0, 200, 20).repeat(3, -1))
