@@ -15,7 +15,6 @@ originals (``images/``, ``masks/``, ``instances/``), so the folder trains like t
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 from dsb import DATA, split
+from dsb_instances import link_dataset
 
 
 def composite(
@@ -80,11 +80,8 @@ def composite(
 def build(out: Path, stems: list[str], variants: int, seed: int = 0) -> Path:
     """``out/{images,masks,instances}``: links to ``stems`` plus ``variants`` composites each."""
     rng = np.random.default_rng(seed)
-    for sub in ("images", "masks", "instances"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    link_dataset(out, stems)
     for stem in stems:
-        for sub in ("images", "masks", "instances"):
-            os.symlink(DATA / sub / f"{stem}.png", out / sub / f"{stem}.png")
         image = np.array(Image.open(DATA / "images" / f"{stem}.png"))
         instances = np.array(Image.open(DATA / "instances" / f"{stem}.png")).astype(np.int32)
         for k in range(variants):
@@ -93,7 +90,6 @@ def build(out: Path, stems: list[str], variants: int, seed: int = 0) -> Path:
             Image.fromarray(img).save(out / "images" / name)
             Image.fromarray((lab > 0).astype(np.uint8)).save(out / "masks" / name)
             Image.fromarray(lab.astype(np.uint16)).save(out / "instances" / name)
-    (out / "classes.txt").write_text("background\nnucleus\n")
     return out
 
 

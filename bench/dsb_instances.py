@@ -165,7 +165,8 @@ def truth_maps(truth: np.ndarray, head: str) -> np.ndarray:
 
 def score(objects_of, stems: list[str], group_of: dict[str, str]) -> dict:
     """Per group and overall: the ObjectTally summary of each recipe's objects. ``objects_of``
-    returns the object ids, or (ids, class mask) for a model whose class mask is scored too:
+    returns the object ids, or a model's (class mask, ids) as ``Predictor.predict_objects``
+    gives them, the class mask then scored too:
     its foreground (every class but background) against the true nuclei, Dice pooled over the
     images' pixels, as ``bench/dsb.py`` scores the semantic models."""
     from unetkit.data.imageio import read_image, read_mask
@@ -183,7 +184,7 @@ def score(objects_of, stems: list[str], group_of: dict[str, str]) -> dict:
         found = objects_of(image, stem)
         seconds += time.perf_counter() - start
         if isinstance(found, tuple):
-            found, mask = found
+            mask, found = found
             fg, nuclei = mask > 0, read_mask(DATA / "masks" / f"{stem}.png") == 1
             overlap += int((fg & nuclei).sum())
             predicted, true = predicted + int(fg.sum()), true + int(nuclei.sum())
@@ -298,7 +299,7 @@ def main() -> None:
             predictor = Predictor.from_checkpoint(ckpt, PredictConfig())
             predictor.predict_objects(read_image(DATA / "images" / f"{train_stems[0]}.png"))
             results[name] = score(
-                lambda img, s, p=predictor: p.predict_objects(img)[::-1], test, group_of
+                lambda img, s, p=predictor: p.predict_objects(img), test, group_of
             )
         minutes[name] = (time.monotonic() - start) / 60
     groups = sorted({group_of[s] for s in test})
